@@ -1,0 +1,383 @@
+"""Run the real local servers (RabbitMQ, FerretDB, Mailpit) on 127.0.0.1.
+
+    .venv/bin/python deploy/local.py up|down|status [--only rabbitmq,mongo,smtp]
+
+`up` reuses whatever already answers the protocol on a port and never fakes a server.
+AMQP_URL, MONGODB_URL or SMTP_URL in the environment replace the local server: only
+their readiness is checked. State lives in .local/ (bin, logs, run, data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / ".local"
+BIN, RUN, LOGS = LOCAL / "bin", LOCAL / "run", LOCAL / "logs"
+RABBIT_MARK = RUN / "rabbitmq.started"  # present only while `up` owns the RabbitMQ node
+RABBIT_LOGS, RABBIT_PIDS = "/var/log/rabbitmq", "/var/lib/rabbitmq/mnesia/rabbit@*.pid"
+Probe = Callable[[str, float], "str | None"]  # None when the server answers, else why not
+
+
+def say(name: str, msg: str) -> None:
+    print(f"{name:<9} {msg}", flush=True)
+
+
+def addr(url: str) -> str:
+    u = urlsplit(url)
+    return f"{u.hostname}:{u.port}"
+
+
+# --- readiness, by protocol ---
+
+def probe_amqp(url: str, timeout: float) -> str | None:
+    """AMQP 0-9-1: send the protocol header, expect a Connection.Start method frame."""
+    u = urlsplit(url)
+    tls = u.scheme == "amqps"
+    host, port = u.hostname or "127.0.0.1", u.port or (5671 if tls else 5672)
+    data = b""
+    try:
+        with socket.create_connection((host, port), timeout) as raw:
+            ctx = ssl.create_default_context()
+            sock = ctx.wrap_socket(raw, server_hostname=host) if tls else raw
+            sock.sendall(b"AMQP\x00\x00\x09\x01")
+            while len(data) < 11 and (chunk := sock.recv(64)):  # frame header + class/method
+                data += chunk
+    except OSError as exc:
+        return str(exc)
+    if data[:1] == b"\x01" and data[7:11] == b"\x00\x0a\x00\x0a":
+        return None
+    return f"no AMQP Connection.Start (got {data[:16]!r})"
+
+
+def probe_mongo(url: str, timeout: float) -> str | None:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    u, ms = urlsplit(url), int(timeout * 1000)
+    if u.scheme == "mongodb" and "," not in u.netloc:  # fail fast on a closed port
+        try:
+            socket.create_connection((u.hostname or "127.0.0.1", u.port or 27017), timeout).close()
+        except OSError as exc:
+            return str(exc)
+    try:
+        with MongoClient[dict[str, object]](
+            url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms
+        ) as client:
+            client.admin.command("ping")
+    except (PyMongoError, ValueError) as exc:
+        return str(exc).split(" (configured timeouts")[0]
+    return None
+
+
+def probe_smtp(url: str, timeout: float) -> str | None:
+    u = urlsplit(url)
+    smtp_cls = smtplib.SMTP_SSL if u.scheme == "smtps" else smtplib.SMTP
+    try:
+        smtp = smtp_cls(local_hostname="localhost", timeout=timeout)
+        code, banner = smtp.connect(u.hostname or "127.0.0.1", u.port or 25)
+        smtp.close()
+    except (OSError, smtplib.SMTPException) as exc:
+        return str(exc) or type(exc).__name__
+    return None if code == 220 else f"banner {code} {banner!r}"
+
+
+@dataclass
+class Server:
+    name: str  # the --only key
+    env: str  # environment variable whose URL replaces the local server
+    url: str  # the local server
+    probe: Probe
+    binary: str = ""  # Go wrapper deploy/<src>, built into .local/bin/<binary>
+    src: str = ""
+    pkg: str = "."
+    args: tuple[str, ...] = ()
+
+
+SERVERS: dict[str, Server] = {
+    "rabbitmq": Server("rabbitmq", "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", probe_amqp),
+    "mongo": Server(
+        "mongo", "MONGODB_URL", "mongodb://127.0.0.1:27017/", probe_mongo,
+        "ferretdb-local", "ferretdb",
+        args=("-listen", "127.0.0.1:27017", "-data", str(LOCAL / "ferretdb")),
+    ),
+    "smtp": Server(
+        "smtp", "SMTP_URL", "smtp://127.0.0.1:1025", probe_smtp,
+        "mailpit", "mailpit", "github.com/axllent/mailpit",
+        args=(
+            "--smtp", "127.0.0.1:1025", "--listen", "127.0.0.1:8025",
+            "--database", str(LOCAL / "mailpit" / "mailpit.db"),
+            "--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
+            "--smtp-disable-rdns", "--disable-version-check",
+        ),
+    ),
+}
+
+
+def wait_ready(s: Server, url: str, timeout: float, alive: Callable[[], bool]) -> str | None:
+    deadline = time.monotonic() + timeout
+    while (err := s.probe(url, 2.0)) is not None and time.monotonic() < deadline:
+        if not alive():
+            return f"process exited ({err})"
+        time.sleep(0.3)
+    return err
+
+
+def fail(s: Server, why: str, logs: list[Path]) -> NoReturn:
+    print(f"{s.name}: not ready: {why}", file=sys.stderr)
+    for log in logs:
+        try:
+            text = log.read_text(errors="replace").splitlines()[-25:]
+        except OSError as exc:
+            text = [str(exc)]
+        print(f"--- tail of {log} ---", *text, "---", sep="\n", file=sys.stderr)
+    sys.exit(1)
+
+
+# --- Go binaries, rebuilt only when their wrapper's source changes ---
+
+def ensure_binary(s: Server) -> Path:
+    out, src = BIN / s.binary, ROOT / "deploy" / s.src
+    h = hashlib.sha256()
+    for f in sorted([src / "go.mod", src / "go.sum", *src.glob("*.go")]):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    stamp, want = out.with_name(s.binary + ".srchash"), h.hexdigest()
+    if out.exists() and stamp.exists() and stamp.read_text().strip() == want:
+        return out
+    why = "missing" if not out.exists() else "source changed or never hashed"
+    say(s.name, f"building {out.relative_to(ROOT)} from deploy/{s.src} ({why}) ...")
+    BIN.mkdir(parents=True, exist_ok=True)
+    go, t0 = shutil.which("go") or "/usr/local/go/bin/go", time.monotonic()
+    try:
+        subprocess.run([go, "build", "-o", str(out), s.pkg], cwd=src, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"{s.name}: go build failed: {exc}")
+    stamp.write_text(want + "\n")
+    say(s.name, f"built {out.relative_to(ROOT)} in {time.monotonic() - t0:.1f}s")
+    return out
+
+
+# --- processes ---
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # e.g. beam.smp runs as user rabbitmq
+        return True
+    try:  # a zombie (our own child that just died) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def our_pid(s: Server) -> int | None:
+    """The pid in .local/run/<name>.pid, if that process is still our binary."""
+    try:
+        pid = int((RUN / f"{s.name}.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if str(BIN / s.binary).encode() in cmdline and pid_alive(pid) else None
+
+
+def rabbit_pid() -> int | None:
+    for p in glob.glob(RABBIT_PIDS):
+        try:
+            if pid_alive(pid := int(Path(p).read_text())):
+                return pid
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+def tool(name: str) -> str | None:
+    """Find an executable, also in the sbin dirs that a non-root PATH may lack."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def start_rabbitmq(s: Server, timeout: float) -> None:
+    if not tool("rabbitmq-server"):
+        if os.geteuid() != 0:
+            sys.exit("rabbitmq: rabbitmq-server is not installed; as root run: "
+                     "apt-get update && apt-get install -y rabbitmq-server")
+        say(s.name, "installing rabbitmq-server with apt-get ...")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "rabbitmq-server"], check=True, env=env)
+    t0 = time.monotonic()
+    if pid := rabbit_pid():
+        say(s.name, f"node pid {pid} is up but AMQP does not answer yet; waiting")
+    else:
+        plugins = [tool("rabbitmq-plugins") or "rabbitmq-plugins", "--offline", "enable"]
+        subprocess.run([*plugins, "rabbitmq_management"], check=True, stdout=subprocess.DEVNULL)
+        epmd_before = port_open(4369)
+        subprocess.run([tool("rabbitmq-server") or "rabbitmq-server", "-detached"], check=True)
+        RUN.mkdir(parents=True, exist_ok=True)
+        RABBIT_MARK.write_text("epmd=preexisting\n" if epmd_before else "epmd=ours\n")
+    if err := wait_ready(s, s.url, timeout, lambda: True):
+        logs = sorted(glob.glob(f"{RABBIT_LOGS}/rabbit@*.log"), key=os.path.getmtime)[-1:]
+        fail(s, err, [Path(p) for p in logs] + [Path(RABBIT_LOGS) / "startup_err"])
+    say(s.name, f"started {addr(s.url)} pid {rabbit_pid()} in {time.monotonic() - t0:.1f}s "
+        f"(logs in {RABBIT_LOGS}, management http://127.0.0.1:15672)")
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+    except OSError:
+        return False
+    return True
+
+
+def start_binary(s: Server, timeout: float) -> None:
+    exe = ensure_binary(s)
+    for d in (RUN, LOGS, LOCAL / "ferretdb", LOCAL / "mailpit"):
+        d.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{s.binary}.log"
+    with log.open("a") as f:
+        f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} deploy/local.py up ===\n")
+        f.flush()
+        t0 = time.monotonic()
+        proc = subprocess.Popen([str(exe), *s.args], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    (RUN / f"{s.name}.pid").write_text(f"{proc.pid}\n")
+    if err := wait_ready(s, s.url, timeout, lambda: proc.poll() is None):
+        stop_pid(s, proc.pid)
+        fail(s, err, [log])
+    say(s.name, f"started {addr(s.url)} pid {proc.pid} in {time.monotonic() - t0:.1f}s "
+        f"(log {log.relative_to(ROOT)})")
+
+
+def stop_pid(s: Server, pid: int) -> None:
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)  # started with start_new_session, so pgid == pid
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not pid_alive(pid):
+            break
+    (RUN / f"{s.name}.pid").unlink(missing_ok=True)
+
+
+# --- commands ---
+
+def up(s: Server, timeout: float) -> None:
+    if url := os.environ.get(s.env):
+        if err := wait_ready(s, url, timeout, lambda: True):
+            fail(s, f"{s.env} ({addr(url)}): {err}", [])
+        return say(s.name, f"{s.env} is set: {addr(url)} answering")
+    if s.probe(s.url, 2.0) is None:
+        ours = RABBIT_MARK.exists() if s.name == "rabbitmq" else our_pid(s)
+        whose = "started by deploy/local.py" if ours else "not started by us"
+        return say(s.name, f"{addr(s.url)} already answering; reusing it ({whose})")
+    if s.name == "rabbitmq":
+        return start_rabbitmq(s, timeout)
+    if pid := our_pid(s):  # ours but not answering: replace it
+        stop_pid(s, pid)
+    start_binary(s, timeout)
+
+
+def down(s: Server) -> None:
+    if os.environ.get(s.env):
+        return say(s.name, f"{s.env} is set; nothing local to stop")
+    if s.name == "rabbitmq":
+        if not RABBIT_MARK.exists():
+            return say(s.name, "not started by deploy/local.py; left alone")
+        epmd_ours = "epmd=ours" in RABBIT_MARK.read_text()
+        # given the node's pid file, `rabbitmqctl stop` waits until the Erlang VM has exited
+        pidfile = glob.glob(RABBIT_PIDS)[:1] if rabbit_pid() else []
+        ctl = [tool("rabbitmqctl") or "rabbitmqctl", "stop", "--idempotent", *pidfile]
+        subprocess.run(ctl, check=False, stdout=subprocess.DEVNULL)
+        if epmd_ours and (epmd := tool("epmd")):  # refused while other Erlang nodes are registered
+            subprocess.run([epmd, "-kill"], check=False, stdout=subprocess.DEVNULL)
+        RABBIT_MARK.unlink()
+        return say(s.name, f"stopped (rabbitmqctl stop{', epmd -kill' if epmd_ours else ''})")
+    if pid := our_pid(s):
+        stop_pid(s, pid)
+        return say(s.name, f"stopped pid {pid}")
+    (RUN / f"{s.name}.pid").unlink(missing_ok=True)
+    say(s.name, "not running from deploy/local.py; nothing to stop")
+
+
+def status(s: Server) -> bool:
+    url = os.environ.get(s.env) or s.url
+    err = s.probe(url, 2.0)
+    if os.environ.get(s.env):
+        where = f"env {s.env}"
+    elif s.name == "rabbitmq" and (pid := rabbit_pid()):
+        where = f"{'local' if RABBIT_MARK.exists() else 'reused'} pid {pid}"
+    elif s.name != "rabbitmq" and (pid := our_pid(s)):
+        where = f"local pid {pid}"
+    else:
+        where = "reused" if err is None else "-"
+    state = "answering" if err is None else f"DOWN ({err})"
+    print(f"{s.name:<9} {addr(url):<16} {state:<12} {where}")
+    return err is None
+
+
+def docker(cmd: str, names: list[str], timeout: float) -> bool:
+    """Use docker compose when USE_DOCKER=1 and an engine answers; True if it did."""
+    if os.environ.get("USE_DOCKER") != "1" or cmd == "status":
+        return False
+    info = ["docker", "info"]
+    engine = shutil.which("docker") and subprocess.run(info, capture_output=True, check=False)
+    if not engine or engine.returncode:
+        print("USE_DOCKER=1 but no Docker engine answers; using local servers", file=sys.stderr)
+        return False
+    svc = [{"rabbitmq": "rabbitmq", "mongo": "mongo", "smtp": "mailpit"}[n] for n in names]
+    subprocess.run(["docker", "compose", *(["up", "-d"] if cmd == "up" else ["stop"]), *svc],
+                   cwd=ROOT, check=True)
+    for s in (SERVERS[n] for n in names if cmd == "up"):
+        if err := wait_ready(s, s.url, timeout, lambda: True):
+            subprocess.run(["docker", "compose", "logs", "--tail=25", *svc], cwd=ROOT, check=False)
+            fail(s, err, [])
+        say(s.name, f"{addr(s.url)} answering (docker compose)")
+    return True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("command", choices=["up", "down", "status"])
+    ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp")
+    ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
+    a = ap.parse_args()
+    names = [n.strip() for n in a.only.split(",") if n.strip()]
+    if bad := [n for n in names if n not in SERVERS]:
+        ap.error(f"unknown server(s) {bad}; choose from {list(SERVERS)}")
+    if docker(a.command, names, a.timeout):
+        return
+    if a.command == "status":
+        answering = [status(SERVERS[n]) for n in names]  # a line for every server
+        sys.exit(0 if all(answering) else 1)
+    for n in names if a.command == "up" else reversed(names):
+        if a.command == "up":
+            up(SERVERS[n], a.timeout)
+        else:
+            down(SERVERS[n])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Transactional outbox without transactions: events ride inside the aggregate's own document.
+
+A state change and the events it causes are one `update_one` on one document (atomic in MongoDB and
+FerretDB alike). The relay publishes each document's unsent events in order, with confirms, then moves
+the document's `outbox_sent` mark. A crash between publish and mark republishes; consumers dedupe by
+event id. Fields: `outbox` (list of event dicts), `outbox_sent` (how many were published),
+`outbox_pending` (indexed flag the relay looks for), `outbox_seq` (bumped by every append, so the
+relay never clears the flag over events appended while it was publishing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.events import Envelope, parse_event
+from shared.messaging import EventPublisher
+from shared.mongo import Doc
+
+log = logging.getLogger(__name__)
+
+
+def append(events: Sequence[Envelope[Any]]) -> dict[str, Any]:
+    """Update operators that add events to a document's outbox; merge them into the state change."""
+    return {
+        "$push": {"outbox": {"$each": [e.model_dump(mode="json") for e in events]}},
+        "$set": {"outbox_pending": True},
+        "$inc": {"outbox_seq": 1},
+    }
+
+
+def merge(update: dict[str, Any], events: Sequence[Envelope[Any]]) -> dict[str, Any]:
+    """One update document holding both the state change and the outbox append."""
+    if not events:
+        return update
+    out = {k: dict(v) for k, v in update.items()}
+    for op, fields in append(events).items():
+        out.setdefault(op, {}).update(fields)
+    return out
+
+
+def new_document_fields(events: Sequence[Envelope[Any]]) -> Doc:
+    """Outbox fields for a document inserted together with its first events."""
+    return {
+        "outbox": [e.model_dump(mode="json") for e in events],
+        "outbox_sent": 0,
+        "outbox_pending": bool(events),
+        "outbox_seq": 0,
+    }
+
+
+class OutboxRelay:
+    """Publishes pending events of one collection; woken on writes, polls as a safety net."""
+
+    def __init__(
+        self, collection: AsyncCollection[Doc], publisher: EventPublisher, poll_seconds: float = 1.0
+    ) -> None:
+        self.collection = collection
+        self.publisher = publisher
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.failures = 0
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("outbox_pending")
+
+    def poke(self) -> None:
+        """Something was written: publish now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox:{self.collection.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.drain_once()  # what was written before stopping still goes out if it can
+
+    async def backlog(self) -> int:
+        return await self.collection.count_documents({"outbox_pending": True})
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.drain_once():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker or database down: keep the events, try again
+                self.failures += 1
+                log.warning("outbox %s: relay paused: %s", self.collection.name, exc)
+                await asyncio.sleep(min(self.poll_seconds, 1.0))
+
+    async def drain_once(self, batch: int = 200) -> int:
+        """Publish one batch of pending documents; returns how many documents were handled."""
+        docs = await self.collection.find(
+            {"outbox_pending": True}, {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}
+        ).limit(batch).to_list()
+        for doc in docs:
+            await self._relay(doc)
+        return len(docs)
+
+    async def _relay(self, doc: Doc) -> None:
+        outbox: list[Doc] = doc.get("outbox", [])
+        sent = int(doc.get("outbox_sent", 0))
+        for raw in outbox[sent:]:
+            await self.publisher.publish(parse_event(raw))
+            self.published += 1
+        total = len(outbox)
+        # Clear the flag only if nothing was appended meanwhile; else just move the mark.
+        done = await self.collection.update_one(
+            {"_id": doc["_id"], "outbox_seq": doc.get("outbox_seq", 0)},
+            {"$set": {"outbox_sent": total, "outbox_pending": False}},
+        )
+        if done.matched_count == 0:
+            await self.collection.update_one(
+                {"_id": doc["_id"], "outbox_sent": {"$lt": total}}, {"$set": {"outbox_sent": total}}
+            )

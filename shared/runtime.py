@@ -1,0 +1,224 @@
+"""One service's wiring: broker, database, consumer, outbox relays, HTTP app and lifespan.
+
+Each service's `app.py` builds a Runtime, registers its handlers and routes, and hands
+`runtime.http_app()` to uvicorn. Start-up order: declare topology, prepare stores, start relays,
+start consuming. Shutdown is the reverse, and FastStream waits for in-flight messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared import outbox, topology
+from shared.clock import Clock, SystemClock
+from shared.events import AccessLogged, Envelope, Payload, new_event
+from shared.messaging import Consumer, EventPublisher, Inbox, Parser
+from shared.mongo import Doc, connect, ping
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def _raw_body(msg: Any) -> bytes:
+    """Hand the handler the undecoded body, so unreadable input is parked by us with a reason."""
+    return bytes(msg.body)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        queues: topology.ServiceQueues,
+        *,
+        clock: Clock | None = None,
+        parser: Parser | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queues = queues
+        self.name = queues.service
+        self.clock: Clock = clock or SystemClock()
+        self.log = logging.getLogger(f"consult.{self.name}")
+        self.broker = RabbitBroker(
+            settings.amqp_url,
+            default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
+            graceful_timeout=15.0,
+            log_level=logging.DEBUG,
+            app_id=self.name,
+        )
+        self.mongo = connect(settings.mongodb_url, app_name=self.name)
+        self.db: AsyncDatabase[Doc] = self.mongo[settings.database(self.name)]
+        self.publisher = EventPublisher(self.broker)
+        self.consumer = Consumer(queues, self.publisher, Inbox(self.db["inbox"]), parser)
+        self.relays: list[OutboxRelay] = []
+        self.access_log = self.relay(self.db["access_outbox"])
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self.started = False
+        subscriber = self.broker.subscriber(
+            RabbitQueue(queues.inbox, declare=False),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw_body,
+            title=queues.inbox,
+        )
+
+        @subscriber
+        async def receive(body: bytes, msg: RabbitMessage) -> None:
+            await self.consumer(msg)
+
+    # ----------------------------------------------------------------- building blocks
+
+    def relay(self, collection: AsyncCollection[Doc]) -> OutboxRelay:
+        r = OutboxRelay(collection, self.publisher, self.settings.outbox_poll_seconds)
+        self.relays.append(r)
+        return r
+
+    def event(
+        self,
+        payload: Payload,
+        office_id: str,
+        *,
+        cause: Envelope[Any] | None = None,
+        correlation_id: uuid.UUID | None = None,
+    ) -> Envelope[Any]:
+        return new_event(
+            payload,
+            office_id=office_id,
+            producer=self.name,
+            clock=self.clock,
+            cause=cause,
+            correlation_id=correlation_id,
+        )
+
+    def on_startup(self, hook: Hook) -> Hook:
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        self._shutdown.append(hook)
+        return hook
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ----------------------------------------------------------------- life
+
+    async def declare(self) -> None:
+        connection = await aio_pika.connect(self.settings.amqp_url)
+        async with connection:
+            await topology.declare_service(await connection.channel(), self.queues)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        await self.declare()
+        for r in self.relays:
+            await r.ensure_indexes()
+        for hook in self._startup:
+            await hook()
+        for r in self.relays:
+            r.start()
+        await self.broker.start()
+        self.started = True
+        self.log.info("%s started", self.name)
+        try:
+            yield self
+        finally:
+            self.started = False
+            await self.broker.stop()  # stop consuming; in-flight handlers finish first
+            for hook in reversed(self._shutdown):
+                await hook()
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+            for r in self.relays:
+                try:
+                    await r.stop()
+                except Exception as exc:  # broker gone at shutdown: the events wait in MongoDB
+                    self.log.warning("outbox left pending at shutdown: %s", exc)
+            await self.mongo.close()
+            self.log.info("%s stopped", self.name)
+
+    async def readiness(self) -> dict[str, bool]:
+        broker_ok, mongo_ok = await asyncio.gather(
+            self.broker.ping(timeout=2.0), asyncio.wait_for(ping(self.mongo), 3.0)
+        )
+        return {"broker": bool(broker_ok), "database": bool(mongo_ok), "started": self.started}
+
+    # ----------------------------------------------------------------- HTTP
+
+    def http_app(self, *, title: str, version: str = "1.0.0", **kwargs: Any) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with self.running():
+                yield
+
+        app = FastAPI(title=title, version=version, lifespan=lifespan, **kwargs)
+        app.state.runtime = self
+
+        @app.get("/healthz", tags=["ops"], summary="The process is up")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "service": self.name}
+
+        @app.get("/readyz", tags=["ops"], summary="Broker and database reachable")
+        async def readyz() -> JSONResponse:
+            checks = await self.readiness()
+            ok = all(checks.values())
+            return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
+
+        @app.middleware("http")
+        async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            started = time.perf_counter()
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request.state.request_id = request_id
+            response = await call_next(request)
+            response.headers["x-request-id"] = request_id
+            if request.url.path not in ("/healthz", "/readyz", "/metrics"):
+                self.spawn(self._record_access(request, response.status_code, started, request_id), "access")
+            return response
+
+        return app
+
+    async def _record_access(self, request: Request, status: int, started: float, request_id: str) -> None:
+        route = request.scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        actor = getattr(request.state, "actor", None) or "anonymous"
+        office = getattr(request.state, "office_id", None) or "-"
+        event = self.event(
+            AccessLogged(
+                service=self.name,
+                actor=str(actor),
+                method=request.method,
+                route=template,
+                status=status,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                request_id=request_id,
+                at=self.clock.now(),
+            ),
+            office_id=office,
+        )
+        try:
+            await self.access_log.collection.insert_one(
+                {"_id": str(event.event_id), **outbox.new_document_fields([event])}
+            )
+            self.access_log.poke()
+        except Exception as exc:
+            self.log.error("access record not stored: %s", exc)

@@ -1,0 +1,52 @@
+"""Settings: one pydantic-settings base, a subclass per service. Nothing else reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Values that are fine on a developer's laptop and must never reach production.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "dev", "dev-secret", "secret", "password"})
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs: where the broker, the database and the mail server are."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["dev", "test", "prod"] = Field("dev", description="dev, test or prod")
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", description="RabbitMQ URL")
+    mongodb_url: str = Field(
+        "mongodb://127.0.0.1:27017/", description="MongoDB URL (local FerretDB by default)"
+    )
+    smtp_url: str = Field("smtp://127.0.0.1:1025", description="SMTP server URL")
+    db_prefix: str = Field("", description="prefix for database names; tests isolate runs with it")
+    offices_dir: Path = Field(ROOT / "deploy" / "offices", description="office policy files")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_level: str = "INFO"
+    prefetch: int = Field(32, description="unacknowledged messages per consumer")
+    outbox_poll_seconds: float = Field(1.0, description="outbox relay safety-net poll interval")
+    secret_key: str = Field(
+        "dev-secret",
+        description="key for keyed hashes and field encryption (base64 or text); refused in prod if placeholder",
+    )
+
+    service_name: str = "service"
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> ServiceSettings:
+        if self.environment == "prod" and self.secret_key in PLACEHOLDER_SECRETS:
+            raise ValueError("SECRET_KEY is a placeholder; set a real secret outside development")
+        if self.environment == "prod" and "guest:guest@" in self.amqp_url:
+            raise ValueError("AMQP_URL uses the guest account; give the service its own user in prod")
+        return self
+
+    def database(self, name: str) -> str:
+        """The database name for this service, isolated by prefix in tests."""
+        return f"{self.db_prefix}{name}"

@@ -1,0 +1,150 @@
+"""The whole broker topology in one place: exchanges, per-service queues, retries, parking.
+
+    portal ──> consult.intake (topic) ──┐
+    service ─> consult.events (topic) ──┼──> <service>.inbox (quorum, delivery limit)
+                                        │        │ handler fails transiently
+                                        │        └─> consult.retry ─> <service>.retry.<n>s (TTL)
+                                        │                 └─(expired)─> consult.redeliver ─> <service>.inbox
+                                        └── poison or delivery limit ─> consult.dead ─> <service>.parking
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aio_pika
+from aio_pika.abc import AbstractChannel
+
+EVENTS = "consult.events"
+INTAKE = "consult.intake"
+RETRY = "consult.retry"
+REDELIVER = "consult.redeliver"
+DEAD = "consult.dead"
+
+#: headers the runtime sets on retried and parked messages
+ATTEMPT_HEADER = "x-attempt"
+REASON_HEADER = "x-park-reason"
+DETAIL_HEADER = "x-park-detail"
+SOURCE_HEADER = "x-source-queue"
+
+
+@dataclass(frozen=True)
+class ServiceQueues:
+    """One service's queues and what it listens to."""
+
+    service: str
+    events: tuple[str, ...] = ()
+    intake: tuple[str, ...] = ()
+    retry_delays: tuple[int, ...] = (1, 5, 30)
+    delivery_limit: int = 5
+    extra_args: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.service}.inbox"
+
+    @property
+    def parking(self) -> str:
+        return f"{self.service}.parking"
+
+    def retry_queue(self, delay: int) -> str:
+        return f"{self.service}.retry.{delay}s"
+
+    def delay_for(self, attempt: int) -> int | None:
+        """Seconds to wait before attempt number `attempt` (1-based retries); None: give up."""
+        if attempt < 1 or attempt > len(self.retry_delays):
+            return None
+        return self.retry_delays[attempt - 1]
+
+
+BOOKING = ServiceQueues(
+    "booking",
+    events=(
+        "appointment.confirmed",
+        "appointment.recoordination_proposed",
+        "appointment.hold_expired",
+        "appointment.notice_due",
+        "appointment.no_show",
+    ),
+    intake=("booking.request", "jobseeker.registered", "jobseeker.updated", "device.observed"),
+)
+SCHEDULER = ServiceQueues(
+    "scheduler",
+    events=(
+        "booking.requested",
+        "booking.cancelled",
+        "booking.attended",
+        "booking.completed",
+        "booking.alternative_accepted",
+        "booking.alternative_declined",
+    ),
+)
+NOTIFIER = ServiceQueues(
+    "notifier",
+    events=(
+        "booking.confirmed",
+        "booking.recoordination_proposed",
+        "booking.notice_due",
+        "booking.cancelled",
+        "person.refused",
+    ),
+)
+AUDIT = ServiceQueues("audit", events=("#",))
+
+SERVICES: dict[str, ServiceQueues] = {q.service: q for q in (BOOKING, SCHEDULER, NOTIFIER, AUDIT)}
+
+
+async def declare_exchanges(channel: AbstractChannel) -> None:
+    for name, kind in (
+        (EVENTS, aio_pika.ExchangeType.TOPIC),
+        (INTAKE, aio_pika.ExchangeType.TOPIC),
+        (RETRY, aio_pika.ExchangeType.DIRECT),
+        (REDELIVER, aio_pika.ExchangeType.DIRECT),
+        (DEAD, aio_pika.ExchangeType.DIRECT),
+    ):
+        await channel.declare_exchange(name, kind, durable=True)
+
+
+async def declare_service(channel: AbstractChannel, q: ServiceQueues) -> None:
+    """Declare a service's inbox, retry and parking queues and their bindings (idempotent)."""
+    await declare_exchanges(channel)
+    parking = await channel.declare_queue(
+        q.parking, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await parking.bind(DEAD, routing_key=q.parking)
+    inbox = await channel.declare_queue(
+        q.inbox,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            # crash loops: after this many deliveries the broker parks the message itself
+            "x-delivery-limit": q.delivery_limit,
+            "x-dead-letter-exchange": DEAD,
+            "x-dead-letter-routing-key": q.parking,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            **q.extra_args,
+        },
+    )
+    for key in q.events:
+        await inbox.bind(EVENTS, routing_key=key)
+    for key in q.intake:
+        await inbox.bind(INTAKE, routing_key=key)
+    await inbox.bind(REDELIVER, routing_key=q.inbox)
+    for delay in q.retry_delays:
+        name = q.retry_queue(delay)
+        retry = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-message-ttl": delay * 1000,
+                "x-dead-letter-exchange": REDELIVER,
+                "x-dead-letter-routing-key": q.inbox,
+            },
+        )
+        await retry.bind(RETRY, routing_key=name)
+
+
+async def declare_all(channel: AbstractChannel) -> None:
+    for q in SERVICES.values():
+        await declare_service(channel, q)
