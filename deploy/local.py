@@ -10,6 +10,7 @@ their readiness is checked. State lives in .local/ (bin, logs, run, data).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import hashlib
 import os
@@ -293,7 +294,8 @@ def up(s: Server, timeout: float) -> None:
         return say(s.name, f"{addr(s.url)} already answering; reusing it ({whose})")
     if s.name == "rabbitmq":
         return start_rabbitmq(s, timeout)
-    if pid := our_pid(s):  # ours but not answering: replace it
+    if pid := our_pid(s):
+        say(s.name, f"pid {pid} is ours but does not answer; restarting it")
         stop_pid(s, pid)
     start_binary(s, timeout)
 
@@ -372,11 +374,14 @@ def main() -> None:
     if a.command == "status":
         answering = [status(SERVERS[n]) for n in names]  # a line for every server
         sys.exit(0 if all(answering) else 1)
-    for n in names if a.command == "up" else reversed(names):
-        if a.command == "up":
-            up(SERVERS[n], a.timeout)
-        else:
-            down(SERVERS[n])
+    RUN.mkdir(parents=True, exist_ok=True)
+    with (RUN / "local.lock").open("w") as lock:  # one up/down at a time (make test runs `up` too)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for n in names if a.command == "up" else reversed(names):
+            if a.command == "up":
+                up(SERVERS[n], a.timeout)
+            else:
+                down(SERVERS[n])
 
 
 if __name__ == "__main__":
