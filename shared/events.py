@@ -16,7 +16,6 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.clock import Clock
 
-
 #: An aware datetime normalised to UTC: stored and sent in UTC, shown in JST.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda d: d.astimezone(UTC))]
 
@@ -102,7 +101,8 @@ def new_event(
 ) -> Envelope[PayloadT]:
     """Wrap a payload; a cause passes on its correlation id and becomes the causation id."""
     eid = event_id or uuid4()
-    return Envelope[type(payload)](  # type: ignore[misc]
+    model: Any = Envelope[type(payload)]  # type: ignore[misc]
+    envelope: Envelope[PayloadT] = model(
         event_id=eid,
         type=payload.TYPE,
         version=payload.VERSION,
@@ -113,6 +113,7 @@ def new_event(
         office_id=office_id,
         payload=payload,
     )
+    return envelope
 
 
 def parse_event(body: bytes | str | dict[str, Any]) -> Envelope[Any]:
@@ -285,6 +286,8 @@ class PersonRefused(Payload):
 
 @event("person.refusal_lifted")
 class RefusalLifted(Payload):
+    """Staff lifted a refusal (R09, R13). booking -> audit."""
+
     person_key: str
     lifted_by: str
 

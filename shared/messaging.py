@@ -8,6 +8,7 @@ broker before the original is acked, so a crash in between only causes a redeliv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,10 +77,8 @@ class Inbox:
         return await self.collection.find_one({"_id": event_id}, {"_id": 1}) is not None
 
     async def mark(self, event_id: str, event_type: str, at: float) -> None:
-        try:
+        with contextlib.suppress(DuplicateKeyError):
             await self.collection.insert_one({"_id": event_id, "type": event_type, "at": at})
-        except DuplicateKeyError:
-            pass
 
 
 class Consumer:

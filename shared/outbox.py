@@ -11,6 +11,7 @@ relay never clears the flag over events appended while it was publishing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -80,10 +81,8 @@ class OutboxRelay:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self.drain_once()  # what was written before stopping still goes out if it can
 
@@ -92,10 +91,8 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 while await self.drain_once():
@@ -109,9 +106,13 @@ class OutboxRelay:
 
     async def drain_once(self, batch: int = 200) -> int:
         """Publish one batch of pending documents; returns how many documents were handled."""
-        docs = await self.collection.find(
-            {"outbox_pending": True}, {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}
-        ).limit(batch).to_list()
+        docs = (
+            await self.collection.find(
+                {"outbox_pending": True}, {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}
+            )
+            .limit(batch)
+            .to_list()
+        )
         for doc in docs:
             await self._relay(doc)
         return len(docs)

@@ -185,7 +185,9 @@ class Runtime:
             return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
 
         @app.middleware("http")
-        async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        async def access_log(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
             started = time.perf_counter()
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             request.state.request_id = request_id

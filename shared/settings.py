@@ -34,7 +34,7 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = Field(1.0, description="outbox relay safety-net poll interval")
     secret_key: str = Field(
         "dev-secret",
-        description="key for keyed hashes and field encryption (base64 or text); refused in prod if placeholder",
+        description="key for keyed hashes and field encryption; a placeholder is refused in prod",
     )
 
     service_name: str = "service"

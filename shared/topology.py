@@ -1,11 +1,11 @@
 """The whole broker topology in one place: exchanges, per-service queues, retries, parking.
 
-    portal ──> consult.intake (topic) ──┐
-    service ─> consult.events (topic) ──┼──> <service>.inbox (quorum, delivery limit)
-                                        │        │ handler fails transiently
-                                        │        └─> consult.retry ─> <service>.retry.<n>s (TTL)
-                                        │                 └─(expired)─> consult.redeliver ─> <service>.inbox
-                                        └── poison or delivery limit ─> consult.dead ─> <service>.parking
+portal ──> consult.intake (topic) ──┐
+service ─> consult.events (topic) ──┼──> <service>.inbox (quorum, delivery limit)
+                                    │        │ handler fails transiently
+                                    │        └─> consult.retry ─> <service>.retry.<n>s (TTL)
+                                    │                 └─(expired)─> consult.redeliver ─> <service>.inbox
+                                    └── poison or delivery limit ─> consult.dead ─> <service>.parking
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class ServiceQueues:
     intake: tuple[str, ...] = ()
     retry_delays: tuple[int, ...] = (1, 5, 30)
     delivery_limit: int = 5
-    extra_args: dict[str, object] = field(default_factory=dict)
+    extra_args: dict[str, int | str] = field(default_factory=dict)
 
     @property
     def inbox(self) -> str:
@@ -108,9 +108,7 @@ async def declare_exchanges(channel: AbstractChannel) -> None:
 async def declare_service(channel: AbstractChannel, q: ServiceQueues) -> None:
     """Declare a service's inbox, retry and parking queues and their bindings (idempotent)."""
     await declare_exchanges(channel)
-    parking = await channel.declare_queue(
-        q.parking, durable=True, arguments={"x-queue-type": "quorum"}
-    )
+    parking = await channel.declare_queue(q.parking, durable=True, arguments={"x-queue-type": "quorum"})
     await parking.bind(DEAD, routing_key=q.parking)
     inbox = await channel.declare_queue(
         q.inbox,

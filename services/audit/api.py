@@ -14,8 +14,6 @@ def router(store: AuditStore) -> APIRouter:
 
     @api.get("/records")
     async def records(booking_id: str) -> list[dict[str, Any]]:
-        return [
-            {**d, "occurred_at": d["occurred_at"].isoformat()} for d in await store.find(booking_id)
-        ]
+        return [{**d, "occurred_at": d["occurred_at"].isoformat()} for d in await store.find(booking_id)]
 
     return api

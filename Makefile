@@ -1,0 +1,60 @@
+# One way to run each tool. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+.venv/.synced: pyproject.toml uv.lock
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv==0.13.9
+	@python3 -m uv sync --frozen --quiet
+	@touch $@
+
+venv: .venv/.synced ## install Python dependencies from uv.lock
+
+infra-up: venv ## start RabbitMQ, FerretDB (MongoDB wire) and Mailpit on 127.0.0.1
+	@$(PY) deploy/local.py up
+
+infra-down: venv ## stop the servers infra-up started
+	@$(PY) deploy/local.py down
+
+infra-status: venv ## which servers answer, and where from
+	@$(PY) deploy/local.py status
+
+up: infra-up ## servers plus the four services in the background; returns when all are ready
+	@$(PY) deploy/services.py up
+
+down: venv ## stop the services and the servers; no stray process
+	@$(PY) deploy/services.py down
+	@$(PY) deploy/local.py down
+
+logs: ## follow the services' logs
+	@tail -n 50 -F .local/logs/*.log
+
+demo: up ## narrated scenario through the whole system
+	@$(PY) -m demo
+
+test: infra-up ## all tests: unit, integration, e2e (brings up what they need)
+	@$(PYTEST) tests
+
+test-unit: venv ## pure rules, no servers
+	@$(PYTEST) tests/unit
+
+test-integration: infra-up ## stores and handlers against the real servers
+	@$(PYTEST) tests/integration
+
+test-e2e: infra-up ## the running services, driven over HTTP and AMQP as a portal would
+	@$(PYTEST) tests/e2e
+
+lint: venv ## ruff and mypy
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy
+
+format: venv ## apply ruff's formatting and fixes
+	@$(PY) -m ruff format .
+	@$(PY) -m ruff check --fix .
+
+.PHONY: help venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e lint format

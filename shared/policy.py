@@ -1,0 +1,258 @@
+"""Office policies are data: one validated YAML file per office under deploy/offices/.
+
+Adding an office is adding a file. Every rule the offices' terms leave open (R09 thresholds, record
+retention, what device information is kept) has a documented default here.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.clock import jst
+
+
+class Channel(StrEnum):
+    """How a person may reach the office to cancel (R07)."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+    PORTAL = "portal"
+
+
+class MeetingApp(StrEnum):
+    """Meeting applications the offices name (R16)."""
+
+    TEAMS = "teams"
+    SKYPE_FOR_BUSINESS = "skype-for-business"
+    TELEOFFICE = "teleoffice"
+
+
+class FormField(StrEnum):
+    """Booking fields an office asks for (R02)."""
+
+    NAME = "name"
+    ADDRESS = "address"
+    PHONE = "phone"
+    EMAIL = "email"
+    WINDOWS = "windows"
+    DURATION = "duration"
+    JOBSEEKER_NUMBER = "jobseeker_number"
+    TOPIC = "topic"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Eligibility(Strict):
+    """R03."""
+
+    requires_jobseeker_registration: bool = Field(False, description="HW: registered at this office")
+    requires_mypage: bool = Field(False, description="HW: job-seeker My Page opened")
+    phone_must_match_registration: bool = Field(False, description="HW: phone equals the registered one")
+
+
+class NoticePolicy(Strict):
+    """R06: when the date, time and URL go to the person."""
+
+    on_confirmation: bool = Field(description="KG: as soon as the appointment is coordinated")
+    day_before: bool = Field(description="HW: on the day before (or the open day before that)")
+    send_at: time = Field(time(10, 0), description="JST time of day for day-before notices")
+    subject: str = Field(description="email subject; HW: exactly 「オンライン職業相談」")
+    before_start: timedelta | None = Field(
+        None, description="demo and test offices only: send this long before the start instead"
+    )
+    to_registered_address: bool = Field(False, description="HW: to the My Page address on record")
+
+
+class CancellationPolicy(Strict):
+    """R07: channels accepted, and the narrower set on the consultation day itself."""
+
+    channels: list[Channel]
+    same_day_channels: list[Channel]
+    staff_recorded_channels: list[Channel] = Field(
+        default_factory=lambda: [Channel.PHONE],
+        description="channels that only staff may record (a phone call is taken by a person)",
+    )
+
+
+class RefusalPolicy(Strict):
+    """R09 is 'may refuse'; the numbers are office policy. Default: 2 no-shows in 365 days → 180 days."""
+
+    no_shows: int = Field(2, ge=1, description="no-shows without contact that lead to refusal")
+    within: timedelta = Field(timedelta(days=365), description="counting period")
+    refuse_for: timedelta = Field(timedelta(days=180), description="how long the refusal lasts")
+
+
+class TermsVersion(Strict):
+    """R17: applying means agreeing to the terms in force on the day of the application."""
+
+    version: str
+    effective_from: date
+    announced_on: date | None = Field(None, description="HW must announce a change before it applies")
+    summary: str = ""
+
+
+class MeetingConfig(Strict):
+    """R16: an app the office uses and the base its join URLs are issued under."""
+
+    app: MeetingApp
+    base_url: str = Field(pattern=r"^https://")
+
+
+class DeviceCheck(Strict):
+    """One item of the user-side device checklist (R19)."""
+
+    id: str
+    text: str
+
+
+class OfficeHours(Strict):
+    opens: time = time(9, 0)
+    closes: time = time(17, 0)
+    slot_minutes: int = Field(30, description="granularity of bookable start times")
+
+
+class Area(Strict):
+    """R20: an area the office serves and the municipalities in it, to place an address."""
+
+    name: str
+    municipalities: list[str]
+
+
+class OfficePolicy(Strict):
+    office_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,40}$")
+    name: str
+    short_name: str
+    service_name: str = Field(description="what the office calls the service, e.g. オンライン相談")
+    phone: str
+    email: str | None = None
+    address: str
+    max_minutes: int = Field(30, ge=1, le=30, description="R01: at most 30 minutes")
+    form: list[FormField] = Field(description="R02: required booking fields")
+    eligibility: Eligibility = Eligibility()
+    lead_time_open_days: int = Field(0, ge=0, description="R04: HW 2, KG none")
+    notice: NoticePolicy
+    cancellation: CancellationPolicy
+    no_show_grace: timedelta = Field(timedelta(minutes=10), description="R08")
+    refusal: RefusalPolicy = RefusalPolicy()
+    meeting: list[MeetingConfig] = Field(min_length=1, description="R16; the first is the default")
+    terms: list[TermsVersion] = Field(min_length=1)
+    terms_change: Literal["any", "general-interest-or-reasonable"] = Field(description="R17")
+    hours: OfficeHours = OfficeHours()
+    areas: list[Area] = Field(default_factory=list, description="R20")
+    closed_weekdays: list[int] = Field(default_factory=lambda: [5, 6], description="0=Mon … 6=Sun")
+    national_holidays_closed: bool = True
+    year_end_closure: bool = Field(True, description="Dec 29 – Jan 3")
+    extra_closed_days: list[date] = Field(default_factory=list)
+    device_checklist: list[DeviceCheck] = Field(description="R19")
+    misconduct: list[str] = Field(description="R13: what stops or refuses a consultation")
+    fee_note: str = Field(description="R18")
+    private_room_note: str = Field(description="R15")
+    recording_note: str = Field(description="R14")
+    record_retention: timedelta = Field(
+        timedelta(days=365 * 5), description="R10: how long usage and device records are kept"
+    )
+    hold_alternatives_for: timedelta = Field(
+        timedelta(days=2), description="R05: how long proposed alternative times stay held"
+    )
+    max_alternatives: int = 3
+
+    @field_validator("terms")
+    @classmethod
+    def _terms_in_order(cls, v: list[TermsVersion]) -> list[TermsVersion]:
+        return sorted(v, key=lambda t: t.effective_from)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OfficePolicy:
+        if not set(self.cancellation.same_day_channels) <= set(self.cancellation.channels):
+            raise ValueError("same-day cancellation channels must be among the channels")
+        return self
+
+    # ----------------------------------------------------------------- questions
+
+    def terms_in_force(self, at: datetime) -> TermsVersion:
+        """R17: the version in force at that instant (JST date)."""
+        day = jst(at).date()
+        current = [t for t in self.terms if t.effective_from <= day]
+        if not current:
+            raise ValueError(f"{self.office_id}: no terms in force on {day}")
+        return current[-1]
+
+    def area_of(self, address: str) -> str | None:
+        """R20: the served area an address lies in, by municipality name; None when outside."""
+        for area in self.areas:
+            if any(m in address for m in area.municipalities):
+                return area.name
+        return None
+
+    @property
+    def default_meeting(self) -> MeetingConfig:
+        return self.meeting[0]
+
+    @property
+    def meeting_apps(self) -> list[MeetingApp]:
+        return [m.app for m in self.meeting]
+
+
+class PolicyError(Exception):
+    pass
+
+
+def load_file(path: Path) -> OfficePolicy:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        policy = OfficePolicy.model_validate(data)
+    except ValueError as exc:
+        raise PolicyError(f"{path}: {exc}") from exc
+    if policy.office_id != path.stem:
+        raise PolicyError(f"{path}: office_id {policy.office_id!r} must match the file name")
+    return policy
+
+
+class Policies:
+    """Every office's policy, loaded and validated at start-up."""
+
+    def __init__(self, policies: dict[str, OfficePolicy]) -> None:
+        self._by_id = policies
+
+    @classmethod
+    def load(cls, *dirs: Path) -> Policies:
+        found: dict[str, OfficePolicy] = {}
+        for d in dirs:
+            for path in sorted(d.glob("*.yaml")):
+                policy = load_file(path)
+                if policy.office_id in found:
+                    raise PolicyError(f"office {policy.office_id} defined twice")
+                found[policy.office_id] = policy
+        if not found:
+            raise PolicyError(f"no office policies in {', '.join(map(str, dirs))}")
+        return cls(found)
+
+    def get(self, office_id: str) -> OfficePolicy | None:
+        return self._by_id.get(office_id)
+
+    def __getitem__(self, office_id: str) -> OfficePolicy:
+        return self._by_id[office_id]
+
+    def __contains__(self, office_id: object) -> bool:
+        return office_id in self._by_id
+
+    def ids(self) -> list[str]:
+        return sorted(self._by_id)
+
+
+@cache
+def _cached(dirs: tuple[Path, ...]) -> Policies:
+    return Policies.load(*dirs)
+
+
+def load_policies(offices_dir: Path, extra_dirs: tuple[Path, ...] = ()) -> Policies:
+    return _cached((offices_dir, *extra_dirs))

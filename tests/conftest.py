@@ -1,0 +1,138 @@
+"""Fixtures: servers checked by protocol with a clear message; a vhost and database prefix per test."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aio_pika
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from shared.settings import ServiceSettings
+from tests import support
+
+S = TypeVar("S", bound=ServiceSettings)
+RUN_ID = uuid.uuid4().hex[:8]
+_counter = itertools.count(1)
+
+HINT = "Start the servers with `make infra-up` (or run `make test`, which does it)."
+
+
+async def _wait_for_servers(timeout: float = 30.0) -> None:
+    problems: dict[str, str] = {}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        problems.clear()
+        try:
+            conn = await aio_pika.connect(support.AMQP_URL, timeout=3)
+            await conn.close()
+        except Exception as exc:
+            problems["RabbitMQ"] = f"{support.AMQP_URL}: {exc}"
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            support.MONGODB_URL, serverSelectionTimeoutMS=3000
+        )
+        try:
+            await client.admin.command("ping")
+        except Exception as exc:
+            problems["MongoDB"] = f"{support.MONGODB_URL}: {exc}"
+        finally:
+            await client.close()
+        try:
+            await asyncio.to_thread(support.check_smtp)
+        except Exception as exc:
+            problems["SMTP"] = f"{support.SMTP_URL}: {exc}"
+        if not problems or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(1)
+    if problems:
+        lines = "\n".join(f"  {k}: {v}" for k, v in problems.items())
+        pytest.fail(f"servers not answering after {timeout}s:\n{lines}\n{HINT}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+async def servers() -> None:
+    await _wait_for_servers()
+
+
+@pytest.fixture(scope="session")
+async def _vhosts(servers: None) -> AsyncIterator[list[str]]:
+    made: list[str] = []
+    yield made
+    async with httpx.AsyncClient(timeout=10) as c:
+        for name in made:
+            await c.delete(f"{support.RABBITMQ_API}/vhosts/{quote(name, safe='')}")
+
+
+@pytest.fixture
+async def amqp_url(_vhosts: list[str]) -> str:
+    """A fresh RabbitMQ vhost for this test: its queues start empty and vanish afterwards."""
+    name = f"test-{RUN_ID}-{next(_counter)}"
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.put(f"{support.RABBITMQ_API}/vhosts/{quote(name, safe='')}")
+        r.raise_for_status()
+        user = httpx.URL(support.RABBITMQ_API).username or "guest"
+        r = await c.put(
+            f"{support.RABBITMQ_API}/permissions/{quote(name, safe='')}/{user}",
+            json={"configure": ".*", "write": ".*", "read": ".*"},
+        )
+        r.raise_for_status()
+    _vhosts.append(name)
+    return support.vhost_url(name)
+
+
+@pytest.fixture(scope="session")
+async def _databases(servers: None) -> AsyncIterator[list[str]]:
+    prefixes: list[str] = []
+    yield prefixes
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
+    try:
+        for name in await client.list_database_names():
+            if any(name.startswith(p) for p in prefixes):
+                await client.drop_database(name)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def db_prefix(_databases: list[str]) -> str:
+    """Database names of this test start with this prefix; they are dropped after the run."""
+    prefix = f"t{RUN_ID}_{next(_counter)}_"
+    _databases.append(prefix)
+    return prefix
+
+
+@pytest.fixture
+def make_settings(amqp_url: str, db_prefix: str) -> Callable[..., Any]:
+    """Settings for a service under test, pointed at this test's vhost and databases."""
+
+    def build(cls: type[S], **overrides: Any) -> S:
+        values: dict[str, Any] = {
+            "environment": "test",
+            "amqp_url": amqp_url,
+            "mongodb_url": support.MONGODB_URL,
+            "smtp_url": support.SMTP_URL,
+            "db_prefix": db_prefix,
+            "outbox_poll_seconds": 0.2,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    return build
+
+
+@pytest.fixture
+async def mongo(servers: None) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL, tz_aware=True)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def mailpit() -> support.Mailpit:
+    return support.Mailpit()

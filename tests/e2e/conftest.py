@@ -1,0 +1,127 @@
+"""The four services as real processes, on free ports, in their own vhost and databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from tests import support
+from tests.conftest import RUN_ID
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("booking", "scheduler", "notifier", "audit")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    amqp_url: str
+    db_prefix: str
+    urls: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, service: str, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.urls[service], timeout=15, **kwargs)  # type: ignore[arg-type]
+
+    def start(self, service: str) -> None:
+        log = self.logs[service].open("ab")
+        self.procs[service] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=ROOT,
+            env=self.env | {"HTTP_PORT": self.urls[service].rsplit(":", 1)[1]},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self, service: str, *, kill: bool = False) -> None:
+        proc = self.procs.pop(service, None)
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        else:
+            proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    async def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+        async def ready() -> bool:
+            proc = self.procs[service]
+            if proc.poll() is not None:
+                tail = self.logs[service].read_text(errors="replace")[-3000:]
+                raise AssertionError(f"{service} exited with {proc.returncode}; log tail:\n{tail}")
+            try:
+                async with httpx.AsyncClient(timeout=2) as c:
+                    return (await c.get(f"{self.urls[service]}/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await support.eventually(ready, timeout=timeout, interval=0.3, what=f"{service} /readyz")
+
+
+def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
+    """Environment for the service processes; extra settings can be added by later fixtures."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        {
+            "ENVIRONMENT": "test",
+            "AMQP_URL": amqp_url,
+            "MONGODB_URL": support.MONGODB_URL,
+            "SMTP_URL": support.SMTP_URL,
+            "DB_PREFIX": db_prefix,
+            "OUTBOX_POLL_SECONDS": "0.2",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def stack(servers: None, _databases: list[str]) -> AsyncIterator[Stack]:
+    vhost = f"e2e-{RUN_ID}"
+    async with httpx.AsyncClient(timeout=10) as c:
+        (await c.put(f"{support.RABBITMQ_API}/vhosts/{quote(vhost, safe='')}")).raise_for_status()
+        user = httpx.URL(support.RABBITMQ_API).username or "guest"
+        perms = {"configure": ".*", "write": ".*", "read": ".*"}
+        (
+            await c.put(f"{support.RABBITMQ_API}/permissions/{quote(vhost, safe='')}/{user}", json=perms)
+        ).raise_for_status()
+    db_prefix = f"e2e{RUN_ID}_"
+    _databases.append(db_prefix)
+    amqp_url = support.vhost_url(vhost)
+    stack = Stack(amqp_url=amqp_url, db_prefix=db_prefix, env=stack_env(amqp_url, db_prefix))
+    log_dir = ROOT / ".local" / "logs" / f"e2e-{RUN_ID}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for service in SERVICES:
+        stack.urls[service] = f"http://127.0.0.1:{free_port()}"
+        stack.logs[service] = log_dir / f"{service}.log"
+        stack.start(service)
+    try:
+        await asyncio.gather(*(stack.wait_ready(s) for s in SERVICES))
+        yield stack
+    finally:
+        for service in list(stack.procs):
+            stack.stop(service)
+        async with httpx.AsyncClient(timeout=10) as c:
+            await c.delete(f"{support.RABBITMQ_API}/vhosts/{quote(vhost, safe='')}")

@@ -1,0 +1,189 @@
+"""The consumer runtime and outbox relay against a real RabbitMQ and a real MongoDB-wire server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+from pymongo import AsyncMongoClient
+
+from shared import outbox, topology
+from shared.events import BookingAttended, Envelope, MessageError
+from shared.messaging import TransientError
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+from tests.support import eventually
+
+QUEUES = topology.ServiceQueues(
+    "probe", events=("booking.attended",), intake=("probe.raw",), retry_delays=(1, 1)
+)
+
+
+async def _publish(amqp_url: str, body: bytes, routing_key: str, exchange: str = topology.EVENTS) -> None:
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        ch = await conn.channel()
+        ex = await ch.get_exchange(exchange)
+        await ex.publish(aio_pika.Message(body, delivery_mode=2), routing_key=routing_key, mandatory=True)
+
+
+async def _parked(amqp_url: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    conn = await aio_pika.connect(amqp_url)
+    out = []
+    async with conn:
+        ch = await conn.channel()
+        q = await ch.get_queue(QUEUES.parking)
+        while (m := await q.get(fail=False)) is not None:
+            out.append(m)
+            await m.ack()
+    return out
+
+
+def _event(runtime: Runtime, booking_id: str = "b1") -> Envelope[Any]:
+    return runtime.event(
+        BookingAttended(booking_id=booking_id, how="joined", at=runtime.clock.now()), "office-x"
+    )
+
+
+async def test_handled_event_is_marked_and_a_duplicate_is_not_handled_again(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    seen: list[str] = []
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        seen.append(str(event.event_id))
+
+    async with runtime.running():
+        event = _event(runtime)
+        for _ in range(3):
+            await runtime.publisher.publish(event)
+        await eventually(lambda: _settled(runtime, 3), what="three deliveries settled")
+    assert seen == [str(event.event_id)]
+    assert runtime.consumer.stats["duplicates"] == 2
+
+
+async def _settled(runtime: Runtime, n: int) -> bool:
+    s = runtime.consumer.stats
+    return s["handled"] + s["duplicates"] + s["parked"] >= n
+
+
+async def test_unreadable_message_is_parked_with_its_reason_and_the_consumer_goes_on(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    handled: list[str] = []
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        handled.append(event.payload.booking_id)
+
+    async with runtime.running():
+        await _publish(amqp_url, b"\xff\xfe{not json", "probe.raw", topology.INTAKE)
+        await _publish(amqp_url, json.dumps({"type": "booking.exploded"}).encode(), "booking.attended")
+        await runtime.publisher.publish(_event(runtime, "after-poison"))
+        await eventually(lambda: _settled(runtime, 3), what="poison parked and good event handled")
+    parked = await _parked(amqp_url)
+    reasons = sorted(str(m.headers[topology.REASON_HEADER]) for m in parked)
+    assert reasons == ["invalid-event", "unknown-event-type"]
+    assert all(m.headers[topology.SOURCE_HEADER] == QUEUES.inbox for m in parked)
+    assert handled == ["after-poison"]
+
+
+async def test_transient_failure_is_retried_through_the_delay_queue(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    attempts: list[int] = []
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise TransientError("peer down")
+
+    async with runtime.running():
+        await runtime.publisher.publish(_event(runtime))
+        await eventually(lambda: _handled(runtime), timeout=10, what="retried delivery handled")
+    assert len(attempts) == 2
+    assert runtime.consumer.stats["retried"] == 1
+
+
+async def _handled(runtime: Runtime) -> bool:
+    return runtime.consumer.stats["handled"] >= 1
+
+
+async def test_retries_exhausted_and_domain_errors_are_parked(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        if event.payload.booking_id == "always-down":
+            raise TransientError("still down")
+        raise MessageError("illegal-transition", "booking already cancelled")
+
+    async with runtime.running():
+        await runtime.publisher.publish(_event(runtime, "always-down"))
+        await runtime.publisher.publish(_event(runtime, "refused"))
+        await eventually(lambda: _parked_count(runtime, 2), timeout=15, what="two parked")
+    reasons = sorted(str(m.headers[topology.REASON_HEADER]) for m in await _parked(amqp_url))
+    assert reasons == ["illegal-transition", "retries-exhausted"]
+
+
+async def _parked_count(runtime: Runtime, n: int) -> bool:
+    return runtime.consumer.stats["parked"] >= n
+
+
+async def test_outbox_relay_publishes_pending_events_once_and_clears_the_flag(
+    make_settings: Callable[..., ServiceSettings], mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    settings = make_settings(ServiceSettings)
+    runtime = Runtime(settings, QUEUES)
+    received: list[str] = []
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        received.append(event.payload.booking_id)
+
+    things = runtime.db["things"]
+    relay = runtime.relay(things)
+    async with runtime.running():
+        await things.insert_one({"_id": "a", **outbox.new_document_fields([_event(runtime, "a1")])})
+        await things.update_one({"_id": "a"}, outbox.merge({"$set": {"state": "x"}}, [_event(runtime, "a2")]))
+        relay.poke()
+        await eventually(lambda: _count(received, 2), what="both outbox events consumed")
+        doc = await things.find_one({"_id": "a"})
+        assert doc is not None
+        assert doc["outbox_pending"] is False
+        assert doc["outbox_sent"] == 2
+        assert await relay.backlog() == 0
+        await asyncio.sleep(0.5)  # a further poll must not republish
+    assert sorted(received) == ["a1", "a2"]  # published in order; consumed concurrently (prefetch)
+
+
+async def _count(items: list[str], n: int) -> bool:
+    return len(items) >= n
+
+
+async def test_unroutable_publish_raises_and_the_event_stays_in_the_outbox(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    lonely = topology.ServiceQueues("lonely", events=("nothing.here",))
+    runtime = Runtime(make_settings(ServiceSettings), lonely)
+    things = runtime.db["things"]
+    relay = runtime.relay(things)
+    async with runtime.running():
+        await things.insert_one({"_id": "u", **outbox.new_document_fields([_event(runtime, "u1")])})
+        try:
+            await relay.drain_once()
+        except Exception as exc:
+            assert "NO_ROUTE" in str(exc)
+        else:
+            raise AssertionError("an unroutable publish must raise")
+        assert await relay.backlog() == 1

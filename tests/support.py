@@ -1,0 +1,91 @@
+"""Helpers the test layers share: real servers only, each test in its own vhost and databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import smtplib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import FastAPI
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+RABBITMQ_API = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/api")
+MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017/")
+SMTP_URL = os.environ.get("SMTP_URL", "smtp://127.0.0.1:1025")
+MAILPIT_API = os.environ.get("MAILPIT_API", "http://127.0.0.1:8025/api/v1")
+
+T = TypeVar("T")
+
+
+def vhost_url(vhost: str) -> str:
+    base = AMQP_URL.rstrip("/")
+    if base.count("/") > 2:  # a vhost is already in the URL
+        base = base.rsplit("/", 1)[0]
+    return f"{base}/{vhost}"
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll until the probe returns something truthy; fail with what was awaited."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last  # type: ignore[no-any-return]
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last={last!r}")
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run an app's lifespan (broker, consumers, relays) in-process and talk HTTP to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+class Mailpit:
+    """Reads what really reached the SMTP server, through Mailpit's HTTP API."""
+
+    def __init__(self, api: str = MAILPIT_API) -> None:
+        self.api = api.rstrip("/")
+
+    async def search(self, query: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.get(f"{self.api}/search", params={"query": query, "limit": 500})
+            r.raise_for_status()
+            return list(r.json().get("messages", []))
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.get(f"{self.api}/message/{message_id}")
+            r.raise_for_status()
+            return dict(r.json())
+
+    async def to(self, address: str) -> list[dict[str, Any]]:
+        return await self.search(f'to:"{address}"')
+
+
+def smtp_host_port() -> tuple[str, int]:
+    rest = SMTP_URL.split("://", 1)[-1].split("@")[-1]
+    host, _, port = rest.partition(":")
+    return host, int(port or 25)
+
+
+def check_smtp(timeout: float = 3.0) -> None:
+    host, port = smtp_host_port()
+    with smtplib.SMTP(host, port, timeout=timeout) as s:
+        s.noop()
+
+
+def unique(prefix: str = "") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
