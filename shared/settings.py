@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.policy import Policies, load_policies
+
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Values that are fine on a developer's laptop and must never reach production.
@@ -27,6 +29,9 @@ class ServiceSettings(BaseSettings):
     smtp_url: str = Field("smtp://127.0.0.1:1025", description="SMTP server URL")
     db_prefix: str = Field("", description="prefix for database names; tests isolate runs with it")
     offices_dir: Path = Field(ROOT / "deploy" / "offices", description="office policy files")
+    extra_offices_dir: Path | None = Field(
+        None, description="more policies, e.g. deploy/offices-demo (short no-show grace) for demo and tests"
+    )
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     log_level: str = "INFO"
@@ -46,6 +51,11 @@ class ServiceSettings(BaseSettings):
         if self.environment == "prod" and "guest:guest@" in self.amqp_url:
             raise ValueError("AMQP_URL uses the guest account; give the service its own user in prod")
         return self
+
+    def policies(self) -> Policies:
+        """Every office's validated policy (loaded once per set of directories)."""
+        extra = (self.extra_offices_dir,) if self.extra_offices_dir else ()
+        return load_policies(self.offices_dir, extra)
 
     def database(self, name: str) -> str:
         """The database name for this service, isolated by prefix in tests."""
