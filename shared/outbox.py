@@ -67,6 +67,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.failures = 0
+        self.last_backlog = 0
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index("outbox_pending")

@@ -21,6 +21,8 @@ from fastapi.responses import JSONResponse
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
+from prometheus_client import make_asgi_app
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -28,6 +30,7 @@ from shared import outbox, topology
 from shared.clock import Clock, SystemClock
 from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
+from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import Doc, connect, ping
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
@@ -54,12 +57,14 @@ class Runtime:
         self.name = queues.service
         self.clock: Clock = clock or SystemClock()
         self.log = logging.getLogger(f"consult.{self.name}")
+        self.metrics = new_registry()
         self.broker = RabbitBroker(
             settings.amqp_url,
             default_channel=Channel(prefetch_count=settings.prefetch, on_return_raises=True),
             graceful_timeout=15.0,
             log_level=logging.DEBUG,
             app_id=self.name,
+            middlewares=[RabbitPrometheusMiddleware(registry=self.metrics, app_name=self.name)],
         )
         self.mongo = connect(settings.mongodb_url, app_name=self.name)
         self.db: AsyncDatabase[Doc] = self.mongo[settings.database(self.name)]
@@ -71,6 +76,7 @@ class Runtime:
         self._shutdown: list[Hook] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.started = False
+        self.metrics.register(RuntimeCollector(self))
         subscriber = self.broker.subscriber(
             RabbitQueue(queues.inbox, declare=False),
             ack_policy=AckPolicy.MANUAL,
@@ -173,6 +179,7 @@ class Runtime:
 
         app = FastAPI(title=title, version=version, lifespan=lifespan, **kwargs)
         app.state.runtime = self
+        app.mount("/metrics", make_asgi_app(self.metrics))
 
         @app.get("/healthz", tags=["ops"], summary="The process is up")
         async def healthz() -> dict[str, str]:

@@ -1,0 +1,76 @@
+"""Prometheus metrics of one service: FastStream's broker metrics plus the runtime's own.
+
+FastStream's middleware counts messages received and published per queue and exchange and times
+handlers; the collectors here add what only the runtime knows: how each delivery ended (handled,
+duplicate, retried, parked) and the outbox backlog. Services register their own gauges on
+`registry` (pending timers, emails sent, audit ingest lag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+
+class RuntimeCollector(Collector):
+    """Reads the runtime's counters at scrape time, so the hot path only bumps integers."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        rt = self.runtime
+        outcomes = CounterMetricFamily(
+            "consult_deliveries",
+            "How deliveries to the service's inbox ended",
+            labels=["service", "queue", "outcome"],
+        )
+        for outcome, n in rt.consumer.stats.items():
+            outcomes.add_metric([rt.name, rt.queues.inbox, outcome], n)
+        yield outcomes
+        published = CounterMetricFamily(
+            "consult_outbox_published", "Events the outbox relays published", labels=["service", "collection"]
+        )
+        failures = CounterMetricFamily(
+            "consult_outbox_relay_failures",
+            "Relay passes paused by an error",
+            labels=["service", "collection"],
+        )
+        backlog = GaugeMetricFamily(
+            "consult_outbox_backlog",
+            "Documents with unpublished events at the last check",
+            labels=["service", "collection"],
+        )
+        for relay in rt.relays:
+            labels = [rt.name, relay.collection.name]
+            published.add_metric(labels, relay.published)
+            failures.add_metric(labels, relay.failures)
+            backlog.add_metric(labels, relay.last_backlog)
+        yield published
+        yield failures
+        yield backlog
+
+
+def new_registry() -> CollectorRegistry:
+    return CollectorRegistry(auto_describe=True)
+
+
+def gauge_callback(
+    registry: CollectorRegistry, name: str, doc: str, read: Callable[[], float], service: str
+) -> None:
+    """A gauge whose value is read at scrape time (e.g. pending timers counted by a background task)."""
+
+    class _Gauge(Collector):
+        def collect(self) -> Iterator[Metric]:
+            g = GaugeMetricFamily(name, doc, labels=["service"])
+            g.add_metric([service], read())
+            yield g
+
+    registry.register(_Gauge())

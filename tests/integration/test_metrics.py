@@ -1,0 +1,45 @@
+"""Every service exposes Prometheus metrics: broker traffic, delivery outcomes, outbox backlog."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shared import topology
+from shared.events import BookingAttended, Envelope
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+from tests.support import eventually, serve
+
+QUEUES = topology.ServiceQueues("metered", events=("booking.attended",))
+
+
+async def test_metrics_endpoint_counts_deliveries_and_broker_traffic(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        return None
+
+    app = runtime.http_app(title="metered")
+    async with serve(app) as client:
+        event = runtime.event(
+            BookingAttended(booking_id="m1", how="joined", at=runtime.clock.now()), "office-x"
+        )
+        await runtime.publisher.publish(event)
+        await runtime.publisher.publish(event)  # a duplicate
+
+        async def counted() -> bool:
+            return runtime.consumer.stats["duplicates"] == 1 and runtime.consumer.stats["handled"] == 1
+
+        await eventually(counted, what="one handled, one duplicate")
+        text = (await client.get("/metrics/")).text
+    assert 'consult_deliveries_total{outcome="handled",queue="metered.inbox",service="metered"} 1.0' in text
+    assert (
+        'consult_deliveries_total{outcome="duplicates",queue="metered.inbox",service="metered"} 1.0' in text
+    )
+    assert "faststream_received_messages_total" in text
+    assert "faststream_published_messages_total" in text
+    assert "consult_outbox_backlog" in text
