@@ -48,6 +48,12 @@ test-integration: infra-up ## stores and handlers against the real servers
 test-e2e: infra-up ## the running services, driven over HTTP and AMQP as a portal would
 	@$(PYTEST) tests/e2e
 
+docs: venv ## write the AsyncAPI and OpenAPI documents to docs/
+	@$(PY) -m shared.docs
+
+bench: infra-up ## benchmarks with raw aio-pika and PyMongo baselines measured in the same run
+	@$(PY) -m bench
+
 lint: venv ## ruff and mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
@@ -57,4 +63,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e lint format
+.PHONY: help docs bench venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e lint format

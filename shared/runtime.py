@@ -185,6 +185,12 @@ class Runtime:
         async def healthz() -> dict[str, str]:
             return {"status": "ok", "service": self.name}
 
+        @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of this service's messages")
+        async def asyncapi_document() -> dict[str, Any]:
+            from shared.docs import asyncapi
+
+            return asyncapi((self.name,))
+
         @app.get("/readyz", tags=["ops"], summary="Broker and database reachable")
         async def readyz() -> JSONResponse:
             checks = await self.readiness()

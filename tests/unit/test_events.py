@@ -89,3 +89,15 @@ def test_invalid_payload_names_the_field() -> None:
     data["payload"]["how"] = "teleported"
     with pytest.raises(InvalidEvent, match=r"payload\.how"):
         parse_event(data)
+
+
+def test_asyncapi_document_describes_every_event_with_its_schema() -> None:
+    from shared.docs import asyncapi
+
+    doc = asyncapi()
+    schemas = doc["components"]["schemas"]
+    addresses = {c["address"] for c in doc["channels"].values()}
+    for key, model in REGISTRY.items():
+        assert key in addresses, f"{key} missing from the AsyncAPI channels"
+        assert f"Envelope[{model.__name__}]" in schemas
+    assert "R12" in doc["info"]["description"]
