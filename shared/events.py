@@ -344,6 +344,8 @@ class HoldExpired(Payload):
     """Proposed alternatives were not taken in time and are released. scheduler -> booking."""
 
     booking_id: str
+    due_at: UtcDatetime | None = Field(None, description="when the hold ended")
+    lateness_seconds: float = Field(0.0, description="how late the timer fired (e.g. after a restart)")
 
 
 @event("appointment.notice_due")
@@ -364,6 +366,8 @@ class NoShow(Payload):
     appointment_version: int
     start: UtcDatetime
     grace_minutes: int
+    grace_seconds: float | None = Field(None, description="exact grace; demo offices use seconds")
+    due_at: UtcDatetime | None = Field(None, description="start + grace")
     lateness_seconds: float = 0.0
 
 
