@@ -43,6 +43,7 @@ NAMES = ("booking", "scheduler", "notifier", "audit")
 #: without a pid file, and never touches another checkout's or the e2e tests' processes.
 MARK = "CONSULT_SERVICES_ROOT"
 STOP_GRACE, KILL_GRACE = 25.0, 5.0
+HEADER = "=== deploy/services.py up "  # starts each run's part of a log
 
 #: Commands `up` runs, in order, before starting any service: each is an argv tuple run from the
 #: repository root with the caller's environment. They run on every `up` (also when all services
@@ -158,7 +159,7 @@ def port_taken(s: Service) -> bool:
 def spawn(s: Service) -> int:
     env = {**os.environ, "HTTP_PORT": str(s.port), "PYTHONUNBUFFERED": "1", MARK: str(ROOT)}
     with s.log.open("ab") as log:
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} deploy/services.py up ===\n".encode())
+        log.write(f"{HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         log.flush()
         proc = subprocess.Popen(
             [PY, "-m", f"services.{s.name}"],
@@ -203,10 +204,13 @@ def stop(pids: list[int]) -> dict[int, str]:
 
 
 def tail(path: Path, lines: int = 30) -> list[str]:
+    """The last lines this run wrote (the log is appended to, one header line per `up`)."""
     try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
+        text = path.read_text(errors="replace")
     except OSError as exc:
         return [str(exc)]
+    start = text.rfind(HEADER)
+    return text[max(start, 0) :].splitlines()[-lines:]
 
 
 @contextmanager
