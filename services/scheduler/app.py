@@ -1,18 +1,76 @@
-"""Wiring of the scheduler service."""
+"""Wiring of the scheduler service: stores, coordinator, timer wheel, handlers, staff API."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
-from services.scheduler import handlers
+from services.scheduler import api, handlers, seed
 from services.scheduler.config import Settings
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.keeper import Context, Keeper
+from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
+from services.scheduler.wheel import TimerWheel
 from shared import topology
 from shared.clock import Clock
 from shared.runtime import Runtime
 
 
+def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coordinator, TimerWheel]:
+    """The service's parts, wired; tests reach them through app.state."""
+    runtime = Runtime(settings, topology.SCHEDULER, clock=clock)
+    ctx = Context(
+        policies=settings.policies(),
+        counsellors=CounsellorStore(runtime.db),
+        reservations=Reservations(runtime.db),
+        requests=RequestStore(runtime.db),
+        timers=TimerStore(runtime.db),
+        clock=runtime.clock,
+        replica_id=settings.replica_id,
+        search_days=settings.search_days,
+    )
+    ctx.requests.on_write = runtime.relay(ctx.requests.collection).poke
+    ctx.timers.on_write = runtime.relay(ctx.timers.collection).poke
+    keeper = Keeper(ctx)
+    coordinator = Coordinator(ctx, keeper)
+    wheel = TimerWheel(
+        ctx.timers,
+        LeaseStore(runtime.db),
+        runtime.clock,
+        replica_id=settings.replica_id,
+        lease_ttl=timedelta(seconds=settings.lease_seconds),
+        poll_seconds=settings.timer_poll_seconds,
+        horizon=timedelta(seconds=settings.timer_horizon_seconds),
+        on_due=keeper.fire,
+        on_sweep=keeper.sweep,
+    )
+    ctx.timers.on_arm = wheel.arm
+
+    @runtime.on_startup
+    async def prepare() -> None:
+        for store in (ctx.counsellors, ctx.reservations, ctx.requests, ctx.timers):
+            await store.ensure_indexes()
+        if settings.counsellors_file is not None:
+            report = await seed.load(
+                ctx.counsellors, ctx.policies, seed.read(settings.counsellors_file), ctx.clock.now()
+            )
+            runtime.log.info("counsellors loaded: %s", report)
+        await wheel.start()
+
+    runtime.on_shutdown(wheel.stop)
+    handlers.register(runtime, coordinator, keeper)
+    return runtime, coordinator, wheel
+
+
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
-    runtime = Runtime(settings, topology.SCHEDULER, clock=clock)
-    handlers.register(runtime)
-    return runtime.http_app(title="Scheduler service")
+    runtime, coordinator, wheel = build(settings, clock)
+    app = runtime.http_app(
+        title="Scheduler service",
+        description="Counsellors' availability, slot confirmation, re-coordination and durable timers",
+    )
+    app.include_router(api.router(coordinator, wheel, settings.staff_api_key))
+    app.state.coordinator = coordinator
+    app.state.wheel = wheel
+    return app

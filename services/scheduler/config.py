@@ -1,8 +1,38 @@
 """Scheduler service settings."""
 
-from shared.settings import ServiceSettings
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from shared.settings import PLACEHOLDER_SECRETS, ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "scheduler"
     http_port: int = 8002
+    staff_api_key: str = Field(
+        "dev-staff-key", description="key for the staff API (X-Staff-Key); a placeholder is refused in prod"
+    )
+    replica_id: str = Field(
+        "", description="this replica's name in the timer lease; default host:port, stable across restarts"
+    )
+    lease_seconds: float = Field(15.0, description="the timer lease expires this long after its last renewal")
+    timer_poll_seconds: float = Field(1.0, description="lease renewal and due-timer sweep interval")
+    timer_horizon_seconds: float = Field(
+        3600.0, description="timers due within this are armed in APScheduler"
+    )
+    search_days: int = Field(28, description="R05: how many days ahead alternatives are sought")
+    counsellors_file: Path | None = Field(
+        None, description="YAML of counsellors loaded (upserted) at start-up, e.g. deploy/counsellors.yaml"
+    )
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if self.environment == "prod" and self.staff_api_key in PLACEHOLDER_SECRETS | {"dev-staff-key"}:
+            raise ValueError("STAFF_API_KEY is a placeholder; set a real key outside development")
+        if not self.replica_id:
+            self.replica_id = f"{socket.gethostname()}:{self.http_port}"
+        return self

@@ -1,14 +1,60 @@
-"""Thin subscribers of the scheduler service."""
+"""Thin subscribers of the scheduler service: parse, call the coordinator, done."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.keeper import Keeper
 from shared.events import Envelope
+from shared.messaging import TransientError
 from shared.runtime import Runtime
 
 
-def register(runtime: Runtime) -> None:
-    @runtime.consumer.on("*")
-    async def seen(event: Envelope[Any]) -> None:
-        runtime.log.info("scheduler received %s for %s", event.type, event.office_id)
+def register(runtime: Runtime, coordinator: Coordinator, keeper: Keeper) -> None:
+    ctx = coordinator.ctx
+    on = runtime.consumer.on
+
+    @on("booking.requested")
+    async def requested(event: Envelope[Any]) -> None:
+        try:
+            await coordinator.requested(event)
+        except Conflict as exc:  # another replica moved the request: look again shortly
+            raise TransientError(str(exc)) from exc
+
+    @on("booking.alternative_accepted")
+    async def accepted(event: Envelope[Any]) -> None:
+        try:
+            await coordinator.accepted(event, event.payload.option_id)
+        except Conflict as exc:
+            raise TransientError(str(exc)) from exc
+
+    @on("booking.alternative_declined")
+    async def declined(event: Envelope[Any]) -> None:
+        try:
+            await coordinator.declined(event.payload.booking_id)
+        except Conflict as exc:
+            raise TransientError(str(exc)) from exc
+
+    @on("booking.cancelled")
+    async def cancelled(event: Envelope[Any]) -> None:
+        """R07, R08: the slot is free again and every timer of the booking is disarmed."""
+        p = event.payload
+        fields = {"cancel_reason": p.reason, "cancelled_at": event.occurred_at, "updated_at": ctx.clock.now()}
+        await ctx.requests.cancel(p.booking_id, event.office_id, fields)
+        await keeper.tidy(await ctx.requests.get(p.booking_id))
+
+    @on("booking.attended")
+    async def attended(event: Envelope[Any]) -> None:
+        """R08: joined or contacted, so the no-show timer is disarmed."""
+        p = event.payload
+        await ctx.requests.note(p.booking_id, {"attended_at": p.at, "attended_how": p.how})
+        await ctx.timers.cancel(
+            p.booking_id, reason=f"attended:{p.how}", now=ctx.clock.now(), kinds=["no_show"]
+        )
+
+    @on("booking.completed")
+    async def completed(event: Envelope[Any]) -> None:
+        p = event.payload
+        await ctx.requests.note(p.booking_id, {"completed_at": p.ended_at})
+        await ctx.timers.cancel(p.booking_id, reason="completed", now=ctx.clock.now(), kinds=["no_show"])

@@ -1,0 +1,133 @@
+"""consultctl scheduler ...: counsellors and timers, read and written in the scheduler's database.
+
+    consultctl scheduler counsellors load deploy/counsellors.yaml   # upsert (demo seed)
+    consultctl scheduler counsellors list [--office demo-town]
+    consultctl timers [--status pending|fired|cancelled|all] [--booking ID]
+    consultctl scheduler lease                                      # which replica runs the timers
+
+They use the scheduler's settings (MONGODB_URL, DB_PREFIX, OFFICES_DIR, EXTRA_OFFICES_DIR).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.scheduler import seed
+from services.scheduler.config import Settings
+from services.scheduler.store import CounsellorStore, LeaseStore, TimerStore
+from shared.clock import SystemClock, format_jst
+from shared.mongo import Doc, connect
+
+T = TypeVar("T")
+console = Console()
+app = typer.Typer(help="Scheduler: counsellors, availability, timers.", no_args_is_help=True)
+counsellors = typer.Typer(help="Counsellors and their weekly availability.", no_args_is_help=True)
+app.add_typer(counsellors, name="counsellors")
+
+
+def _with_db(work: Callable[[Any, Settings], Awaitable[T]]) -> T:
+    """Run one coroutine against the scheduler's database, then close the client."""
+    settings = Settings()
+
+    async def run() -> T:
+        client = connect(settings.mongodb_url, app_name="consultctl")
+        try:
+            return await work(client[settings.database("scheduler")], settings)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+@counsellors.command("load")
+def load(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Create or update the counsellors of a YAML file (e.g. deploy/counsellors.yaml)."""
+
+    async def work(db: Any, settings: Settings) -> seed.LoadReport:
+        store = CounsellorStore(db)
+        await store.ensure_indexes()
+        return await seed.load(store, settings.policies(), seed.read(path), SystemClock().now())
+
+    report = _with_db(work)
+    console.print(f"created {len(report.created)}: {', '.join(report.created) or '-'}")
+    console.print(f"updated {len(report.updated)}: {', '.join(report.updated) or '-'}")
+    for cid, why in report.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {cid}: {why}")
+
+
+@counsellors.command("list")
+def list_counsellors(office: Annotated[str | None, typer.Option(help="office id")] = None) -> None:
+    """Counsellors with their areas, apps and weekly availability."""
+
+    async def work(db: Any, settings: Settings) -> list[Any]:
+        store = CounsellorStore(db)
+        return await (store.of_office(office, active_only=False) if office else store.all())
+
+    table = Table(title="counsellors")
+    for col in ("id", "office", "name", "areas", "apps", "weekly", "exceptions", "active"):
+        table.add_column(col)
+    for c in _with_db(work):
+        weekly = "; ".join(f"{d} {','.join(s)}" for d, s in c.weekly.items())
+        exceptions = "; ".join(f"{e.date} {','.join(e.spans) or 'away'}" for e in c.exceptions)
+        apps = ",".join(a.value for a in c.apps) or "any"
+        table.add_row(
+            c.counsellor_id, c.office_id, c.name, ",".join(c.areas), apps, weekly, exceptions, str(c.active)
+        )
+    console.print(table)
+
+
+def timers(
+    status: Annotated[str, typer.Option(help="pending, fired, cancelled or all")] = "pending",
+    booking: Annotated[str | None, typer.Option(help="one booking's timers")] = None,
+    office: Annotated[str | None, typer.Option(help="office id")] = None,
+) -> None:
+    """Durable timers (R06 notices, R08 no-shows, R05 holds): due time, state, lateness."""
+
+    async def work(db: Any, settings: Settings) -> list[Doc]:
+        chosen = None if status == "all" else status
+        return await TimerStore(db).find(status=chosen, booking_id=booking, office_id=office, limit=1000)
+
+    table = Table(title=f"timers ({status})")
+    for col in ("timer", "office", "due (JST)", "status", "fired/cancelled", "late s", "by"):
+        table.add_column(col)
+    for t in _with_db(work):
+        when = t.get("fired_at") or t.get("cancelled_at")
+        late = t.get("lateness_seconds")
+        table.add_row(
+            t["_id"],
+            t["office_id"],
+            format_jst(t["due_at"]),
+            t["status"] + (f" ({t['cancel_reason']})" if t.get("cancel_reason") else ""),
+            format_jst(when) if when else "",
+            f"{late:.3f}" if late is not None else "",
+            t.get("fired_by", ""),
+        )
+    console.print(table)
+
+
+@app.command("lease")
+def lease() -> None:
+    """Which scheduler replica holds the timer lease, and until when."""
+
+    async def work(db: Any, settings: Settings) -> Doc | None:
+        return await LeaseStore(db).current()
+
+    doc = _with_db(work)
+    if doc is None:
+        console.print("no scheduler has taken the timer lease yet")
+        return
+    console.print(
+        f"holder {doc['holder']}, expires {format_jst(doc['expires_at'])}:{doc['expires_at']:%S} JST"
+    )
+
+
+app.command("timers")(timers)
+#: mounted at the top level by shared/cli.py: `consultctl timers`
+TOP_LEVEL = {"timers": timers}

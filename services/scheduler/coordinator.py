@@ -1,0 +1,344 @@
+"""Turning a request into an appointment (R01, R04, R05, R16, R20), by event or by staff.
+
+The earliest free slot inside the wished windows of a suitable counsellor is reserved (unique cells,
+the loser moves on) and confirmed; when there is none, up to three alternatives on later open days
+are held for the office's hold period and proposed (R05). Staff can confirm or propose by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from services.scheduler.availability import Counsellor
+from services.scheduler.keeper import Context, Keeper, log
+from services.scheduler.meeting import create_room
+from services.scheduler.slots import Slot, SlotGrid, alternative_days, in_windows, on_day
+from services.scheduler.store.requests import PENDING
+from services.scheduler.store.reservations import BOOKED, HELD, cell_id
+from services.scheduler.timing import TimerKind, TimerSpec
+from shared.clock import JST
+from shared.events import (
+    Alternative,
+    Appointment,
+    AppointmentConfirmed,
+    BookingRequested,
+    Envelope,
+    MessageError,
+    RecoordinationProposed,
+)
+from shared.mongo import Doc
+from shared.policy import OfficePolicy
+
+
+class Conflict(Exception):
+    """A staff action or a concurrent change that cannot go through as asked."""
+
+
+class Coordinator:
+    def __init__(self, ctx: Context, keeper: Keeper) -> None:
+        self.ctx, self.keeper = ctx, keeper
+
+    def policy(self, office_id: str) -> OfficePolicy:
+        policy = self.ctx.policies.get(office_id)
+        if policy is None:
+            raise MessageError("unknown-office", f"no policy for office {office_id!r}")
+        return policy
+
+    # ----------------------------------------------------------------- booking.requested
+
+    async def requested(self, event: Envelope[BookingRequested]) -> Doc:
+        p, c = event.payload, self.ctx
+        policy = self.policy(event.office_id)
+        doc = await c.requests.get(p.booking_id) or await self._open(event, policy)
+        if doc["status"] != "coordinating":
+            await self.keeper.tidy(doc)  # a redelivery: make sure the side effects are complete
+            return doc
+        grid, now = SlotGrid(policy), c.clock.now()
+        counsellors = await self._suitable(policy, doc.get("area"))
+        windows = _windows(doc)
+        taken = await c.reservations.taken(policy.office_id, *_span(windows), now)
+        candidates = in_windows(
+            grid, counsellors, windows=windows, minutes=doc["minutes"], now=now, taken=taken
+        )
+        slot = await self._reserve_first(candidates, doc)
+        if slot is not None:
+            return await self._confirm(policy, doc, slot, cause=event)
+        return await self._propose_alternatives(policy, doc, counsellors, cause=event)
+
+    async def _open(self, event: Envelope[BookingRequested], policy: OfficePolicy) -> Doc:
+        p, now = event.payload, self.ctx.clock.now()
+        await self.ctx.requests.create(
+            {
+                "_id": p.booking_id,
+                "office_id": policy.office_id,
+                "status": "coordinating",
+                "version": 0,
+                "windows": [{"start": w.start, "end": w.end} for w in p.windows],
+                "minutes": SlotGrid(policy).minutes(p.duration_minutes),  # R01: at most 30 minutes
+                "asked_minutes": p.duration_minutes,
+                "area": p.area,
+                "interpreter": p.interpreter,
+                "correlation_id": str(event.correlation_id),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        doc = await self.ctx.requests.get(p.booking_id)
+        assert doc is not None
+        return doc
+
+    async def _suitable(self, policy: OfficePolicy, area: str | None) -> list[Counsellor]:
+        """R20: in an office with areas, only commissioners serving the person's area."""
+        return [c for c in await self.ctx.counsellors.of_office(policy.office_id) if c.serves(policy, area)]
+
+    async def _reserve_first(
+        self, candidates: Iterable[Slot], doc: Doc, *, kind: str = BOOKED, **hold: Any
+    ) -> Slot | None:
+        for slot in candidates:
+            ok = await self.ctx.reservations.reserve(
+                slot,
+                office_id=doc["office_id"],
+                booking_id=doc["_id"],
+                now=self.ctx.clock.now(),
+                kind=kind,
+                **hold,
+            )
+            if ok:
+                return slot
+        return None
+
+    # ----------------------------------------------------------------- confirming
+
+    async def _confirm(
+        self,
+        policy: OfficePolicy,
+        doc: Doc,
+        slot: Slot,
+        *,
+        cause: Envelope[Any] | None = None,
+        by: str = "scheduler",
+        accepted: str | None = None,
+    ) -> Doc:
+        """Record the appointment and its event in one write, then align cells and timers."""
+        c = self.ctx
+        counsellor = await c.counsellors.get(slot.counsellor_id)
+        if counsellor is None:
+            raise Conflict(f"counsellor {slot.counsellor_id} vanished")
+        app = counsellor.app_for(policy)  # R16
+        room = create_room(policy, app, booking_id=doc["_id"], start=slot.start, end=slot.end)
+        version = int(doc.get("version", 0)) + 1
+        appointment = Appointment(
+            counsellor_id=counsellor.counsellor_id,
+            counsellor_name=counsellor.name,
+            start=slot.start,
+            end=slot.end,
+            meeting_url=room.url,
+            app=room.app.value,
+            version=version,
+        )
+        event = c.event(AppointmentConfirmed(booking_id=doc["_id"], appointment=appointment), doc, cause)
+        fields = {
+            "status": "confirmed",
+            "version": version,
+            "appointment": appointment.model_dump(),
+            "appointment_cells": [cell_id(slot.counsellor_id, t) for t in slot.cells],
+            "proposal": None,
+            "confirmed_by": by,
+            "accepted_option": accepted,
+            "updated_at": c.clock.now(),
+        }
+        ok = await c.requests.update(doc, fields, [event])
+        fresh = await c.requests.get(doc["_id"])
+        await self.keeper.tidy(fresh)  # frees what the loser of a concurrent change reserved
+        if not ok or fresh is None:
+            raise Conflict("the request changed meanwhile")
+        log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
+        return fresh
+
+    # ----------------------------------------------------------------- re-coordination (R05)
+
+    async def _propose_alternatives(
+        self, policy: OfficePolicy, doc: Doc, counsellors: Sequence[Counsellor], *, cause: Envelope[Any]
+    ) -> Doc:
+        c, grid, now = self.ctx, SlotGrid(policy), self.ctx.clock.now()
+        version = int(doc.get("version", 0)) + 1
+        hold_until = now + policy.hold_alternatives_for
+        windows = _windows(doc)
+        days = alternative_days(windows, now, c.search_days)
+        lo = datetime.combine(days[0], datetime.min.time(), tzinfo=JST)
+        taken = await c.reservations.taken(policy.office_id, lo, lo + timedelta(days=len(days)), now)
+        held: list[tuple[str, Slot]] = []
+        for day in days:
+            if len(held) >= policy.max_alternatives:
+                break
+            option_id = f"{version}-{len(held) + 1}"
+            found = on_day(
+                grid, counsellors, day=day, minutes=doc["minutes"], now=now, taken=taken, near=windows[0][0]
+            )
+            slot = await self._reserve_first(
+                found, doc, kind=HELD, option_id=option_id, hold_until=hold_until
+            )
+            if slot is not None:
+                held.append((option_id, slot))
+        return await self._record_proposal(doc, held, hold_until, version, cause=cause)
+
+    async def _record_proposal(
+        self,
+        doc: Doc,
+        held: list[tuple[str, Slot]],
+        hold_until: datetime,
+        version: int,
+        *,
+        cause: Envelope[Any] | None = None,
+        by: str = "scheduler",
+    ) -> Doc:
+        c = self.ctx
+        alternatives = [
+            Alternative(option_id=o, start=s.start, end=s.end, counsellor_id=s.counsellor_id) for o, s in held
+        ]
+        # nothing to offer: the person hears that the office will coordinate (staff list it)
+        until = hold_until if held else c.clock.now()
+        payload = RecoordinationProposed(
+            booking_id=doc["_id"], alternatives=alternatives, hold_expires_at=until
+        )
+        options = [
+            {**a.model_dump(), "cells": [cell_id(s.counsellor_id, t) for t in s.cells]}
+            for a, (_, s) in zip(alternatives, held, strict=True)
+        ]
+        fields = {
+            "status": "proposed" if held else "needs_staff",
+            "version": version,
+            "proposal": {"options": options, "hold_until": until, "by": by},
+            "updated_at": c.clock.now(),
+        }
+        ok = await c.requests.update(doc, fields, [c.event(payload, doc, cause)])
+        fresh = await c.requests.get(doc["_id"])
+        await self.keeper.tidy(fresh)
+        if not ok or fresh is None:
+            raise Conflict("the request changed meanwhile")
+        log.info("%s: %d alternatives proposed", doc["_id"], len(held))
+        return fresh
+
+    async def accepted(self, event: Envelope[Any], option_id: str) -> None:
+        """The person chose one held alternative: it becomes the appointment (version + 1)."""
+        c, bid = self.ctx, event.payload.booking_id
+        doc = await c.requests.get(bid)
+        if doc is None:
+            raise Conflict(f"{bid} is not known yet")
+        if doc["status"] == "confirmed" and doc.get("accepted_option") == option_id:
+            await self.keeper.tidy(doc)
+            return
+        if doc["status"] != "proposed":
+            log.warning("%s: option %s accepted while %s; ignored", bid, option_id, doc["status"])
+            return
+        option = next((o for o in doc["proposal"]["options"] if o["option_id"] == option_id), None)
+        if option is None:
+            raise MessageError("unknown-option", f"{bid} has no option {option_id!r}")
+        hold = await self._hold_timer(doc)
+        if c.clock.now() >= doc["proposal"]["hold_until"] or not await self._claim_hold(hold, option_id):
+            await self.keeper.fire(hold)  # too late: the hold expires now, if it has not already
+            return
+        policy = self.policy(doc["office_id"])
+        slot = SlotGrid(policy).slot(option["counsellor_id"], option["start"], doc["minutes"])
+        if await self._reserve_first([slot], doc) is None:  # the held cells become booked ones
+            raise Conflict(f"{bid}: the held time {option_id} was lost")
+        await self._confirm(policy, doc, slot, cause=event, accepted=option_id)
+
+    async def _hold_timer(self, doc: Doc) -> Doc:
+        c = self.ctx
+        spec = TimerSpec(
+            TimerKind.HOLD, doc["_id"], doc["office_id"], doc["version"], doc["proposal"]["hold_until"]
+        )
+        await c.timers.arm(spec, correlation_id=doc["correlation_id"], now=c.clock.now())
+        timer = await c.timers.get(spec.timer_id)
+        assert timer is not None
+        return timer
+
+    async def _claim_hold(self, hold: Doc, option_id: str) -> bool:
+        """Disarm the hold timer for this acceptance; False if it fired first (the hold expired)."""
+        reason = f"accepted:{option_id}"
+        if await self.ctx.timers.cancel_one(hold["_id"], reason=reason, now=self.ctx.clock.now()):
+            return True
+        now = await self.ctx.timers.get(hold["_id"])
+        return now is not None and now.get("cancel_reason") == reason  # a redelivery of this acceptance
+
+    async def declined(self, booking_id: str) -> None:
+        c = self.ctx
+        doc = await c.requests.get(booking_id)
+        if doc is None or doc["status"] != "proposed":
+            await self.keeper.tidy(doc)
+            return
+        hold = await self._hold_timer(doc)
+        await c.timers.cancel_one(hold["_id"], reason="declined", now=c.clock.now())
+        if not await c.requests.update(doc, {"status": "declined", "updated_at": c.clock.now()}):
+            raise Conflict("the request changed meanwhile")
+        await self.keeper.tidy(await c.requests.get(booking_id))
+
+    # ----------------------------------------------------------------- staff
+
+    async def staff_confirm(
+        self, booking_id: str, counsellor_id: str, start: datetime, minutes: int | None, by: str
+    ) -> Doc:
+        """Staff fix a counsellor and a time by hand (also moving a confirmed appointment)."""
+        doc, policy = await self._for_staff(booking_id, ("confirmed", *PENDING))
+        slot = await self._staff_slot(policy, doc, counsellor_id, start, minutes)
+        ok = await self.ctx.reservations.reserve(
+            slot, office_id=policy.office_id, booking_id=booking_id, now=self.ctx.clock.now()
+        )
+        if not ok:
+            raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
+        return await self._confirm(policy, doc, slot, by=by)  # tidy disarms an earlier hold
+
+    async def staff_propose(
+        self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
+    ) -> Doc:
+        """Staff offer other times (R05); they are held for the office's hold period."""
+        c = self.ctx
+        doc, policy = await self._for_staff(booking_id, PENDING)
+        if not 1 <= len(options) <= policy.max_alternatives:
+            raise Conflict(f"propose 1 to {policy.max_alternatives} times")
+        slots = [await self._staff_slot(policy, doc, cid, start, minutes) for cid, start in options]
+        if len({k for s in slots for k in s.keys}) < sum(len(s.keys) for s in slots):
+            raise Conflict("the proposed times overlap")
+        version, now = int(doc["version"]) + 1, c.clock.now()
+        hold_until = now + policy.hold_alternatives_for
+        held: list[tuple[str, Slot]] = []
+        for k, slot in enumerate(slots, 1):
+            option_id = f"{version}-{k}"
+            ok = await self._reserve_first([slot], doc, kind=HELD, option_id=option_id, hold_until=hold_until)
+            if not ok:  # let go of what this attempt held
+                await c.reservations.release(booking_id, option_ids=[o for o, _ in held])
+                raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
+            held.append((option_id, slot))
+        return await self._record_proposal(doc, held, hold_until, version, by=by)  # tidy disarms the old hold
+
+    async def _for_staff(self, booking_id: str, statuses: Sequence[str]) -> tuple[Doc, OfficePolicy]:
+        doc = await self.ctx.requests.get(booking_id)
+        if doc is None:
+            raise LookupError(booking_id)
+        if doc["status"] not in statuses:
+            raise Conflict(f"the request is {doc['status']}")
+        return doc, self.policy(doc["office_id"])
+
+    async def _staff_slot(
+        self, policy: OfficePolicy, doc: Doc, counsellor_id: str, start: datetime, minutes: int | None
+    ) -> Slot:
+        counsellor = await self.ctx.counsellors.get(counsellor_id)
+        if counsellor is None or not counsellor.serves(policy, doc.get("area")):
+            raise Conflict(f"R20: {counsellor_id} is not an active counsellor of this office for this area")
+        grid = SlotGrid(policy)
+        length = minutes or doc["minutes"]
+        problem = grid.problem(start.astimezone(UTC), length, self.ctx.clock.now())
+        if problem:
+            raise Conflict(problem)
+        return grid.slot(counsellor_id, start, length)
+
+
+def _windows(doc: Doc) -> list[tuple[datetime, datetime]]:
+    return [(w["start"], w["end"]) for w in doc["windows"]]
+
+
+def _span(windows: Sequence[tuple[datetime, datetime]]) -> tuple[datetime, datetime]:
+    return min(s for s, _ in windows), max(e for _, e in windows)

@@ -1,0 +1,15 @@
+"""The scheduler's MongoDB access (the only package of the service that talks to the database).
+
+Collections: `counsellors`, `reservations` (one document per counsellor and grid cell: the unique
+index that rules out double booking), `requests` (one per booking: coordination state plus its
+outbox), `timers` (durable timers plus their outbox) and `leases` (which replica runs the timers).
+FerretDB has no transactions: every state change is one conditional single-document write.
+"""
+
+from services.scheduler.store.counsellors import CounsellorStore
+from services.scheduler.store.lease import LeaseStore
+from services.scheduler.store.requests import RequestStore
+from services.scheduler.store.reservations import Reservations
+from services.scheduler.store.timers import TimerStore
+
+__all__ = ["CounsellorStore", "LeaseStore", "RequestStore", "Reservations", "TimerStore"]

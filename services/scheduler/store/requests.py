@@ -1,0 +1,76 @@
+"""One document per booking: where its coordination stands, plus the outbox of the events it caused.
+
+Statuses: coordinating (being placed), confirmed, proposed (alternatives held, R05), needs_staff
+(nothing to offer automatically), declined, hold_expired, cancelled, completed. Every change is
+conditional on the revision read (`rev`), so two replicas never both move one request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared import outbox
+from shared.events import Envelope
+from shared.mongo import Doc
+
+#: statuses staff look at: a person waits for the office to coordinate (R05)
+PENDING = ("coordinating", "proposed", "needs_staff", "declined", "hold_expired")
+
+
+class RequestStore:
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.collection = db["requests"]
+        self.on_write: Callable[[], None] = lambda: None  # wakes the outbox relay
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("office_id", 1), ("status", 1)])
+
+    async def get(self, booking_id: str) -> Doc | None:
+        return await self.collection.find_one({"_id": booking_id}, {"outbox": 0})
+
+    async def create(self, doc: Doc) -> bool:
+        try:
+            await self.collection.insert_one({**doc, "rev": 0, **outbox.new_document_fields([])})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def update(
+        self, doc: Doc, fields: Doc, events: Sequence[Envelope[Any]] = (), *, unset: Sequence[str] = ()
+    ) -> bool:
+        """Apply a change if nobody changed the request since `doc` was read; events ride along."""
+        change: dict[str, Any] = {"$set": fields, "$inc": {"rev": 1}}
+        if unset:
+            change["$unset"] = {k: "" for k in unset}
+        result = await self.collection.update_one(
+            {"_id": doc["_id"], "rev": doc["rev"]}, outbox.merge(change, list(events))
+        )
+        if result.modified_count and events:
+            self.on_write()
+        return result.modified_count == 1
+
+    async def cancel(self, booking_id: str, office_id: str, fields: Doc) -> None:
+        """Cancellation wins over any state, and is remembered even before the request arrives."""
+        await self.collection.update_one(
+            {"_id": booking_id},
+            {
+                "$set": {"status": "cancelled", **fields},
+                "$inc": {"rev": 1},
+                "$setOnInsert": {"office_id": office_id, "version": 0, **outbox.new_document_fields([])},
+            },
+            upsert=True,
+        )
+
+    async def note(self, booking_id: str, fields: Doc) -> None:
+        """Facts that change no decision (attendance), recorded without a revision check."""
+        await self.collection.update_one({"_id": booking_id}, {"$set": fields})
+
+    async def of_office(self, office_id: str, statuses: Sequence[str], limit: int = 200) -> list[Doc]:
+        cursor = self.collection.find(
+            {"office_id": office_id, "status": {"$in": list(statuses)}}, {"outbox": 0}
+        )
+        return await cursor.sort("created_at", 1).limit(limit).to_list()
