@@ -378,10 +378,11 @@ class NoShow(Payload):
 class NotificationSent(Payload):
     """An email was accepted by the SMTP server. notifier -> audit."""
 
-    booking_id: str
-    kind: str
-    delivery_key: str
-    message_id: str
+    booking_id: str = Field(description="booking the email is about; empty for a refusal (person-level)")
+    kind: str = Field(description="confirmation, notice, recoordination, cancellation, no_show, refusal")
+    delivery_key: str = Field(description="booking/kind/version: one notice, whatever event brought it")
+    message_id: str = Field(description="Message-ID, derived from the delivery key (duplicates share it)")
+    person_key: str | None = Field(None, description="refusal notices: the person's keyed-hash pseudonym")
 
 
 @event("notification.failed")
@@ -392,7 +393,8 @@ class NotificationFailed(Payload):
     kind: str
     delivery_key: str
     error: str
-    permanent: bool
+    permanent: bool = Field(description="true: undeliverable as it stands (bad address, 5xx)")
+    person_key: str | None = Field(None, description="refusal notices: the person's keyed-hash pseudonym")
 
 
 def dumps(obj: Any) -> str:

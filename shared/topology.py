@@ -88,6 +88,9 @@ NOTIFIER = ServiceQueues(
         "booking.cancelled",
         "person.refused",
     ),
+    # Survives an SMTP outage of ~9 minutes; early steps short, so a brief outage costs seconds.
+    # These are fresh messages, not redeliveries: the inbox's delivery limit (crash loops) is unchanged.
+    retry_delays=(1, 3, 10, 20, 30, 60, 120, 300),
 )
 AUDIT = ServiceQueues("audit", events=("#",))
 

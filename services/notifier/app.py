@@ -1,4 +1,4 @@
-"""Wiring of the notifier service."""
+"""Wiring of the notifier service: runtime, delivery service, handlers, HTTP app."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ from fastapi import FastAPI
 
 from services.notifier import handlers
 from services.notifier.config import Settings
+from services.notifier.delivery import DeliveryService
 from shared import topology
 from shared.clock import Clock
 from shared.runtime import Runtime
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    queues: topology.ServiceQueues = topology.NOTIFIER,
+) -> FastAPI:
+    """`queues` is for tests that need shorter retry delays than production's."""
     settings = settings or Settings()
-    runtime = Runtime(settings, topology.NOTIFIER, clock=clock)
-    handlers.register(runtime)
-    return runtime.http_app(title="Notifier service")
+    runtime = Runtime(settings, queues, clock=clock)
+    service = DeliveryService(runtime, settings)
+    handlers.register(runtime, service)
+    app = runtime.http_app(title="Notifier service")
+    app.state.delivery = service
+    return app

@@ -1,0 +1,153 @@
+"""One notice, delivered once in effect: plan → claim → compose → SMTP → mark (with its event).
+
+Exactly-once in effect rests on the delivery record (store.py), not on the event: whatever event id
+brings a notice, its key is claimed first, and a notice already sent is not sent again. The one window
+left: the SMTP server accepted the message and the process died (or the database was unreachable)
+before the record said `sent`. The claim then stays unmarked until its lease ends; the next delivery of
+the event takes it over and sends again with the SAME Message-ID, so the receiver (and Mailpit, and a
+person's mail client threading) can tell the second copy for what it is. Closing the window entirely
+would need the SMTP server to dedupe by Message-ID, which the protocol does not promise.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from services.notifier.compose import Composer
+from services.notifier.config import Settings
+from services.notifier.domain import Notice, message_id, plan
+from services.notifier.smtp import Mailer, SmtpFailure
+from services.notifier.store import Busy, Claim, Deliveries, Settled
+from shared.events import Envelope, MessageError, NotificationFailed, NotificationSent
+from shared.messaging import TransientError
+from shared.outbox import OutboxRelay
+from shared.policy import Policies
+from shared.runtime import Runtime
+
+log = logging.getLogger("consult.notifier")
+
+
+class DeliveryService:
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.policies: Policies = settings.policies()
+        self.composer = Composer(settings.mail_from)
+        self.mailer = Mailer(settings)
+        collection = runtime.db["deliveries"]
+        self.deliveries = Deliveries(
+            collection, runtime.clock, timedelta(seconds=settings.delivery_lease_seconds)
+        )
+        self.relay: OutboxRelay = runtime.relay(collection)
+        # The shared consumer parks after the last delay; this is the attempt on which we give up
+        # ourselves, so that a notification.failed goes to the audit store with the parked message.
+        self.max_attempts = len(runtime.queues.retry_delays) + 1
+        self.metrics = _Metrics(runtime.metrics)
+        runtime.on_startup(self.deliveries.ensure_indexes)
+
+    async def handle(self, event: Envelope[Any]) -> None:
+        policy = self.policies.get(event.office_id)
+        if policy is None:
+            raise MessageError("unknown-office", f"no policy for office {event.office_id!r}")
+        notice = plan(event, policy)
+        if notice is None:
+            self.metrics.outcome(event.type, "not-sent")
+            log.info("%s for %s calls for no email (policy)", event.type, event.office_id)
+            return
+        mid = message_id(notice.key, self.settings.mail_domain)
+        claim = await self.deliveries.claim(notice, mid, str(event.event_id))
+        if isinstance(claim, Settled):
+            self.metrics.outcome(notice.kind, "duplicate")
+            log.info("%s already %s; nothing sent again", notice.key, claim.state)
+            return
+        if isinstance(claim, Busy):
+            raise TransientError(f"{notice.key} is being sent by another worker (lease {claim.lease_until})")
+        if claim.resumed:
+            self.metrics.outcome(notice.kind, "resumed")
+            log.warning("%s: earlier attempt never marked; sending again as %s", notice.key, claim.message_id)
+        await self._deliver(event, notice, claim)
+
+    async def _deliver(self, event: Envelope[Any], notice: Notice, claim: Claim) -> None:
+        policy = self.policies[notice.office_id]
+        try:
+            message = self.composer.compose(
+                notice, policy, message_id=claim.message_id, now=self.runtime.clock.now()
+            )
+        except MessageError as exc:
+            # A template bug is ours to fix (then replay); a bad address or header stays failed.
+            await self._fail(event, notice, claim, str(exc), permanent=exc.reason != "template-error")
+            raise
+        try:
+            accepted = await self.mailer.send(message)
+        except SmtpFailure as exc:
+            await self._smtp_failed(event, notice, claim, exc)
+            return
+        self.metrics.smtp_seconds.observe(accepted.seconds)
+        sent = self._event(
+            NotificationSent(
+                booking_id=notice.booking_id,
+                kind=notice.kind.value,
+                delivery_key=notice.key,
+                message_id=claim.message_id,
+                person_key=notice.person_key,
+            ),
+            event,
+        )
+        if not await self.deliveries.mark_sent(claim, accepted.response, [sent]):
+            log.warning("%s: claim was taken over while sending; the other attempt reports it", notice.key)
+        self.relay.poke()
+        self.metrics.outcome(notice.kind, "sent")
+
+    async def _smtp_failed(
+        self, event: Envelope[Any], notice: Notice, claim: Claim, exc: SmtpFailure
+    ) -> None:
+        if exc.permanent:
+            await self._fail(event, notice, claim, str(exc), permanent=True)
+            raise MessageError("smtp-rejected", str(exc)) from exc
+        if claim.attempt >= self.max_attempts:
+            await self._fail(event, notice, claim, str(exc), permanent=False)
+            raise MessageError("smtp-unavailable", f"after {claim.attempt} attempts: {exc}") from exc
+        await self.deliveries.release(claim, str(exc))
+        self.metrics.outcome(notice.kind, "retry")
+        raise TransientError(f"SMTP attempt {claim.attempt} for {notice.key}: {exc}") from exc
+
+    async def _fail(
+        self, event: Envelope[Any], notice: Notice, claim: Claim, error: str, *, permanent: bool
+    ) -> None:
+        failed = self._event(
+            NotificationFailed(
+                booking_id=notice.booking_id,
+                kind=notice.kind.value,
+                delivery_key=notice.key,
+                error=error[:500],
+                permanent=permanent,
+                person_key=notice.person_key,
+            ),
+            event,
+        )
+        await self.deliveries.mark_failed(claim, error, permanent, [failed])
+        self.relay.poke()
+        self.metrics.outcome(notice.kind, "failed" if permanent else "gave-up")
+
+    def _event(self, payload: NotificationSent | NotificationFailed, cause: Envelope[Any]) -> Envelope[Any]:
+        return self.runtime.event(payload, cause.office_id, cause=cause)
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.emails = Counter(
+            "consult_notifier_emails",
+            "Notices by kind and outcome (sent, duplicate, retry, failed, gave-up, resumed, not-sent)",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.smtp_seconds = Histogram(
+            "consult_notifier_smtp_seconds", "Time for one SMTP send, connect to QUIT", registry=registry
+        )
+
+    def outcome(self, kind: str, outcome: str) -> None:
+        self.emails.labels(kind=str(kind), outcome=outcome).inc()

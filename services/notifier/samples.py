@@ -1,0 +1,122 @@
+"""Example events for every kind of notice: to preview the templates and to drive tests and the demo.
+
+Times are around 2026-11-22 (a Sunday): the appointment is Wednesday 2026-11-25 10:00–10:30 JST.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from services.notifier.domain import Kind
+from shared.clock import JST, Clock, FixedClock
+from shared.events import (
+    Alternative,
+    Appointment,
+    BookingCancelled,
+    BookingConfirmed,
+    BookingNoticeDue,
+    BookingRecoordinationProposed,
+    Envelope,
+    Payload,
+    PersonRefused,
+    Recipient,
+    new_event,
+)
+from shared.policy import OfficePolicy
+
+START = datetime(2026, 11, 25, 10, 0, tzinfo=JST)
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=JST)
+
+#: the event that makes the notifier send each kind
+EVENT_OF_KIND = {
+    Kind.CONFIRMATION: "booking.confirmed",
+    Kind.NOTICE: "booking.notice_due",
+    Kind.RECOORDINATION: "booking.recoordination_proposed",
+    Kind.CANCELLATION: "booking.cancelled",
+    Kind.NO_SHOW: "booking.cancelled",
+    Kind.REFUSAL: "person.refused",
+}
+
+
+def appointment(
+    policy: OfficePolicy, booking_id: str, *, start: datetime = START, version: int = 1
+) -> Appointment:
+    meeting = policy.default_meeting
+    return Appointment(
+        counsellor_id="c-001",
+        counsellor_name="相談員 佐藤",
+        start=start,
+        end=start + timedelta(minutes=30),
+        meeting_url=f"{meeting.base_url}{booking_id}-v{version}",
+        app=meeting.app.value,
+        version=version,
+    )
+
+
+def payload(
+    kind: Kind,
+    policy: OfficePolicy,
+    *,
+    booking_id: str | None = None,
+    recipient: Recipient | None = None,
+    version: int = 1,
+    **overrides: Any,
+) -> Payload:
+    """A payload of the event behind this kind; `overrides` replace fields."""
+    bid = booking_id or f"bk-{uuid4().hex[:10]}"
+    who = recipient or Recipient(name="山田 太郎", email="taro.yamada@example.org")
+    terms = policy.terms[-1].version
+    appt = appointment(policy, bid, version=version)
+    fields: dict[str, Any]
+    if kind in (Kind.CONFIRMATION, Kind.NOTICE):
+        fields = {"booking_id": bid, "appointment": appt, "recipient": who, "terms_version": terms}
+        model: type[Payload] = BookingConfirmed if kind is Kind.CONFIRMATION else BookingNoticeDue
+    elif kind is Kind.RECOORDINATION:
+        model = BookingRecoordinationProposed
+        fields = {
+            "booking_id": bid,
+            "alternatives": [
+                Alternative(
+                    option_id=f"opt-{i}", start=s, end=s + timedelta(minutes=30), counsellor_id="c-002"
+                )
+                for i, s in enumerate((START + timedelta(days=1, hours=4), START + timedelta(days=2)), 1)
+            ],
+            "hold_expires_at": NOW + timedelta(days=2),
+            "recipient": who,
+            "terms_version": terms,
+        }
+    elif kind in (Kind.CANCELLATION, Kind.NO_SHOW):
+        model = BookingCancelled
+        reason = "no_show" if kind is Kind.NO_SHOW else "person"
+        channel = None if kind is Kind.NO_SHOW else "phone"
+        fields = {
+            "booking_id": bid,
+            "reason": reason,
+            "channel": channel,
+            "appointment": appt,
+            "recipient": who,
+            "terms_version": terms,
+        }
+    else:
+        model = PersonRefused
+        fields = {
+            "person_key": f"pk-{bid}",
+            "rule": "R09",
+            "reason": f"連絡のないキャンセルが{policy.refusal.no_shows}回となったため",
+            "until": NOW + policy.refusal.refuse_for,
+            "recipient": who,
+        }
+    fields.update(overrides)
+    return model(**fields)
+
+
+def event(kind: Kind, policy: OfficePolicy, *, clock: Clock | None = None, **kwargs: Any) -> Envelope[Any]:
+    """An envelope as the booking service would emit it."""
+    return new_event(
+        payload(kind, policy, **kwargs),
+        office_id=policy.office_id,
+        producer="booking",
+        clock=clock or FixedClock(NOW),
+    )

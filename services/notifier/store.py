@@ -1,0 +1,175 @@
+"""Delivery records: the only module that talks to MongoDB. One document per notice, `_id` = delivery key.
+
+A send is claimed before it starts: inserting the record (unique `_id`) or taking over a claim whose
+lease ran out, or a failed one being replayed. A claim carries a random token, so only its holder can
+mark the outcome. Marking `sent`/`failed` and appending the notification event to the document's outbox
+is one `update_one` (FerretDB has no transactions; this needs none).
+
+    claimed ──send accepted──> sent            (notification.sent in the outbox)
+       │ ──5xx / bad address──> failed         (notification.failed in the outbox; message parked)
+       │ ──4xx / no server────> claimed, lease released (retried through the delay queues)
+       └── crash ─────────────> claimed until the lease ends, then taken over: same Message-ID
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from services.notifier.domain import Notice
+from shared import outbox
+from shared.clock import Clock
+from shared.events import Envelope
+from shared.mongo import Doc
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This worker may send the notice now."""
+
+    key: str
+    token: str
+    message_id: str
+    attempt: int  # how many claims this notice has had since it was created or replayed
+    resumed: bool  # an earlier claim expired: that attempt may already have reached the server
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Nothing to send: the notice went out, or failed for good (bad address, refused by the server)."""
+
+    state: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another worker holds a live claim on this notice."""
+
+    lease_until: datetime | None
+
+
+class Deliveries:
+    def __init__(self, collection: AsyncCollection[Doc], clock: Clock, lease: timedelta) -> None:
+        self.collection = collection
+        self.clock = clock
+        self.lease = lease
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("booking_id")
+
+    async def claim(self, notice: Notice, message_id: str, event_id: str) -> Claim | Settled | Busy:
+        now = self.clock.now()
+        token = uuid4().hex
+        try:
+            await self.collection.insert_one(
+                {
+                    "_id": notice.key,
+                    "state": "claimed",
+                    "token": token,
+                    "lease_until": now + self.lease,
+                    "attempts": 1,
+                    "released": False,
+                    "message_id": message_id,
+                    "kind": notice.kind.value,
+                    "office_id": notice.office_id,
+                    "booking_id": notice.booking_id,
+                    "person_key": notice.person_key,
+                    "event_id": event_id,
+                    "created_at": now,
+                    **outbox.new_document_fields([]),
+                }
+            )
+            return Claim(notice.key, token, message_id, attempt=1, resumed=False)
+        except DuplicateKeyError:
+            pass
+        return await self._take_over(notice.key, token, now)
+
+    async def _take_over(self, key: str, token: str, now: datetime) -> Claim | Settled | Busy:
+        lease_until = now + self.lease
+        # A failure that was not the message's own fault (SMTP down past every retry, a template bug),
+        # replayed by ops from the parking queue, starts a fresh series of attempts.
+        doc = await self.collection.find_one_and_update(
+            {"_id": key, "state": "failed", "permanent": False},
+            {
+                "$set": {
+                    "state": "claimed",
+                    "token": token,
+                    "lease_until": lease_until,
+                    "attempts": 1,
+                    "released": False,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return Claim(key, token, doc["message_id"], attempt=int(doc["attempts"]), resumed=False)
+        before = await self.collection.find_one_and_update(
+            {"_id": key, "state": "claimed", "lease_until": {"$lte": now}},
+            {
+                "$set": {"token": token, "lease_until": lease_until, "released": False},
+                "$inc": {"attempts": 1},
+            },
+            return_document=ReturnDocument.BEFORE,
+        )
+        if before is not None:
+            # Not released by a failed attempt: its holder vanished mid-send (the crash window).
+            resumed = not before.get("released", False)
+            return Claim(key, token, before["message_id"], int(before["attempts"]) + 1, resumed)
+        current = await self.collection.find_one(
+            {"_id": key}, {"state": 1, "message_id": 1, "lease_until": 1}
+        )
+        if current is None or current["state"] == "claimed":
+            return Busy(current["lease_until"] if current else None)
+        return Settled(current["state"], current["message_id"])
+
+    async def mark_sent(self, claim: Claim, response: str, events: list[Envelope[Any]]) -> bool:
+        """Record the server's acceptance; False if this claim was taken over meanwhile."""
+        now = self.clock.now()
+        update = {
+            "$set": {"state": "sent", "sent_at": now, "smtp_response": response[:500], "lease_until": None},
+            "$unset": {"token": ""},
+        }
+        done = await self.collection.update_one(
+            {"_id": claim.key, "token": claim.token}, outbox.merge(update, events)
+        )
+        return done.modified_count == 1
+
+    async def mark_failed(
+        self, claim: Claim, error: str, permanent: bool, events: list[Envelope[Any]]
+    ) -> bool:
+        """Record a failure. A permanent one (bad address, 5xx) is settled: duplicates send nothing."""
+        now = self.clock.now()
+        update = {
+            "$set": {
+                "state": "failed",
+                "permanent": permanent,
+                "failed_at": now,
+                "last_error": error[:500],
+                "lease_until": None,
+            },
+            "$unset": {"token": ""},
+        }
+        done = await self.collection.update_one(
+            {"_id": claim.key, "token": claim.token}, outbox.merge(update, events)
+        )
+        return done.modified_count == 1
+
+    async def release(self, claim: Claim, error: str) -> None:
+        """A transient failure: let the next attempt claim at once instead of waiting for the lease."""
+        await self.collection.update_one(
+            {"_id": claim.key, "token": claim.token, "state": "claimed"},
+            {"$set": {"lease_until": self.clock.now(), "released": True, "last_error": error[:500]}},
+        )
+
+    async def get(self, key: str) -> Doc | None:
+        return await self.collection.find_one({"_id": key}, {"outbox": 0})
+
+    async def for_booking(self, booking_id: str) -> list[Doc]:
+        return await self.collection.find({"booking_id": booking_id}, {"outbox": 0}).to_list()
