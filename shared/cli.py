@@ -1,7 +1,7 @@
 """consultctl: the operators' command line. Each service contributes its own sub-commands.
 
 Service sub-apps live in `services/<service>/cli.py` as a typer `app`; they are added here when
-present, so the services' engineers never edit the same file.
+present, so the services' engineers never edit the same file. Do not add service commands here.
 """
 
 from __future__ import annotations
