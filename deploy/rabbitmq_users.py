@@ -1,0 +1,417 @@
+"""RabbitMQ users and least-privilege permissions, derived from shared/topology.py (R12).
+
+    python -m deploy.rabbitmq_users generate [--check]        # deploy/rabbitmq/definitions.json
+    python -m deploy.rabbitmq_users apply --vhost / --secrets .local/secrets
+    python -m deploy.rabbitmq_users apply --vhost / --from-env  # compose: RABBITMQ_<USER>_PASSWORD
+    python -m deploy.rabbitmq_users render --from-env --out defs.json --admin admin  # load_definitions
+    python -m deploy.rabbitmq_users url booking --secrets .local/secrets
+
+Users: one per service (booking, scheduler, notifier, audit), `portal` (may only publish the intake
+commands to consult.intake) and `ops` (consultctl: read parked messages, send them back through
+consult.redeliver). Nothing else: no service user has a management tag, none may touch the default
+exchange, none may read another service's queues.
+
+Who declares the topology: both. The definitions carry every exchange, queue and binding, so the
+broker is complete before any service starts (a portal's command is routable even while booking is
+down). Services keep their idempotent `topology.declare_service` at start-up, which fresh test vhosts
+need; RabbitMQ checks `configure` on every non-passive declare, even of an existing exchange, so a
+service may configure its own `<service>.*` queues and the five consult.* exchanges, nothing else.
+
+The permissions are computed by running `topology.declare_service` against a recorder, so what a
+service may do is exactly what its start-up does, plus the publishes of shared/messaging.py.
+Passwords are never committed: the generated file has password-less users (they cannot log in);
+`apply` sets real passwords from `.local/secrets/` (created 0600 when missing) or the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from shared import topology
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFINITIONS = ROOT / "deploy" / "rabbitmq" / "definitions.json"
+DEFAULT_API = "http://guest:guest@127.0.0.1:15672/api"
+HASHING = "rabbit_password_hashing_sha256"
+NOTHING = "^$"  # matches no resource: the default exchange is checked as "amq.default"
+
+#: Exchanges every service publishes to from shared/messaging.py: events, retries and parking.
+SERVICE_PUBLISHES = (topology.EVENTS, topology.RETRY, topology.DEAD)
+PORTAL, OPS = "portal", "ops"
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One user's rights in one vhost: regexes over resource names, as RabbitMQ checks them."""
+
+    user: str
+    configure: str
+    write: str
+    read: str
+    tags: tuple[str, ...] = ()
+    #: exchange -> (write, read) regexes over routing keys (topic authorisation)
+    topics: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- topology, recorded
+
+
+@dataclass
+class Recording:
+    """What `topology.declare_service` asks the broker for, in definitions form."""
+
+    exchanges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bindings: list[dict[str, Any]] = field(default_factory=list)
+
+    async def declare_exchange(self, name: str, type: Any, *, durable: bool = False, **_: Any) -> None:
+        kind = getattr(type, "value", type)
+        self.exchanges[name] = {"name": name, "type": str(kind), "durable": durable, "auto_delete": False}
+
+    async def declare_queue(
+        self, name: str, *, durable: bool = False, arguments: Mapping[str, Any] | None = None, **_: Any
+    ) -> _RecordedQueue:
+        self.queues[name] = {
+            "name": name,
+            "durable": durable,
+            "auto_delete": False,
+            "arguments": dict(arguments or {}),
+        }
+        return _RecordedQueue(self, name)
+
+
+@dataclass
+class _RecordedQueue:
+    recording: Recording
+    name: str
+
+    async def bind(self, exchange: str, routing_key: str = "", **_: Any) -> None:
+        self.recording.bindings.append(
+            {
+                "source": exchange,
+                "destination": self.name,
+                "destination_type": "queue",
+                "routing_key": routing_key,
+                "arguments": {},
+            }
+        )
+
+
+def _complete(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never suspends (the recorder does no I/O) without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("topology declaration awaited real I/O while being recorded")
+
+
+def record(queues: topology.ServiceQueues) -> Recording:
+    rec = Recording()
+    _complete(topology.declare_service(cast(Any, rec), queues))
+    return rec
+
+
+# --------------------------------------------------------------------------- permissions
+
+
+def _pattern(names: Iterable[str], own_prefix: str | None = None) -> str:
+    """An anchored regex matching exactly these names (own `<prefix>.*` names collapsed)."""
+    parts: set[str] = set()
+    for name in names:
+        if own_prefix and name.startswith(own_prefix + "."):
+            parts.add(re.escape(own_prefix + ".") + ".*")
+        else:
+            parts.add(re.escape(name))
+    return f"^(?:{'|'.join(sorted(parts))})$" if parts else NOTHING
+
+
+def service_grant(queues: topology.ServiceQueues, user: str | None = None) -> Grant:
+    """What a service's start-up and its consumer need: nothing more (R12)."""
+    rec = record(queues)
+    configure = [*rec.exchanges, *rec.queues]
+    # queue.bind: write on the queue, read on the exchange; a dead-letter exchange in a queue's
+    # arguments: read on the queue, write on that exchange; consuming: read on the inbox.
+    write = {b["destination"] for b in rec.bindings} | set(SERVICE_PUBLISHES)
+    read = {b["source"] for b in rec.bindings} | {queues.inbox}
+    for q in rec.queues.values():
+        if dlx := q["arguments"].get("x-dead-letter-exchange"):
+            write.add(dlx)
+            read.add(q["name"])
+    svc = queues.service
+    return Grant(user or svc, _pattern(configure, svc), _pattern(write, svc), _pattern(read, svc), tags=())
+
+
+def intake_keys(services: Mapping[str, topology.ServiceQueues] = topology.SERVICES) -> list[str]:
+    return sorted({key for q in services.values() for key in q.intake})
+
+
+def portal_grant(user: str = PORTAL) -> Grant:
+    """Portals send commands to consult.intake with the intake routing keys, and read nothing."""
+    keys = _pattern(intake_keys())
+    return Grant(
+        user, NOTHING, _pattern([topology.INTAKE]), NOTHING, topics={topology.INTAKE: (keys, NOTHING)}
+    )
+
+
+def ops_grant(user: str = OPS) -> Grant:
+    """consultctl: see queues (management tag), read parked messages, replay via consult.redeliver."""
+    parking = [q.parking for q in topology.SERVICES.values()]
+    return Grant(user, NOTHING, _pattern([topology.REDELIVER]), _pattern(parking), tags=("management",))
+
+
+def grants(prefix: str = "") -> list[Grant]:
+    """Every user the system needs; `prefix` keeps tests' users apart from the real ones."""
+    out = [service_grant(q, prefix + name) for name, q in topology.SERVICES.items()]
+    return [*out, portal_grant(prefix + PORTAL), ops_grant(prefix + OPS)]
+
+
+def roles() -> list[str]:
+    return [*topology.SERVICES, PORTAL, OPS]
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def password_hash(password: str, salt: bytes | None = None) -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password))."""
+    salt = salt if salt is not None else os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def definitions(
+    vhost: str = "/",
+    passwords: Mapping[str, str] | None = None,
+    *,
+    prefix: str = "",
+    admin: tuple[str, str] | None = None,
+    with_topology: bool = True,
+) -> dict[str, Any]:
+    """RabbitMQ definitions: vhost, users, permissions and the whole topology.
+
+    `passwords` maps a role (booking, portal, ...) to its password; a role without one becomes a
+    password-less user that cannot log in until `apply` sets one. `admin` (name, password) adds an
+    administrator, for a broker that loads the file at boot and so creates no default user.
+    `with_topology=False` leaves exchanges, queues and bindings to the services' own start-up.
+    """
+    passwords = passwords or {}
+    users: list[dict[str, Any]] = []
+    for g, role in zip(grants(prefix), roles(), strict=True):
+        pw = passwords.get(role)
+        users.append(_user(g.user, pw, list(g.tags)))
+    if admin:
+        users.append(_user(admin[0], admin[1], ["administrator"]))
+    rec = Recording()
+    for q in topology.SERVICES.values() if with_topology else ():
+        part = record(q)
+        rec.exchanges.update(part.exchanges)
+        rec.queues.update(part.queues)
+        rec.bindings.extend(part.bindings)
+    in_vhost = {"vhost": vhost}
+    return {
+        "users": users,
+        "vhosts": [{"name": vhost}],
+        "permissions": [
+            {"user": g.user, **in_vhost, "configure": g.configure, "write": g.write, "read": g.read}
+            for g in grants(prefix)
+        ],
+        "topic_permissions": [
+            {"user": g.user, **in_vhost, "exchange": ex, "write": w, "read": r}
+            for g in grants(prefix)
+            for ex, (w, r) in sorted(g.topics.items())
+        ],
+        "exchanges": [{**e, **in_vhost, "internal": False, "arguments": {}} for e in rec.exchanges.values()],
+        "queues": [{**q, **in_vhost} for q in rec.queues.values()],
+        "bindings": [{**b, **in_vhost} for b in rec.bindings],
+    }
+
+
+def _user(name: str, password: str | None, tags: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "password_hash": password_hash(password) if password else "",
+        "hashing_algorithm": HASHING,
+        "tags": tags,
+    }
+
+
+def dumps(defs: Mapping[str, Any]) -> str:
+    return json.dumps(defs, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def env_name(role: str) -> str:
+    return f"RABBITMQ_{role.upper()}_PASSWORD"
+
+
+def secret_file(secrets_dir: Path, role: str) -> Path:
+    return secrets_dir / f"rabbitmq-{role}.password"
+
+
+def local_passwords(secrets_dir: Path, roles_: Iterable[str] | None = None) -> dict[str, str]:
+    """Read each role's password from the secrets dir; create a random one (0600) if missing."""
+    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(secrets_dir, 0o700)
+    out: dict[str, str] = {}
+    for role in roles_ or roles():
+        path = secret_file(secrets_dir, role)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            out[role] = path.read_text().strip()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")  # URL-safe: goes into AMQP_URL unquoted
+        out[role] = path.read_text().strip()
+    return out
+
+
+def env_passwords(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if env is None else env
+    missing = [env_name(r) for r in roles() if not env.get(env_name(r))]
+    if missing:
+        raise SystemExit(f"missing password variables: {', '.join(missing)}")
+    return {r: env[env_name(r)] for r in roles()}
+
+
+def amqp_url(base: str, user: str, password: str, vhost: str | None = None) -> str:
+    """`base` (amqp[s]://host:port/vhost?...) with this user's credentials (and vhost if given)."""
+    u = urlsplit(base)
+    host = u.hostname or "127.0.0.1"
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}" + (f":{u.port}" if u.port else "")
+    path = "/" + quote(vhost, safe="") if vhost is not None else u.path
+    return urlunsplit((u.scheme, netloc, path, u.query, ""))
+
+
+# --------------------------------------------------------------------------- a running broker
+
+
+def apply(
+    api: str,
+    vhost: str,
+    passwords: Mapping[str, str],
+    *,
+    prefix: str = "",
+    with_topology: bool = True,
+    timeout: float = 30.0,
+) -> dict[str, Any]:
+    """Create or update the vhost, users, permissions and topology through the management API.
+
+    Idempotent: existing users get the given password and tags again, existing queues are kept.
+    `api` carries an administrator's credentials (http://user:pass@host:15672/api).
+    """
+    if missing := [r for r in roles() if not passwords.get(r)]:
+        raise ValueError(f"no password for {missing}")
+    defs = definitions(vhost, passwords, prefix=prefix, with_topology=with_topology)
+    u = httpx.URL(api)
+    auth = (u.username, u.password) if u.username else None
+    clean = str(u.copy_with(username=None, password=None)).rstrip("/")
+    with httpx.Client(auth=auth, timeout=timeout) as c:
+        r = c.post(f"{clean}/definitions", json=defs)
+        if r.status_code >= 400:
+            raise RuntimeError(f"definitions import refused ({r.status_code}): {r.text[:500]}")
+        # the import adds permissions but leaves stale ones; make each user's exactly ours
+        for p in defs["permissions"]:
+            path = f"{clean}/permissions/{quote(vhost, safe='')}/{quote(p['user'], safe='')}"
+            c.put(path, json={k: p[k] for k in ("configure", "write", "read")}).raise_for_status()
+    return defs
+
+
+def delete_users(api: str, names: Iterable[str], timeout: float = 10.0) -> None:
+    u = httpx.URL(api)
+    auth = (u.username, u.password) if u.username else None
+    clean = str(u.copy_with(username=None, password=None)).rstrip("/")
+    with httpx.Client(auth=auth, timeout=timeout) as c:
+        for name in names:
+            c.delete(f"{clean}/users/{quote(name, safe='')}")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m deploy.rabbitmq_users",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    gen = sub.add_parser("generate", help="write deploy/rabbitmq/definitions.json (no passwords)")
+    gen.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
+    for name in ("apply", "render"):
+        p = sub.add_parser(name, help="set users on a broker" if name == "apply" else "print definitions")
+        p.add_argument("--vhost", default="/")
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument(
+            "--secrets", type=Path, help="dir of rabbitmq-<user>.password files (made 0600 if missing)"
+        )
+        src.add_argument("--from-env", action="store_true", help="passwords from RABBITMQ_<USER>_PASSWORD")
+        p.add_argument("--prefix", default="", help="prefix for user names (tests)")
+    sub.choices["apply"].add_argument(
+        "--api", default=os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_API), help="admin's management API"
+    )
+    sub.choices["render"].add_argument("--out", type=Path, help="file to write (0600); default stdout")
+    sub.choices["render"].add_argument(
+        "--admin", metavar="NAME", help="add an administrator; password from RABBITMQ_ADMIN_PASSWORD"
+    )
+    url = sub.add_parser("url", help="print a role's AMQP URL")
+    url.add_argument("role", choices=roles())
+    url.add_argument("--secrets", type=Path, default=ROOT / ".local" / "secrets")
+    url.add_argument("--base", default="amqp://127.0.0.1:5672/")
+    a = ap.parse_args(argv)
+
+    if a.cmd == "generate":
+        text = dumps(definitions())
+        if a.check:
+            if not DEFINITIONS.exists() or DEFINITIONS.read_text() != text:
+                print(f"{DEFINITIONS.relative_to(ROOT)} is stale: python -m deploy.rabbitmq_users generate")
+                return 1
+            return 0
+        DEFINITIONS.parent.mkdir(parents=True, exist_ok=True)
+        DEFINITIONS.write_text(text)
+        print(f"wrote {DEFINITIONS.relative_to(ROOT)}")
+        return 0
+    if a.cmd == "url":
+        print(amqp_url(a.base, a.role, local_passwords(a.secrets, [a.role])[a.role]))
+        return 0
+    pw = env_passwords() if a.from_env else local_passwords(a.secrets)
+    if a.cmd == "render":
+        admin = None
+        if a.admin:
+            if not (admin_pw := os.environ.get("RABBITMQ_ADMIN_PASSWORD")):
+                raise SystemExit("RABBITMQ_ADMIN_PASSWORD is not set")
+            admin = (a.admin, admin_pw)
+        text = dumps(definitions(a.vhost, pw, prefix=a.prefix, admin=admin))
+        if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+    defs = apply(a.api, a.vhost, pw, prefix=a.prefix)
+    where = httpx.URL(a.api).host
+    print(f"rabbitmq  vhost {a.vhost!r} on {where}: users {', '.join(u['name'] for u in defs['users'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""R12 least privilege on the broker: each user does its job and nothing more (real RabbitMQ).
+
+Every test applies the users of deploy/rabbitmq_users.py to its own fresh vhost, with user names
+prefixed so they never touch the real `booking`, `portal`, ... users, and deletes them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+import aio_pika
+import aiormq.exceptions
+import httpx
+import pytest
+
+from deploy import rabbitmq_users
+from shared import topology
+from shared.events import AccessLogged, Envelope, MessageError
+from shared.messaging import TransientError
+from shared.ops import broker_cli
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+from tests import support
+from tests.support import eventually
+
+Refused = aiormq.exceptions.ChannelAccessRefused
+
+
+@dataclass
+class Users:
+    vhost: str
+    prefix: str
+    passwords: dict[str, str]
+
+    def url(self, role: str) -> str:
+        user = self.prefix + role
+        return rabbitmq_users.amqp_url(support.AMQP_URL, user, self.passwords[role], self.vhost)
+
+    def api(self, role: str) -> str:
+        u = httpx.URL(support.RABBITMQ_API)
+        return str(u.copy_with(username=self.prefix + role, password=self.passwords[role]))
+
+
+async def _users(amqp_url: str, tmp_path: Any, *, with_topology: bool) -> AsyncIterator[Users]:
+    vhost = unquote(amqp_url.rstrip("/").rsplit("/", 1)[1])
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    passwords = rabbitmq_users.local_passwords(tmp_path / "secrets")
+    await asyncio.to_thread(
+        rabbitmq_users.apply,
+        support.RABBITMQ_API,
+        vhost,
+        passwords,
+        prefix=prefix,
+        with_topology=with_topology,
+    )
+    try:
+        yield Users(vhost, prefix, passwords)
+    finally:
+        names = [prefix + r for r in rabbitmq_users.roles()]
+        await asyncio.to_thread(rabbitmq_users.delete_users, support.RABBITMQ_API, names)
+
+
+@pytest.fixture
+async def users(amqp_url: str, tmp_path: Any) -> AsyncIterator[Users]:
+    """Users applied together with the whole topology, as `make infra-up` / compose would."""
+    async for u in _users(amqp_url, tmp_path, with_topology=True):
+        yield u
+
+
+@pytest.fixture
+async def bare_users(amqp_url: str, tmp_path: Any) -> AsyncIterator[Users]:
+    """Users only: the vhost has no exchange or queue until a service declares its own."""
+    async for u in _users(amqp_url, tmp_path, with_topology=False):
+        yield u
+
+
+def _key(q: topology.ServiceQueues) -> str:
+    """A routing key on consult.events that reaches this service's inbox."""
+    return next((k for k in q.events if "*" not in k and "#" not in k), "access.logged")
+
+
+def _probe(runtime: Runtime, request_id: str) -> Envelope[Any]:
+    now = runtime.clock.now()
+    payload = AccessLogged(
+        service="probe",
+        actor="t",
+        method="GET",
+        route="/",
+        status=200,
+        latency_ms=1.0,
+        request_id=request_id,
+        at=now,
+    )
+    return runtime.event(payload, "office-x")
+
+
+@pytest.mark.parametrize("service", list(topology.SERVICES))
+async def test_r12_service_user_declares_its_topology_consumes_publishes_retries_and_parks(
+    service: str, bare_users: Users, make_settings: Callable[..., ServiceSettings]
+) -> None:
+    q = topology.SERVICES[service]
+    runtime = Runtime(make_settings(ServiceSettings, amqp_url=bare_users.url(service)), q)
+    attempts: Counter[str] = Counter()
+
+    @runtime.consumer.on("*")
+    async def handle(event: Envelope[Any]) -> None:
+        rid = event.payload.request_id
+        attempts[rid] += 1
+        if rid == "poison":
+            raise MessageError("probe", "cannot be handled")
+        if attempts[rid] == 1:
+            raise TransientError("first attempt fails")
+
+    async with runtime.running():  # declares exchanges, its queues and bindings as its own user
+        for rid in ("retry-me", "poison"):
+            body = _probe(runtime, rid).to_json()
+            await runtime.publisher.publish_raw(
+                body, exchange=topology.EVENTS, routing_key=_key(q), headers={}
+            )
+        stats = runtime.consumer.stats
+        await eventually(lambda: _true(stats["handled"] == 1 and stats["parked"] == 1), what="retry and park")
+    assert attempts == {"retry-me": 2, "poison": 1}
+    assert stats["retried"] == 1  # consult.retry -> <svc>.retry.1s -> consult.redeliver -> inbox
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _refused(url: str, action: Callable[[aio_pika.abc.AbstractChannel], Any]) -> str:
+    """Run an action on a fresh channel of this user; return the broker's refusal text."""
+    conn = await aio_pika.connect(url)
+    async with conn:
+        channel = await conn.channel()
+        with pytest.raises(Refused) as info:
+            await action(channel)
+    return str(info.value)
+
+
+async def _get(channel: aio_pika.abc.AbstractChannel, queue: str) -> Any:
+    return await (await channel.get_queue(queue)).get(fail=False)
+
+
+async def _publish(
+    channel: aio_pika.abc.AbstractChannel, exchange: str, key: str, body: bytes = b"{}"
+) -> None:
+    ex = channel.default_exchange if exchange == "" else await channel.get_exchange(exchange)
+    await ex.publish(aio_pika.Message(body), routing_key=key, mandatory=False)
+
+
+async def _depth(users: Users, queue: str) -> int:
+    """Ready messages, by a passive declare as the admin (the management API's counts lag)."""
+    conn = await aio_pika.connect(support.vhost_url(users.vhost))
+    async with conn:
+        q = await (await conn.channel()).get_queue(queue)
+        return int(q.declaration_result.message_count or 0)
+
+
+async def _depth_is(users: Users, queue: str, n: int) -> bool:
+    return await _depth(users, queue) == n
+
+
+async def test_r12_notifier_cannot_read_booking_inbox(users: Users) -> None:
+    why = await _refused(users.url("notifier"), lambda ch: _get(ch, "booking.inbox"))
+    assert "booking.inbox" in why
+    conn = await aio_pika.connect(users.url("notifier"))
+    async with conn:  # its own inbox it may read
+        assert await _get(await conn.channel(), "notifier.inbox") is None
+
+
+async def test_r12_notifier_cannot_publish_to_intake_nor_eavesdrop_on_it(users: Users) -> None:
+    url = users.url("notifier")
+    assert "consult.intake" in await _refused(
+        url, lambda ch: _publish(ch, topology.INTAKE, "booking.request")
+    )
+    bind = lambda ch: _bind(ch, "notifier.inbox", topology.INTAKE, "#")  # noqa: E731
+    assert "consult.intake" in await _refused(url, bind)
+    assert await _depth(users, "booking.inbox") == 0
+
+
+async def _bind(channel: aio_pika.abc.AbstractChannel, queue: str, exchange: str, key: str) -> None:
+    await (await channel.get_queue(queue)).bind(exchange, routing_key=key)
+
+
+async def test_r12_a_service_cannot_delete_purge_or_redeclare_another_services_queues(users: Users) -> None:
+    url = users.url("notifier")
+
+    async def delete(ch: aio_pika.abc.AbstractChannel) -> None:
+        await (await ch.get_queue("booking.inbox")).delete(if_unused=False, if_empty=False)
+
+    async def purge(ch: aio_pika.abc.AbstractChannel) -> None:
+        await (await ch.get_queue("booking.parking")).purge()
+
+    async def declare(ch: aio_pika.abc.AbstractChannel) -> None:
+        await ch.declare_queue("booking.sneaky", durable=True)
+
+    for action in (delete, purge, declare):
+        await _refused(url, action)
+
+
+async def test_r12_portal_publishes_intake_commands_and_nothing_else(users: Users) -> None:
+    url = users.url("portal")
+    conn = await aio_pika.connect(url)
+    async with conn:
+        await _publish(await conn.channel(), topology.INTAKE, "booking.request", b'{"probe": 1}')
+    await eventually(lambda: _depth_is(users, "booking.inbox", 1), what="the command reached booking.inbox")
+
+    assert "consult.events" in await _refused(
+        url, lambda ch: _publish(ch, topology.EVENTS, "booking.confirmed")
+    )
+    # the default exchange would deliver straight into any queue by name
+    await _refused(url, lambda ch: _publish(ch, "", "notifier.inbox"))
+    # topic authorisation: only the routing keys the services take from the intake
+    assert "booking.cancelled" in await _refused(
+        url, lambda ch: _publish(ch, topology.INTAKE, "booking.cancelled")
+    )
+    await _refused(url, lambda ch: ch.declare_queue("portal.replies", durable=True))
+    assert await _depth(users, "notifier.inbox") == 0
+
+
+async def test_r12_portal_cannot_read_any_queue(users: Users) -> None:
+    names = [q for svc in topology.SERVICES.values() for q in rabbitmq_users.record(svc).queues]
+    assert {"booking.inbox", "notifier.parking", "audit.retry.1s"} <= set(names)
+    for name in names:
+        await _refused(users.url("portal"), lambda ch, name=name: _get(ch, name))  # type: ignore[misc]
+
+
+async def test_r12_ops_user_replays_parked_messages_but_reads_no_inbox(users: Users) -> None:
+    guest = support.vhost_url(users.vhost)
+    conn = await aio_pika.connect(guest)
+    async with conn:
+        await _publish(await conn.channel(), topology.DEAD, "booking.parking", b'{"parked": 1}')
+    await eventually(lambda: _depth_is(users, "booking.parking", 1), what="a parked message")
+
+    ops = broker_cli.OpsSettings(amqp_url=users.url("ops"), rabbitmq_management_url=users.api("ops"))
+    assert await broker_cli._replay(ops, topology.BOOKING, 0) == 1  # consultctl dlq replay
+    await eventually(lambda: _depth_is(users, "booking.inbox", 1), what="the message back in booking.inbox")
+
+    await _refused(users.url("ops"), lambda ch: _get(ch, "booking.inbox"))
+    await _refused(users.url("ops"), lambda ch: _publish(ch, topology.EVENTS, "booking.confirmed"))
+    async with httpx.AsyncClient(timeout=10) as c:  # consultctl queues reads the management API
+        r = await c.get(f"{users.api('ops').rstrip('/')}/queues/{quote(users.vhost, safe='')}")
+        assert r.status_code == 200 and {q["name"] for q in r.json()} >= {"booking.inbox"}
+        r = await c.get(f"{users.api('booking').rstrip('/')}/overview")
+        assert r.status_code == 401  # service users have no management access
+
+
+async def test_r12_a_wrong_password_is_refused(users: Users) -> None:
+    url = rabbitmq_users.amqp_url(support.AMQP_URL, users.prefix + "booking", "not-the-password", users.vhost)
+    with pytest.raises(aio_pika.exceptions.AMQPConnectionError):
+        await aio_pika.connect(url, timeout=5)
