@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.audit import api, handlers
+from services.audit import api, disclosure_api, handlers
 from services.audit.config import Settings
-from services.audit.store import AuditStore
+from services.audit.service import AuditService
 from shared import topology
 from shared.clock import Clock
 from shared.runtime import Runtime
@@ -14,10 +14,17 @@ from shared.runtime import Runtime
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
-    runtime = Runtime(settings, topology.AUDIT, clock=clock)
-    store = AuditStore(runtime.db)
-    runtime.on_startup(store.ensure_indexes)
-    handlers.register(runtime, store)
-    app = runtime.http_app(title="Audit service")
-    app.include_router(api.router(store))
+    runtime = Runtime(settings, topology.AUDIT, clock=clock, parser=handlers.parse_any)
+    runtime.consumer.inbox = None  # the records' unique event id is the dedupe; no second lookup per message
+    service = AuditService(runtime, settings)
+    runtime.on_startup(service.start)
+    runtime.on_shutdown(service.stop)
+    handlers.register(runtime, service)
+    app = runtime.http_app(
+        title="Audit service",
+        description="Tamper-evident, pseudonymised access and device logs (R10-R12), for auditors only",
+    )
+    app.include_router(api.router(service))
+    app.include_router(disclosure_api.router(service))
+    app.state.audit = service
     return app

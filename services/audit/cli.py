@@ -30,8 +30,12 @@ def audit_verify(
             state = "ok" if s.ok else f"BROKEN: {s.problem}"
             typer.echo(f"{s.stream}: {s.checked} records from checkpoint {s.checkpoint_seq}: {state}")
         problem = report.first_problem
-        typer.echo("chain verified" if problem is None else f"first problem: {problem.kind} record at seq "
-                   f"{problem.seq} of {problem.stream} ({problem.event_id}): {problem.detail}")  # fmt: skip
+        typer.echo(
+            "chain verified"
+            if problem is None
+            else f"first problem: {problem.kind} record at seq "
+            f"{problem.seq} of {problem.stream} ({problem.event_id}): {problem.detail}"
+        )
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -1,15 +1,37 @@
-"""Thin subscribers of the audit service: every event becomes a record."""
+"""Thin subscribers of the audit service: every event on the exchange becomes a record (R10)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from services.audit.store import AuditStore
-from shared.events import Envelope
+from faststream.rabbit.message import RabbitMessage
+from pydantic import ConfigDict, ValidationError
+
+from services.audit import records
+from services.audit.service import AuditService
+from shared.events import Envelope, InvalidEvent, Payload, UnknownEventType, parse_event
 from shared.runtime import Runtime
 
 
-def register(runtime: Runtime, store: AuditStore) -> None:
+class Unregistered(Payload):
+    """A payload of a type this build does not know yet: recorded as it came, not parked (R10)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+def parse_any(msg: RabbitMessage) -> Envelope[Any]:
+    """Known types are validated strictly; an unknown type is still an event to record."""
+    try:
+        return parse_event(msg.body)
+    except UnknownEventType:
+        try:
+            return Envelope[Unregistered].model_validate_json(msg.body)
+        except ValidationError as exc:
+            raise InvalidEvent(f"unknown type and no valid envelope: {exc.error_count()} errors") from exc
+
+
+def register(runtime: Runtime, service: AuditService) -> None:
     @runtime.consumer.on("*")
     async def record(event: Envelope[Any]) -> None:
-        await store.record(event)
+        # returns (and the message is acked) only once the record is written
+        await service.record(records.from_event(event, now=service.now(), pseudonymise=service.pseudonymise))

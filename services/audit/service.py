@@ -1,0 +1,84 @@
+"""The audit service's parts in one object: store, keys, ingest pipeline, retention job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from services.audit import auth, retention
+from services.audit.config import Settings
+from services.audit.crypto import Keys, Pseudonymiser, Sealer
+from services.audit.ingest import Appender, Batcher
+from services.audit.records import Entry
+from services.audit.store import AuditStore
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class AuditService:
+    def __init__(self, runtime: Runtime, settings: Settings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.store = AuditStore(runtime.db)
+        self.keys = Keys.from_settings(settings)
+        self.pseudonymise = Pseudonymiser(self.keys.pseudonym)
+        self.sealer = Sealer(self.keys.seal, self.keys.seal_id)
+        self.appender = Appender(self.store, self.keys.chain, self.sealer)
+        self.batcher = Batcher(
+            self.appender.append,
+            max_size=settings.audit_batch_max,
+            linger=settings.audit_batch_linger_seconds,
+        )
+        self._stopping = asyncio.Event()
+
+    def now(self) -> datetime:
+        return self.runtime.clock.now()
+
+    async def record(self, entry: Entry) -> None:
+        """Append one record; returns once it is written."""
+        await self.batcher.submit(entry)
+
+    async def start(self) -> None:
+        await self.store.ensure_indexes()
+        await self._bootstrap_keys()
+        self.batcher.start()
+        self._stopping.clear()
+        if self.settings.audit_purge_interval_seconds > 0:
+            self.runtime.spawn(self._retention_loop(), "audit-retention")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.batcher.stop()
+
+    async def purge_once(self) -> list[retention.Purged]:
+        return await retention.purge(
+            self.store, self.settings, now=self.now(), key=self.keys.chain, submit=self.record
+        )
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.audit_purge_interval_seconds
+                )
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.purge_once()
+            except Exception:  # the next run tries again; nothing is half-deleted without its checkpoint
+                log.exception("retention job failed")
+
+    async def _bootstrap_keys(self) -> None:
+        """Dev and test only (the settings refuse these in prod): keys named in the environment."""
+        for token, role in (
+            (self.settings.audit_bootstrap_auditor_key, auth.AUDITOR),
+            (self.settings.audit_bootstrap_approver_key, auth.APPROVER),
+        ):
+            if token:
+                doc = auth.credential(
+                    token, name=f"bootstrap {role}", roles=[role], now=self.now(), created_by="settings"
+                )
+                await self.store.put_credential(doc)

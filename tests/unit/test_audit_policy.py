@@ -1,0 +1,116 @@
+"""Statistics suppression, four-eyes disclosure, batching and cursors, without servers."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.audit import records
+from services.audit.auth import APPROVER, AUDITOR, Caller
+from services.audit.disclosure import DisclosureIn, Refused, Scope, check_open, decide, new_request
+from services.audit.ingest import Batcher
+from services.audit.search import BadCursor, Filters, after, encode_cursor
+from services.audit.stats import Tally
+
+NOW = datetime(2026, 12, 1, 3, tzinfo=UTC)
+ALICE = Caller("ak-alice", "Alice", frozenset({AUDITOR}))
+BOB = Caller("ak-bob", "Bob", frozenset({APPROVER}))
+CAROL = Caller("ak-carol", "Carol", frozenset({AUDITOR, APPROVER}))
+REQUEST = DisclosureIn(
+    legal_basis="刑事訴訟法第197条第2項",
+    authority="北海道警察釧路方面本部",
+    reference_number="釧方刑第123号",
+    scope=Scope(device_key="abc"),
+)
+
+
+def test_r11_stats_suppress_cells_below_the_threshold() -> None:
+    tally = Tally()
+    for _ in range(5):
+        tally.add({"office_id": "kg", "day": "2026-12-01", "hour": 10, "usage_minutes": 30})
+    for _ in range(4):
+        tally.add({"office_id": "kg", "day": "2026-12-01", "hour": 11, "usage_minutes": 20})
+    cells = tally.publish(threshold=5)
+    assert cells[0] == {
+        "office_id": "kg",
+        "day": "2026-12-01",
+        "hour": 10,
+        "count": 5,
+        "minutes": 150.0,
+        "suppressed": False,
+    }
+    assert cells[1]["suppressed"] and cells[1]["count"] is None and cells[1]["minutes"] is None
+
+
+def test_r11_an_auditor_cannot_approve_their_own_disclosure() -> None:
+    doc = new_request(REQUEST, CAROL, NOW)
+    with pytest.raises(Refused, match="four eyes"):
+        decide(doc, CAROL, approve=True, now=NOW)
+
+
+def test_r11_only_a_disclosure_approver_decides() -> None:
+    doc = new_request(REQUEST, CAROL, NOW)
+    with pytest.raises(Refused, match="disclosure-approver"):
+        decide(doc, ALICE, approve=True, now=NOW)
+    changes = decide(doc, BOB, approve=True, now=NOW)
+    assert changes["status"] == "approved" and changes["decided_by"] == "ak-bob"
+    with pytest.raises(Refused, match="already approved"):
+        decide({**doc, **changes}, BOB, approve=False, now=NOW)
+
+
+def test_r11_an_approval_opens_for_requester_and_approver_only_and_expires() -> None:
+    doc = {
+        **new_request(REQUEST, ALICE, NOW),
+        **decide(new_request(REQUEST, ALICE, NOW), BOB, approve=True, now=NOW),
+    }
+    check_open(doc, ALICE, NOW, 30)
+    check_open(doc, BOB, NOW, 30)
+    with pytest.raises(Refused, match="requester or the approver"):
+        check_open(doc, CAROL, NOW, 30)
+    with pytest.raises(Refused, match="expired"):
+        check_open(doc, ALICE, NOW + timedelta(days=31), 30)
+
+
+def test_r11_a_disclosure_needs_a_narrow_scope() -> None:
+    with pytest.raises(ValueError, match="never a bulk export"):
+        Scope(office_id="kushiro-gyosei")
+
+
+async def test_batcher_groups_submissions_made_while_a_flush_runs() -> None:
+    sizes: list[int] = []
+
+    async def sink(batch: list[records.Entry]) -> None:
+        sizes.append(len(batch))
+        await asyncio.sleep(0.01)
+
+    batcher = Batcher(sink, max_size=50, linger=0)
+    batcher.start()
+    entries = [records.internal("t", actor="a", details={}, now=NOW) for _ in range(120)]
+    await asyncio.gather(*(batcher.submit(e) for e in entries))
+    await batcher.stop()
+    assert sum(sizes) == 120 and max(sizes) == 50 and len(sizes) < 10
+
+
+async def test_batcher_hands_a_failed_write_to_every_waiter() -> None:
+    async def sink(batch: list[records.Entry]) -> None:
+        raise ConnectionError("database gone")
+
+    batcher = Batcher(sink)
+    batcher.start()
+    results = await asyncio.gather(
+        *(batcher.submit(records.internal("t", actor="a", details={}, now=NOW)) for _ in range(3)),
+        return_exceptions=True,
+    )
+    await batcher.stop()
+    assert all(isinstance(r, ConnectionError) for r in results)
+
+
+def test_cursor_continues_after_the_last_record() -> None:
+    last = {"_id": "e9", "occurred_at": NOW}
+    q = after(Filters(office_id="kg").query(), encode_cursor(last))
+    assert q["$and"][0] == {"office_id": "kg"}
+    assert q["$and"][1]["$or"][1] == {"occurred_at": NOW, "_id": {"$gt": "e9"}}
+    with pytest.raises(BadCursor):
+        after({}, "not-a-cursor")
