@@ -1,0 +1,244 @@
+"""Part 1b, the project's layer over the same servers: EventPublisher, Consumer, OutboxRelay.
+
+Each figure names the baseline figure it is divided by, so the ratio is the share of the raw
+client's speed that survives the framework (1.0: no overhead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+
+from bench import env
+from bench.baseline import (
+    publish_pipelined,
+    publish_sequential,
+    raw_message,
+    sample_document,
+    sample_event,
+)
+from bench.results import Figure, Run, rate
+from shared import outbox, topology
+from shared.events import Envelope
+from shared.mongo import connect
+from shared.outbox import OutboxRelay
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+
+PART = "layer"
+PUB = topology.ServiceQueues("benchpub")
+SUB = topology.ServiceQueues("benchsub", events=("booking.attended",))
+SINK = "bench.sink"
+
+
+def settings(box: env.Sandbox) -> ServiceSettings:
+    return ServiceSettings(
+        environment="test",
+        amqp_url=box.amqp_url,
+        mongodb_url=env.MONGODB_URL,
+        smtp_url=env.SMTP_URL,
+        db_prefix=box.db_prefix,
+        outbox_poll_seconds=0.2,
+    )
+
+
+@asynccontextmanager
+async def channel(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        yield await conn.channel(publisher_confirms=True, on_return_raises=True)
+
+
+async def bind_sink(amqp_url: str) -> None:
+    """A queue that takes the bench's events, so mandatory publishes are routable."""
+    async with channel(amqp_url) as ch:
+        await topology.declare_exchanges(ch)
+        q = await ch.declare_queue(SINK, durable=True, arguments={"x-queue-type": "quorum"})
+        await q.bind(topology.EVENTS, routing_key="booking.attended")
+        await q.purge()
+
+
+async def delete_queue(amqp_url: str, name: str) -> None:
+    async with channel(amqp_url) as ch:
+        await ch.queue_delete(name)
+
+
+async def prefill(amqp_url: str, events: list[Envelope[Any]], window: int = 200) -> None:
+    """Put events in the consumer's inbox through the raw client (not timed)."""
+    async with channel(amqp_url) as ch:
+        ex = await ch.get_exchange(topology.EVENTS)
+
+        async def publish(e: Envelope[Any]) -> None:
+            await ex.publish(raw_message(e), routing_key=e.type, mandatory=True)
+
+        await publish_pipelined(publish, events, window)
+
+
+class Clocked:
+    """Times the first and the n-th call of a handler, so start-up is not counted."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.done = asyncio.Event()
+
+    async def __call__(self, event: Envelope[Any]) -> None:
+        now = time.perf_counter()
+        if self.count == 0:
+            self.first = now
+        self.count += 1
+        if self.count >= self.expected:
+            self.last = now
+            self.done.set()
+
+    @property
+    def seconds(self) -> float:
+        return self.last - self.first
+
+
+async def measure_publish(runtime: Runtime, events: list[Envelope[Any]], window: int) -> float:
+    publish: Callable[[Envelope[Any]], Awaitable[None]] = runtime.publisher.publish
+    if window <= 1:
+        return await publish_sequential(publish, events)
+    return await publish_pipelined(publish, events, window)
+
+
+async def measure_consume(box: env.Sandbox, n: int, *, dedupe: bool, timeout: float = 300) -> float:
+    """Seconds for the project's Consumer to handle n prefilled events (first to last)."""
+    async with channel(box.amqp_url) as ch:
+        await topology.declare_service(ch, SUB)
+        await (await ch.get_queue(SUB.inbox)).purge()
+    await prefill(box.amqp_url, [sample_event(i) for i in range(n)])
+    runtime = Runtime(settings(box), SUB)
+    if not dedupe:
+        runtime.consumer.inbox = None
+    clocked = Clocked(n)
+    runtime.consumer.on("booking.attended")(clocked)
+    async with runtime.running():
+        await asyncio.wait_for(clocked.done.wait(), timeout)
+    return clocked.seconds
+
+
+async def run(run_: Run, box: env.Sandbox, messages: int, window: int, docs: int) -> None:
+    await bind_sink(box.amqp_url)
+    runtime = Runtime(settings(box), PUB)
+    async with runtime.running():
+        seq = [sample_event(i) for i in range(max(messages // 4, 50))]
+        seconds = await measure_publish(runtime, seq, 1)
+        run_.add(
+            Figure(
+                PART,
+                "publish_sequential",
+                rate(len(seq), seconds),
+                "msg/s",
+                "EventPublisher.publish (FastStream, confirms), one at a time",
+                baseline="baseline/amqp_publish_sequential",
+                extra={"n": len(seq), "seconds": round(seconds, 3)},
+            )
+        )
+        pipe = [sample_event(i) for i in range(messages)]
+        seconds = await measure_publish(runtime, pipe, window)
+        run_.add(
+            Figure(
+                PART,
+                "publish_pipelined",
+                rate(len(pipe), seconds),
+                "msg/s",
+                f"EventPublisher.publish, {window} in flight",
+                baseline="baseline/amqp_publish_pipelined",
+                extra={"n": len(pipe), "seconds": round(seconds, 3), "window": window},
+            )
+        )
+    await delete_queue(box.amqp_url, SINK)
+
+    for dedupe in (True, False):
+        seconds = await measure_consume(box, messages, dedupe=dedupe)
+        name = "consume" if dedupe else "consume_no_inbox"
+        what = (
+            "parse + inbox dedupe (find_one, insert_one) + handler + ack"
+            if dedupe
+            else ("the same without the inbox (parse + handler + ack)")
+        )
+        run_.add(
+            Figure(
+                PART,
+                name,
+                rate(messages - 1, seconds),
+                "msg/s",
+                f"Consumer: {what}",
+                baseline="baseline/amqp_consume",
+                extra={"n": messages, "seconds": round(seconds, 3)},
+            )
+        )
+    await delete_queue(box.amqp_url, SUB.inbox)
+    await run_outbox(run_, box, docs)
+
+
+async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
+    await bind_sink(box.amqp_url)
+    runtime = Runtime(settings(box), PUB)
+    client = connect(env.MONGODB_URL, app_name="bench")
+    coll = client[f"{box.db_prefix}benchpub"]["outbox"]
+    try:
+        async with runtime.running():
+            relay = OutboxRelay(coll, runtime.publisher, poll_seconds=0.2)
+            await relay.ensure_indexes()
+            # 1. relay alone: documents already pending, the relay drains them
+            await coll.insert_many([sample_document(i) for i in range(docs)])
+            started = time.perf_counter()
+            relay.start()
+            await _until(lambda: relay.published >= docs)
+            seconds = time.perf_counter() - started
+            run_.add(
+                Figure(
+                    PART,
+                    "outbox_relay_only",
+                    rate(docs, seconds),
+                    "doc/s",
+                    "OutboxRelay draining pending documents (find, publish each, update_one each)",
+                    baseline="baseline/amqp_publish_sequential",
+                    extra={"n": docs, "seconds": round(seconds, 3)},
+                )
+            )
+            # 2. written one by one as a route does (insert_one + poke), relayed as they come
+            relay.published = 0
+            started = time.perf_counter()
+            for i in range(docs):
+                event = sample_event(i)
+                await coll.insert_one(
+                    {"_id": f"w{i}", "status": "requested", **outbox.new_document_fields([event])}
+                )
+                relay.poke()
+            written = time.perf_counter() - started
+            await _until(lambda: relay.published >= docs)
+            seconds = time.perf_counter() - started
+            await relay.stop()
+            run_.add(
+                Figure(
+                    PART,
+                    "outbox_write_and_relay",
+                    rate(docs, seconds),
+                    "doc/s",
+                    "documents with one event written by insert_one (+poke) and relayed, until all published",
+                    baseline="baseline/mongo_insert_one",
+                    extra={"n": docs, "seconds": round(seconds, 3), "write_seconds": round(written, 3)},
+                )
+            )
+    finally:
+        await client.close()
+        await delete_queue(box.amqp_url, SINK)
+
+
+async def _until(probe: Callable[[], bool], timeout: float = 300, interval: float = 0.005) -> None:
+    deadline = time.perf_counter() + timeout
+    while not probe():
+        if time.perf_counter() > deadline:
+            raise TimeoutError("bench: condition not reached")
+        await asyncio.sleep(interval)

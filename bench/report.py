@@ -1,0 +1,147 @@
+"""Show a run: a rich table on the terminal, JSON in bench/results/, a table in docs/performance.md."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.env import ROOT
+from bench.results import Figure, Run
+
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+console = Console()
+if not console.is_terminal:  # logs and CI: wide enough that the table stays readable
+    console = Console(width=180)
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:,.1f}"
+    return f"{value:,.2f}"
+
+
+def _latency(f: Figure) -> str:
+    lat = f.extra.get("latency_ms")
+    if not lat:
+        return ""
+    return f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f}"
+
+
+def show(run: Run) -> None:
+    table = Table(title="Benchmark", show_lines=False)
+    for col, justify in (
+        ("part", "left"),
+        ("figure", "left"),
+        ("value", "right"),
+        ("unit", "left"),
+        ("ratio", "right"),
+        ("p50/p95/p99 ms", "right"),
+        ("meaning", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for f in run.figures:
+        ratio = "" if f.ratio is None else f"{f.ratio:.2f} × {f.baseline}"
+        table.add_row(f.part, f.name, _fmt(f.value), f.unit, ratio, _latency(f), f.meaning)
+    console.print(table)
+    for f in run.figures:
+        if cpu := f.extra.get("cpu_cores_by_process"):
+            console.print(f"CPU during {f.key} (cores, 2 = the whole machine): {_cpu(cpu)}")
+    for name, summaries in run.profiles.items():
+        show_profile(name, summaries[0])
+    for s in run.skipped:
+        console.print(f"[yellow]{s.part}: not available: {s.reason}[/yellow]")
+
+
+def show_profile(name: str, summary: dict[str, Any]) -> None:
+    table = Table(title=f"profile: {name} ({summary['us_per_message']} µs of profiled CPU per message)")
+    table.add_column("self time by package")
+    table.add_column("share", justify="right")
+    table.add_column("µs/msg", justify="right")
+    table.add_column("top self-time functions")
+    table.add_column("µs/msg", justify="right")
+    packages, functions = summary["self_time_by_package"], summary["top_self_time"]
+    for i in range(max(len(packages), len(functions))):
+        p = packages[i] if i < len(packages) else None
+        f = functions[i] if i < len(functions) else None
+        table.add_row(
+            p["package"] if p else "",
+            f"{p['share']:.0%}" if p else "",
+            f"{p['us_per_message']}" if p else "",
+            f["function"] if f else "",
+            f"{f['self_us']}" if f else "",
+        )
+    console.print(table)
+
+
+def write_json(run: Run, out_dir: Path = RESULTS) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{time.strftime('%Y-%m-%d')}.json"
+    path.write_text(json.dumps(run.to_json(), indent=2, ensure_ascii=False, default=str) + "\n")
+    return path
+
+
+def markdown(run: Run, json_path: Path | None) -> str:
+    m = run.machine
+    lines = [
+        f"Run of {m.get('started_at', '?')} on {m.get('nproc')} cores ({m.get('cpu')}, "
+        f"{m.get('memory_gib')} GiB), Python {m.get('python')}, RabbitMQ {m.get('rabbitmq')} "
+        f"(Erlang {m.get('erlang')}), FerretDB {m.get('ferretdb')} (SQLite), Mailpit {m.get('mailpit')}. "
+        f"Options: `{_options(run.options)}`."
+        + (f" Raw figures: `{json_path.relative_to(ROOT)}`." if json_path else ""),
+        "",
+        "| part | figure | value | unit | ratio to baseline | p50 / p95 / p99 ms | what it measures |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for f in run.figures:
+        ratio = "" if f.ratio is None else f"{f.ratio:.2f} × `{f.baseline}`"
+        lines.append(
+            f"| {f.part} | `{f.name}` | {_fmt(f.value)} | {f.unit} | {ratio} | {_latency(f)} | {f.meaning} |"
+        )
+    cpu_lines = [
+        f"- `{f.key}`: {_cpu(cpu)}" for f in run.figures if (cpu := f.extra.get("cpu_cores_by_process"))
+    ]
+    if cpu_lines:
+        lines += [
+            "",
+            "CPU by process while the service figures were measured (cores; 2 = the whole machine):",
+        ]
+        lines += cpu_lines
+    for name, summaries in run.profiles.items():
+        s = summaries[0]
+        top = ", ".join(f"{p['package']} {p['share']:.0%}" for p in s["self_time_by_package"][:6])
+        lines.append(f"- profile `{name}`: {s['us_per_message']} µs CPU per message; self time: {top}")
+    if run.skipped:
+        lines.append("")
+        lines.extend(f"- **{s.part}**: not available: {s.reason}" for s in run.skipped)
+    return "\n".join(lines)
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if v >= 0.01)
+
+
+def _options(options: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in options.items())
+
+
+def write_doc(run: Run, json_path: Path | None, doc: Path = DOC) -> None:
+    """Replace the generated section of docs/performance.md; the prose around it stays."""
+    block = f"{BEGIN}\n{markdown(run, json_path)}\n{END}"
+    text = doc.read_text() if doc.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)

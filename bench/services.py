@@ -1,0 +1,175 @@
+"""Parts 2–4 run against the four services as real processes, started like the e2e tests start them.
+
+The stack lives in the bench's own vhost and database prefix. It reuses `tests/e2e/conftest.py`
+(`Stack`, `stack_env`), so settings the services gain for the e2e tests reach the bench too; what
+only the bench needs (dev keys, counsellors, demo offices) is added here. A part whose service API
+is not there yet is skipped with the reason, never faked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import env
+from bench.results import Run
+from shared import topology
+
+SERVICES = ("booking", "scheduler", "notifier", "audit")
+PORTAL_KEY = "cpk_bench_portal_key_0123456789"
+STAFF_KEY = "csk_bench_staff_key_0123456789"
+AUDITOR_KEY = "bench-auditor.bench-auditor-secret-0123456789"
+
+
+def bench_env(box: env.Sandbox) -> dict[str, str]:
+    from tests.e2e.conftest import stack_env
+
+    extra = {
+        "DEV_PORTAL_KEY": PORTAL_KEY,
+        "DEV_STAFF_KEY": STAFF_KEY,
+        "STAFF_API_KEY": STAFF_KEY,
+        "AUDIT_BOOTSTRAP_AUDITOR_KEY": AUDITOR_KEY,
+        "COUNSELLORS_FILE": str(env.ROOT / "deploy" / "counsellors.yaml"),
+        "LOG_LEVEL": "WARNING",
+    }
+    demo = env.ROOT / "deploy" / "offices-demo"
+    if demo.is_dir() and any(demo.glob("*.yaml")):
+        extra["EXTRA_OFFICES_DIR"] = str(demo)
+    base = stack_env(box.amqp_url, box.db_prefix)
+    # what the e2e stack sets wins over the bench's guesses, except the log level: the bench
+    # measures the services, not their logging of each message
+    return {**extra, **base, "LOG_LEVEL": "WARNING"}
+
+
+@asynccontextmanager
+async def running_stack(box: env.Sandbox, say: Callable[[str], None]) -> AsyncIterator[Any]:
+    from tests.e2e.conftest import Stack, free_port
+
+    stack = Stack(amqp_url=box.amqp_url, db_prefix=box.db_prefix, env=bench_env(box))
+    log_dir = env.ROOT / ".local" / "logs" / f"bench-{box.run_id}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for service in SERVICES:
+        stack.urls[service] = f"http://127.0.0.1:{free_port()}"
+        stack.logs[service] = log_dir / f"{service}.log"
+        stack.start(service)
+    try:
+        await asyncio.gather(*(stack.wait_ready(s, timeout=90) for s in SERVICES))
+        say(f"stack ready in {time.perf_counter() - started:.1f}s (logs in {log_dir.relative_to(env.ROOT)})")
+        yield stack
+    finally:
+        for service in list(stack.procs):
+            stack.stop(service)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+async def counter(url: str, name: str, labels: dict[str, str] | None = None) -> dict[str, float]:
+    """Samples of a Prometheus counter by its `outcome` label (or the whole label set)."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(f"{url}/metrics/")).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name not in (name, f"{name}_total"):
+                continue
+            if labels and any(s.labels.get(k) != v for k, v in labels.items()):
+                continue
+            key = s.labels.get("outcome") or json.dumps(s.labels, sort_keys=True)
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+@dataclass
+class Tap:
+    """A queue of the bench's own bound to the events exchange: what crossed the system, and when."""
+
+    amqp_url: str
+    keys: tuple[str, ...] = ("#",)
+    seen: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    _conn: Any = None
+
+    async def start(self) -> None:
+        self._conn = await aio_pika.connect(self.amqp_url)
+        ch = await self._conn.channel()
+        await ch.set_qos(prefetch_count=500)
+        await topology.declare_exchanges(ch)
+        q = await ch.declare_queue("", exclusive=True, auto_delete=True)
+        for key in self.keys:
+            await q.bind(topology.EVENTS, routing_key=key)
+
+        async def on(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            with contextlib.suppress(ValueError):
+                self.seen.append((time.time(), json.loads(msg.body)))
+            await msg.ack()
+
+        await q.consume(on)
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    def of(self, booking_id: str) -> list[str]:
+        return [
+            e.get("type", "?")
+            for _, e in self.seen
+            if (e.get("payload") or {}).get("booking_id") == booking_id
+        ]
+
+
+async def run(run_: Run, box: env.Sandbox, opts: Any, parts: list[str], say: Callable[[str], None]) -> None:
+    try:
+        from tests.e2e.conftest import Stack  # noqa: F401
+    except Exception as exc:
+        for part in parts:
+            run_.skip(part, f"the e2e stack helpers (tests/e2e/conftest.py) cannot be imported: {exc}")
+        return
+    say("starting the four services (booking, scheduler, notifier, audit) on free ports")
+    try:
+        async with running_stack(box, say) as stack:
+            if "e2e" in parts:
+                from bench import e2e
+
+                await _guarded(run_, "e2e", e2e.run(run_, stack, box, opts, say))
+            if "audit" in parts:
+                from bench import ingest
+
+                await _guarded(run_, "audit", ingest.run(run_, stack, box, opts, say))
+            if "timers" in parts:
+                from bench import timers
+
+                await _guarded(run_, "timers", timers.run(run_, stack, box, opts, say))
+    except AssertionError as exc:  # a service did not come up
+        for part in parts:
+            if not any(s.part == part for s in run_.skipped) and not any(
+                f.part == part for f in run_.figures
+            ):
+                run_.skip(part, f"the stack did not start: {str(exc)[:600]}")
+
+
+async def _guarded(run_: Run, part: str, coro: Any) -> None:
+    """One part failing (an API changed under us) must not lose the figures of the others."""
+    try:
+        await coro
+    except Exception as exc:
+        run_.skip(part, f"failed: {type(exc).__name__}: {str(exc)[:400]}")
+
+
+def pids(stack: Any) -> dict[str, int]:
+    return {name: proc.pid for name, proc in stack.procs.items()}
+
+
+def rss_of(stack: Any, service: str) -> float | None:
+    proc = stack.procs.get(service)
+    return env.rss_mib(proc.pid) if proc is not None else None
