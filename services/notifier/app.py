@@ -20,6 +20,9 @@ def create_app(
     """`queues` is for tests that need shorter retry delays than production's."""
     settings = settings or Settings()
     runtime = Runtime(settings, queues, clock=clock)
+    # Deduplication is the delivery record's job (keyed by notice, not by event id, so it also stops a
+    # re-emitted event); the generic inbox would only add two FerretDB round trips per message.
+    runtime.consumer.inbox = None
     service = DeliveryService(runtime, settings)
     handlers.register(runtime, service)
     app = runtime.http_app(title="Notifier service")

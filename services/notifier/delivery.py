@@ -23,6 +23,7 @@ from services.notifier.domain import Notice, message_id, plan
 from services.notifier.smtp import Mailer, SmtpFailure
 from services.notifier.store import Busy, Claim, Deliveries, Settled
 from shared.events import Envelope, MessageError, NotificationFailed, NotificationSent
+from shared.logsafe import redact_text
 from shared.messaging import TransientError
 from shared.outbox import OutboxRelay
 from shared.policy import Policies
@@ -118,6 +119,7 @@ class DeliveryService:
     async def _fail(
         self, event: Envelope[Any], notice: Notice, claim: Claim, error: str, *, permanent: bool
     ) -> None:
+        error = redact_text(error)  # R12: the audit store gets the failure, not the address
         failed = self._event(
             NotificationFailed(
                 booking_id=notice.booking_id,

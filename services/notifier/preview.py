@@ -87,7 +87,8 @@ def _wrap(line: str, width: int) -> str:
 _NO_LINE_START = "。、，．）」』！？"
 
 
-def _sample(office_id: str, kind: str) -> str:
+def render_sample(office_id: str, kind: str) -> str:
+    """A notice rendered from sample data, framed like a delivered one (no SMTP)."""
     from services.notifier import domain, samples
     from services.notifier.compose import Composer
     from services.notifier.config import Settings
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument("--api", default=MAILPIT_API, help="Mailpit API base")
     args = parser.parse_args()
     if args.sample:
-        print(_sample(*args.sample))
+        print(render_sample(*args.sample))
     elif args.to:
         for msg in asyncio.run(delivered_to(args.to, args.api)):
             print(format_message(msg))

@@ -16,11 +16,13 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from services.notifier.config import Settings, SmtpTarget
+from shared.logsafe import redact_text
 
 
 class SmtpFailure(Exception):
     def __init__(self, detail: str, *, permanent: bool, code: int | None = None) -> None:
-        super().__init__(detail)
+        # R12: servers echo the address in their replies; this text goes to logs, ops and audit.
+        super().__init__(redact_text(detail))
         self.permanent = permanent
         self.code = code
 

@@ -55,7 +55,7 @@ class Notifier:
             found = self.events(type_)
             return found if len(found) >= n else []
 
-        return await eventually(enough, what=f"{n} x {type_}")
+        return await eventually(enough, timeout=60, what=f"{n} x {type_}")
 
     async def parked(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
         conn = await aio_pika.connect(self.amqp_url)
@@ -100,7 +100,7 @@ def person(prefix: str = "p") -> Recipient:
 
 async def one_mail(mailpit: Mailpit, address: str) -> dict[str, Any]:
     """The single message delivered to this address, in full."""
-    found = await eventually(lambda: mailpit.to(address), what=f"mail to {address}")
+    found = await eventually(lambda: mailpit.to(address), timeout=30, what=f"mail to {address}")
     assert len(found) == 1, f"expected one mail to {address}, got {len(found)}"
     return await mailpit.message(found[0]["ID"])
 
