@@ -8,11 +8,10 @@ broker before the original is acked, so a crash in between only causes a redeliv
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -68,17 +67,47 @@ class EventPublisher:
 
 
 class Inbox:
-    """Event ids a consumer has finished with; a unique _id makes the mark idempotent."""
+    """Claims on event ids, so one event is handled once even when duplicates arrive together.
 
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+    A claim is a document with a unique _id (the event id): `processing` while a handler runs,
+    `done` after. Duplicates of a done event are acknowledged; a duplicate arriving while another
+    delivery holds the claim waits in a delay queue. A claim left by a crashed consumer expires
+    after `lease_seconds` and is taken over.
+    """
+
+    def __init__(self, collection: AsyncCollection[Doc], lease_seconds: float = 120.0) -> None:
         self.collection = collection
+        self.lease_seconds = lease_seconds
+
+    async def claim(self, event_id: str, event_type: str, now: float) -> Literal["new", "done", "busy"]:
+        try:
+            await self.collection.insert_one(
+                {"_id": event_id, "type": event_type, "state": "processing", "at": now}
+            )
+            return "new"
+        except DuplicateKeyError:
+            pass
+        doc = await self.collection.find_one({"_id": event_id})
+        if doc is None:
+            return "busy"  # released a moment ago; try again shortly
+        if doc.get("state", "done") == "done":
+            return "done"
+        if now - float(doc.get("at", 0)) > self.lease_seconds:
+            taken = await self.collection.update_one(
+                {"_id": event_id, "state": "processing", "at": doc.get("at")}, {"$set": {"at": now}}
+            )
+            return "new" if taken.modified_count else "busy"
+        return "busy"
+
+    async def done(self, event_id: str, now: float) -> None:
+        await self.collection.update_one({"_id": event_id}, {"$set": {"state": "done", "at": now}})
+
+    async def release(self, event_id: str) -> None:
+        await self.collection.delete_one({"_id": event_id, "state": "processing"})
 
     async def seen(self, event_id: str) -> bool:
-        return await self.collection.find_one({"_id": event_id}, {"_id": 1}) is not None
-
-    async def mark(self, event_id: str, event_type: str, at: float) -> None:
-        with contextlib.suppress(DuplicateKeyError):
-            await self.collection.insert_one({"_id": event_id, "type": event_type, "at": at})
+        doc = await self.collection.find_one({"_id": event_id}, {"state": 1})
+        return doc is not None and doc.get("state", "done") == "done"
 
 
 class Consumer:
@@ -128,38 +157,52 @@ class Consumer:
             await self.park(msg, exc.reason, exc.detail)
             return
         event_id = str(event.event_id)
-        if self.inbox is not None and await self.inbox.seen(event_id):
-            self.stats["duplicates"] += 1
+        if self.inbox is not None:
+            claim = await self.inbox.claim(event_id, event.type, time.time())
+            if claim == "done":
+                self.stats["duplicates"] += 1
+                return
+            if claim == "busy":  # the same event is being handled right now: look again later
+                await self.retry(msg, attempt - 1, "a duplicate is being handled", count=False)
+                return
+        if not await self._handle(handler, event, msg, attempt):
+            if self.inbox is not None:
+                await self.inbox.release(event_id)
             return
+        if self.inbox is not None:
+            await self.inbox.done(event_id, time.time())
+        self.stats["handled"] += 1
+
+    async def _handle(self, handler: Handler, event: Envelope[Any], msg: RabbitMessage, attempt: int) -> bool:
+        """Run the handler; on failure retry or park the message and return False."""
         try:
             await handler(event)
         except MessageError as exc:
             await self.park(msg, exc.reason, exc.detail)
-            return
+            return False
         except (TransientError, PyMongoError, ConnectionError, TimeoutError) as exc:
             await self.retry(msg, attempt, f"{type(exc).__name__}: {exc}")
-            return
+            return False
         except Exception as exc:  # a bug: retry a few times, then park it for a human
             log.exception("%s: handler for %s failed", self.queues.service, event.type)
             await self.retry(msg, attempt, f"{type(exc).__name__}: {exc}")
-            return
-        if self.inbox is not None:
-            await self.inbox.mark(event_id, event.type, time.time())
-        self.stats["handled"] += 1
+            return False
+        return True
 
-    async def retry(self, msg: RabbitMessage, attempt: int, detail: str) -> None:
-        delay = self.queues.delay_for(attempt + 1)
+    async def retry(self, msg: RabbitMessage, attempt: int, detail: str, *, count: bool = True) -> None:
+        delay = self.queues.delay_for(max(attempt + 1, 1))
         if delay is None:
             await self.park(msg, "retries-exhausted", detail)
             return
         headers = dict(msg.headers or {})
-        headers[topology.ATTEMPT_HEADER] = attempt + 1
+        headers[topology.ATTEMPT_HEADER] = max(attempt + 1, 0)
         headers[topology.DETAIL_HEADER] = detail[:500]
         log.warning("%s: attempt %d failed (%s); again in %ss", self.queues.inbox, attempt + 1, detail, delay)
         await self.publisher.publish_raw(
             msg.body, exchange=topology.RETRY, routing_key=self.queues.retry_queue(delay), headers=headers
         )
-        self.stats["retried"] += 1
+        if count:
+            self.stats["retried"] += 1
 
     async def park(self, msg: RabbitMessage, reason: str, detail: str) -> None:
         headers = dict(msg.headers or {})

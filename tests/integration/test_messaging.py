@@ -60,11 +60,11 @@ async def test_handled_event_is_marked_and_a_duplicate_is_not_handled_again(
 
     async with runtime.running():
         event = _event(runtime)
-        for _ in range(3):
-            await runtime.publisher.publish(event)
-        await eventually(lambda: _settled(runtime, 3), what="three deliveries settled")
+        # ten copies at once: they are consumed concurrently (prefetch), yet handled once
+        await asyncio.gather(*(runtime.publisher.publish(event) for _ in range(10)))
+        await eventually(lambda: _settled(runtime, 10), what="ten deliveries settled")
     assert seen == [str(event.event_id)]
-    assert runtime.consumer.stats["duplicates"] == 2
+    assert runtime.consumer.stats["duplicates"] == 9
 
 
 async def _settled(runtime: Runtime, n: int) -> bool:
