@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,11 +312,13 @@ def apply(
     prefix: str = "",
     with_topology: bool = True,
     timeout: float = 30.0,
+    wait: float = 0.0,
 ) -> dict[str, Any]:
     """Create or update the vhost, users, permissions and topology through the management API.
 
     Idempotent: existing users get the given password and tags again, existing queues are kept.
-    `api` carries an administrator's credentials (http://user:pass@host:15672/api).
+    `api` carries an administrator's credentials (http://user:pass@host:15672/api). `wait`: seconds
+    to keep retrying while the management API does not answer yet (an init container's start).
     """
     if missing := [r for r in roles() if not passwords.get(r)]:
         raise ValueError(f"no password for {missing}")
@@ -323,14 +326,21 @@ def apply(
     u = httpx.URL(api)
     auth = (u.username, u.password) if u.username else None
     clean = str(u.copy_with(username=None, password=None)).rstrip("/")
+    deadline = time.monotonic() + wait
     with httpx.Client(auth=auth, timeout=timeout) as c:
-        r = c.post(f"{clean}/definitions", json=defs)
-        if r.status_code >= 400:
+        while True:  # a broker that just became healthy may not serve its management API yet
+            try:
+                r = c.post(f"{clean}/definitions", json=defs)
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+                continue
+            if r.status_code < 500 or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        if r.status_code >= 400:  # the import replaces each user's permissions in this vhost
             raise RuntimeError(f"definitions import refused ({r.status_code}): {r.text[:500]}")
-        # the import adds permissions but leaves stale ones; make each user's exactly ours
-        for p in defs["permissions"]:
-            path = f"{clean}/permissions/{quote(vhost, safe='')}/{quote(p['user'], safe='')}"
-            c.put(path, json={k: p[k] for k in ("configure", "write", "read")}).raise_for_status()
     return defs
 
 
@@ -364,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         src.add_argument("--from-env", action="store_true", help="passwords from RABBITMQ_<USER>_PASSWORD")
         p.add_argument("--prefix", default="", help="prefix for user names (tests)")
+    sub.choices["apply"].add_argument("--wait", type=float, default=60.0, help="seconds to wait for the API")
     sub.choices["apply"].add_argument(
         "--api", default=os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_API), help="admin's management API"
     )
@@ -407,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    defs = apply(a.api, a.vhost, pw, prefix=a.prefix)
+    defs = apply(a.api, a.vhost, pw, prefix=a.prefix, wait=a.wait)
     where = httpx.URL(a.api).host
     print(f"rabbitmq  vhost {a.vhost!r} on {where}: users {', '.join(u['name'] for u in defs['users'])}")
     return 0

@@ -28,8 +28,9 @@ from typing import IO, Any
 from pydantic import BaseModel
 
 REDACTED = "[redacted]"
-#: loggers whose formatters read `record.args` themselves: their args are redacted one by one
-KEEP_ARGS = frozenset({"uvicorn.access"})
+#: loggers whose formatters use `record.args` themselves (uvicorn's access line, its colour_message
+#: templates): their args are redacted one by one instead of being merged into the message
+KEEP_ARGS = frozenset({"uvicorn", "uvicorn.error", "uvicorn.access"})
 LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "faststream", "faststream.access.rabbit")
 
 _DONE = "_logsafe_done"

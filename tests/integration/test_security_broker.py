@@ -253,5 +253,21 @@ async def test_r12_ops_user_replays_parked_messages_but_reads_no_inbox(users: Us
 
 async def test_r12_a_wrong_password_is_refused(users: Users) -> None:
     url = rabbitmq_users.amqp_url(support.AMQP_URL, users.prefix + "booking", "not-the-password", users.vhost)
-    with pytest.raises(aio_pika.exceptions.AMQPConnectionError):
-        await aio_pika.connect(url, timeout=5)
+    conn = aio_pika.Connection(url)
+    try:
+        with pytest.raises(aio_pika.exceptions.AMQPConnectionError):
+            await conn.connect(timeout=5)
+    finally:
+        await conn.close()
+
+
+async def test_r12_applying_again_takes_back_a_widened_permission(users: Users) -> None:
+    user, vhost = users.prefix + "notifier", quote(users.vhost, safe="")
+    async with httpx.AsyncClient(timeout=10) as c:
+        wide = {"configure": ".*", "write": ".*", "read": ".*"}
+        r = await c.put(f"{support.RABBITMQ_API}/permissions/{vhost}/{user}", json=wide)
+        r.raise_for_status()
+    await asyncio.to_thread(
+        rabbitmq_users.apply, support.RABBITMQ_API, users.vhost, users.passwords, prefix=users.prefix
+    )
+    await _refused(users.url("notifier"), lambda ch: _get(ch, "booking.inbox"))

@@ -196,3 +196,20 @@ def test_configure_logging_is_idempotent_and_covers_uvicorn_and_faststream(resto
         filters = [f for f in logging.getLogger(name).filters if isinstance(f, logsafe.RedactingFilter)]
         assert len(filters) == 1, name
     assert sum(isinstance(f, logsafe.RedactingFilter) for f in first.filters) == 1
+
+
+def test_uvicorn_colour_templates_still_get_their_arguments(restore_logging: None) -> None:
+    from uvicorn.logging import DefaultFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=True))
+    error = logging.getLogger("uvicorn.error")
+    error.addHandler(handler)
+    try:
+        logsafe.configure_logging("booking", "INFO", stream=io.StringIO())
+        template = "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)"
+        error.info(template, "http", "127.0.0.1", 8001, extra={"color_message": template})
+    finally:
+        error.removeHandler(handler)
+    assert "http://127.0.0.1:8001" in stream.getvalue()
