@@ -24,14 +24,14 @@ infra-status: venv ## which servers answer, and where from
 	@$(PY) deploy/local.py status
 
 up: infra-up ## servers plus the four services in the background; returns when all are ready
-	@$(PY) deploy/services.py up
+	@$(PY) deploy/processes.py up
 
 down: venv ## stop the services and the servers; no stray process
-	@$(PY) deploy/services.py down
+	@$(PY) deploy/processes.py down
 	@$(PY) deploy/local.py down
 
 logs: ## follow the services' logs
-	@tail -n 50 -F .local/logs/*.log
+	@$(PY) deploy/processes.py logs -f
 
 demo: up ## narrated scenario through the whole system
 	@$(PY) -m demo

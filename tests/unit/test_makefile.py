@@ -20,7 +20,7 @@ def targets() -> set[str]:
 
 
 def test_the_makefile_drives_the_deploy_scripts() -> None:
-    assert ("deploy/services.py", "up") in CALLS and ("deploy/services.py", "down") in CALLS
+    assert ("deploy/processes.py", "up") in CALLS and ("deploy/processes.py", "down") in CALLS
     assert ("deploy/local.py", "up") in CALLS and ("deploy/local.py", "down") in CALLS
 
 

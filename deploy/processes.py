@@ -1,6 +1,6 @@
 """Run the four services (booking, scheduler, notifier, audit) in the background.
 
-    .venv/bin/python deploy/services.py up|down|status|logs [--only booking,audit] [--timeout 60]
+    .venv/bin/python deploy/processes.py up|down|status|logs [--only booking,audit] [--timeout 60]
 
 `up` runs the PRESTART hooks, starts every service that is not already running from this
 checkout (`python -m services.<name>`, detached, log in .local/logs/<name>.log, pid in
@@ -43,7 +43,7 @@ NAMES = ("booking", "scheduler", "notifier", "audit")
 #: without a pid file, and never touches another checkout's or the e2e tests' processes.
 MARK = "CONSULT_SERVICES_ROOT"
 STOP_GRACE, KILL_GRACE = 25.0, 5.0
-HEADER = "=== deploy/services.py up "  # starts each run's part of a log
+HEADER = "=== deploy/processes.py up "  # starts each run's part of a log
 
 #: Commands `up` runs, in order, before starting any service: each is an argv tuple run from the
 #: repository root with the caller's environment. They run on every `up` (also when all services
@@ -306,7 +306,7 @@ def status(services: list[Service]) -> bool:
         why = readyz(s)
         all_ready &= why is None
         if why is None:
-            state = "ready" if pids else "ready (not started by deploy/services.py)"
+            state = "ready" if pids else "ready (not started by deploy/processes.py)"
         else:
             stale = " (stale pid file)" if s.pidfile.exists() and not pids else ""
             state = f"NOT READY ({why})" if pids else f"down{stale}"
@@ -324,7 +324,7 @@ def portal_key_note() -> None:
 def logs(services: list[Service], lines: int, follow: bool) -> NoReturn:
     files = [str(s.log) for s in services if s.log.exists()]
     if not files:
-        sys.exit("no service logs yet in .local/logs/ (run `deploy/services.py up`)")
+        sys.exit("no service logs yet in .local/logs/ (run `deploy/processes.py up`)")
     os.execvp("tail", ["tail", "-n", str(lines), *(["-F"] if follow else []), *files])
 
 
