@@ -247,6 +247,12 @@ async def test_r12_ops_user_replays_parked_messages_but_reads_no_inbox(users: Us
     async with httpx.AsyncClient(timeout=10) as c:  # consultctl queues reads the management API
         r = await c.get(f"{users.api('ops').rstrip('/')}/queues/{quote(users.vhost, safe='')}")
         assert r.status_code == 200 and {q["name"] for q in r.json()} >= {"booking.inbox"}
+        peek = {"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"}
+        api = f"{users.api('ops').rstrip('/')}/queues/{quote(users.vhost, safe='')}"
+        r = await c.post(f"{api}/booking.parking/get", json=peek)  # consultctl dlq show
+        assert r.status_code == 200
+        r = await c.post(f"{api}/booking.inbox/get", json=peek)
+        assert r.status_code in (401, 403)  # an inbox holds live personal data: not for ops
         r = await c.get(f"{users.api('booking').rstrip('/')}/overview")
         assert r.status_code == 401  # service users have no management access
 
