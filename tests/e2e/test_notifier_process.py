@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aio_pika
 
 from services.notifier import samples
@@ -16,7 +18,7 @@ from tests.support import Mailpit, eventually, unique
 POLICIES = ServiceSettings().policies()
 
 
-async def _publish(stack: Stack, event: Envelope[object]) -> None:
+async def _publish(stack: Stack, event: Envelope[Any]) -> None:
     conn = await aio_pika.connect(stack.amqp_url)
     async with conn:
         ch = await conn.channel(publisher_confirms=True)

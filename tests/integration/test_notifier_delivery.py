@@ -12,10 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
+from typer.testing import CliRunner
 
 from services.notifier import samples
 from services.notifier.app import create_app
@@ -24,6 +26,7 @@ from services.notifier.delivery import DeliveryService
 from services.notifier.domain import Kind, message_id, plan
 from services.notifier.store import Claim
 from shared import topology
+from shared.cli import app as cli_app
 from shared.clock import FixedClock
 from shared.events import Envelope, Recipient
 from shared.policy import OfficePolicy
@@ -34,6 +37,7 @@ POLICIES = Settings().policies()
 KG: OfficePolicy = POLICIES["kushiro-gyosei"]
 HW: OfficePolicy = POLICIES["kohoku-hellowork"]
 WHEN = "2026年11月25日(水) 10:00〜10:30"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -376,3 +380,52 @@ async def test_an_event_of_an_unknown_office_is_parked(notifier: Notifier) -> No
     await notifier.publish(samples.event(Kind.CONFIRMATION, stranger))
     parked = await eventually(notifier.parked, what="parked message")
     assert parked[0].headers[topology.REASON_HEADER] == "unknown-office"
+
+
+# --------------------------------------------------------------------------- a third office
+
+
+async def test_a_third_office_added_as_a_policy_file_gets_its_emails_from_the_generic_templates(
+    make_settings: Callable[..., Settings], mailpit: Mailpit, tmp_path: Path
+) -> None:
+    source = (ROOT / "deploy" / "offices" / "kohoku-hellowork.yaml").read_text(encoding="utf-8")
+    third = (
+        source.replace("office_id: kohoku-hellowork", "office_id: naha-test-office")
+        .replace("name: 港北公共職業安定所", "name: 那覇テスト職業相談所")
+        .replace('phone: "045-000-0000"', 'phone: "098-000-0000"')
+        .replace("subject: オンライン職業相談", "subject: 【那覇】オンライン相談のご案内")
+    )
+    (tmp_path / "naha-test-office.yaml").write_text(third, encoding="utf-8")
+    settings = make_settings(Settings, extra_offices_dir=tmp_path)
+    policy = settings.policies()["naha-test-office"]
+    async with running(settings) as n:
+        who = person("third")
+        await n.publish(samples.event(Kind.NOTICE, policy, recipient=who))
+        msg = await one_mail(mailpit, who.email)
+    assert msg["Subject"] == "【那覇】オンライン相談のご案内"
+    assert "那覇テスト職業相談所です。" in msg["Text"]  # the generic greeting, not HW's own
+    assert "電話（098-000-0000）のみでご連絡ください" in msg["Text"]
+    assert WHEN in msg["Text"]
+
+
+# --------------------------------------------------------------------------- ops
+
+
+async def test_consultctl_notifier_deliveries_lists_the_records_of_a_booking(
+    make_settings: Callable[..., Settings], mailpit: Mailpit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(Settings)
+    booking = unique("b-")
+    async with running(settings) as n:
+        who = person("cli")
+        await n.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking))
+        await one_mail(mailpit, who.email)
+        await eventually(lambda: _state(n.service, f"{booking}/confirmation/v1", "sent"), what="marked")
+    monkeypatch.setenv("MONGODB_URL", settings.mongodb_url)
+    monkeypatch.setenv("DB_PREFIX", settings.db_prefix)
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli_app, ["notifier", "deliveries", booking], env={"COLUMNS": "250"}
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{booking}/confirmation/v1" in result.output
+    assert "sent" in result.output

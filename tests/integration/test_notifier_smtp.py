@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ async def exactly_one_each(mailpit: Mailpit, people: list[Recipient]) -> dict[st
     """Wait until every address has mail; then each must have exactly one. Returns Message-IDs."""
     ids: dict[str, str] = {}
     for p in people:
-        found = await eventually(lambda p=p: mailpit.to(p.email), timeout=90, what=f"mail to {p.email}")
+        found = await eventually(partial(mailpit.to, p.email), timeout=90, what=f"mail to {p.email}")
         assert len(found) == 1, f"{p.email}: {len(found)} emails"
         ids[p.email] = found[0]["MessageID"]
     return ids
