@@ -26,7 +26,7 @@ from prometheus_client import make_asgi_app
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared import outbox, topology
+from shared import logsafe, outbox, topology
 from shared.clock import Clock, SystemClock
 from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
@@ -136,6 +136,7 @@ class Runtime:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:
+        logsafe.configure_logging(self.name, self.settings.log_level)  # R12: no PII in logs
         await self.declare()
         for r in self.relays:
             await r.ensure_indexes()
