@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,11 @@ from cryptography.x509.oid import NameOID
 from services.notifier import samples
 from services.notifier.compose import Composer
 from services.notifier.config import Settings
-from services.notifier.domain import Kind, plan
+from services.notifier.domain import Kind, message_id, plan
 from services.notifier.smtp import Mailer, SmtpFailure
+from services.notifier.store import Claim
 from shared import topology
+from shared.clock import FixedClock
 from shared.events import Recipient
 from tests.integration.test_notifier_delivery import HW, KG, running
 from tests.support import Mailpit, eventually, unique
@@ -238,6 +241,42 @@ async def test_smtp_unavailable_past_every_retry_is_reported_parked_and_delivere
         await n.publish(event)  # ops replay the parked message once the server is back
         await exactly_one_each(mp.api, [who])
         await n.wait_events("notification.sent")
+
+
+# --------------------------------------------------------------------------- the crash window, at a receiver
+
+
+async def test_a_receiver_deduping_by_message_id_keeps_one_copy_of_a_crash_resend(
+    make_settings: Callable[..., Settings], own_mailpit: Callable[..., Any]
+) -> None:
+    """Crash after SMTP accepted, before the mark: the resend carries the same Message-ID, so a
+    receiver that dedupes on it (here Mailpit with --ignore-duplicate-ids) shows the person one email."""
+    mp: OwnMailpit = await own_mailpit("--ignore-duplicate-ids")
+    clock = FixedClock(samples.NOW)
+    async with running(make_settings(Settings, smtp_url=mp.smtp_url), clock=clock) as n:
+        who = person("dedupe")
+        event = samples.event(Kind.CONFIRMATION, KG, recipient=who)
+        notice = plan(event, KG)
+        assert notice is not None
+        svc = n.service
+        claim = await svc.deliveries.claim(notice, message_id(notice.key, svc.settings.mail_domain), "x")
+        assert isinstance(claim, Claim)
+        await svc.mailer.send(svc.composer.compose(notice, KG, message_id=claim.message_id, now=clock.now()))
+        clock.advance(timedelta(seconds=svc.settings.delivery_lease_seconds + 1))  # the lease has run out
+        await n.publish(event)
+
+        async def marked() -> bool:
+            doc = await svc.deliveries.get(notice.key)
+            return doc is not None and doc["state"] == "sent"
+
+        await eventually(marked, what="resent and marked")
+        record = await svc.deliveries.get(notice.key)
+        assert record is not None and record["attempts"] == 2  # it was sent a second time
+        resumed = n.runtime.metrics.get_sample_value(
+            "consult_notifier_emails_total", {"kind": "confirmation", "outcome": "resumed"}
+        )
+        assert resumed == 1.0
+    assert await mp.count() == 1  # ... and the receiver kept one
 
 
 # --------------------------------------------------------------------------- TLS and login
