@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -26,7 +28,11 @@ def test_an_unknown_scheme_is_refused() -> None:
 
 
 def test_prod_refuses_a_login_over_plaintext() -> None:
-    prod = {"environment": "prod", "secret_key": "a-real-secret", "amqp_url": "amqp://n:x@mq/"}
+    prod: dict[str, Any] = {
+        "environment": "prod",
+        "secret_key": "a-real-secret",
+        "amqp_url": "amqp://n:x@mq/",
+    }
     with pytest.raises(ValidationError, match="SMTP credentials"):
         Settings(**prod, smtp_url="smtp://u:p@mail.example.org:587")
     Settings(**prod, smtp_url="smtp://u:p@mail.example.org:587", smtp_starttls=True)
