@@ -4,19 +4,12 @@ import uvicorn
 
 from services.notifier.app import create_app
 from services.notifier.config import Settings
-from shared.logsafe import configure_logging
 
 
 def main() -> None:
     settings = Settings()
-    app = create_app(settings)
-
-    async def redacting_logs() -> None:  # R12: once uvicorn has set up its loggers
-        configure_logging(settings.service_name, settings.log_level)
-
-    app.state.runtime.on_startup(redacting_logs)
     uvicorn.run(
-        app,
+        create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
