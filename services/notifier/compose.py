@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.policy
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -123,7 +123,7 @@ def context(notice: Notice, policy: OfficePolicy) -> dict[str, Any]:
         },
         "appointment": _appointment(notice.appointment),
         "cancel": cancel_guidance(policy),  # R07
-        "grace_minutes": int(policy.no_show_grace.total_seconds() // 60),  # R08
+        "grace": duration_ja(policy.no_show_grace),  # R08: 10分
         "lead_time_open_days": policy.lead_time_open_days,  # R04
         "refusal": {  # R09: the office's numbers
             "no_shows": policy.refusal.no_shows,
@@ -160,6 +160,15 @@ def _appointment(a: Appointment | None) -> dict[str, str] | None:
         "meeting_url": check_meeting_url(a.meeting_url),
         "counsellor": a.counsellor_name,
     }
+
+
+def duration_ja(span: timedelta) -> str:
+    """10分, 1時間30分, 5秒: how long, as the terms say it."""
+    total = int(span.total_seconds())
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(hours, "時間"), (minutes, "分"), (seconds, "秒")]
+    return "".join(f"{n}{unit}" for n, unit in parts if n) or "0分"
 
 
 def _terms_label(policy: OfficePolicy, version: str | None) -> str:

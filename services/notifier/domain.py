@@ -194,6 +194,21 @@ class CancelGuidance:
     channels: list[str]
     same_day: list[str] | None  # None: the same channels also on the day itself
 
+    @property
+    def channels_text(self) -> str:
+        return join_or(self.channels)
+
+    @property
+    def same_day_text(self) -> str:
+        return join_or(self.same_day or [])
+
+
+def join_or(items: list[str]) -> str:
+    """A、B又はC — the way the terms list alternatives."""
+    if len(items) <= 1:
+        return "".join(items)
+    return "、".join(items[:-1]) + "又は" + items[-1]
+
 
 def cancel_guidance(policy: OfficePolicy) -> CancelGuidance:
     channels = [_channel_label(c, policy) for c in policy.cancellation.channels]

@@ -128,3 +128,11 @@ def test_the_recipient_travels_unchanged_into_the_notice() -> None:
     notice = plan(samples.event(Kind.CANCELLATION, HW, recipient=who), HW)
     assert notice is not None
     assert notice.recipient == who
+
+
+def test_r07_three_channels_are_listed_as_the_terms_list_them() -> None:
+    from services.notifier.domain import join_or
+
+    assert join_or(["電話", "メール", "ウェブサイト"]) == "電話、メール又はウェブサイト"
+    assert join_or(["電話", "メール"]) == "電話又はメール"
+    assert join_or(["電話"]) == "電話"

@@ -203,3 +203,13 @@ def test_a_third_office_works_with_the_generic_templates_and_its_policy() -> Non
         text, _ = bodies(compose(kind, third))
         assert "那覇テスト相談所" in text and "098-000-0000" in text
         assert "行政相談委員" not in text  # KG's own wording stays KG's
+
+
+def test_r08_grace_is_written_as_the_terms_write_it() -> None:
+    from datetime import timedelta
+
+    from services.notifier.compose import duration_ja
+
+    assert duration_ja(timedelta(minutes=10)) == "10分"
+    assert duration_ja(timedelta(seconds=5)) == "5秒"
+    assert duration_ja(timedelta(hours=1, minutes=30)) == "1時間30分"
