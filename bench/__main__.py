@@ -55,15 +55,15 @@ def parse(argv: list[str]) -> Options:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run in well under a minute")
-    p.add_argument("--messages", type=int, help="messages per AMQP figure (default 3000)")
+    p.add_argument("--messages", type=int, help="messages per AMQP figure (default 2000)")
     p.add_argument("--window", type=int, default=64, help="publishes in flight when pipelined")
-    p.add_argument("--docs", type=int, help="documents for insert_many (default 10000)")
-    p.add_argument("--singles", type=int, help="one-at-a-time Mongo operations (default 300)")
-    p.add_argument("--outbox-docs", type=int, help="documents through the outbox relay (default 300)")
-    p.add_argument("--profile-messages", type=int, help="messages under the profiler (default 1000)")
+    p.add_argument("--docs", type=int, help="documents for insert_many (default 5000)")
+    p.add_argument("--singles", type=int, help="one-at-a-time Mongo operations (default 200)")
+    p.add_argument("--outbox-docs", type=int, help="documents through the outbox relay (default 200)")
+    p.add_argument("--profile-messages", type=int, help="messages under the profiler (default 500)")
     p.add_argument("--loads", help="bookings per second, stepped (default 1,2,4)")
     p.add_argument("--step-seconds", type=float, help="seconds of load per step (default 10)")
-    p.add_argument("--audit-events", type=int, help="events for audit ingest (default 1000)")
+    p.add_argument("--audit-events", type=int, help="events for audit ingest (default 600)")
     p.add_argument("--timers", type=int, help="pending timers (default 100000)")
     p.add_argument("--timer-fire", type=int, help="of which fire during the run (default 20)")
     p.add_argument("--no-write", action="store_true", help="print only; no JSON, no docs table")
@@ -79,15 +79,15 @@ def parse(argv: list[str]) -> Options:
 
     return Options(
         parts=parts,
-        messages=pick(a.messages, 3000, 500),
+        messages=pick(a.messages, 2000, 500),
         window=a.window,
-        docs=pick(a.docs, 10000, 2000),
-        singles=pick(a.singles, 300, 100),
-        outbox_docs=pick(a.outbox_docs, 300, 100),
-        profile_messages=pick(a.profile_messages, 1000, 300),
+        docs=pick(a.docs, 5000, 2000),
+        singles=pick(a.singles, 200, 100),
+        outbox_docs=pick(a.outbox_docs, 200, 100),
+        profile_messages=pick(a.profile_messages, 500, 300),
         loads=tuple(float(x) for x in pick(a.loads, "1,2,4", "1,2").split(",")),
         step_seconds=pick(a.step_seconds, 10.0, 5.0),
-        audit_events=pick(a.audit_events, 1000, 300),
+        audit_events=pick(a.audit_events, 600, 300),
         timers=pick(a.timers, 100_000, 5000),
         timer_fire=pick(a.timer_fire, 20, 20),
         write=not a.no_write,

@@ -181,7 +181,7 @@ async def run_mongo(run: Run, db_prefix: str, docs: int, singles: int) -> None:
         await _singles(run, ones_coll, ones, "", f"a collection growing to {singles} documents")
         # The same operations in a big collection: what a long-lived aggregate collection costs.
         await _singles(
-            run, many_coll, many[:: max(1, len(many) // 50)][:50], f"_at_{docs}", f"{docs} documents"
+            run, many_coll, many[:: max(1, len(many) // 10)][:10], f"_at_{docs}", f"{docs} documents"
         )
     finally:
         await client.close()

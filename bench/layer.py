@@ -220,6 +220,7 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
             await _until(lambda: relay.published >= docs)
             seconds = time.perf_counter() - started
             await relay.stop()
+            await _proposed_relay(run_, runtime, client[f"{box.db_prefix}benchpub"]["outbox_proposed"], docs)
             run_.add(
                 Figure(
                     PART,
@@ -234,6 +235,33 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
     finally:
         await client.close()
         await delete_queue(box.amqp_url, SINK)
+
+
+async def _proposed_relay(run_: Run, runtime: Runtime, coll: Any, docs: int) -> None:
+    """The same drain with the relay bench/proposals.py proposes (mark by _id alone)."""
+    from bench.proposals import IdOnlyMarkRelay
+
+    relay = IdOnlyMarkRelay(coll, runtime.publisher, poll_seconds=0.2)
+    await relay.ensure_indexes()
+    await coll.insert_many([sample_document(i) for i in range(docs)])
+    started = time.perf_counter()
+    relay.start()
+    await _until(lambda: relay.published >= docs)
+    seconds = time.perf_counter() - started
+    await relay.stop()
+    left = await coll.count_documents({"outbox_pending": True})
+    run_.add(
+        Figure(
+            PART,
+            "outbox_relay_only_proposed",
+            rate(docs, seconds),
+            "doc/s",
+            "the same drain with the proposed relay (marks by _id alone, bench/proposals.py); "
+            "ratio = speed-up over the current relay",
+            baseline="layer/outbox_relay_only",
+            extra={"n": docs, "seconds": round(seconds, 3), "left_pending": left},
+        )
+    )
 
 
 async def _until(probe: Callable[[], bool], timeout: float = 300, interval: float = 0.005) -> None:
