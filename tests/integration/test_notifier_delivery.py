@@ -365,12 +365,14 @@ async def test_an_invalid_address_is_parked_once_even_when_the_event_comes_again
     await notifier.publish(event)
     parked = await eventually(notifier.parked, what="parked message")
     assert parked[0].headers[topology.REASON_HEADER] == "invalid-address"
+    await notifier.wait_events("notification.failed")
     await notifier.publish(event)  # a replay or duplicate: already failed for good, nothing new
 
     async def handled() -> bool:
         return notifier.runtime.consumer.stats["handled"] >= 1
 
     await eventually(handled, what="duplicate settled quietly")
+    await asyncio.sleep(0.3)  # nothing more on its way out
     assert await notifier.parked() == []
     assert len(notifier.events("notification.failed")) == 1
 
