@@ -125,7 +125,7 @@ SERVERS: dict[str, Server] = {
             "--smtp", "127.0.0.1:1025", "--listen", "127.0.0.1:8025",
             "--database", str(LOCAL / "mailpit" / "mailpit.db"),
             "--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
-            "--smtp-disable-rdns", "--disable-version-check",
+            "--smtp-disable-rdns", "--disable-version-check", "--max", "0",
         ),
     ),
 }

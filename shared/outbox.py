@@ -58,12 +58,22 @@ class OutboxRelay:
     """Publishes pending events of one collection; woken on writes, polls as a safety net."""
 
     def __init__(
-        self, collection: AsyncCollection[Doc], publisher: EventPublisher, poll_seconds: float = 1.0
+        self,
+        collection: AsyncCollection[Doc],
+        publisher: EventPublisher,
+        poll_seconds: float = 1.0,
+        *,
+        delete_sent: bool = False,
+        concurrency: int = 16,
     ) -> None:
         self.collection = collection
         self.publisher = publisher
         self.poll_seconds = poll_seconds
+        self.delete_sent = delete_sent  # carrier documents (access logs) go once their events are out
+        self._slots = asyncio.Semaphore(concurrency)
         self._wake = asyncio.Event()
+        self._ids: set[Any] = set()
+        self._scan = True
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.failures = 0
@@ -72,8 +82,16 @@ class OutboxRelay:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index("outbox_pending")
 
-    def poke(self) -> None:
-        """Something was written: publish now rather than at the next poll."""
+    def poke(self, doc_id: Any = None) -> None:
+        """Something was written: publish now rather than at the next poll.
+
+        With the document's id the relay reads just that document (an `_id` lookup, the one query
+        FerretDB answers from an index); without it, it scans for every pending document.
+        """
+        if doc_id is None:
+            self._scan = True
+        else:
+            self._ids.add(doc_id)
         self._wake.set()
 
     def start(self) -> None:
@@ -91,32 +109,52 @@ class OutboxRelay:
         return await self.collection.count_documents({"outbox_pending": True})
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_scan = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             self._wake.clear()
+            ids, self._ids = self._ids, set()
+            scan = self._scan or loop.time() - last_scan >= self.poll_seconds
             try:
-                while await self.drain_once():
-                    pass
+                if ids:
+                    await self.drain_ids(ids)
+                if scan:
+                    self._scan = False
+                    last_scan = loop.time()
+                    while await self.drain_once():
+                        pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database down: keep the events, try again
                 self.failures += 1
+                self._scan = True  # the poked ids are still flagged: the next scan finds them
                 log.warning("outbox %s: relay paused: %s", self.collection.name, exc)
                 await asyncio.sleep(min(self.poll_seconds, 1.0))
 
+    async def drain_ids(self, ids: set[Any]) -> None:
+        docs = [await self.collection.find_one({"_id": i}, _PROJECTION) for i in ids]
+        await self._relay_all([d for d in docs if d is not None and d.get("outbox_pending")])
+
     async def drain_once(self, batch: int = 200) -> int:
         """Publish one batch of pending documents; returns how many documents were handled."""
-        docs = (
-            await self.collection.find(
-                {"outbox_pending": True}, {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}
-            )
-            .limit(batch)
-            .to_list()
-        )
-        for doc in docs:
-            await self._relay(doc)
+        docs = await self.collection.find({"outbox_pending": True}, _PROJECTION).limit(batch).to_list()
+        self.last_backlog = len(docs)
+        await self._relay_all(docs)
         return len(docs)
+
+    async def _relay_all(self, docs: list[Doc]) -> None:
+        """Documents in parallel (bounded); each document's events strictly in order."""
+
+        async def one(doc: Doc) -> None:
+            async with self._slots:
+                await self._relay(doc)
+
+        results = await asyncio.gather(*(one(d) for d in docs), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
     async def _relay(self, doc: Doc) -> None:
         outbox: list[Doc] = doc.get("outbox", [])
@@ -124,13 +162,19 @@ class OutboxRelay:
         for raw in outbox[sent:]:
             await self.publisher.publish(parse_event(raw))
             self.published += 1
-        total = len(outbox)
-        # Clear the flag only if nothing was appended meanwhile; else just move the mark.
-        done = await self.collection.update_one(
-            {"_id": doc["_id"], "outbox_seq": doc.get("outbox_seq", 0)},
-            {"$set": {"outbox_sent": total, "outbox_pending": False}},
+        if self.delete_sent:
+            await self.collection.delete_one({"_id": doc["_id"]})
+            return
+        # Mark by _id alone (an index lookup on FerretDB); $max keeps the mark monotonic. An append
+        # that raced this relay moved outbox_seq: the re-read sees it and raises the flag again.
+        seq = doc.get("outbox_seq", 0)
+        await self.collection.update_one(
+            {"_id": doc["_id"]}, {"$max": {"outbox_sent": len(outbox)}, "$set": {"outbox_pending": False}}
         )
-        if done.matched_count == 0:
-            await self.collection.update_one(
-                {"_id": doc["_id"], "outbox_sent": {"$lt": total}}, {"$set": {"outbox_sent": total}}
-            )
+        now = await self.collection.find_one({"_id": doc["_id"]}, {"outbox_seq": 1})
+        if now is not None and now.get("outbox_seq", 0) != seq:
+            await self.collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox_pending": True}})
+            self.poke(doc["_id"])
+
+
+_PROJECTION = {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}

@@ -71,7 +71,7 @@ class Runtime:
         self.publisher = EventPublisher(self.broker)
         self.consumer = Consumer(queues, self.publisher, Inbox(self.db["inbox"]), parser)
         self.relays: list[OutboxRelay] = []
-        self.access_log = self.relay(self.db["access_outbox"])
+        self.access_log = self.relay(self.db["access_outbox"], delete_sent=True)
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -90,8 +90,10 @@ class Runtime:
 
     # ----------------------------------------------------------------- building blocks
 
-    def relay(self, collection: AsyncCollection[Doc]) -> OutboxRelay:
-        r = OutboxRelay(collection, self.publisher, self.settings.outbox_poll_seconds)
+    def relay(self, collection: AsyncCollection[Doc], *, delete_sent: bool = False) -> OutboxRelay:
+        r = OutboxRelay(
+            collection, self.publisher, self.settings.outbox_poll_seconds, delete_sent=delete_sent
+        )
         self.relays.append(r)
         return r
 
@@ -235,6 +237,6 @@ class Runtime:
             await self.access_log.collection.insert_one(
                 {"_id": str(event.event_id), **outbox.new_document_fields([event])}
             )
-            self.access_log.poke()
+            self.access_log.poke(str(event.event_id))
         except Exception as exc:
             self.log.error("access record not stored: %s", exc)

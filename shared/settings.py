@@ -36,7 +36,9 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8000
     log_level: str = "INFO"
     prefetch: int = Field(32, description="unacknowledged messages per consumer")
-    outbox_poll_seconds: float = Field(1.0, description="outbox relay safety-net poll interval")
+    outbox_poll_seconds: float = Field(
+        5.0, description="outbox relay safety-net scan interval; writes wake the relay at once"
+    )
     secret_key: str = Field(
         "dev-secret",
         description="key for keyed hashes and field encryption; a placeholder is refused in prod",
