@@ -147,7 +147,6 @@ def _counsellor_routes(api: APIRouter, ctx: Context) -> None:
 
 def _request_routes(api: APIRouter, coordinator: Coordinator, staff: Any) -> None:
     ctx = coordinator.ctx
-    Staff = Annotated[str, Depends(staff)]
 
     @api.get("/offices/{office_id}/requests")
     async def list_requests(
@@ -165,7 +164,7 @@ def _request_routes(api: APIRouter, coordinator: Coordinator, staff: Any) -> Non
         return view(doc)
 
     @api.post("/requests/{booking_id}/confirm")
-    async def confirm(booking_id: str, body: ConfirmIn, actor: Staff) -> dict[str, Any]:
+    async def confirm(booking_id: str, body: ConfirmIn, actor: str = Depends(staff)) -> dict[str, Any]:
         """Fix a counsellor and a time by hand; emits appointment.confirmed (next version)."""
         try:
             doc = await coordinator.staff_confirm(
@@ -178,7 +177,7 @@ def _request_routes(api: APIRouter, coordinator: Coordinator, staff: Any) -> Non
         return view(doc)
 
     @api.post("/requests/{booking_id}/propose")
-    async def propose(booking_id: str, body: ProposeIn, actor: Staff) -> dict[str, Any]:
+    async def propose(booking_id: str, body: ProposeIn, actor: str = Depends(staff)) -> dict[str, Any]:
         """Offer other times, held for the office's hold period (R05)."""
         options = [(o.counsellor_id, o.start) for o in body.options]
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -72,12 +73,17 @@ class Counsellor(BaseModel):
             raise ValueError(f"unknown weekdays {sorted(unknown)}; use {', '.join(WEEKDAYS)}")
         return {day: _check_spans(spans) for day, spans in v.items()}
 
+    @cached_property
+    def _parsed(self) -> tuple[dict[str, list[Span]], dict[date, list[Span]]]:
+        weekly = {day: [parse_span(s) for s in spans] for day, spans in self.weekly.items()}
+        return weekly, {e.date: [parse_span(s) for s in e.spans] for e in self.exceptions}
+
     def spans_on(self, d: date) -> list[Span]:
         """The JST spans this counsellor works on d: a dated exception wins over the weekly pattern."""
-        for exc in self.exceptions:
-            if exc.date == d:
-                return [parse_span(s) for s in exc.spans]
-        return [parse_span(s) for s in self.weekly.get(WEEKDAYS[d.weekday()], [])]
+        weekly, exceptions = self._parsed
+        if d in exceptions:
+            return exceptions[d]
+        return weekly.get(WEEKDAYS[d.weekday()], [])
 
     def available(self, start: datetime, end: datetime) -> bool:
         """Whether [start, end) lies inside one working span of that JST day."""

@@ -7,14 +7,15 @@ are held for the office's hold period and proposed (R05). Staff can confirm or p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.scheduler.availability import Counsellor
 from services.scheduler.keeper import Context, Keeper, log
 from services.scheduler.meeting import create_room
-from services.scheduler.slots import Slot, SlotGrid, alternative_days, in_windows, on_day
+from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
 from services.scheduler.store.requests import PENDING
 from services.scheduler.store.reservations import BOOKED, HELD, cell_id
 from services.scheduler.timing import TimerKind, TimerSpec
@@ -30,6 +31,8 @@ from shared.events import (
 )
 from shared.mongo import Doc
 from shared.policy import OfficePolicy
+
+MAX_ROUNDS = 50  # lost races before a search gives up on a range
 
 
 class Conflict(Exception):
@@ -58,11 +61,13 @@ class Coordinator:
         grid, now = SlotGrid(policy), c.clock.now()
         counsellors = await self._suitable(policy, doc.get("area"))
         windows = _windows(doc)
-        taken = await c.reservations.taken(policy.office_id, *_span(windows), now)
-        candidates = in_windows(
-            grid, counsellors, windows=windows, minutes=doc["minutes"], now=now, taken=taken
-        )
-        slot = await self._reserve_first(candidates, doc)
+
+        def find(taken: set[Cell]) -> list[Slot]:
+            return in_windows(
+                grid, counsellors, windows=windows, minutes=doc["minutes"], now=now, taken=taken
+            )
+
+        slot = await self._reserve_earliest(doc, find, *_span(windows))
         if slot is not None:
             return await self._confirm(policy, doc, slot, cause=event)
         return await self._propose_alternatives(policy, doc, counsellors, cause=event)
@@ -93,21 +98,39 @@ class Coordinator:
         """R20: in an office with areas, only commissioners serving the person's area."""
         return [c for c in await self.ctx.counsellors.of_office(policy.office_id) if c.serves(policy, area)]
 
-    async def _reserve_first(
-        self, candidates: Iterable[Slot], doc: Doc, *, kind: str = BOOKED, **hold: Any
+    async def _reserve_earliest(
+        self,
+        doc: Doc,
+        find: Callable[[set[Cell]], list[Slot]],
+        lo: datetime,
+        hi: datetime,
+        *,
+        spread: bool = False,
+        **how: Any,
     ) -> Slot | None:
-        for slot in candidates:
-            ok = await self.ctx.reservations.reserve(
-                slot,
-                office_id=doc["office_id"],
-                booking_id=doc["_id"],
-                now=self.ctx.clock.now(),
-                kind=kind,
-                **hold,
+        """Reserve the best free slot; when another request took it meanwhile (the unique index said
+        no), read again what is taken in [lo, hi) and look again. With `spread`, each lost race widens
+        the choice among the best few, so many contenders stop queueing for the same next cell."""
+        c = self.ctx
+        if not find(set()):
+            return None  # nobody works then: no need to ask the database
+        for lost in range(MAX_ROUNDS):
+            taken = await c.reservations.taken(doc["office_id"], lo, hi, c.clock.now())
+            candidates = find(taken)
+            if not candidates:
+                return None
+            pick = (
+                candidates[random.randrange(min(len(candidates), 1 + 2 * lost))] if spread else candidates[0]
             )
-            if ok:
-                return slot
+            if await self._reserve(pick, doc, **how):
+                return pick
         return None
+
+    async def _reserve(self, slot: Slot, doc: Doc, *, kind: str = BOOKED, **hold: Any) -> bool:
+        c = self.ctx
+        return await c.reservations.reserve(
+            slot, office_id=doc["office_id"], booking_id=doc["_id"], now=c.clock.now(), kind=kind, **hold
+        )
 
     # ----------------------------------------------------------------- confirming
 
@@ -166,20 +189,28 @@ class Coordinator:
         version = int(doc.get("version", 0)) + 1
         hold_until = now + policy.hold_alternatives_for
         windows = _windows(doc)
-        days = alternative_days(windows, now, c.search_days)
-        lo = datetime.combine(days[0], datetime.min.time(), tzinfo=JST)
-        taken = await c.reservations.taken(policy.office_id, lo, lo + timedelta(days=len(days)), now)
         held: list[tuple[str, Slot]] = []
-        for day in days:
+        for day in alternative_days(windows, now, c.search_days):
             if len(held) >= policy.max_alternatives:
                 break
+            if not grid.bookable_day(day, now):
+                continue
+
+            def find(taken: set[Cell], day: date = day) -> list[Slot]:
+                return on_day(
+                    grid,
+                    counsellors,
+                    day=day,
+                    minutes=doc["minutes"],
+                    now=now,
+                    taken=taken,
+                    near=windows[0][0],
+                )
+
+            lo = datetime.combine(day, datetime.min.time(), tzinfo=JST)
             option_id = f"{version}-{len(held) + 1}"
-            found = on_day(
-                grid, counsellors, day=day, minutes=doc["minutes"], now=now, taken=taken, near=windows[0][0]
-            )
-            slot = await self._reserve_first(
-                found, doc, kind=HELD, option_id=option_id, hold_until=hold_until
-            )
+            how = {"kind": HELD, "option_id": option_id, "hold_until": hold_until}
+            slot = await self._reserve_earliest(doc, find, lo, lo + timedelta(days=1), spread=True, **how)
             if slot is not None:
                 held.append((option_id, slot))
         return await self._record_proposal(doc, held, hold_until, version, cause=cause)
@@ -242,7 +273,7 @@ class Coordinator:
             return
         policy = self.policy(doc["office_id"])
         slot = SlotGrid(policy).slot(option["counsellor_id"], option["start"], doc["minutes"])
-        if await self._reserve_first([slot], doc) is None:  # the held cells become booked ones
+        if not await self._reserve(slot, doc):  # the held cells become booked ones
             raise Conflict(f"{bid}: the held time {option_id} was lost")
         await self._confirm(policy, doc, slot, cause=event, accepted=option_id)
 
@@ -284,10 +315,7 @@ class Coordinator:
         """Staff fix a counsellor and a time by hand (also moving a confirmed appointment)."""
         doc, policy = await self._for_staff(booking_id, ("confirmed", *PENDING))
         slot = await self._staff_slot(policy, doc, counsellor_id, start, minutes)
-        ok = await self.ctx.reservations.reserve(
-            slot, office_id=policy.office_id, booking_id=booking_id, now=self.ctx.clock.now()
-        )
-        if not ok:
+        if not await self._reserve(slot, doc):
             raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
         return await self._confirm(policy, doc, slot, by=by)  # tidy disarms an earlier hold
 
@@ -307,8 +335,8 @@ class Coordinator:
         held: list[tuple[str, Slot]] = []
         for k, slot in enumerate(slots, 1):
             option_id = f"{version}-{k}"
-            ok = await self._reserve_first([slot], doc, kind=HELD, option_id=option_id, hold_until=hold_until)
-            if not ok:  # let go of what this attempt held
+            if not await self._reserve(slot, doc, kind=HELD, option_id=option_id, hold_until=hold_until):
+                # let go of what this attempt held
                 await c.reservations.release(booking_id, option_ids=[o for o, _ in held])
                 raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
             held.append((option_id, slot))

@@ -40,8 +40,15 @@ def counsellor(cid: str, office: OfficePolicy, areas: list[str] | None = None, *
     )
 
 
-def slots_in(policy: OfficePolicy, cs: list[Counsellor], start: datetime, end: datetime, minutes: int = 30,
-             taken: set[tuple[str, datetime]] | None = None) -> list[tuple[str, datetime]]:  # fmt: skip
+def slots_in(
+    policy: OfficePolicy,
+    cs: list[Counsellor],
+    start: datetime,
+    end: datetime,
+    *,
+    minutes: int = 30,
+    taken: set[tuple[str, datetime]] | None = None,
+) -> list[tuple[str, datetime]]:
     found = in_windows(
         SlotGrid(policy), cs, windows=[(start, end)], minutes=minutes, now=NOW, taken=taken or set()
     )
@@ -98,8 +105,8 @@ def test_no_slot_in_the_past() -> None:
 
 
 def test_weekly_availability_and_dated_exceptions() -> None:
-    c = counsellor("c", KG, ["十勝"], exceptions=[{"date": "2026-12-25", "spans": []},
-                                                  {"date": "2026-12-26", "spans": ["10:00-11:00"]}])  # fmt: skip
+    away, extra = {"date": "2026-12-25", "spans": []}, {"date": "2026-12-26", "spans": ["10:00-11:00"]}
+    c = counsellor("c", KG, ["十勝"], exceptions=[away, extra])
     assert c.available(jst(2026, 12, 18, 9, 0), jst(2026, 12, 18, 9, 30))  # Friday
     assert not c.available(jst(2026, 12, 25, 9, 0), jst(2026, 12, 25, 9, 30))  # away that Friday
     assert c.available(jst(2026, 12, 26, 10, 0), jst(2026, 12, 26, 10, 30))  # a Saturday session

@@ -33,6 +33,7 @@ def cell_id(counsellor_id: str, start: datetime) -> str:
 class Reservations:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db["reservations"]
+        self.conflicts = 0  # reservations refused by the unique index (lost races, taken cells)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("counsellor_id", 1), ("start", 1)], unique=True)
@@ -80,6 +81,7 @@ class Reservations:
             }
             outcome = await self._claim(doc, now)
             if outcome is None:
+                self.conflicts += 1
                 await self._undo(booking_id, inserted, relabelled)
                 return False
             if isinstance(outcome, dict):
@@ -97,14 +99,27 @@ class Reservations:
                 return True
             except DuplicateKeyError:
                 pass
-            mine: Doc = {"_id": doc["_id"], "booking_id": doc["booking_id"]}
-            if doc["kind"] == HELD:
-                mine["kind"] = HELD
-            before = await self.collection.find_one_and_update(mine, {"$set": _label(doc)})
-            if before is not None:
-                return before
-            # an expired hold of another booking is reclaimed; a live one or a booking is respected
-            await self.collection.delete_one({"_id": doc["_id"], "kind": HELD, "hold_until": {"$lte": now}})
+            existing = await self.collection.find_one({"_id": doc["_id"]})
+            if existing is None:
+                continue  # released meanwhile: try again
+            if existing["booking_id"] == doc["booking_id"]:
+                if doc["kind"] == HELD and existing["kind"] == BOOKED:
+                    return None  # a proposal never takes over the booking's own appointment
+                mine = {"_id": doc["_id"], "booking_id": doc["booking_id"], "kind": existing["kind"]}
+                if await self.collection.find_one_and_update(mine, {"$set": _label(doc)}) is not None:
+                    return existing
+                continue
+            if (
+                existing["kind"] == HELD
+                and existing.get("hold_until") is not None
+                and existing["hold_until"] <= now
+            ):
+                # an expired hold of another booking is reclaimed; a live one or a booking is respected
+                await self.collection.delete_one(
+                    {"_id": doc["_id"], "kind": HELD, "hold_until": {"$lte": now}}
+                )
+                continue
+            return None
         return None
 
     async def _undo(self, booking_id: str, inserted: list[str], relabelled: list[Doc]) -> None:

@@ -1,0 +1,168 @@
+"""Helpers of the scheduler's integration tests: settings, a probe queue, events as booking sends them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+
+from services.scheduler.config import Settings
+from shared import topology
+from shared.clock import JST, Clock
+from shared.events import (
+    AlternativeAccepted,
+    AlternativeDeclined,
+    BookingAttended,
+    BookingCancelled,
+    BookingRequested,
+    Envelope,
+    Payload,
+    Recipient,
+    TimeWindow,
+    new_event,
+    parse_event,
+)
+from tests.support import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_OFFICES = ROOT / "deploy" / "offices-demo"
+STAFF = {"X-Staff-Key": "dev-staff-key", "X-Staff-Id": "tester"}
+KG, HW, DEMO = "kushiro-gyosei", "kohoku-hellowork", "demo-town"
+WEEKDAYS_9_TO_5 = {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
+
+
+def jst(*args: int) -> datetime:
+    return datetime(*args, tzinfo=JST)  # type: ignore[misc]
+
+
+def scheduler_settings(make_settings: Callable[..., Any], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "extra_offices_dir": DEMO_OFFICES,
+        "timer_poll_seconds": 0.05,
+        "replica_id": f"test-{uuid.uuid4().hex[:6]}",
+    }
+    return make_settings(Settings, **(values | overrides))  # type: ignore[no-any-return]
+
+
+@dataclass
+class Probe:
+    """A queue bound to the events exchange: what the scheduler really published."""
+
+    events: list[Envelope[Any]] = field(default_factory=list)
+
+    def of(self, type_: str, booking_id: str | None = None) -> list[Envelope[Any]]:
+        return [
+            e
+            for e in self.events
+            if e.type == type_ and (booking_id is None or e.payload.booking_id == booking_id)
+        ]
+
+    async def wait(
+        self, type_: str, booking_id: str | None = None, n: int = 1, timeout: float = 10.0
+    ) -> list[Any]:
+        async def enough() -> list[Envelope[Any]]:
+            found = self.of(type_, booking_id)
+            return found if len(found) >= n else []
+
+        return await eventually(enough, timeout=timeout, what=f"{n} x {type_} for {booking_id}")
+
+
+@asynccontextmanager
+async def probe(amqp_url: str, *keys: str) -> AsyncIterator[Probe]:
+    conn = await aio_pika.connect(amqp_url)
+    seen = Probe()
+    async with conn:
+        ch = await conn.channel()
+        await topology.declare_exchanges(ch)
+        queue = await ch.declare_queue(f"probe-{uuid.uuid4().hex[:8]}", exclusive=True)
+        for key in keys or ("appointment.#", "access.logged"):
+            await queue.bind(topology.EVENTS, routing_key=key)
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with msg.process():
+                seen.events.append(parse_event(msg.body))
+
+        await queue.consume(on_message)
+        yield seen
+
+
+class Booking:
+    """Sends what the booking service would send, on the events exchange."""
+
+    def __init__(self, amqp_url: str, clock: Clock) -> None:
+        self.amqp_url, self.clock = amqp_url, clock
+
+    def event(self, payload: Payload, office_id: str) -> Envelope[Any]:
+        return new_event(payload, office_id=office_id, producer="booking", clock=self.clock)
+
+    async def send(self, *events: Envelope[Any]) -> None:
+        conn = await aio_pika.connect(self.amqp_url)
+        async with conn:
+            ch = await conn.channel(publisher_confirms=True)
+            ex = await ch.get_exchange(topology.EVENTS)
+            for e in events:
+                await ex.publish(aio_pika.Message(e.to_json(), delivery_mode=2), routing_key=e.type)
+
+    def requested(
+        self,
+        office_id: str,
+        windows: list[tuple[datetime, datetime]],
+        *,
+        minutes: int = 30,
+        area: str | None = None,
+        booking_id: str | None = None,
+    ) -> Envelope[Any]:
+        payload = BookingRequested(
+            booking_id=booking_id or uuid.uuid4().hex,
+            windows=[TimeWindow(start=s, end=e) for s, e in windows],
+            duration_minutes=minutes,
+            area=area,
+        )
+        return self.event(payload, office_id)
+
+    def accepted(self, office_id: str, booking_id: str, option_id: str) -> Envelope[Any]:
+        return self.event(AlternativeAccepted(booking_id=booking_id, option_id=option_id), office_id)
+
+    def declined(self, office_id: str, booking_id: str) -> Envelope[Any]:
+        return self.event(AlternativeDeclined(booking_id=booking_id), office_id)
+
+    def attended(self, office_id: str, booking_id: str) -> Envelope[Any]:
+        return self.event(
+            BookingAttended(booking_id=booking_id, how="joined", at=self.clock.now()), office_id
+        )
+
+    def cancelled(self, office_id: str, booking_id: str, reason: str = "person") -> Envelope[Any]:
+        payload = BookingCancelled(
+            booking_id=booking_id,
+            reason=reason,  # type: ignore[arg-type]
+            channel="phone",
+            recipient=Recipient(name="x", email="x@example.org"),
+            terms_version="t",
+        )
+        return self.event(payload, office_id)
+
+
+async def put_counsellor(
+    client: httpx.AsyncClient, office_id: str, cid: str, *, areas: list[str] | None = None, **body: Any
+) -> None:
+    body = {"name": cid, "areas": areas or [], "weekly": WEEKDAYS_9_TO_5} | body
+    r = await client.put(f"/v1/staff/offices/{office_id}/counsellors/{cid}", json=body, headers=STAFF)
+    assert r.status_code in (200, 201), r.text
+
+
+async def request_doc(client: httpx.AsyncClient, booking_id: str) -> dict[str, Any]:
+    r = await client.get(f"/v1/staff/requests/{booking_id}", headers=STAFF)
+    return r.json() if r.status_code == 200 else {}
+
+
+async def settle(seconds: float = 0.3) -> None:
+    """Give a consumer a moment to show that something did NOT happen."""
+    await asyncio.sleep(seconds)
