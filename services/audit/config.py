@@ -17,6 +17,9 @@ DEFAULT_RETENTION_DAYS = 1825
 class Settings(ServiceSettings):
     service_name: str = "audit"
     http_port: int = 8004
+    # More messages in flight than the other services: the handler waits for its batch's write, so
+    # the prefetch bounds how large a group commit can grow.
+    prefetch: int = Field(256, description="unacknowledged messages in flight (bounds a batch)")
 
     audit_pseudonym_key: str = Field(
         "",

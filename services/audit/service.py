@@ -25,11 +25,12 @@ class AuditService:
         self.keys = Keys.from_settings(settings)
         self.pseudonymise = Pseudonymiser(self.keys.pseudonym)
         self.sealer = Sealer(self.keys.seal, self.keys.seal_id)
-        self.appender = Appender(self.store, self.keys.chain, self.sealer)
+        self.appender = Appender(self.store, self.keys.chain, self.sealer, head_every=1.0)
         self.batcher = Batcher(
             self.appender.append,
             max_size=settings.audit_batch_max,
             linger=settings.audit_batch_linger_seconds,
+            on_idle=self.appender.save_heads,
         )
         self._stopping = asyncio.Event()
 

@@ -8,12 +8,11 @@ FerretDB scans a collection for any query, so the ingest path only inserts; quer
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -23,6 +22,14 @@ from shared.mongo import Doc
 
 ORDER = [("occurred_at", ASCENDING), ("_id", ASCENDING)]
 CHAIN_ORDER = [("stream", ASCENDING), ("seq", ASCENDING)]
+SEARCH_INDEXES = (
+    ORDER,
+    [("office_id", ASCENDING), ("occurred_at", ASCENDING)],
+    [("booking_id", ASCENDING), ("occurred_at", ASCENDING)],
+    [("device_key", ASCENDING), ("occurred_at", ASCENDING)],
+    [("type", ASCENDING), ("occurred_at", ASCENDING)],
+    [("stream", ASCENDING), ("recorded_at", ASCENDING)],
+)
 DUPLICATE_KEY = 11000
 CHUNK = 500
 
@@ -45,10 +52,16 @@ class AuditStore:
     async def ensure_indexes(self) -> None:
         # _id is the event id: the unique index that makes ingest idempotent
         await self.records.create_index(CHAIN_ORDER, unique=True, name="chain_position")
-        for keys in (ORDER, [("office_id", 1), ("occurred_at", 1)], [("booking_id", 1), ("occurred_at", 1)]):
+        if await self._scans_only():
+            return
+        for keys in SEARCH_INDEXES:
             await self.records.create_index(keys)
-        await self.records.create_index([("device_key", 1), ("occurred_at", 1)])
-        await self.records.create_index([("stream", 1), ("recorded_at", 1)])
+
+    async def _scans_only(self) -> bool:
+        """FerretDB's SQLite backend answers every query with a scan: search indexes would only slow
+        the inserts there. MongoDB gets them."""
+        info = await self.db.client.admin.command("buildInfo")
+        return "ferretdbVersion" in info
 
     # ----------------------------------------------------------------- chain writes
 
@@ -77,14 +90,20 @@ class AuditStore:
     async def head(self, stream: str) -> Doc | None:
         return await self.heads.find_one({"_id": stream})
 
-    async def save_head(self, stream: str, seq: int, hash_: str) -> None:
-        """Move the head forward only; never back over records another writer added."""
-        moved = await self.heads.update_one(
-            {"_id": stream, "seq": {"$lt": seq}}, {"$set": {"seq": seq, "hash": hash_}}
-        )
-        if moved.matched_count == 0:
-            with contextlib.suppress(DuplicateKeyError):  # another writer created it first
-                await self.heads.insert_one({"_id": stream, "seq": seq, "hash": hash_})
+    async def save_heads(self, heads: dict[str, tuple[int, str]]) -> None:
+        """Move each stream's head forward only (never back over another writer's records); one round trip."""
+        if not heads:
+            return
+        ops = [
+            UpdateOne(
+                {"_id": stream, "seq": {"$lt": seq}}, {"$set": {"seq": seq, "hash": hash_}}, upsert=True
+            )
+            for stream, (seq, hash_) in heads.items()
+        ]
+        try:
+            await self.heads.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            _only_duplicates(exc)  # the head is already further on: the upsert found no match and collided
 
     async def tail(self, stream: str) -> tuple[int, str]:
         """The real end of a stream (a scan); used when the head hint turned out stale."""
