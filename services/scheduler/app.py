@@ -31,7 +31,7 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
         search_days=settings.search_days,
     )
     ctx.requests.on_write = runtime.relay(ctx.requests.collection).poke
-    ctx.timers.on_write = runtime.relay(ctx.timers.collection).poke
+    ctx.timers.on_write = runtime.relay(ctx.timers.outcomes).poke
     keeper = Keeper(ctx)
     coordinator = Coordinator(ctx, keeper)
     wheel = TimerWheel(

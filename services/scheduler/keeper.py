@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
@@ -22,6 +23,9 @@ from shared.mongo import Doc
 from shared.policy import OfficePolicy, Policies
 
 log = logging.getLogger("consult.scheduler")
+
+HOUSEKEEPING_EVERY = timedelta(minutes=10)
+KEEP_PAST = timedelta(days=2)  # cells and finished timers stay this long after their time
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Context:
 class Keeper:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._last_housekeeping: datetime | None = None
 
     async def tidy(self, doc: Doc | None) -> None:
         """Make cells and timers agree with the request's state (idempotent)."""
@@ -78,11 +83,13 @@ class Keeper:
             await c.timers.cancel(bid, reason="completed", now=now)
 
     async def _arm_appointment(self, doc: Doc) -> None:
-        a = doc["appointment"]
+        a, now = doc["appointment"], self.ctx.clock.now()
         for spec in appointment_timers(self._policy(doc), doc["_id"], a["start"], int(a["version"])):
             if spec.kind is TimerKind.NO_SHOW and doc.get("attended_at"):
                 continue  # R08: joined or contacted already
-            await self.ctx.timers.arm(spec, correlation_id=doc["correlation_id"], now=self.ctx.clock.now())
+            if spec.due_at < now - KEEP_PAST:
+                continue  # long past (a very late redelivery): its outcome may be housekept already
+            await self.ctx.timers.arm(spec, correlation_id=doc["correlation_id"], now=now)
 
     def _policy(self, doc: Doc) -> OfficePolicy:
         return self.ctx.policies[doc["office_id"]]
@@ -122,9 +129,15 @@ class Keeper:
             await c.timers.effects_done(timer["_id"])
 
     async def sweep(self) -> None:
-        """Finish what a crash interrupted after a hold expiry fired."""
+        """Finish what a crash interrupted after a hold expiry fired; now and then, housekeeping."""
         for timer in await self.ctx.timers.fired_without_effects(TimerKind.HOLD.value):
             await self.after_hold_expired(timer)
+        now = self.ctx.clock.now()
+        if self._last_housekeeping is None or now - self._last_housekeeping >= HOUSEKEEPING_EVERY:
+            self._last_housekeeping = now
+            cells = await self.ctx.reservations.forget_past(now - KEEP_PAST)
+            timers = await self.ctx.timers.forget_finished(now - KEEP_PAST)
+            log.info("housekeeping: %d past cells and %d finished timers dropped", cells, timers)
 
 
 def _holding(doc: Doc | None, timer: Doc) -> bool:
@@ -138,6 +151,9 @@ def _still_needed(timer: Doc, request: Doc | None) -> bool:
         return bool(request.get("status") == "proposed")
     if timer["kind"] == TimerKind.NO_SHOW and request.get("attended_at"):
         return False
+    start = (timer.get("data") or {}).get("start")
+    if start is not None and start != (request.get("appointment") or {}).get("start"):
+        return False  # armed by a write that lost a race: not the appointment on record
     return bool(request.get("status") == "confirmed")
 
 

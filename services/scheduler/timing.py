@@ -72,7 +72,8 @@ def appointment_timers(
     ]
     notice = notice_due(policy, start)
     if notice is not None:
-        specs.append(TimerSpec(TimerKind.NOTICE, booking_id, policy.office_id, version, notice))
+        data = {"start": start.astimezone(UTC)}
+        specs.append(TimerSpec(TimerKind.NOTICE, booking_id, policy.office_id, version, notice, data))
     return specs
 
 

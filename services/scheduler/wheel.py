@@ -107,8 +107,8 @@ class TimerWheel:
         await self.fire_due()
         if self._ticks % self.rescan_every == 0:
             await self.arm_horizon()
-        if self.on_sweep is not None:
-            await self.on_sweep()
+            if self.on_sweep is not None:
+                await self.on_sweep()
 
     async def _take_over(self) -> None:
         started = time.perf_counter()

@@ -57,6 +57,16 @@ class Probe:
     """A queue bound to the events exchange: what the scheduler really published."""
 
     events: list[Envelope[Any]] = field(default_factory=list)
+    repeats: int = 0  # deliveries of an event id already seen (the outbox relay is at-least-once)
+    _ids: set[Any] = field(default_factory=set)
+
+    def add(self, event: Envelope[Any]) -> None:
+        """Like every consumer, count an event id once."""
+        if event.event_id in self._ids:
+            self.repeats += 1
+            return
+        self._ids.add(event.event_id)
+        self.events.append(event)
 
     def of(self, type_: str, booking_id: str | None = None) -> list[Envelope[Any]]:
         return [
@@ -88,7 +98,7 @@ async def probe(amqp_url: str, *keys: str) -> AsyncIterator[Probe]:
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with msg.process():
-                seen.events.append(parse_event(msg.body))
+                seen.add(parse_event(msg.body))
 
         await queue.consume(on_message)
         yield seen

@@ -28,7 +28,13 @@ class LeaseStore:
             )
         except DuplicateKeyError:  # the document exists and is someone else's, still valid
             return False
-        return doc is not None and doc.get("holder") == holder
+        if doc is None or doc.get("holder") != holder:
+            return False
+        # FerretDB applies concurrent conditional updates as read-then-write: two replicas taking an
+        # expired lease may both "succeed". Reading back shows who wrote last; a replica that read
+        # itself before the other's write steps down on its next renewal (its filter no longer matches).
+        now_doc = await self.collection.find_one({"_id": LEASE_ID})
+        return now_doc is not None and now_doc.get("holder") == holder
 
     async def release(self, holder: str, now: datetime) -> None:
         """Graceful stop: let another replica take over at once instead of after the expiry."""

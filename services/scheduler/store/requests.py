@@ -2,11 +2,14 @@
 
 Statuses: coordinating (being placed), confirmed, proposed (alternatives held, R05), needs_staff
 (nothing to offer automatically), declined, hold_expired, cancelled, completed. Every change is
-conditional on the revision read (`rev`), so two replicas never both move one request.
+conditional on the revision read (`rev`): optimistic concurrency, exact on MongoDB; on FerretDB two
+concurrent writers of one request can both pass (last write wins, the document stays one writer's
+whole state), so callers re-read after writing and align cells and timers with what is stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +27,22 @@ PENDING = ("coordinating", "proposed", "needs_staff", "declined", "hold_expired"
 class RequestStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db["requests"]
-        self.on_write: Callable[[], None] = lambda: None  # wakes the outbox relay
+        self.cancellations = db["cancellations"]
+        self.on_write: Callable[[Any], None] = lambda doc_id: None  # wakes the outbox relay
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("office_id", 1), ("status", 1)])
 
     async def get(self, booking_id: str) -> Doc | None:
-        return await self.collection.find_one({"_id": booking_id}, {"outbox": 0})
+        """The request; a recorded cancellation always shows, even over a racing write."""
+        doc = await self.collection.find_one({"_id": booking_id}, {"outbox": 0})
+        if doc is not None and doc.get("status") != "cancelled" and await self._tombstone(booking_id):
+            await self.collection.update_one({"_id": booking_id}, {"$set": {"status": "cancelled"}})
+            doc["status"] = "cancelled"
+        return doc
+
+    async def _tombstone(self, booking_id: str) -> bool:
+        return await self.cancellations.find_one({"_id": booking_id}, {"_id": 1}) is not None
 
     async def create(self, doc: Doc) -> bool:
         try:
@@ -50,11 +62,16 @@ class RequestStore:
             {"_id": doc["_id"], "rev": doc["rev"]}, outbox.merge(change, list(events))
         )
         if result.modified_count and events:
-            self.on_write()
+            self.on_write(doc["_id"])
         return result.modified_count == 1
 
     async def cancel(self, booking_id: str, office_id: str, fields: Doc) -> None:
-        """Cancellation wins over any state, and is remembered even before the request arrives."""
+        """Cancellation wins over any state, and is remembered even before the request arrives.
+
+        Besides the status, an insert into `cancellations` records it: FerretDB can lose an update
+        to a concurrent writer (last write wins), never an inserted document."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.cancellations.insert_one({"_id": booking_id, **fields})
         await self.collection.update_one(
             {"_id": booking_id},
             {

@@ -140,6 +140,11 @@ class Reservations:
             query["option_id"] = {"$in": option_ids}
         return (await self.collection.delete_many(query)).deleted_count
 
+    async def forget_past(self, before: datetime) -> int:
+        """Housekeeping: cells of past appointments no longer guard anything (the request keeps the
+        appointment); dropping them keeps the scanned collection to what lies ahead."""
+        return (await self.collection.delete_many({"start": {"$lt": before}})).deleted_count
+
     async def of_booking(self, booking_id: str) -> list[Doc]:
         return await self.collection.find({"booking_id": booking_id}).sort("start", 1).to_list()
 

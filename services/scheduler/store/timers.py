@@ -1,8 +1,12 @@
-"""Durable timers: the timers collection is the source of truth; APScheduler only arms what it holds.
+"""Durable timers: MongoDB is the source of truth; APScheduler only arms what it holds.
 
-A timer is pending until it fires or is cancelled. Firing is one conditional update pending -> fired
-that also appends the event to the timer's own outbox, so however many replicas or restarts try, a
-timer's event exists once. Lateness (firing time minus due time) is recorded on the timer and event.
+`timers` holds each timer (kind, due time, status as a cache for queries). A timer is *resolved* —
+fired or cancelled — by inserting its outcome into `timer_outcomes` under the timer's own id. The
+unique `_id` lets exactly one resolution through, however many replicas, retries or restarts try:
+FerretDB applies concurrent conditional updates as read-then-write (several writers "win"), but it
+never lets two inserts share an `_id`. A firing's event rides in the outcome document's outbox, so
+the event exists once and is published by the relay of that collection. Lateness (firing time minus
+due time) is recorded on the outcome, the timer and the event.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.timing import TimerSpec
 from shared import outbox
@@ -24,7 +29,8 @@ PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
 class TimerStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db["timers"]
-        self.on_write: Callable[[], None] = lambda: None  # wakes the outbox relay
+        self.outcomes = db["timer_outcomes"]
+        self.on_write: Callable[[Any], None] = lambda doc_id: None  # wakes the outcomes' outbox relay
         self.on_arm: Callable[[Doc], None] = lambda doc: None  # tells the wheel
 
     async def ensure_indexes(self) -> None:
@@ -45,31 +51,31 @@ class TimerStore:
             "status": PENDING,
             "armed_at": now,
             "effects_done": False,
-            **outbox.new_document_fields([]),
         }
-        result = await self.collection.update_one({"_id": spec.timer_id}, {"$setOnInsert": doc}, upsert=True)
-        if result.upserted_id is not None:
-            self.on_arm(doc)
+        try:
+            await self.collection.insert_one(doc)
+        except DuplicateKeyError:
+            return
+        self.on_arm(doc)
 
     async def fire(
         self, timer_id: str, *, now: datetime, by: str, lateness: float, event: Envelope[Any]
     ) -> bool:
-        """pending -> fired with the event in the same write; False if it already fired or was cancelled."""
-        change = {
-            "$set": {
-                "status": FIRED,
-                "fired_at": now,
-                "fired_by": by,
-                "lateness_seconds": lateness,
-                "event_id": str(event.event_id),
-            }
+        """Resolve as fired with its event; False if it was already fired or cancelled."""
+        fields = {
+            "fired_at": now,
+            "fired_by": by,
+            "lateness_seconds": lateness,
+            "event_id": str(event.event_id),
         }
-        result = await self.collection.update_one(
-            {"_id": timer_id, "status": PENDING}, outbox.merge(change, [event])
-        )
-        if result.modified_count:
-            self.on_write()
-        return result.modified_count == 1
+        won = await self._resolve(timer_id, FIRED, fields, [event])
+        if won:
+            self.on_write(timer_id)
+        return won
+
+    async def cancel_one(self, timer_id: str, *, reason: str, now: datetime) -> bool:
+        """Resolve as cancelled; False if it had already fired or been cancelled."""
+        return await self._resolve(timer_id, CANCELLED, {"cancelled_at": now, "cancel_reason": reason}, [])
 
     async def cancel(
         self,
@@ -86,37 +92,63 @@ class TimerStore:
             query["kind"] = {"$in": kinds}
         if below is not None:
             query["version"] = {"$lt": below}
-        result = await self.collection.update_many(
-            query, {"$set": {"status": CANCELLED, "cancelled_at": now, "cancel_reason": reason}}
-        )
-        return result.modified_count
+        pending = await self.collection.find(query, {"_id": 1}).to_list()
+        return sum([await self.cancel_one(t["_id"], reason=reason, now=now) for t in pending])
 
-    async def cancel_one(self, timer_id: str, *, reason: str, now: datetime) -> bool:
-        result = await self.collection.update_one(
-            {"_id": timer_id, "status": PENDING},
-            {"$set": {"status": CANCELLED, "cancelled_at": now, "cancel_reason": reason}},
+    async def _resolve(self, timer_id: str, outcome: str, fields: Doc, events: list[Envelope[Any]]) -> bool:
+        try:
+            await self.outcomes.insert_one(
+                {"_id": timer_id, "outcome": outcome, **fields, **outbox.new_document_fields(events)}
+            )
+            won = True
+        except DuplicateKeyError:
+            won = False
+        await self._sync(timer_id)
+        return won
+
+    async def _sync(self, timer_id: str) -> None:
+        """Copy the outcome onto the timer (a cache: a crash before this is repaired on the next try)."""
+        outcome = await self.outcomes.find_one({"_id": timer_id}, {"outbox": 0, "outbox_seq": 0})
+        if outcome is None:
+            return
+        fields = {
+            k: v for k, v in outcome.items() if k not in ("_id", "outcome", "outbox_sent", "outbox_pending")
+        }
+        await self.collection.update_one(
+            {"_id": timer_id}, {"$set": {"status": outcome["outcome"], **fields}}
         )
-        return result.modified_count == 1
 
     async def get(self, timer_id: str) -> Doc | None:
-        return await self.collection.find_one({"_id": timer_id}, {"outbox": 0})
+        return await self.collection.find_one({"_id": timer_id})
 
     async def due(self, now: datetime, limit: int = 500) -> list[Doc]:
-        cursor = self.collection.find({"status": PENDING, "due_at": {"$lte": now}}, {"outbox": 0})
+        cursor = self.collection.find({"status": PENDING, "due_at": {"$lte": now}})
         return await cursor.sort("due_at", 1).limit(limit).to_list()
 
     async def upcoming(self, now: datetime, until: datetime) -> list[Doc]:
-        cursor = self.collection.find(
-            {"status": PENDING, "due_at": {"$gt": now, "$lte": until}}, {"outbox": 0}
-        )
+        cursor = self.collection.find({"status": PENDING, "due_at": {"$gt": now, "$lte": until}})
         return await cursor.sort("due_at", 1).to_list()
 
     async def fired_without_effects(self, kind: str) -> list[Doc]:
-        cursor = self.collection.find({"status": FIRED, "kind": kind, "effects_done": False}, {"outbox": 0})
+        cursor = self.collection.find({"status": FIRED, "kind": kind, "effects_done": False})
         return await cursor.limit(200).to_list()
 
     async def effects_done(self, timer_id: str) -> None:
         await self.collection.update_one({"_id": timer_id}, {"$set": {"effects_done": True}})
+
+    async def forget_finished(self, before: datetime) -> int:
+        """Housekeeping: resolved timers due before `before` whose events are out leave the hot
+        collections (FerretDB scans them on every sweep; the events themselves are in the audit store)."""
+        done = await self.outcomes.find({"outbox_pending": False}, {"_id": 1}).to_list()
+        ids = [d["_id"] for d in done]
+        old = await self.collection.find(
+            {"_id": {"$in": ids}, "status": {"$ne": PENDING}, "due_at": {"$lt": before}}, {"_id": 1}
+        ).to_list()
+        gone = [d["_id"] for d in old]
+        if gone:
+            await self.collection.delete_many({"_id": {"$in": gone}})
+            await self.outcomes.delete_many({"_id": {"$in": gone}})
+        return len(gone)
 
     async def find(
         self,
@@ -130,5 +162,4 @@ class TimerStore:
         for key, value in (("status", status), ("booking_id", booking_id), ("office_id", office_id)):
             if value:
                 query[key] = value
-        cursor = self.collection.find(query, {"outbox": 0})
-        return await cursor.sort("due_at", 1).limit(limit).to_list()
+        return await self.collection.find(query).sort("due_at", 1).limit(limit).to_list()
