@@ -12,6 +12,10 @@ from services.audit.service import AuditService
 from shared.mongo import Doc
 
 
+def shown(doc: Doc) -> dict[str, Any]:
+    return {"disclosure_id": doc["_id"], **public(doc)}
+
+
 class Decision(BaseModel):
     reason: str | None = Field(None, max_length=2000)
 
@@ -36,11 +40,11 @@ def router(service: AuditService) -> APIRouter:
         doc = new_request(body, caller, service.now())
         await service.record(note("audit.disclosure_requested", caller, summary(doc)))  # recorded first
         await store.insert_disclosure(doc)
-        return public(doc)
+        return shown(doc)
 
     @api.get("/{disclosure_id}", summary="A disclosure request and its state")
     async def show(disclosure_id: str, caller: Reader) -> dict[str, Any]:
-        return public(await load(disclosure_id))
+        return shown(await load(disclosure_id))
 
     async def _decide(disclosure_id: str, caller: auth.Caller, approve: bool, reason: str | None) -> Doc:
         doc = await load(disclosure_id)
@@ -52,7 +56,7 @@ def router(service: AuditService) -> APIRouter:
         await service.record(note(kind, caller, {**summary(doc), "reason": reason}))
         if not await store.transition(disclosure_id, "requested", changes):
             raise HTTPException(409, "the request was decided meanwhile")
-        return public({**doc, **changes})
+        return shown({**doc, **changes})
 
     @api.post("/{disclosure_id}/approve", summary="Approve (a second person, four eyes)")
     async def approve(disclosure_id: str, caller: Approver, body: Decision | None = None) -> dict[str, Any]:
@@ -89,13 +93,13 @@ def router(service: AuditService) -> APIRouter:
             "ip_key",
             "ua_key",
         )
-        shown = [
+        disclosed = [
             {**{k: v for k, v in public(r).items() if k in keep}, "values": raw.get(r["_id"], {})}
             for r in found
         ]
         return {k: doc[k] for k in ("legal_basis", "authority", "reference_number")} | {
             "disclosure_id": disclosure_id,
-            "records": shown,
+            "records": disclosed,
         }
 
     return api
