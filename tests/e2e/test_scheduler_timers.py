@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import yaml
 from shared.clock import SystemClock
 from tests import support
 from tests.e2e.conftest import free_port
-from tests.integration.scheduler_helpers import DEMO_OFFICES, STAFF, Booking, Probe, jst, probe, settle
+from tests.integration.scheduler_helpers import DEMO, DEMO_OFFICES, STAFF, Booking, Probe, jst, probe, settle
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICE = "e2e-timers"
@@ -113,9 +114,7 @@ class Replica:
 
 
 @pytest.fixture
-async def replicas(
-    amqp_url: str, db_prefix: str, offices: Path, tmp_path: Path
-) -> AsyncIterator[Callable[[str], Replica]]:
+async def replicas(amqp_url: str, db_prefix: str, offices: Path) -> AsyncIterator[Callable[..., Replica]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env |= {
         "ENVIRONMENT": "test",
@@ -131,8 +130,8 @@ async def replicas(
     }
     made: list[Replica] = []
 
-    def make(name: str) -> Replica:
-        replica = Replica(name, env, ROOT / ".local" / "logs" / f"{db_prefix}{name}.log")
+    def make(name: str, **more_env: str) -> Replica:
+        replica = Replica(name, env | more_env, ROOT / ".local" / "logs" / f"{db_prefix}{name}.log")
         replica.log.parent.mkdir(parents=True, exist_ok=True)
         made.append(replica)
         return replica
@@ -167,7 +166,7 @@ def _once_each(seen: Probe, ids: list[str]) -> Counter[str]:
 
 
 async def test_timers_survive_sigkill_and_fire_exactly_once_after_restart(
-    replicas: Callable[[str], Replica], amqp_url: str
+    replicas: Callable[..., Replica], amqp_url: str
 ) -> None:
     scheduler = replicas("sched-a")
     scheduler.start()
@@ -212,7 +211,7 @@ async def _all_fired(seen: Probe, ids: list[str]) -> bool:
 
 
 async def test_two_replicas_never_double_book_and_fire_each_timer_once(
-    replicas: Callable[[str], Replica], amqp_url: str
+    replicas: Callable[..., Replica], amqp_url: str
 ) -> None:
     first, second = replicas("sched-1"), replicas("sched-2")
     first.start()
@@ -251,4 +250,60 @@ async def test_two_replicas_never_double_book_and_fire_each_timer_once(
     print(
         f"\ntwo replicas: 3 confirmed, 27 held; take-over {took_over['stats']['last_takeover']}; "
         f"{counts}; repeated deliveries {seen.repeats}"
+    )
+
+
+async def test_demo_office_confirms_notices_recoordinates_and_fires_the_no_show_in_seconds(
+    replicas: Callable[..., Replica], amqp_url: str
+) -> None:
+    """The demo office (deploy/offices-demo) and the seed counsellors file, on the system clock:
+    what `make demo` shows. R05, R06 (notice 10 s before the start), R08 (no-show 5 s after it)."""
+    scheduler = replicas(
+        "sched-demo",
+        EXTRA_OFFICES_DIR=str(DEMO_OFFICES),
+        COUNSELLORS_FILE=str(ROOT / "deploy" / "counsellors.yaml"),
+    )
+    scheduler.start()
+    await scheduler.ready()
+    now = datetime.now(UTC)
+    start = (now + timedelta(seconds=63)).replace(second=0, microsecond=0)  # the next minute, >= 3 s away
+    window = (start, start + timedelta(minutes=5))
+    async with probe(amqp_url) as seen:
+        booking = Booking(amqp_url, SystemClock())
+        absent = booking.requested(DEMO, [window], minutes=5, area="釧路")
+        present = booking.requested(DEMO, [window], minutes=5, area="十勝")
+        await booking.send(absent, present)
+        (a,) = await seen.wait("appointment.confirmed", absent.payload.booking_id, timeout=20)
+        (p,) = await seen.wait("appointment.confirmed", present.payload.booking_id, timeout=20)
+        assert (a.payload.appointment.counsellor_id, a.payload.appointment.start) == ("demo-aoki", start)
+        assert (p.payload.appointment.counsellor_id, p.payload.appointment.app) == (
+            "demo-ito",
+            "skype-for-business",
+        )
+        assert a.payload.appointment.meeting_url.startswith(
+            "https://teams.microsoft.com/l/meetup-join/demo-town/"
+        )
+
+        again = booking.requested(DEMO, [window], minutes=5, area="釧路")  # demo-aoki is taken then: R05
+        await booking.send(again)
+        (proposal,) = await seen.wait(
+            "appointment.recoordination_proposed", again.payload.booking_id, timeout=20
+        )
+        options = proposal.payload.alternatives
+        assert len(options) == 3 and all(o.counsellor_id == "demo-aoki" for o in options)
+        assert [(o.start - start).days for o in options] == [1, 2, 3]  # the same time on the next days
+        await booking.send(booking.accepted(DEMO, again.payload.booking_id, options[0].option_id))
+        (moved,) = await seen.wait("appointment.confirmed", again.payload.booking_id, timeout=20)
+        assert moved.payload.appointment.start == options[0].start and moved.payload.appointment.version == 2
+
+        await booking.send(booking.attended(DEMO, present.payload.booking_id))
+        (notice,) = await seen.wait("appointment.notice_due", absent.payload.booking_id, timeout=90)
+        (no_show,) = await seen.wait("appointment.no_show", absent.payload.booking_id, timeout=90)
+        await settle(2.0)
+        assert seen.of("appointment.no_show", present.payload.booking_id) == []  # attended: disarmed
+    assert notice.payload.due_at == start - timedelta(seconds=10)
+    assert no_show.payload.due_at == start + timedelta(seconds=5) and no_show.payload.grace_seconds == 5.0
+    assert no_show.payload.lateness_seconds < 2.0
+    print(
+        f"\ndemo office: no-show {no_show.payload.lateness_seconds:.3f}s late; notice {notice.payload.lateness_seconds:.3f}s late"
     )
