@@ -90,6 +90,9 @@ def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
             "SMTP_URL": support.SMTP_URL,
             "DB_PREFIX": db_prefix,
             "OUTBOX_POLL_SECONDS": "0.2",
+            # the demo office (short no-show grace, open all day) and its seed counsellors
+            "EXTRA_OFFICES_DIR": str(ROOT / "deploy" / "offices-demo"),
+            "COUNSELLORS_FILE": str(ROOT / "deploy" / "counsellors.yaml"),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
