@@ -20,6 +20,8 @@ from tests.conftest import RUN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("booking", "scheduler", "notifier", "audit")
+AUDITOR_KEY = "e2e-auditor.e2e-auditor-secret-0123456789"
+APPROVER_KEY = "e2e-approver.e2e-approver-secret-0123456789"
 
 
 def free_port() -> int:
@@ -95,6 +97,9 @@ def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
             "COUNSELLORS_FILE": str(ROOT / "deploy" / "counsellors.yaml"),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # audit: auditor credentials created at start-up (test only; refused in prod)
+            "AUDIT_BOOTSTRAP_AUDITOR_KEY": AUDITOR_KEY,
+            "AUDIT_BOOTSTRAP_APPROVER_KEY": APPROVER_KEY,
         }
     )
     return env

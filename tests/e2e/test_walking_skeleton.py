@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import AUDITOR_KEY, Stack
 from tests.support import eventually
 
 
@@ -17,7 +17,7 @@ async def test_booking_request_reaches_the_audit_store(stack: Stack) -> None:
         assert r.status_code == 202, r.text
         booking_id = r.json()["booking_id"]
 
-    async with stack.client("audit") as audit:
+    async with stack.client("audit", headers={"Authorization": f"Bearer {AUDITOR_KEY}"}) as audit:
 
         async def stored() -> list[dict[str, Any]]:
             r = await audit.get("/v1/audit/records", params={"booking_id": booking_id})
