@@ -17,6 +17,7 @@ from services.scheduler.availability import Counsellor, DatedException, check_ag
 from services.scheduler.coordinator import Conflict, Coordinator
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
+from services.scheduler.staff import StaffDesk
 from services.scheduler.store.requests import PENDING
 from services.scheduler.wheel import TimerWheel
 from shared.clock import JST
@@ -78,11 +79,11 @@ def staff_auth(staff_key: str) -> Any:
     return staff
 
 
-def router(coordinator: Coordinator, wheel: TimerWheel, staff_key: str) -> APIRouter:
+def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, staff_key: str) -> APIRouter:
     staff = staff_auth(staff_key)  # one callable, so FastAPI runs it once per request
     api = APIRouter(prefix="/v1/staff", tags=["staff"], dependencies=[Depends(staff)])
     _counsellor_routes(api, coordinator.ctx)
-    _request_routes(api, coordinator, staff)
+    _request_routes(api, coordinator.ctx, desk, staff)
     _timer_routes(api, wheel, coordinator.ctx)
     return api
 
@@ -145,9 +146,7 @@ def _counsellor_routes(api: APIRouter, ctx: Context) -> None:
         return [FreeSlot(counsellor_id=s.counsellor_id, start=s.start, end=s.end) for s in slots[:500]]
 
 
-def _request_routes(api: APIRouter, coordinator: Coordinator, staff: Any) -> None:
-    ctx = coordinator.ctx
-
+def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -> None:
     @api.get("/offices/{office_id}/requests")
     async def list_requests(
         office_id: str, status: Annotated[list[str] | None, Query()] = None
@@ -167,9 +166,7 @@ def _request_routes(api: APIRouter, coordinator: Coordinator, staff: Any) -> Non
     async def confirm(booking_id: str, body: ConfirmIn, actor: str = Depends(staff)) -> dict[str, Any]:
         """Fix a counsellor and a time by hand; emits appointment.confirmed (next version)."""
         try:
-            doc = await coordinator.staff_confirm(
-                booking_id, body.counsellor_id, body.start, body.duration_minutes, actor
-            )
+            doc = await desk.confirm(booking_id, body.counsellor_id, body.start, body.duration_minutes, actor)
         except LookupError as exc:
             raise HTTPException(404, "no such request") from exc
         except Conflict as exc:
@@ -181,7 +178,7 @@ def _request_routes(api: APIRouter, coordinator: Coordinator, staff: Any) -> Non
         """Offer other times, held for the office's hold period (R05)."""
         options = [(o.counsellor_id, o.start) for o in body.options]
         try:
-            doc = await coordinator.staff_propose(booking_id, options, body.duration_minutes, actor)
+            doc = await desk.propose(booking_id, options, body.duration_minutes, actor)
         except LookupError as exc:
             raise HTTPException(404, "no such request") from exc
         except Conflict as exc:

@@ -7,9 +7,11 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from services.scheduler import api, handlers, seed
+from services.scheduler.answers import Answers
 from services.scheduler.config import Settings
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.keeper import Context, Keeper
+from services.scheduler.staff import StaffDesk
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.wheel import TimerWheel
 from shared import topology
@@ -59,7 +61,7 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
         await wheel.start()
 
     runtime.on_shutdown(wheel.stop)
-    handlers.register(runtime, coordinator, keeper)
+    handlers.register(runtime, coordinator, Answers(coordinator), keeper)
     return runtime, coordinator, wheel
 
 
@@ -70,7 +72,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         title="Scheduler service",
         description="Counsellors' availability, slot confirmation, re-coordination and durable timers",
     )
-    app.include_router(api.router(coordinator, wheel, settings.staff_api_key))
+    desk = StaffDesk(coordinator)
+    app.include_router(api.router(coordinator, desk, wheel, settings.staff_api_key))
     app.state.coordinator = coordinator
+    app.state.staff = desk
     app.state.wheel = wheel
     return app

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.scheduler.availability import Counsellor
 from services.scheduler.keeper import Context, Keeper, log
 from services.scheduler.meeting import create_room
 from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
-from services.scheduler.store.requests import PENDING
 from services.scheduler.store.reservations import BOOKED, HELD, cell_id
-from services.scheduler.timing import TimerKind, TimerSpec
 from shared.clock import JST
 from shared.events import (
     Alternative,
@@ -69,7 +67,7 @@ class Coordinator:
 
         slot = await self._reserve_earliest(doc, find, *_span(windows))
         if slot is not None:
-            return await self._confirm(policy, doc, slot, cause=event)
+            return await self.confirm(policy, doc, slot, cause=event)
         return await self._propose_alternatives(policy, doc, counsellors, cause=event)
 
     async def _open(self, event: Envelope[BookingRequested], policy: OfficePolicy) -> Doc:
@@ -122,11 +120,11 @@ class Coordinator:
             pick = (
                 candidates[random.randrange(min(len(candidates), 1 + 2 * lost))] if spread else candidates[0]
             )
-            if await self._reserve(pick, doc, **how):
+            if await self.reserve(pick, doc, **how):
                 return pick
         return None
 
-    async def _reserve(self, slot: Slot, doc: Doc, *, kind: str = BOOKED, **hold: Any) -> bool:
+    async def reserve(self, slot: Slot, doc: Doc, *, kind: str = BOOKED, **hold: Any) -> bool:
         c = self.ctx
         return await c.reservations.reserve(
             slot, office_id=doc["office_id"], booking_id=doc["_id"], now=c.clock.now(), kind=kind, **hold
@@ -134,7 +132,7 @@ class Coordinator:
 
     # ----------------------------------------------------------------- confirming
 
-    async def _confirm(
+    async def confirm(
         self,
         policy: OfficePolicy,
         doc: Doc,
@@ -213,9 +211,9 @@ class Coordinator:
             slot = await self._reserve_earliest(doc, find, lo, lo + timedelta(days=1), spread=True, **how)
             if slot is not None:
                 held.append((option_id, slot))
-        return await self._record_proposal(doc, held, hold_until, version, cause=cause)
+        return await self.record_proposal(doc, held, hold_until, version, cause=cause)
 
-    async def _record_proposal(
+    async def record_proposal(
         self,
         doc: Doc,
         held: list[tuple[str, Slot]],
@@ -251,117 +249,6 @@ class Coordinator:
             raise Conflict("the request changed meanwhile")
         log.info("%s: %d alternatives proposed", doc["_id"], len(held))
         return fresh
-
-    async def accepted(self, event: Envelope[Any], option_id: str) -> None:
-        """The person chose one held alternative: it becomes the appointment (version + 1)."""
-        c, bid = self.ctx, event.payload.booking_id
-        doc = await c.requests.get(bid)
-        if doc is None:
-            raise Conflict(f"{bid} is not known yet")
-        if doc["status"] == "confirmed" and doc.get("accepted_option") == option_id:
-            await self.keeper.tidy(doc)
-            return
-        if doc["status"] != "proposed":
-            log.warning("%s: option %s accepted while %s; ignored", bid, option_id, doc["status"])
-            return
-        option = next((o for o in doc["proposal"]["options"] if o["option_id"] == option_id), None)
-        if option is None:
-            raise MessageError("unknown-option", f"{bid} has no option {option_id!r}")
-        hold = await self._hold_timer(doc)
-        if c.clock.now() >= doc["proposal"]["hold_until"] or not await self._claim_hold(hold, option_id):
-            await self.keeper.fire(hold)  # too late: the hold expires now, if it has not already
-            return
-        policy = self.policy(doc["office_id"])
-        slot = SlotGrid(policy).slot(option["counsellor_id"], option["start"], doc["minutes"])
-        if not await self._reserve(slot, doc):  # the held cells become booked ones
-            raise Conflict(f"{bid}: the held time {option_id} was lost")
-        await self._confirm(policy, doc, slot, cause=event, accepted=option_id)
-
-    async def _hold_timer(self, doc: Doc) -> Doc:
-        c = self.ctx
-        spec = TimerSpec(
-            TimerKind.HOLD, doc["_id"], doc["office_id"], doc["version"], doc["proposal"]["hold_until"]
-        )
-        await c.timers.arm(spec, correlation_id=doc["correlation_id"], now=c.clock.now())
-        timer = await c.timers.get(spec.timer_id)
-        assert timer is not None
-        return timer
-
-    async def _claim_hold(self, hold: Doc, option_id: str) -> bool:
-        """Disarm the hold timer for this acceptance; False if it fired first (the hold expired)."""
-        reason = f"accepted:{option_id}"
-        if await self.ctx.timers.cancel_one(hold["_id"], reason=reason, now=self.ctx.clock.now()):
-            return True
-        now = await self.ctx.timers.get(hold["_id"])
-        return now is not None and now.get("cancel_reason") == reason  # a redelivery of this acceptance
-
-    async def declined(self, booking_id: str) -> None:
-        c = self.ctx
-        doc = await c.requests.get(booking_id)
-        if doc is None or doc["status"] != "proposed":
-            await self.keeper.tidy(doc)
-            return
-        hold = await self._hold_timer(doc)
-        await c.timers.cancel_one(hold["_id"], reason="declined", now=c.clock.now())
-        if not await c.requests.update(doc, {"status": "declined", "updated_at": c.clock.now()}):
-            raise Conflict("the request changed meanwhile")
-        await self.keeper.tidy(await c.requests.get(booking_id))
-
-    # ----------------------------------------------------------------- staff
-
-    async def staff_confirm(
-        self, booking_id: str, counsellor_id: str, start: datetime, minutes: int | None, by: str
-    ) -> Doc:
-        """Staff fix a counsellor and a time by hand (also moving a confirmed appointment)."""
-        doc, policy = await self._for_staff(booking_id, ("confirmed", *PENDING))
-        slot = await self._staff_slot(policy, doc, counsellor_id, start, minutes)
-        if not await self._reserve(slot, doc):
-            raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
-        return await self._confirm(policy, doc, slot, by=by)  # tidy disarms an earlier hold
-
-    async def staff_propose(
-        self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
-    ) -> Doc:
-        """Staff offer other times (R05); they are held for the office's hold period."""
-        c = self.ctx
-        doc, policy = await self._for_staff(booking_id, PENDING)
-        if not 1 <= len(options) <= policy.max_alternatives:
-            raise Conflict(f"propose 1 to {policy.max_alternatives} times")
-        slots = [await self._staff_slot(policy, doc, cid, start, minutes) for cid, start in options]
-        if len({k for s in slots for k in s.keys}) < sum(len(s.keys) for s in slots):
-            raise Conflict("the proposed times overlap")
-        version, now = int(doc["version"]) + 1, c.clock.now()
-        hold_until = now + policy.hold_alternatives_for
-        held: list[tuple[str, Slot]] = []
-        for k, slot in enumerate(slots, 1):
-            option_id = f"{version}-{k}"
-            if not await self._reserve(slot, doc, kind=HELD, option_id=option_id, hold_until=hold_until):
-                # let go of what this attempt held
-                await c.reservations.release(booking_id, option_ids=[o for o, _ in held])
-                raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
-            held.append((option_id, slot))
-        return await self._record_proposal(doc, held, hold_until, version, by=by)  # tidy disarms the old hold
-
-    async def _for_staff(self, booking_id: str, statuses: Sequence[str]) -> tuple[Doc, OfficePolicy]:
-        doc = await self.ctx.requests.get(booking_id)
-        if doc is None:
-            raise LookupError(booking_id)
-        if doc["status"] not in statuses:
-            raise Conflict(f"the request is {doc['status']}")
-        return doc, self.policy(doc["office_id"])
-
-    async def _staff_slot(
-        self, policy: OfficePolicy, doc: Doc, counsellor_id: str, start: datetime, minutes: int | None
-    ) -> Slot:
-        counsellor = await self.ctx.counsellors.get(counsellor_id)
-        if counsellor is None or not counsellor.serves(policy, doc.get("area")):
-            raise Conflict(f"R20: {counsellor_id} is not an active counsellor of this office for this area")
-        grid = SlotGrid(policy)
-        length = minutes or doc["minutes"]
-        problem = grid.problem(start.astimezone(UTC), length, self.ctx.clock.now())
-        if problem:
-            raise Conflict(problem)
-        return grid.slot(counsellor_id, start, length)
 
 
 def _windows(doc: Doc) -> list[tuple[datetime, datetime]]:

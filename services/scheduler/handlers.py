@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.scheduler.answers import Answers
 from services.scheduler.coordinator import Conflict, Coordinator
 from services.scheduler.keeper import Keeper
 from shared.events import Envelope
@@ -11,7 +12,7 @@ from shared.messaging import TransientError
 from shared.runtime import Runtime
 
 
-def register(runtime: Runtime, coordinator: Coordinator, keeper: Keeper) -> None:
+def register(runtime: Runtime, coordinator: Coordinator, answers: Answers, keeper: Keeper) -> None:
     ctx = coordinator.ctx
     on = runtime.consumer.on
 
@@ -25,14 +26,14 @@ def register(runtime: Runtime, coordinator: Coordinator, keeper: Keeper) -> None
     @on("booking.alternative_accepted")
     async def accepted(event: Envelope[Any]) -> None:
         try:
-            await coordinator.accepted(event, event.payload.option_id)
+            await answers.accepted(event, event.payload.option_id)
         except Conflict as exc:
             raise TransientError(str(exc)) from exc
 
     @on("booking.alternative_declined")
     async def declined(event: Envelope[Any]) -> None:
         try:
-            await coordinator.declined(event.payload.booking_id)
+            await answers.declined(event.payload.booking_id)
         except Conflict as exc:
             raise TransientError(str(exc)) from exc
 
