@@ -75,6 +75,7 @@ class OutboxRelay:
         self._ids: set[Any] = set()
         self._scan = True
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.published = 0
         self.failures = 0
         self.last_backlog = 0
@@ -98,6 +99,9 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"outbox:{self.collection.name}")
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for can swallow a cancel that lands as the wake event fires (a poke at
+        # shutdown): the flag ends the loop even then, so stop() cannot hang.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,7 +115,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_scan = loop.time()
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
             self._wake.clear()
