@@ -8,11 +8,12 @@ FerretDB scans a collection for any query, so the ingest path only inserts; quer
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -91,19 +92,18 @@ class AuditStore:
         return await self.heads.find_one({"_id": stream})
 
     async def save_heads(self, heads: dict[str, tuple[int, str]]) -> None:
-        """Move each stream's head forward only (never back over another writer's records); one round trip."""
-        if not heads:
-            return
-        ops = [
-            UpdateOne(
-                {"_id": stream, "seq": {"$lt": seq}}, {"$set": {"seq": seq, "hash": hash_}}, upsert=True
+        """Move each stream's head forward only, never back over another writer's records.
+
+        One conditional update per stream (no bulk upsert: FerretDB's reply to a colliding bulk
+        upsert lacks fields PyMongo needs); the callers save heads at most about once a second.
+        """
+        for stream, (seq, hash_) in heads.items():
+            moved = await self.heads.update_one(
+                {"_id": stream, "seq": {"$lt": seq}}, {"$set": {"seq": seq, "hash": hash_}}
             )
-            for stream, (seq, hash_) in heads.items()
-        ]
-        try:
-            await self.heads.bulk_write(ops, ordered=False)
-        except BulkWriteError as exc:
-            _only_duplicates(exc)  # the head is already further on: the upsert found no match and collided
+            if moved.matched_count == 0:
+                with contextlib.suppress(DuplicateKeyError):  # exists already, further on
+                    await self.heads.insert_one({"_id": stream, "seq": seq, "hash": hash_})
 
     async def tail(self, stream: str) -> tuple[int, str]:
         """The real end of a stream (a scan); used when the head hint turned out stale."""

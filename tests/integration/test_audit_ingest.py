@@ -199,8 +199,18 @@ async def test_audit_ingest_rate_through_the_broker(audit: Audit) -> None:
     )
     await eventually(lambda: _settled(audit, n), timeout=30, what="every delivery acknowledged")
     assert await audit.count() == n
+    assert audit.service.runtime.consumer.stats["parked"] == 0
     assert (await audit.verify())["ok"]
 
 
 async def _count_is(audit: Audit, n: int) -> bool:
     return await audit.count() >= n
+
+
+async def test_audit_a_head_never_moves_back(audit: Audit) -> None:
+    """A slower writer saving an older head (the other replica is further on) changes nothing."""
+    store = audit.service.store
+    await store.save_heads({"s1": (5, "h5")})
+    await store.save_heads({"s1": (3, "h3"), "s2": (1, "h1")})
+    assert await store.head("s1") == {"_id": "s1", "seq": 5, "hash": "h5"}
+    assert await store.head("s2") == {"_id": "s2", "seq": 1, "hash": "h1"}
