@@ -11,6 +11,7 @@ from services.scheduler.answers import Answers
 from services.scheduler.config import Settings
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.keeper import Context, Keeper
+from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.staff import StaffDesk
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.wheel import TimerWheel
@@ -60,6 +61,7 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
             runtime.log.info("counsellors loaded: %s", report)
         await wheel.start()
 
+    keeper.on_fired = SchedulerMetrics(runtime.metrics, coordinator, wheel).timer_fired
     runtime.on_shutdown(wheel.stop)
     handlers.register(runtime, coordinator, Answers(coordinator), keeper)
     return runtime, coordinator, wheel

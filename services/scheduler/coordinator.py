@@ -8,6 +8,7 @@ are held for the office's hold period and proposed (R05). Staff can confirm or p
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -40,6 +41,7 @@ class Conflict(Exception):
 class Coordinator:
     def __init__(self, ctx: Context, keeper: Keeper) -> None:
         self.ctx, self.keeper = ctx, keeper
+        self.stats: Counter[str] = Counter()  # confirmed, proposed, needs_staff (metrics)
 
     def policy(self, office_id: str) -> OfficePolicy:
         policy = self.ctx.policies.get(office_id)
@@ -175,6 +177,7 @@ class Coordinator:
         await self.keeper.tidy(fresh)  # frees what the loser of a concurrent change reserved
         if not ok or fresh is None:
             raise Conflict("the request changed meanwhile")
+        self.stats["confirmed"] += 1
         log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
         return fresh
 
@@ -247,6 +250,7 @@ class Coordinator:
         await self.keeper.tidy(fresh)
         if not ok or fresh is None:
             raise Conflict("the request changed meanwhile")
+        self.stats["proposed" if held else "needs_staff"] += 1
         log.info("%s: %d alternatives proposed", doc["_id"], len(held))
         return fresh
 

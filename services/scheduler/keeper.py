@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +59,7 @@ class Keeper:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._last_housekeeping: datetime | None = None
+        self.on_fired: Callable[[str, float], None] = lambda kind, lateness: None  # metrics
 
     async def tidy(self, doc: Doc | None) -> None:
         """Make cells and timers agree with the request's state (idempotent)."""
@@ -108,6 +110,7 @@ class Keeper:
         event = c.event(_payload(timer, lateness), request)
         fired = await c.timers.fire(timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event)
         if fired:
+            self.on_fired(str(timer["kind"]), lateness)
             log.info("timer %s fired (%.3fs late)", timer["_id"], lateness)
         if fired and timer["kind"] == TimerKind.HOLD:
             await self.after_hold_expired(timer)

@@ -125,7 +125,11 @@ async def test_r06_hw_notice_timer_fires_on_the_open_day_before(
         assert s.probe.of("appointment.notice_due", bid) == []
         await s.advance_to(jst(2026, 11, 27, 10, 0, 30))
         (notice,) = await s.probe.wait("appointment.notice_due", bid)
+        metrics = (await s.client.get("/metrics/")).text
     assert notice.payload.appointment_version == 1 and notice.payload.lateness_seconds == 30.0
+    assert "consult_scheduler_timer_leader 1.0" in metrics
+    assert 'consult_scheduler_timers_fired_total{kind="notice"} 1.0' in metrics
+    assert 'consult_scheduler_requests_total{outcome="confirmed"} 1.0' in metrics
 
 
 async def test_r06_kg_arms_no_notice_timer(make_settings: Callable[..., Any], amqp_url: str) -> None:
