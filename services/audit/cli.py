@@ -48,7 +48,10 @@ def audit_create_key(
     from services.audit.admin import create_key
     from services.audit.config import Settings
 
-    token = asyncio.run(create_key(Settings(), name=name, roles=role, by=f"cli:{getpass.getuser()}"))
+    try:
+        token = asyncio.run(create_key(Settings(), name=name, roles=role, by=f"cli:{getpass.getuser()}"))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--role") from exc
     typer.echo(token)
 
 

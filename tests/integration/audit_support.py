@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +26,7 @@ AUDITOR_KEY = "ak-test-auditor.auditor-secret-0123456789"
 APPROVER_KEY = "ak-test-approver.approver-secret-0123456789"
 T0 = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # 10:00 JST
 OFFICE = "kushiro-gyosei"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def auth(key: str = AUDITOR_KEY) -> dict[str, str]:
@@ -80,3 +85,24 @@ async def running_audit(make_settings: Callable[..., Any], **overrides: Any) -> 
     app = create_app(settings, clock)
     async with serve(app) as http:
         yield Audit(http, app.state.audit, clock, settings)
+
+
+def consultctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`consultctl audit ...` as an operator runs it, against this test's databases (blocking)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        ENVIRONMENT="test",
+        MONGODB_URL=settings.mongodb_url,
+        AMQP_URL=settings.amqp_url,
+        DB_PREFIX=settings.db_prefix,
+        SECRET_KEY=settings.secret_key,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "audit", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +11,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events import BookingCancelled, Envelope, Recipient
-from tests.integration.audit_support import OFFICE, Audit, running_audit
+from tests.integration.audit_support import OFFICE, Audit, consultctl, running_audit
 from tests.integration.test_audit_ingest import requested
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -110,26 +104,15 @@ async def test_audit_deleting_a_record_and_renumbering_the_rest_is_named(
     assert (problem["kind"], problem["seq"], problem["event_id"]) == ("deleted", 2, str(events[2].event_id))
 
 
-def consultctl(audit: Audit, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    s = audit.settings
-    env.update(ENVIRONMENT="test", MONGODB_URL=s.mongodb_url, AMQP_URL=s.amqp_url, DB_PREFIX=s.db_prefix,
-               SECRET_KEY=s.secret_key)  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "audit", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-
-
 async def test_audit_verify_command_names_the_edited_record(
     audit: Audit, mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     events = await seeded(audit)
-    ok = await asyncio.to_thread(consultctl, audit, "verify")
+    ok = await asyncio.to_thread(consultctl, audit.settings, "verify")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "chain verified" in ok.stdout
     target = str(events[4].event_id)
     await records_of(mongo, audit).update_one({"_id": target}, {"$set": {"office_id": "elsewhere"}})
-    broken = await asyncio.to_thread(consultctl, audit, "verify")
+    broken = await asyncio.to_thread(consultctl, audit.settings, "verify")
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert f"first problem: edited record at seq 5 of {OFFICE} ({target})" in broken.stdout
