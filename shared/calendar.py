@@ -14,7 +14,7 @@ from functools import cached_property
 
 import holidays
 
-from shared.clock import JST
+from shared.clock import JST, jst
 from shared.policy import OfficePolicy
 
 #: How far the calendar searches for an open day before giving up (a policy closing every day).
@@ -28,6 +28,11 @@ class CalendarDay:
     closed_because: str | None
     confirmation_deadline: dt.date | None
     notice_date: dt.date | None
+
+
+def jst_date(at: datetime) -> date:
+    """The calendar date in Japan of an instant: every rule's 'day' is a JST day."""
+    return jst(at).date()
 
 
 class OfficeCalendar:
@@ -88,6 +93,27 @@ class OfficeCalendar:
         if nd is None:
             return None
         return datetime.combine(nd, self.policy.notice.send_at, tzinfo=JST)
+
+    def hours_on(self, d: date) -> tuple[datetime, datetime]:
+        """Opening and closing instants of the office on d (JST)."""
+        h = self.policy.hours
+        return datetime.combine(d, h.opens, tzinfo=JST), datetime.combine(d, h.closes, tzinfo=JST)
+
+    def bookable(self, d: date, now: datetime) -> bool:
+        """Whether a person may still ask for a consultation on d: open, not past, R04 deadline not passed."""
+        today = jst_date(now)
+        if d < today or not self.is_open(d) or not self.can_confirm_on(d, today):
+            return False
+        return d > today or now < self.hours_on(d)[1]
+
+    def first_bookable(self, now: datetime) -> date:
+        """The earliest date a consultation can still be asked for."""
+        d = jst_date(now)
+        for _ in range(_SEARCH_LIMIT * 2):
+            if self.bookable(d, now):
+                return d
+            d += timedelta(days=1)
+        raise ValueError(f"{self.policy.office_id}: nothing bookable soon after {d}")
 
     def day(self, d: date) -> CalendarDay:
         reason = self.closed_because(d)

@@ -247,7 +247,10 @@ class BookingCancelled(Payload):
     booking -> scheduler (free the slot, disarm timers), notifier, audit."""
 
     booking_id: str
-    reason: Literal["person", "staff", "no_show", "refused"]
+    reason: Literal["person", "staff", "no_show", "refused", "rejected"] = Field(
+        description="person (R07), staff, no_show (R08), refused (R13), rejected (R04: the "
+        "appointment was confirmed after the office's lead time; the person is told it cannot take place)"
+    )
     channel: str | None = Field(None, description="phone, email or portal (R07)")
     recorded_by: str | None = None
     appointment: Appointment | None = None

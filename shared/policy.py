@@ -84,11 +84,22 @@ class CancellationPolicy(Strict):
 
 
 class RefusalPolicy(Strict):
-    """R09 is 'may refuse'; the numbers are office policy. Default: 2 no-shows in 365 days → 180 days."""
+    """R09 is 'may refuse'; the numbers are office policy. Default: 2 no-shows in 365 days → 180 days.
+
+    No-shows are counted per person, identified by a keyed hash of the `identify_by` fields (KG: phone
+    and email; HW: the job-seeker number). No-shows that led to a refusal, or that precede a lifted
+    refusal, are not counted again.
+    """
 
     no_shows: int = Field(2, ge=1, description="no-shows without contact that lead to refusal")
     within: timedelta = Field(timedelta(days=365), description="counting period")
     refuse_for: timedelta = Field(timedelta(days=180), description="how long the refusal lasts")
+    identify_by: list[FormField] | None = Field(
+        None,
+        min_length=1,
+        description="booking fields whose normalised values identify a person (keyed hash); default: "
+        "the job-seeker number if the form asks for it, else phone and email",
+    )
 
 
 class TermsVersion(Strict):
@@ -108,10 +119,11 @@ class MeetingConfig(Strict):
 
 
 class DeviceCheck(Strict):
-    """One item of the user-side device checklist (R19)."""
+    """One item of the user-side checklist the person confirms when applying (R19; R03 for the webcam)."""
 
-    id: str
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,40}$")
     text: str
+    rule: Literal["R03", "R19"] = Field("R19", description="rule the item proves: R19 device, R03 webcam")
 
 
 class OfficeHours(Strict):
@@ -120,11 +132,70 @@ class OfficeHours(Strict):
     slot_minutes: int = Field(30, description="granularity of bookable start times")
 
 
+#: Japan's prefectures, to tell 北海道 清水町 from 静岡県 清水町 when placing an address (R20).
+PREFECTURES = [
+    "北海道",
+    "青森県",
+    "岩手県",
+    "宮城県",
+    "秋田県",
+    "山形県",
+    "福島県",
+    "茨城県",
+    "栃木県",
+    "群馬県",
+    "埼玉県",
+    "千葉県",
+    "東京都",
+    "神奈川県",
+    "新潟県",
+    "富山県",
+    "石川県",
+    "福井県",
+    "山梨県",
+    "長野県",
+    "岐阜県",
+    "静岡県",
+    "愛知県",
+    "三重県",
+    "滋賀県",
+    "京都府",
+    "大阪府",
+    "兵庫県",
+    "奈良県",
+    "和歌山県",
+    "鳥取県",
+    "島根県",
+    "岡山県",
+    "広島県",
+    "山口県",
+    "徳島県",
+    "香川県",
+    "愛媛県",
+    "高知県",
+    "福岡県",
+    "佐賀県",
+    "長崎県",
+    "熊本県",
+    "大分県",
+    "宮崎県",
+    "鹿児島県",
+    "沖縄県",
+]
+
+
 class Area(Strict):
     """R20: an area the office serves and the municipalities in it, to place an address."""
 
     name: str
+    prefecture: str | None = Field(None, description="prefecture the municipalities belong to")
     municipalities: list[str]
+
+    def contains(self, address: str) -> bool:
+        named = [p for p in PREFECTURES if address.startswith(p)]
+        if named and self.prefecture and named[0] != self.prefecture:
+            return False  # same municipality name in another prefecture
+        return any(m in address for m in self.municipalities)
 
 
 class OfficePolicy(Strict):
@@ -148,6 +219,9 @@ class OfficePolicy(Strict):
     terms_change: Literal["any", "general-interest-or-reasonable"] = Field(description="R17")
     hours: OfficeHours = OfficeHours()
     areas: list[Area] = Field(default_factory=list, description="R20")
+    refuse_outside_areas: bool = Field(
+        True, description="R20: refuse an address outside the served areas (only when areas are listed)"
+    )
     closed_weekdays: list[int] = Field(default_factory=lambda: [5, 6], description="0=Mon … 6=Sun")
     national_holidays_closed: bool = True
     year_end_closure: bool = Field(True, description="Dec 29 – Jan 3")
@@ -174,6 +248,12 @@ class OfficePolicy(Strict):
     def _consistent(self) -> OfficePolicy:
         if not set(self.cancellation.same_day_channels) <= set(self.cancellation.channels):
             raise ValueError("same-day cancellation channels must be among the channels")
+        if not set(self.person_identity) <= set(self.form):
+            raise ValueError("refusal.identify_by must name fields of the booking form")
+        if len({c.id for c in self.device_checklist}) != len(self.device_checklist):
+            raise ValueError("device checklist ids must be unique")
+        if self.hours.opens >= self.hours.closes:
+            raise ValueError("office hours: opens must be before closes")
         return self
 
     # ----------------------------------------------------------------- questions
@@ -189,9 +269,18 @@ class OfficePolicy(Strict):
     def area_of(self, address: str) -> str | None:
         """R20: the served area an address lies in, by municipality name; None when outside."""
         for area in self.areas:
-            if any(m in address for m in area.municipalities):
+            if area.contains(address):
                 return area.name
         return None
+
+    @property
+    def person_identity(self) -> list[FormField]:
+        """R09: the form fields that identify a person for counting no-shows and refusals."""
+        if self.refusal.identify_by:
+            return list(self.refusal.identify_by)
+        if FormField.JOBSEEKER_NUMBER in self.form:
+            return [FormField.JOBSEEKER_NUMBER]
+        return [f for f in (FormField.PHONE, FormField.EMAIL) if f in self.form] or [FormField.NAME]
 
     @property
     def default_meeting(self) -> MeetingConfig:

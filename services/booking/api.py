@@ -1,63 +1,205 @@
-"""HTTP intake for portals: the same commands the AMQP intake runs."""
+"""HTTP for portals: intake (the same handler as AMQP), the office calendar, a booking's state and the
+person's own actions (accept or decline a proposed time, ask to cancel)."""
 
-from __future__ import annotations
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
 
-import uuid
-from datetime import datetime
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
-from fastapi import APIRouter, HTTPException, Request
-from pydantic import AwareDatetime, BaseModel, Field
+from services.booking import views
+from services.booking.auth import for_office
+from services.booking.domain import Booking
+from services.booking.intake import Intake, Submission
+from services.booking.service import BookingService
+from services.booking.store import Credential
+from shared.commands import BookingForm
+from shared.policy import Channel
 
-from services.booking.domain import Booking, Status
-from services.booking.store import BookingStore
-from shared.events import BookingRequested, TimeWindow
-from shared.runtime import Runtime
-
-
-class WindowIn(BaseModel):
-    start: AwareDatetime
-    end: AwareDatetime
-
-
-class BookingIn(BaseModel):
-    windows: list[WindowIn] = Field(min_length=1)
-    duration_minutes: int = Field(30, ge=1, le=30, description="R01: at most 30 minutes")
-
-
-class BookingAccepted(BaseModel):
-    booking_id: str
-    status: str
+FORM_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BookingForm"}}},
+    }
+}
 
 
-def router(runtime: Runtime, store: BookingStore) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["bookings"])
+class CancelIn(BaseModel):
+    channel: Channel = Field(description="how the person asked: portal, or phone/email taken by staff (R07)")
+    by: Literal["person", "office"] = Field(
+        "person", description="office: staff cancel on the office's behalf"
+    )
+    recorded_by: str | None = Field(None, max_length=100, description="staff member who took the call")
 
-    @api.post("/offices/{office_id}/bookings", status_code=202, response_model=BookingAccepted)
-    async def request_booking(office_id: str, body: BookingIn, request: Request) -> BookingAccepted:
-        booking = Booking(
-            booking_id=uuid.uuid4().hex,
-            office_id=office_id,
-            status=Status.REQUESTED,
-            created_at=runtime.clock.now(),
-            windows=[(w.start, w.end) for w in body.windows],
-            duration_minutes=body.duration_minutes,
-        )
-        event = runtime.event(
-            BookingRequested(
-                booking_id=booking.booking_id,
-                windows=[TimeWindow(start=s, end=e) for s, e in booking.windows],
-                duration_minutes=booking.duration_minutes,
+
+async def booking_for(
+    service: BookingService, request: Request, cred: Credential, booking_id: str
+) -> Booking:
+    """The booking, if this caller may see it: staff of its office, or the portal that made it."""
+    booking = await service.get(booking_id)
+    for_office(request, cred, booking.office_id)
+    if cred.kind == "portal" and booking.portal_id != cred.subject:
+        raise HTTPException(404, "no such booking")
+    return booking
+
+
+def router(service: BookingService, intake: Intake, credential: Any) -> APIRouter:
+    api = APIRouter(prefix="/v1")
+    Caller = Annotated[Credential, Depends(credential)]
+
+    @api.post(
+        "/offices/{office_id}/bookings",
+        tags=["intake"],
+        status_code=202,
+        openapi_extra=FORM_BODY,
+        responses={409: {"description": "refused by a rule"}, 422: {"description": "per-field errors"}},
+        summary="Request a booking (BookingForm); 202 with the booking id, 422 field errors, 409 refusal",
+    )
+    async def request_booking(
+        office_id: str,
+        request: Request,
+        cred: Caller,
+        idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
+    ) -> JSONResponse:
+        for_office(request, cred, office_id, "portal")
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": "invalid", "message": "the body is not JSON", "errors": []}, 422)
+        outcome = await intake.submit(Submission(cred.subject, office_id, idempotency_key, body))
+        headers = {"Location": f"/v1/bookings/{outcome.body['booking_id']}"} if outcome.status == 202 else {}
+        return JSONResponse(outcome.body, outcome.status, headers=headers)
+
+    @api.get(
+        "/requests/{idempotency_key}", tags=["intake"], summary="The answer given to a request (HTTP or AMQP)"
+    )
+    async def request_outcome(idempotency_key: str, request: Request, cred: Caller) -> JSONResponse:
+        doc = await service.stores.requests.get(cred.subject, idempotency_key)
+        if doc is None or cred.kind != "portal":
+            raise HTTPException(404, "no request with this key from this portal")
+        request.state.office_id = doc["office_id"]
+        if doc["state"] != "done":
+            return JSONResponse({"state": "in-progress", "booking_id": doc["booking_id"]}, 200)
+        return JSONResponse({"state": "done", "status": doc["status"], "answer": doc["answer"]}, 200)
+
+    @api.get(
+        "/bookings/{booking_id}",
+        tags=["bookings"],
+        summary="A booking's state; the meeting URL once confirmed",
+    )
+    async def get_booking(booking_id: str, request: Request, cred: Caller) -> dict[str, Any]:
+        booking = await booking_for(service, request, cred, booking_id)
+        return views.staff_view(booking) if cred.kind == "staff" else views.portal_view(booking)
+
+    @api.post("/bookings/{booking_id}/alternatives/{option_id}/acceptance", tags=["bookings"])
+    async def accept(booking_id: str, option_id: str, request: Request, cred: Caller) -> dict[str, Any]:
+        """The person takes one of the proposed times (R05)."""
+        await booking_for(service, request, cred, booking_id)
+        cal = service.calendar((await service.get(booking_id)).office_id)
+        b = await service.change(booking_id, lambda b: b.accept(option_id, service.now, cal))
+        return views.portal_view(b)
+
+    @api.post("/bookings/{booking_id}/alternatives/decline", tags=["bookings"])
+    async def decline(booking_id: str, request: Request, cred: Caller) -> dict[str, Any]:
+        """The person takes none of the proposed times; the held slots are released."""
+        await booking_for(service, request, cred, booking_id)
+        return views.portal_view(await service.change(booking_id, lambda b: b.decline(service.now)))
+
+    @api.post("/bookings/{booking_id}/cancellations", tags=["bookings"])
+    async def cancel(booking_id: str, body: CancelIn, request: Request, cred: Caller) -> dict[str, Any]:
+        """R07: by a channel the office accepts; phone (and KG email) cancellations are recorded by staff.
+        A refusal (409 R07) carries `how_to_cancel` with the office's phone number."""
+        booking = await booking_for(service, request, cred, booking_id)
+        policy = service.policy(booking.office_id)
+        staff = cred.kind == "staff"
+        b = await service.change(
+            booking_id,
+            lambda b: b.cancel(
+                channel=body.channel,
+                by=body.by,
+                recorded_by=(body.recorded_by or cred.subject) if staff else cred.actor,
+                staff=staff,
+                now=service.now,
+                policy=policy,
             ),
-            office_id,
         )
-        await store.insert(booking.to_doc(), [event])
-        return BookingAccepted(booking_id=booking.booking_id, status=booking.status.value)
+        return views.staff_view(b) if staff else views.portal_view(b)
 
-    @api.get("/bookings/{booking_id}")
-    async def get_booking(booking_id: str) -> dict[str, object]:
-        doc = await store.get(booking_id)
-        if doc is None:
-            raise HTTPException(404, "no such booking")
-        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in doc.items()}
+    @api.get(
+        "/offices/{office_id}/calendar",
+        tags=["offices"],
+        summary="Open days, R04 deadlines, R06 notice dates",
+    )
+    async def calendar(
+        office_id: str,
+        request: Request,
+        start: Annotated[date, Query(alias="from")],
+        end: Annotated[date, Query(alias="to")],
+    ) -> dict[str, Any]:
+        service.policy(office_id)
+        request.state.office_id = office_id
+        if end < start or end - start > timedelta(days=366):
+            raise HTTPException(422, "from ≤ to, at most 366 days apart")
+        cal, now = service.calendar(office_id), service.now
+        days = [
+            {
+                "date": str(d.date),
+                "open": d.open,
+                "closed_because": d.closed_because,
+                "confirmation_deadline": str(d.confirmation_deadline) if d.confirmation_deadline else None,
+                "notice_date": str(d.notice_date) if d.notice_date else None,
+                "bookable": cal.bookable(d.date, now),
+            }
+            for d in cal.days(start, end)
+        ]
+        return {"office_id": office_id, "timezone": "Asia/Tokyo", "days": days}
+
+    @api.get(
+        "/offices/{office_id}", tags=["offices"], summary="What a portal needs to build the office's form"
+    )
+    async def office(office_id: str, request: Request) -> dict[str, Any]:
+        p = service.policy(office_id)
+        request.state.office_id = office_id
+        terms = p.terms_in_force(service.now)
+        return {
+            "office_id": p.office_id,
+            "name": p.name,
+            "service_name": p.service_name,
+            "phone": p.phone,
+            "email": p.email,
+            "form": [f.value for f in p.form],  # R02
+            "max_minutes": p.max_minutes,  # R01
+            "lead_time_open_days": p.lead_time_open_days,  # R04
+            "hours": {"opens": f"{p.hours.opens:%H:%M}", "closes": f"{p.hours.closes:%H:%M}"},
+            "device_checklist": [c.model_dump() for c in p.device_checklist],  # R19
+            "terms": {"version": terms.version, "effective_from": str(terms.effective_from)},  # R17
+            "meeting_apps": [a.value for a in p.meeting_apps],  # R16
+            "areas": [a.name for a in p.areas],  # R20
+            "cancellation": {
+                "channels": [c.value for c in p.cancellation.channels],
+                "same_day_channels": [c.value for c in p.cancellation.same_day_channels],
+            },
+            "notes": {"fee": p.fee_note, "private_room": p.private_room_note, "recording": p.recording_note},
+        }
 
     return api
+
+
+def document_form(app: FastAPI) -> None:
+    """Put BookingForm into the OpenAPI components: the intake route reads the raw body itself
+    (to answer 422 in its own format and to hash it for idempotency)."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        form = BookingForm.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, d in form.pop("$defs", {}).items():
+            components.setdefault(name, d)
+        components["BookingForm"] = form
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

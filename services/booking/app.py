@@ -1,24 +1,91 @@
-"""Wiring of the booking service: broker, store, handlers, HTTP routes."""
+"""Wiring of the booking service: broker, stores, handlers, HTTP routes."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from services.booking import api, handlers
+from services.booking import api, handlers, staff_api
+from services.booking.auth import authenticator
 from services.booking.config import Settings
-from services.booking.store import BookingStore
-from shared import topology
+from services.booking.domain import IllegalTransition, RuleViolation
+from services.booking.intake import Intake
+from services.booking.service import BookingService, NotFound
+from services.booking.store import Stores
+from shared import commands, topology
 from shared.clock import Clock
+from shared.messaging import TransientError
 from shared.runtime import Runtime
+
+DEV_PORTAL = "dev-portal"
+DEV_STAFF = "dev-staff"
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
-    runtime = Runtime(settings, topology.BOOKING, clock=clock)
-    store = BookingStore(runtime.db)
-    store.on_write = runtime.relay(store.bookings).poke
-    runtime.on_startup(store.ensure_indexes)
-    handlers.register(runtime, store)
+    runtime = Runtime(
+        settings,
+        topology.BOOKING,
+        clock=clock,
+        # intake commands and appointment events share the inbox: dispatch on the message type
+        parser=lambda msg: commands.parse_message(msg.body, msg.raw_message.exchange),
+    )
+    stores = Stores.open(runtime.db, settings.vault())
+    stores.bookings.versions.on_write = runtime.relay(stores.bookings.versions.changes).poke
+    stores.people.versions.on_write = runtime.relay(stores.people.versions.changes).poke
+    stores.requests.on_write = runtime.relay(stores.requests.collection).poke
+    stores.devices.on_write = runtime.relay(stores.devices.collection, delete_sent=True).poke
+    service = BookingService(runtime, stores, settings.policies())
+    intake = Intake(service, settings)
+    runtime.on_startup(stores.ensure_indexes)
+
+    @runtime.on_startup
+    async def dev_keys() -> None:
+        """Development and tests: keys from the environment (refused in prod by Settings)."""
+        now = runtime.clock.now()
+        if settings.dev_portal_key:
+            await stores.credentials.register(settings.dev_portal_key, "portal", DEV_PORTAL, ["*"], now)
+        if settings.dev_staff_key:
+            await stores.credentials.register(settings.dev_staff_key, "staff", DEV_STAFF, ["*"], now)
+
+    handlers.register(runtime, service, intake)
     app = runtime.http_app(title="Booking service", description="Portal intake and the life of a booking")
-    app.include_router(api.router(runtime, store))
+    credential = authenticator(stores.credentials)
+    app.include_router(api.router(service, intake, credential))
+    app.include_router(staff_api.router(service, credential))
+    api.document_form(app)
+    install_errors(app)
+    app.state.service = service
     return app
+
+
+def install_errors(app: FastAPI) -> None:
+    """Domain answers as HTTP: a rule's refusal and an illegal transition are 409, unknown ids 404."""
+
+    async def rule(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RuleViolation)
+        body = {
+            "error": "refused",
+            "rule": exc.rule,
+            "message": exc.message,
+            "field": exc.field,
+            **exc.details,
+        }
+        return JSONResponse(body, 409)
+
+    async def illegal(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, IllegalTransition)
+        return JSONResponse(
+            {"error": "illegal-transition", "status": exc.status.value, "message": str(exc)}, 409
+        )
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": "not-found", "message": str(exc)}, 404)
+
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": "busy", "message": str(exc)}, 503, headers={"Retry-After": "1"})
+
+    app.add_exception_handler(RuleViolation, rule)
+    app.add_exception_handler(IllegalTransition, illegal)
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(TransientError, busy)

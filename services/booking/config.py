@@ -1,8 +1,44 @@
 """Booking service settings."""
 
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from services.booking.crypto import Vault
 from shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "booking"
     http_port: int = 8001
+    pii_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="R12: field-encryption keys, id -> base64 of 32 bytes (PII_KEYS as JSON); "
+        "empty outside prod: one key derived from SECRET_KEY",
+    )
+    pii_key_id: str = Field("", description="id of the key new values are sealed with (default: last id)")
+    dev_portal_key: str | None = Field(
+        None, description="development only: a portal key registered at start-up for portal dev-portal"
+    )
+    dev_staff_key: str | None = Field(
+        None, description="development only: a staff key registered at start-up for every office"
+    )
+    idempotency_wait_seconds: float = Field(
+        10.0, description="how long a repeated request waits for the first one's answer"
+    )
+    claim_stale_seconds: float = Field(
+        30.0, description="a request claimed this long ago without an answer is taken over (crash)"
+    )
+
+    @model_validator(mode="after")
+    def _no_dev_keys_in_prod(self) -> Settings:
+        if self.environment == "prod" and (self.dev_portal_key or self.dev_staff_key):
+            raise ValueError(
+                "DEV_PORTAL_KEY / DEV_STAFF_KEY are for development; create keys with consultctl"
+            )
+        if self.environment == "prod" and not self.pii_keys:
+            raise ValueError("PII_KEYS is required in prod (R12 field encryption)")
+        return self
+
+    def vault(self) -> Vault:
+        return Vault.from_secret(self.secret_key, self.pii_keys, self.pii_key_id)

@@ -1,36 +1,406 @@
-"""Booking rules and state changes. Plain Python: no I/O, no framework."""
+"""The life of a booking: its states, the legal transitions and the rules applied on the way.
+
+Plain Python, no I/O. Each action changes the booking and returns the events it causes; the caller
+stores both in one write (outbox). An action that the state does not allow raises IllegalTransition
+(HTTP 409); one a rule forbids raises RuleViolation with the rule id (HTTP 409).
+
+requested ─┬─> confirmed ─> attended ─> completed
+           └─> recoordination_proposed ─┬─> alternative_accepted ─> confirmed
+                                        ├─> declined
+                                        └─> awaiting_coordination (hold expired) ─> confirmed
+any active state ─> cancelled (person R07, staff, no-show R08, refused R13) or rejected (R04)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
-from shared.events import Payload
+from shared.calendar import OfficeCalendar, jst_date
+from shared.events import (
+    Alternative,
+    AlternativeAccepted,
+    AlternativeDeclined,
+    Appointment,
+    BookingAttended,
+    BookingCancelled,
+    BookingCompleted,
+    BookingConfirmed,
+    BookingNoticeDue,
+    BookingRecoordinationProposed,
+    Payload,
+    Recipient,
+)
+from shared.policy import Channel, OfficePolicy
 
 
 class Status(StrEnum):
     REQUESTED = "requested"
+    RECOORDINATION_PROPOSED = "recoordination_proposed"
+    ALTERNATIVE_ACCEPTED = "alternative_accepted"
+    AWAITING_COORDINATION = "awaiting_coordination"
+    DECLINED = "declined"
     CONFIRMED = "confirmed"
+    ATTENDED = "attended"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+S = Status
+#: coordination still open or appointment ahead: these can be cancelled and confirmed
+OPEN = frozenset({S.REQUESTED, S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED, S.AWAITING_COORDINATION})
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    S.REQUESTED: frozenset({S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.CANCELLED, S.REJECTED}),
+    S.RECOORDINATION_PROPOSED: frozenset(
+        {S.ALTERNATIVE_ACCEPTED, S.DECLINED, S.AWAITING_COORDINATION, S.CONFIRMED, S.CANCELLED}
+    ),
+    S.ALTERNATIVE_ACCEPTED: frozenset({S.CONFIRMED, S.AWAITING_COORDINATION, S.CANCELLED, S.REJECTED}),
+    S.AWAITING_COORDINATION: frozenset({S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.CANCELLED, S.REJECTED}),
+    S.CONFIRMED: frozenset({S.CONFIRMED, S.ATTENDED, S.CANCELLED, S.REJECTED}),
+    S.ATTENDED: frozenset({S.COMPLETED, S.CANCELLED}),
+    S.DECLINED: frozenset(),
+    S.COMPLETED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+
+
+class DomainError(Exception):
+    pass
+
+
+class IllegalTransition(DomainError):
+    def __init__(self, status: Status, action: str) -> None:
+        super().__init__(f"a booking that is {status.value} cannot be {action}")
+        self.status = status
+        self.action = action
+
+
+class RuleViolation(DomainError):
+    """A rule forbids what was asked; `details` says what to do instead (e.g. how to cancel)."""
+
+    def __init__(self, rule: str, message: str, field: str | None = None, **details: Any) -> None:
+        super().__init__(f"{rule}: {message}")
+        self.rule = rule
+        self.message = message
+        self.field = field
+        self.details = details
+
+
+@dataclass
+class Person:
+    """Personal data of the booking, decrypted (stored sealed, R12)."""
+
+    name: str
+    name_kana: str | None = None
+    address: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    jobseeker_number: str | None = None
+    topic: str | None = None
+    notice_email: str | None = None  # HW: the My Page address the notice goes to (R06)
+
+    def recipient(self) -> Recipient:
+        return Recipient(name=self.name, email=self.notice_email or self.email or "")
+
+
+@dataclass
+class Window:
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class Attendance:
+    how: Literal["joined", "contacted"]
+    at: datetime
+    recorded_by: str
+
+
+@dataclass
+class Cancellation:
+    reason: Literal["person", "staff", "no_show", "refused", "rejected"]
+    at: datetime
+    channel: str | None = None
+    recorded_by: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Change:
+    status: Status
+    at: datetime
+    note: str = ""
+
+
+def how_to_cancel(policy: OfficePolicy, same_day: bool) -> str:
+    """R07, for the person: which channels reach the office, with its number and address."""
+    channels = policy.cancellation.same_day_channels if same_day else policy.cancellation.channels
+    ways = []
+    if Channel.PHONE in channels:
+        ways.append(f"電話（{policy.phone}）")
+    if Channel.EMAIL in channels and policy.email:
+        ways.append(f"メール（{policy.email}）")
+    if Channel.PORTAL in channels:
+        ways.append("申込みサイト")
+    text = f"キャンセルは{'又は'.join(ways)}で{policy.name}へご連絡ください。"
+    if set(policy.cancellation.same_day_channels) != set(policy.cancellation.channels):
+        same = "・".join(
+            "電話" if c == Channel.PHONE else c.value for c in policy.cancellation.same_day_channels
+        )
+        text += f"相談当日のキャンセルは{same}のみです。"
+    return text
 
 
 @dataclass
 class Booking:
     booking_id: str
     office_id: str
+    portal_id: str
+    request_id: str
+    correlation_id: str
     status: Status
     created_at: datetime
-    windows: list[tuple[datetime, datetime]]
+    updated_at: datetime
+    windows: list[Window]
     duration_minutes: int
-    pending: list[Payload] = field(default_factory=list)
+    person: Person
+    person_key: str
+    terms_version: str
+    terms_agreed_at: datetime
+    companions: list[str] = field(default_factory=list)
+    area: str | None = None
+    appointment: Appointment | None = None
+    alternatives: list[Alternative] = field(default_factory=list)
+    hold_expires_at: datetime | None = None
+    attendance: Attendance | None = None
+    cancellation: Cancellation | None = None
+    completion: Window | None = None
+    rejection: dict[str, str] | None = None
+    notices_sent: list[int] = field(default_factory=list)
+    history: list[Change] = field(default_factory=list)
+    version: int = 0
 
-    def to_doc(self) -> dict[str, Any]:
-        return {
-            "_id": self.booking_id,
-            "office_id": self.office_id,
-            "status": self.status.value,
-            "created_at": self.created_at,
-            "windows": [{"start": s, "end": e} for s, e in self.windows],
-            "duration_minutes": self.duration_minutes,
-        }
+    # ----------------------------------------------------------------- helpers
+
+    def _move(self, to: Status, now: datetime, note: str = "") -> None:
+        if to not in TRANSITIONS[self.status]:
+            raise IllegalTransition(self.status, to.value)
+        self.status = to
+        self.updated_at = now
+        self.history.append(Change(to, now, note))
+
+    @property
+    def consultation_day(self) -> Any:
+        """The JST date of the appointment, once there is one."""
+        return jst_date(self.appointment.start) if self.appointment else None
+
+    def _cancelled(self) -> BookingCancelled:
+        c = self.cancellation
+        assert c is not None
+        return BookingCancelled(
+            booking_id=self.booking_id,
+            reason=c.reason,
+            channel=c.channel,
+            recorded_by=c.recorded_by,
+            appointment=self.appointment,
+            recipient=self.person.recipient(),
+            terms_version=self.terms_version,
+        )
+
+    # ----------------------------------------------------------------- coordination (R05)
+
+    def confirm(self, appointment: Appointment, now: datetime, calendar: OfficeCalendar) -> list[Payload]:
+        """The scheduler fixed a time; an older or repeated version changes nothing."""
+        if self.appointment is not None and appointment.version <= self.appointment.version:
+            return []
+        if self.status not in OPEN | {S.CONFIRMED}:
+            return []  # cancelled meanwhile: the scheduler frees the slot on booking.cancelled
+        if not calendar.can_confirm_on(jst_date(appointment.start), jst_date(now)):
+            # R04: confirmed later than the office's lead time allows; the person is told.
+            deadline = calendar.confirmation_deadline(jst_date(appointment.start))
+            self.appointment = appointment
+            self._move(S.REJECTED, now, f"R04: confirmation after the deadline {deadline}")
+            self.rejection = {"rule": "R04", "message": f"not confirmed by {deadline}"}
+            self.cancellation = Cancellation("rejected", now, recorded_by="system", note="R04")
+            return [self._cancelled()]
+        self._move(S.CONFIRMED, now, f"appointment v{appointment.version}")
+        self.appointment = appointment
+        self.alternatives, self.hold_expires_at = [], None
+        return [
+            BookingConfirmed(
+                booking_id=self.booking_id,
+                appointment=appointment,
+                recipient=self.person.recipient(),
+                terms_version=self.terms_version,
+            )
+        ]
+
+    def propose(
+        self, alternatives: list[Alternative], hold_expires_at: datetime, now: datetime
+    ) -> list[Payload]:
+        if self.status not in {S.REQUESTED, S.AWAITING_COORDINATION, S.RECOORDINATION_PROPOSED}:
+            return []  # confirmed or closed meanwhile
+        if self.status != S.RECOORDINATION_PROPOSED:
+            self._move(S.RECOORDINATION_PROPOSED, now)
+        self.alternatives, self.hold_expires_at = list(alternatives), hold_expires_at
+        return [
+            BookingRecoordinationProposed(
+                booking_id=self.booking_id,
+                alternatives=list(alternatives),
+                hold_expires_at=hold_expires_at,
+                recipient=self.person.recipient(),
+                terms_version=self.terms_version,
+            )
+        ]
+
+    def accept(self, option_id: str, now: datetime, calendar: OfficeCalendar) -> list[Payload]:
+        if self.status != S.RECOORDINATION_PROPOSED:
+            raise IllegalTransition(self.status, "accepted")
+        option = next((a for a in self.alternatives if a.option_id == option_id), None)
+        if option is None:
+            raise RuleViolation("R05", f"no proposed time {option_id!r}", field="option_id")
+        if self.hold_expires_at is not None and now >= self.hold_expires_at:
+            raise RuleViolation("R05", "the proposed times are no longer held; the office will coordinate")
+        if not calendar.can_confirm_on(jst_date(option.start), jst_date(now)):
+            raise RuleViolation("R04", "that time can no longer be confirmed in time (lead time)")
+        self._move(S.ALTERNATIVE_ACCEPTED, now, option_id)
+        return [AlternativeAccepted(booking_id=self.booking_id, option_id=option_id)]
+
+    def decline(self, now: datetime) -> list[Payload]:
+        if self.status != S.RECOORDINATION_PROPOSED:
+            raise IllegalTransition(self.status, "declined")
+        self._move(S.DECLINED, now)
+        return [AlternativeDeclined(booking_id=self.booking_id)]
+
+    def hold_expired(self, now: datetime) -> list[Payload]:
+        """The held alternatives lapsed: staff coordinate by hand (R05)."""
+        if self.status in {S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED}:
+            self._move(S.AWAITING_COORDINATION, now, "hold expired")
+            self.alternatives, self.hold_expires_at = [], None
+        return []
+
+    # ----------------------------------------------------------------- notice (R06)
+
+    def notice_due(self, appointment_version: int) -> list[Payload]:
+        """The day-before notice, once per appointment version, only while confirmed with it."""
+        appt = self.appointment
+        if self.status != S.CONFIRMED or appt is None or appt.version != appointment_version:
+            return []
+        if appointment_version in self.notices_sent:
+            return []
+        self.notices_sent.append(appointment_version)
+        return [
+            BookingNoticeDue(
+                booking_id=self.booking_id,
+                appointment=appt,
+                recipient=self.person.recipient(),
+                terms_version=self.terms_version,
+            )
+        ]
+
+    # ----------------------------------------------------------------- cancellation (R07)
+
+    def cancel(
+        self,
+        *,
+        channel: Channel,
+        by: Literal["person", "office"],
+        recorded_by: str,
+        staff: bool,
+        now: datetime,
+        policy: OfficePolicy,
+    ) -> list[Payload]:
+        if self.status not in OPEN | {S.CONFIRMED, S.ATTENDED}:
+            raise IllegalTransition(self.status, "cancelled")
+        if by == "office":
+            if not staff:
+                raise RuleViolation("R07", "only office staff cancel on the office's behalf")
+            reason: Literal["person", "staff"] = "staff"
+        else:
+            self._check_channel(channel, staff, now, policy)
+            reason = "person"
+        self._move(S.CANCELLED, now, f"{reason} via {channel.value}")
+        self.cancellation = Cancellation(reason, now, channel.value, recorded_by)
+        return [self._cancelled()]
+
+    def _check_channel(self, channel: Channel, staff: bool, now: datetime, policy: OfficePolicy) -> None:
+        # R07: the office's channels; on the consultation day itself the narrower same-day set.
+        same_day = self.consultation_day == jst_date(now)
+        rules = policy.cancellation
+        allowed = rules.same_day_channels if same_day else rules.channels
+        if channel not in allowed:
+            when = "on the consultation day" if same_day else "at this office"
+            names = ", ".join(c.value for c in allowed)
+            raise RuleViolation(
+                "R07",
+                f"cancellation by {channel.value} is not accepted {when}; use: {names}",
+                field="channel",
+                how_to_cancel=how_to_cancel(policy, same_day),
+                phone=policy.phone,
+            )
+        if channel in rules.staff_recorded_channels and not staff:
+            raise RuleViolation(
+                "R07",
+                f"a cancellation by {channel.value} reaches the office and is recorded by its staff",
+                field="channel",
+                how_to_cancel=how_to_cancel(policy, same_day),
+                phone=policy.phone,
+            )
+
+    def refuse(self, now: datetime, recorded_by: str) -> list[Payload]:
+        """R13: staff stop or refuse the consultation; an open booking is cancelled with it."""
+        if self.status not in OPEN | {S.CONFIRMED, S.ATTENDED}:
+            return []
+        self._move(S.CANCELLED, now, "R13 refused")
+        self.cancellation = Cancellation("refused", now, None, recorded_by, "R13")
+        return [self._cancelled()]
+
+    # ----------------------------------------------------------------- the session (R08)
+
+    def attend(
+        self,
+        how: Literal["joined", "contacted"],
+        at: datetime,
+        now: datetime,
+        recorded_by: str,
+        grace: timedelta,
+    ) -> list[Payload]:
+        """Joined, or contacted the office before the no-show mark: no longer a no-show (R08)."""
+        if self.status == S.ATTENDED:
+            return []
+        if self.status != S.CONFIRMED or self.appointment is None:
+            raise IllegalTransition(self.status, "attended")
+        if at > now + timedelta(minutes=1):
+            raise RuleViolation("R08", "attendance cannot be recorded ahead of time", field="at")
+        mark = self.appointment.start + grace
+        if at > mark:
+            raise RuleViolation("R08", f"deemed cancelled: no contact by {mark.isoformat()}", field="at")
+        self._move(S.ATTENDED, now, how)
+        self.attendance = Attendance(how, at, recorded_by)
+        return [BookingAttended(booking_id=self.booking_id, how=how, at=at)]
+
+    def no_show(self, appointment_version: int, now: datetime) -> list[Payload]:
+        """R08: the grace passed without contact. Booking is the authority: attendance wins."""
+        appt = self.appointment
+        if self.status != S.CONFIRMED or appt is None or appt.version != appointment_version:
+            return []
+        self._move(S.CANCELLED, now, "R08 no-show")
+        self.cancellation = Cancellation("no_show", now, None, "system", "R08")
+        return [self._cancelled()]
+
+    def complete(self, started_at: datetime, ended_at: datetime, now: datetime) -> list[Payload]:
+        if self.status != S.ATTENDED:
+            raise IllegalTransition(self.status, "completed")
+        if ended_at <= started_at or ended_at > now + timedelta(minutes=1):
+            raise RuleViolation("R10", "the usage window must end after it starts, and not in the future")
+        self._move(S.COMPLETED, now)
+        self.completion = Window(started_at, ended_at)
+        return [BookingCompleted(booking_id=self.booking_id, started_at=started_at, ended_at=ended_at)]
+
+    @property
+    def was_no_show(self) -> bool:
+        return self.cancellation is not None and self.cancellation.reason == "no_show"

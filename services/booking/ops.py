@@ -1,0 +1,120 @@
+"""Ops tasks on the booking database, behind `consultctl` and `python -m services.booking.keys`:
+API keys, the HW job-seeker bulk import, a booking's record."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.booking import views
+from services.booking.app import DEV_PORTAL, DEV_STAFF
+from services.booking.config import Settings
+from services.booking.store import Stores
+from services.booking.store.access import Kind, new_key
+from shared.clock import SystemClock
+from shared.commands import JobseekerRecord
+from shared.mongo import connect
+
+
+@asynccontextmanager
+async def opened(settings: Settings | None = None) -> AsyncIterator[Stores]:
+    settings = settings or Settings()
+    client = connect(settings.mongodb_url, app_name="consultctl")
+    try:
+        stores = Stores.open(client[settings.database("booking")], settings.vault())
+        await stores.ensure_indexes()
+        yield stores
+    finally:
+        await client.close()
+
+
+def dev_key_file(path: Path, kind: Kind) -> str:
+    """The key kept in `path`, created there (mode 600) on first use."""
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    key = new_key(kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+async def ensure_dev_key(path: Path, kind: Kind = "portal", settings: Settings | None = None) -> str:
+    """Read the key in `path`, or create it there; register its hash. Returns the key."""
+    key = dev_key_file(path, kind)
+    subject = DEV_PORTAL if kind == "portal" else DEV_STAFF
+    async with opened(settings) as stores:
+        await stores.credentials.register(key, kind, subject, ["*"], SystemClock().now())
+    return key
+
+
+async def create_key(kind: Kind, subject: str, offices: list[str], settings: Settings | None = None) -> str:
+    settings = settings or Settings()
+    policies = settings.policies()
+    unknown = [o for o in offices if o not in policies and o != "*"]
+    if unknown or not offices:
+        raise ValueError(f"unknown offices {unknown}; known: {policies.ids()}")
+    async with opened(settings) as stores:
+        return await stores.credentials.create(kind, subject, offices, SystemClock().now())
+
+
+def read_records(path: Path) -> Iterable[dict[str, Any]]:
+    """Job-seeker records from .csv (header row), .json (a list) or .jsonl (one object a line)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".csv":
+        return list(csv.DictReader(text.splitlines()))
+    if path.suffix == ".json":
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+async def import_jobseekers(path: Path, settings: Settings | None = None) -> dict[str, int]:
+    """Bulk import into the HW registry, the same validation and ordering as the upstream events."""
+    settings = settings or Settings()
+    counts = {"applied": 0, "older": 0, "invalid": 0}
+    now = SystemClock().now()
+    async with opened(settings) as stores:
+        for i, raw in enumerate(read_records(path), 1):
+            data = {k: v for k, v in raw.items() if v not in ("", None)}
+            data.setdefault("active", True)
+            try:
+                rec = JobseekerRecord.model_validate(
+                    {
+                        "message_id": str(uuid.uuid4()),
+                        "type": "jobseeker.registered",
+                        "source": "import",
+                        "sent_at": data.pop("as_of", now.isoformat()),
+                        **data,
+                    }
+                )
+            except ValidationError as exc:
+                counts["invalid"] += 1
+                print(f"record {i}: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", file=sys.stderr)
+                continue
+            if rec.office_id not in settings.policies():
+                counts["invalid"] += 1
+                print(f"record {i}: unknown office {rec.office_id}", file=sys.stderr)
+                continue
+            counts["applied" if await stores.jobseekers.upsert(rec) else "older"] += 1
+    return counts
+
+
+async def show_booking(
+    booking_id: str, pii: bool = False, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    async with opened(settings) as stores:
+        booking = await stores.bookings.get(booking_id)
+    if booking is None:
+        return None
+    view = views.staff_view(booking)
+    if not pii:
+        view.pop("person", None)
+    return view

@@ -1,0 +1,94 @@
+"""R09 and R13: counting no-shows per person and refusing a person. Plain Python, no I/O.
+
+A person is a keyed-hash pseudonym per office (`Vault.person_key` of the policy's identifying fields),
+so this record holds no personal data. R09 leaves the numbers to the office: `policy.refusal` says how
+many no-shows within what period lead to a refusal and for how long. No-shows that led to a refusal, or
+that precede a lifted one, are not counted again (`counted_from`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from shared.events import Payload, PersonRefused, Recipient, RefusalLifted
+from shared.policy import OfficePolicy
+
+
+@dataclass
+class Refusal:
+    rule: Literal["R09", "R13"]
+    reason: str
+    since: datetime
+    until: datetime | None  # None: until staff lift it
+    by: str
+
+    def in_force(self, now: datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass
+class NoShowMark:
+    booking_id: str
+    at: datetime
+
+
+@dataclass
+class PersonRecord:
+    person_key: str
+    office_id: str
+    no_shows: list[NoShowMark] = field(default_factory=list)
+    counted_from: datetime | None = None
+    refusal: Refusal | None = None
+    version: int = 0
+
+    def refusal_in_force(self, now: datetime) -> Refusal | None:
+        return self.refusal if self.refusal and self.refusal.in_force(now) else None
+
+    def counted(self, now: datetime, policy: OfficePolicy) -> list[NoShowMark]:
+        since = now - policy.refusal.within
+        if self.counted_from is not None:
+            since = max(since, self.counted_from)
+        return [m for m in self.no_shows if m.at > since]
+
+    def record_no_show(
+        self, booking_id: str, at: datetime, policy: OfficePolicy, recipient: Recipient | None
+    ) -> list[Payload]:
+        """R09: one mark per booking (a redelivery counts once); the threshold refuses the person."""
+        if any(m.booking_id == booking_id for m in self.no_shows):
+            return []
+        self.no_shows.append(NoShowMark(booking_id, at))
+        if self.refusal_in_force(at):
+            return []
+        n = len(self.counted(at, policy))
+        if n < policy.refusal.no_shows:
+            return []
+        until = at + policy.refusal.refuse_for
+        reason = f"{n} no-shows without contact within {policy.refusal.within.days} days"
+        self.refusal = Refusal("R09", reason, at, until, "system")
+        self.counted_from = at
+        return [
+            PersonRefused(
+                person_key=self.person_key, rule="R09", reason=reason, until=until, recipient=recipient
+            )
+        ]
+
+    def refuse(
+        self, reason: str, until: datetime | None, by: str, now: datetime, recipient: Recipient | None
+    ) -> list[Payload]:
+        """R13: staff refuse a person for misconduct, with the reason, until a date or until lifted."""
+        self.refusal = Refusal("R13", reason, now, until, by)
+        self.counted_from = now
+        return [
+            PersonRefused(
+                person_key=self.person_key, rule="R13", reason=reason, until=until, recipient=recipient
+            )
+        ]
+
+    def lift(self, by: str, now: datetime) -> list[Payload]:
+        if self.refusal_in_force(now) is None:
+            return []
+        self.refusal = None
+        self.counted_from = now
+        return [RefusalLifted(person_key=self.person_key, lifted_by=by)]

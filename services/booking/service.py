@@ -1,0 +1,199 @@
+"""The booking service's use cases: load, apply the domain, store the change with its events.
+
+HTTP routes and AMQP handlers both come here. Every change is read–act–write with the booking's
+version in the write's filter; on a conflict (another handler got there first) it is read and applied
+again, so concurrent deliveries and out-of-order events are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from services.booking.domain import Booking, IllegalTransition, RuleViolation
+from services.booking.refusals import PersonRecord
+from services.booking.store import Conflict, Stores
+from shared.calendar import OfficeCalendar
+from shared.events import Envelope, Payload
+from shared.messaging import TransientError
+from shared.policy import OfficePolicy, Policies
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Action = Callable[[Booking], list[Payload]]
+ATTEMPTS = 8
+
+
+class NotFound(Exception):
+    pass
+
+
+class KeyedLocks:
+    """One lock per booking or person within this process: concurrent deliveries (prefetch) queue up
+    instead of colliding; across processes the versioned commit still decides."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._users: dict[str, int] = defaultdict(int)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        self._users[key] += 1
+        try:
+            async with self._locks[key]:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
+class BookingService:
+    def __init__(self, runtime: Runtime, stores: Stores, policies: Policies) -> None:
+        self.runtime = runtime
+        self.stores = stores
+        self.policies = policies
+        self.calendar = cache(lambda office_id: OfficeCalendar(self.policies[office_id]))
+        self.locks = KeyedLocks()
+
+    @property
+    def now(self) -> datetime:
+        return self.runtime.clock.now()
+
+    def policy(self, office_id: str) -> OfficePolicy:
+        policy = self.policies.get(office_id)
+        if policy is None:
+            raise NotFound(f"no office {office_id!r}")
+        return policy
+
+    def envelopes(
+        self, booking: Booking, payloads: list[Payload], cause: Envelope[Any] | None
+    ) -> list[Envelope[Any]]:
+        cid = uuid.UUID(booking.correlation_id)
+        return [self.runtime.event(p, booking.office_id, cause=cause, correlation_id=cid) for p in payloads]
+
+    async def get(self, booking_id: str) -> Booking:
+        booking = await self.stores.bookings.get(booking_id)
+        if booking is None:
+            raise NotFound(f"no booking {booking_id!r}")
+        return booking
+
+    async def change(self, booking_id: str, act: Action, cause: Envelope[Any] | None = None) -> Booking:
+        """Read, act, commit the next version; read again if another process committed it first."""
+        async with self.locks.hold(booking_id):
+            for attempt in range(ATTEMPTS):
+                booking = await self.get(booking_id)
+                await self._refresh_recipient(booking)
+                steps = len(booking.history)
+                payloads = act(booking)
+                if not payloads and len(booking.history) == steps:
+                    return booking  # nothing changed (a repeat, a stale event): no write
+                try:
+                    await self.stores.bookings.save(booking, self.envelopes(booking, payloads, cause))
+                except Conflict:
+                    await asyncio.sleep(0.02 * (attempt + 1))
+                    continue
+                return booking
+        raise TransientError(f"booking {booking_id}: too many concurrent changes")
+
+    async def _refresh_recipient(self, booking: Booking) -> None:
+        """R06 (HW): notices go to the address registered in My Page now, not the one at booking time."""
+        policy = self.policy(booking.office_id)
+        number = booking.person.jobseeker_number
+        if policy.notice.to_registered_address and number:
+            js = await self.stores.jobseekers.get(booking.office_id, number)
+            if js is not None and js.mypage_email:
+                booking.person.notice_email = js.mypage_email
+
+    # ----------------------------------------------------------------- events from the scheduler
+
+    async def on_event(self, event: Envelope[Any]) -> None:
+        p = event.payload
+        now = self.now
+        cal = self.calendar(event.office_id)
+        actions: dict[str, Action] = {
+            "appointment.confirmed": lambda b: b.confirm(p.appointment, now, cal),
+            "appointment.recoordination_proposed": lambda b: b.propose(
+                p.alternatives, p.hold_expires_at, now
+            ),
+            "appointment.hold_expired": lambda b: b.hold_expired(now),
+            "appointment.notice_due": lambda b: b.notice_due(p.appointment_version),
+            "appointment.no_show": lambda b: b.no_show(p.appointment_version, now),
+        }
+        try:
+            booking = await self.change(p.booking_id, actions[event.type], cause=event)
+        except NotFound as exc:  # our own booking ids only: it may not be visible yet
+            raise TransientError(str(exc)) from exc
+        if booking.was_no_show:
+            await self.count_no_show(booking, event)
+
+    # ----------------------------------------------------------------- people (R09, R13)
+
+    async def _person(self, key: str, office_id: str) -> PersonRecord:
+        return await self.stores.people.get(key) or PersonRecord(person_key=key, office_id=office_id)
+
+    async def _change_person(
+        self,
+        key: str,
+        office_id: str,
+        act: Callable[[PersonRecord], list[Payload]],
+        cause: Envelope[Any] | None,
+    ) -> PersonRecord:
+        async with self.locks.hold(key):
+            for attempt in range(ATTEMPTS):
+                person = await self._person(key, office_id)
+                before = repr(person)
+                payloads = act(person)
+                if not payloads and repr(person) == before:
+                    return person  # a repeat: nothing to write
+                events = [self.runtime.event(p, office_id, cause=cause) for p in payloads]
+                try:
+                    await self.stores.people.save(person, events)
+                except Conflict:
+                    await asyncio.sleep(0.02 * (attempt + 1))
+                    continue
+                return person
+        raise TransientError(f"person {key}: too many concurrent changes")
+
+    async def count_no_show(self, booking: Booking, cause: Envelope[Any] | None) -> None:
+        """R09: idempotent per booking, so a redelivered no-show is counted once."""
+        policy = self.policy(booking.office_id)
+        at = booking.cancellation.at if booking.cancellation else self.now
+        recipient = booking.person.recipient()
+        await self._change_person(
+            booking.person_key,
+            booking.office_id,
+            lambda p: p.record_no_show(booking.booking_id, at, policy, recipient),
+            cause,
+        )
+
+    async def refuse(self, booking_id: str, reason: str, until: datetime | None, by: str) -> Booking:
+        """R13: refuse the person of this booking and cancel the booking if it is still ahead."""
+        booking = await self.get(booking_id)
+        now = self.now
+        if until is not None and until <= now:
+            raise RuleViolation("R13", "a refusal ends in the future", field="until")
+        recipient = booking.person.recipient()
+        await self._change_person(
+            booking.person_key, booking.office_id, lambda p: p.refuse(reason, until, by, now, recipient), None
+        )
+        return await self.change(booking_id, lambda b: b.refuse(now, by))
+
+    async def lift(self, office_id: str, person_key: str, by: str) -> bool:
+        person = await self.stores.people.get(person_key)
+        if person is None or person.office_id != office_id:
+            raise NotFound(f"no person {person_key!r} at {office_id}")
+        now = self.now
+        done = await self._change_person(person_key, office_id, lambda p: p.lift(by, now), None)
+        return done.refusal is None
+
+
+__all__ = ["BookingService", "IllegalTransition", "NotFound", "RuleViolation"]

@@ -1,0 +1,120 @@
+"""HTTP for office staff and the meeting side: the booking list, attendance (R08), completion (R10),
+refusing (R13) and lifting refusals (R09/R13). Staff keys are per office."""
+
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import AwareDatetime, BaseModel, Field
+
+from services.booking import views
+from services.booking.api import booking_for
+from services.booking.auth import for_office
+from services.booking.domain import Status
+from services.booking.service import BookingService
+from services.booking.store import Credential
+from shared.clock import JST
+from shared.commands import normalize_jobseeker_number, normalize_phone
+
+
+class AttendanceIn(BaseModel):
+    how: Literal["joined", "contacted"] = Field(description="joined the meeting, or contacted the office")
+    at: AwareDatetime | None = Field(
+        None, description="when; default now. After start + grace is too late (R08)"
+    )
+
+
+class CompletionIn(BaseModel):
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+
+
+class RefusalIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="R13: what happened")
+    until: AwareDatetime | None = Field(None, description="end of the refusal; none: until lifted")
+
+
+def router(service: BookingService, credential: Any) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["staff"])
+    Caller = Annotated[Credential, Depends(credential)]
+
+    @api.get(
+        "/offices/{office_id}/bookings", summary="Bookings of the office, by date of the appointment or wish"
+    )
+    async def list_bookings(  # noqa: PLR0917 (FastAPI passes query parameters by name)
+        office_id: str,
+        request: Request,
+        cred: Caller,
+        status: Annotated[list[Status] | None, Query()] = None,
+        start: Annotated[date | None, Query(alias="from")] = None,
+        end: Annotated[date | None, Query(alias="to", description="inclusive")] = None,
+        phone: str | None = None,
+        jobseeker_number: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[dict[str, Any]]:
+        for_office(request, cred, office_id, "staff")
+        lookup = None
+        try:
+            if phone:
+                lookup = ("phone", normalize_phone(phone))
+            elif jobseeker_number:
+                lookup = ("jobseeker_number", normalize_jobseeker_number(jobseeker_number))
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        found = await service.stores.bookings.find(
+            office_id,
+            status=[s.value for s in status] if status else None,
+            after=datetime.combine(start, time(), JST) if start else None,
+            before=datetime.combine(end + timedelta(days=1), time(), JST) if end else None,
+            lookup=lookup,
+            limit=limit,
+            skip=offset,
+        )
+        return [views.staff_view(b) for b in found]
+
+    @api.post("/bookings/{booking_id}/attendance", summary="Joined or contacted: not a no-show (R08)")
+    async def attendance(
+        booking_id: str, body: AttendanceIn, request: Request, cred: Caller
+    ) -> dict[str, Any]:
+        booking = await booking_for(service, request, cred, booking_id)
+        for_office(request, cred, booking.office_id, "staff")
+        grace = service.policy(booking.office_id).no_show_grace
+        now = service.now
+        b = await service.change(
+            booking_id, lambda b: b.attend(body.how, body.at or now, now, cred.subject, grace)
+        )
+        return views.staff_view(b)
+
+    @api.post(
+        "/bookings/{booking_id}/completion", summary="The consultation took place: its usage window (R10)"
+    )
+    async def completion(
+        booking_id: str, body: CompletionIn, request: Request, cred: Caller
+    ) -> dict[str, Any]:
+        booking = await booking_for(service, request, cred, booking_id)
+        for_office(request, cred, booking.office_id, "staff")
+        b = await service.change(
+            booking_id, lambda b: b.complete(body.started_at, body.ended_at, service.now)
+        )
+        return views.staff_view(b)
+
+    @api.post("/bookings/{booking_id}/refusal", summary="Refuse the person for misconduct (R13)")
+    async def refuse(booking_id: str, body: RefusalIn, request: Request, cred: Caller) -> dict[str, Any]:
+        booking = await booking_for(service, request, cred, booking_id)
+        for_office(request, cred, booking.office_id, "staff")
+        b = await service.refuse(booking_id, body.reason, body.until, cred.subject)
+        return views.staff_view(b)
+
+    @api.get("/offices/{office_id}/refusals", summary="People refused now (R09, R13), by pseudonym")
+    async def refusals(office_id: str, request: Request, cred: Caller) -> list[dict[str, Any]]:
+        for_office(request, cred, office_id, "staff")
+        return [views.refusal_view(p) for p in await service.stores.people.refused(office_id, service.now)]
+
+    @api.delete("/offices/{office_id}/refusals/{person_key}", summary="Lift a refusal")
+    async def lift(office_id: str, person_key: str, request: Request, cred: Caller) -> dict[str, Any]:
+        for_office(request, cred, office_id, "staff")
+        lifted = await service.lift(office_id, person_key, cred.subject)
+        return {"person_key": person_key, "lifted": lifted}
+
+    return api

@@ -1,0 +1,102 @@
+"""API credentials (stored as hashes only) and the device reports portals send (R10)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared import outbox
+from shared.events import Envelope
+from shared.mongo import Doc
+
+Kind = Literal["portal", "staff"]
+PREFIX: dict[str, str] = {"portal": "cpk", "staff": "csk"}
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who is calling: a portal (books for its offices) or an office's staff member."""
+
+    kind: Kind
+    subject: str  # portal id or staff id
+    offices: tuple[str, ...]
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.subject}"
+
+    def may_act_for(self, office_id: str) -> bool:
+        return office_id in self.offices or "*" in self.offices
+
+
+def key_hash(key: str) -> str:
+    """Keys are 256-bit random strings: a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key(kind: Kind) -> str:
+    return f"{PREFIX[kind]}_{secrets.token_urlsafe(32)}"
+
+
+class CredentialStore:
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self.collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("subject")
+
+    async def register(self, key: str, kind: Kind, subject: str, offices: list[str], now: datetime) -> None:
+        """Store a key's hash (idempotent: the same key registered again updates its offices)."""
+        await self.collection.update_one(
+            {"_id": key_hash(key)},
+            {
+                "$set": {"kind": kind, "subject": subject, "offices": offices, "revoked": False},
+                "$setOnInsert": {"created_at": now},
+            },
+            upsert=True,
+        )
+
+    async def create(self, kind: Kind, subject: str, offices: list[str], now: datetime) -> str:
+        """A new key; only its hash is kept, so the key is shown once."""
+        key = new_key(kind)
+        await self.register(key, kind, subject, offices, now)
+        return key
+
+    async def revoke(self, subject: str) -> int:
+        done = await self.collection.update_many({"subject": subject}, {"$set": {"revoked": True}})
+        return done.modified_count
+
+    async def find(self, key: str) -> Credential | None:
+        d = await self.collection.find_one({"_id": key_hash(key), "revoked": False})
+        if d is None:
+            return None
+        return Credential(kind=d["kind"], subject=d["subject"], offices=tuple(d["offices"]))
+
+    async def portal_known(self, portal_id: str, office_id: str) -> bool:
+        d = await self.collection.find_one(
+            {"kind": "portal", "subject": portal_id, "revoked": False, "offices": {"$in": [office_id, "*"]}}
+        )
+        return d is not None
+
+
+class DeviceStore:
+    """Each device report becomes a device.recorded event for audit (R10), written once per message."""
+
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self.collection = collection
+        self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
+
+    async def record(self, message_id: str, office_id: str, events: list[Envelope[Any]]) -> None:
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one(
+                {"_id": message_id, "office_id": office_id, **outbox.new_document_fields(events)}
+            )
+            self.on_write(message_id)

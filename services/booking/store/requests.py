@@ -1,0 +1,102 @@
+"""Portal requests: the idempotency claim and the answer given, with the rejection event (outbox).
+
+FerretDB has no transactions, so "the same key gives one booking" rests on a unique `_id` per
+(portal, idempotency key): the first request inserts the claim, every other one finds it and waits for
+its answer. A claim whose owner died (no answer after `stale` seconds) is taken over once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from shared import outbox
+from shared.events import Envelope
+from shared.mongo import Doc
+
+
+@dataclass(frozen=True)
+class Claim:
+    mine: bool
+    doc: Doc
+
+
+def request_key(portal_id: str, idempotency_key: str) -> str:
+    return f"{portal_id}\x1f{idempotency_key}"
+
+
+class RequestStore:
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self.collection = collection
+        self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index("booking_id")
+
+    async def claim(
+        self,
+        *,
+        portal_id: str,
+        idempotency_key: str,
+        office_id: str,
+        body_hash: str,
+        booking_id: str,
+        now: datetime,
+    ) -> Claim:
+        doc: Doc = {
+            "_id": request_key(portal_id, idempotency_key),
+            "portal_id": portal_id,
+            "idempotency_key": idempotency_key,
+            "office_id": office_id,
+            "body_hash": body_hash,
+            "booking_id": booking_id,
+            "state": "claimed",
+            "claimed_at": now,
+            **outbox.new_document_fields([]),
+        }
+        try:
+            await self.collection.insert_one(doc)
+        except DuplicateKeyError:
+            existing = await self.get(portal_id, idempotency_key)
+            if existing is None:  # vanished in between: impossible unless deleted by hand
+                raise
+            return Claim(False, existing)
+        return Claim(True, doc)
+
+    async def get(self, portal_id: str, idempotency_key: str) -> Doc | None:
+        return await self.collection.find_one({"_id": request_key(portal_id, idempotency_key)}, {"outbox": 0})
+
+    async def take_over(self, doc: Doc, now: datetime, stale: timedelta) -> bool:
+        """The claim's owner gave no answer in time: claim it again (only one taker wins)."""
+        if doc.get("state") != "claimed" or now - doc["claimed_at"] < stale:
+            return False
+        done = await self.collection.update_one(
+            {"_id": doc["_id"], "state": "claimed", "claimed_at": doc["claimed_at"]},
+            {"$set": {"claimed_at": now}},
+        )
+        return done.modified_count == 1
+
+    async def finish(
+        self, key: str, status: int, body: Doc, events: list[Envelope[Any]], now: datetime
+    ) -> None:
+        """Record the answer (and the rejection event, if any) in one write."""
+        update = outbox.merge(
+            {"$set": {"state": "done", "status": status, "answer": body, "answered_at": now}}, events
+        )
+        # by _id alone: nothing else writes a claimed request (waiters only read it)
+        await self.collection.update_one({"_id": key}, update)
+        if events:
+            self.on_write(key)
+
+    async def record_refusal(self, message_id: str, office_id: str, events: list[Envelope[Any]]) -> None:
+        """A refusal that has no claim of its own (e.g. the key reused with another body): its event only."""
+        doc = {"_id": f"refusal\x1f{message_id}", "office_id": office_id, "state": "refusal"}
+        with contextlib.suppress(DuplicateKeyError):
+            await self.collection.insert_one({**doc, **outbox.new_document_fields(events)})
+            self.on_write(doc["_id"])

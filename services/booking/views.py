@@ -1,0 +1,99 @@
+"""What the read side shows: a portal sees its booking's state and, once confirmed, the meeting URL;
+office staff also see the person's details (they phone people, R07) and the history."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from services.booking.domain import Booking, Status
+from services.booking.refusals import PersonRecord
+from shared.clock import format_jst
+
+#: states in which the appointment (and its meeting URL) is the person's to use
+SHOW_APPOINTMENT = {Status.CONFIRMED, Status.ATTENDED, Status.COMPLETED}
+
+
+def _iso(v: Any) -> Any:
+    return v.isoformat() if hasattr(v, "isoformat") else v
+
+
+def portal_view(b: Booking) -> dict[str, Any]:
+    appt = b.appointment if b.status in SHOW_APPOINTMENT else None
+    view: dict[str, Any] = {
+        "booking_id": b.booking_id,
+        "office_id": b.office_id,
+        "status": b.status.value,
+        "created_at": _iso(b.created_at),
+        "updated_at": _iso(b.updated_at),
+        "windows": [{"start": _iso(w.start), "end": _iso(w.end)} for w in b.windows],
+        "duration_minutes": b.duration_minutes,
+        "companions": b.companions,
+        "terms_version": b.terms_version,
+        "terms_agreed_at": _iso(b.terms_agreed_at),
+        "appointment": None,
+        "alternatives": [],
+        "hold_expires_at": _iso(b.hold_expires_at),
+        "cancellation": None,
+        "rejection": b.rejection,
+    }
+    if appt is not None:
+        view["appointment"] = {
+            "start": _iso(appt.start),
+            "end": _iso(appt.end),
+            "when": format_jst(appt.start, appt.end),
+            "meeting_url": appt.meeting_url,
+            "app": appt.app,
+            "counsellor_name": appt.counsellor_name,
+            "version": appt.version,
+        }
+    if b.status == Status.RECOORDINATION_PROPOSED:
+        view["alternatives"] = [
+            {
+                "option_id": a.option_id,
+                "start": _iso(a.start),
+                "end": _iso(a.end),
+                "when": format_jst(a.start, a.end),
+            }
+            for a in b.alternatives
+        ]
+    if b.cancellation is not None:
+        c = b.cancellation
+        view["cancellation"] = {"reason": c.reason, "channel": c.channel, "at": _iso(c.at)}
+    return view
+
+
+def staff_view(b: Booking) -> dict[str, Any]:
+    view = portal_view(b)
+    appt = b.appointment
+    view.update(
+        portal_id=b.portal_id,
+        request_id=b.request_id,
+        area=b.area,
+        person={k: v for k, v in asdict(b.person).items() if v is not None},
+        person_key=b.person_key,
+        appointment_record=appt.model_dump(mode="json") if appt else None,
+        attendance={k: _iso(v) for k, v in asdict(b.attendance).items()} if b.attendance else None,
+        completion={"started_at": _iso(b.completion.start), "ended_at": _iso(b.completion.end)}
+        if b.completion
+        else None,
+        history=[{"status": c.status.value, "at": _iso(c.at), "note": c.note} for c in b.history],
+        version=b.version,
+    )
+    if b.cancellation is not None:
+        view["cancellation"] = {k: _iso(v) for k, v in asdict(b.cancellation).items()}
+    return view
+
+
+def refusal_view(p: PersonRecord) -> dict[str, Any]:
+    r = p.refusal
+    return {
+        "person_key": p.person_key,
+        "office_id": p.office_id,
+        "rule": r.rule if r else None,
+        "reason": r.reason if r else None,
+        "since": _iso(r.since) if r else None,
+        "until": _iso(r.until) if r else None,
+        "by": r.by if r else None,
+        "no_shows": len(p.no_shows),
+    }

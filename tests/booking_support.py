@@ -1,0 +1,158 @@
+"""Helpers for the booking tests: the service in-process with a fixed clock, a tap on the events
+exchange, publishing to the intake exchange as a portal or the job-seeker system would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import httpx
+
+from services.booking.app import create_app
+from services.booking.config import Settings
+from shared import topology
+from shared.clock import JST, FixedClock
+from shared.policy import OfficePolicy
+from tests.support import eventually, serve
+
+#: "today is 2026-11-22 (Sunday)"; 10:00 JST
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=JST)
+PORTAL_KEY = "cpk_test-portal-key-0123456789abcdefghijklmnopqrstuv"
+STAFF_KEY = "csk_test-staff-key-0123456789abcdefghijklmnopqrstuvw"
+KG, HW = "kushiro-gyosei", "kohoku-hellowork"
+
+
+@dataclass
+class Tap:
+    """Every event on consult.events, as JSON dicts, in arrival order."""
+
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    def of(self, type_: str, **payload: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.seen
+            if e["type"] == type_ and all(e["payload"].get(k) == v for k, v in payload.items())
+        ]
+
+    async def wait(
+        self, type_: str, n: int = 1, timeout: float = 10.0, **payload: Any
+    ) -> list[dict[str, Any]]:
+        async def enough() -> list[dict[str, Any]]:
+            found = self.of(type_, **payload)
+            return found if len(found) >= n else []
+
+        return await eventually(enough, timeout=timeout, what=f"{n}× {type_} {payload}")
+
+
+@asynccontextmanager
+async def tap(amqp_url: str) -> AsyncIterator[Tap]:
+    t = Tap()
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        ch = await conn.channel()
+        await topology.declare_exchanges(ch)
+        q = await ch.declare_queue(exclusive=True, auto_delete=True)
+        await q.bind(topology.EVENTS, routing_key="#")
+
+        async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            async with msg.process():
+                t.seen.append(json.loads(msg.body))
+
+        await q.consume(on_message)
+        yield t
+
+
+async def publish(
+    amqp_url: str, body: dict[str, Any] | bytes, routing_key: str, exchange: str = topology.INTAKE
+) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        ex = await ch.get_exchange(exchange)
+        await ex.publish(
+            aio_pika.Message(raw, delivery_mode=2, content_type="application/json"),
+            routing_key=routing_key,
+            mandatory=True,
+        )
+
+
+async def parked(amqp_url: str, queue: str = "booking.parking") -> list[aio_pika.abc.AbstractIncomingMessage]:
+    out = []
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        ch = await conn.channel()
+        q = await ch.get_queue(queue)
+        while (m := await q.get(fail=False)) is not None:
+            out.append(m)
+            await m.ack()
+    return out
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    clock: FixedClock
+    settings: Settings
+    amqp_url: str
+    events: Tap
+
+    def policy(self, office_id: str) -> OfficePolicy:
+        return self.settings.policies()[office_id]
+
+    @property
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    async def book(
+        self, office_id: str, body: dict[str, Any], key: str | None = None, token: str = PORTAL_KEY
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        if key:
+            headers["Idempotency-Key"] = key
+        return await self.client.post(f"/v1/offices/{office_id}/bookings", json=body, headers=headers)
+
+    async def get(self, booking_id: str, token: str = PORTAL_KEY) -> dict[str, Any]:
+        r = await self.client.get(f"/v1/bookings/{booking_id}", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    async def staff(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(
+            method, path, headers={"Authorization": f"Bearer {STAFF_KEY}"}, **kwargs
+        )
+
+    async def portal(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.request(
+            method, path, headers={"Authorization": f"Bearer {PORTAL_KEY}"}, **kwargs
+        )
+
+    async def publish(
+        self, body: dict[str, Any] | bytes, routing_key: str, exchange: str = topology.INTAKE
+    ) -> None:
+        await publish(self.amqp_url, body, routing_key, exchange)
+
+    async def status_becomes(self, booking_id: str, status: str) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            view = await self.get(booking_id, STAFF_KEY)
+            return view if view["status"] == status else None
+
+        return await eventually(probe, what=f"{booking_id} {status}")
+
+
+@asynccontextmanager
+async def running(
+    make_settings: Callable[..., Any], amqp_url: str, **overrides: Any
+) -> AsyncIterator[Harness]:
+    clock = FixedClock(NOW)
+    settings = make_settings(Settings, dev_portal_key=PORTAL_KEY, dev_staff_key=STAFF_KEY, **overrides)
+    app = create_app(settings, clock)
+    async with serve(app) as client, tap(amqp_url) as t:
+        yield Harness(client, clock, settings, amqp_url, t)
