@@ -39,7 +39,10 @@ for module_name, name in SERVICE_CLIS:
     if isinstance(sub, typer.Typer):
         app.add_typer(sub, name=name)
     for extra_name, extra in getattr(module, "TOP_LEVEL", {}).items():
-        app.command(extra_name)(extra)
+        if isinstance(extra, typer.Typer):  # a top-level group, e.g. `consultctl portal-key create`
+            app.add_typer(extra, name=extra_name)
+        else:
+            app.command(extra_name)(extra)
 
 
 def main() -> None:

@@ -1,0 +1,69 @@
+"""consultctl commands of the booking service (mounted by shared/cli.py).
+
+    consultctl booking show <booking-id> [--pii]
+    consultctl portal-key create --portal <id> --office <office-id> [--office ...]
+    consultctl staff-key create --staff <id> --office <office-id>
+    consultctl jobseekers import <file.csv|.json|.jsonl>
+
+They use the service's environment (MONGODB_URL, DB_PREFIX, SECRET_KEY, PII_KEYS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.booking import ops
+
+app = typer.Typer(help="Bookings: show one booking's record.", no_args_is_help=True)
+portal_key = typer.Typer(help="Portal API keys (stored as hashes; shown once).", no_args_is_help=True)
+staff_key = typer.Typer(help="Office staff API keys (stored as hashes; shown once).", no_args_is_help=True)
+jobseekers = typer.Typer(help="The HW job-seeker registry (R02, R03).", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    booking_id: str,
+    pii: Annotated[bool, typer.Option("--pii", help="include the person's decrypted details (R12)")] = False,
+) -> None:
+    """A booking's state, appointment and history as JSON."""
+    view = asyncio.run(ops.show_booking(booking_id, pii))
+    if view is None:
+        typer.echo(f"no booking {booking_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(view, ensure_ascii=False, indent=2, default=str))
+
+
+@portal_key.command("create")
+def create_portal_key(
+    portal: Annotated[str, typer.Option(help="portal id, e.g. soumu-portal")],
+    office: Annotated[list[str], typer.Option(help="office the portal books for (repeatable)")],
+) -> None:
+    """Create a key for a portal; print it once."""
+    key = asyncio.run(ops.create_key("portal", portal, office))
+    typer.echo(key)
+
+
+@staff_key.command("create")
+def create_staff_key(
+    staff: Annotated[str, typer.Option(help="staff member or desk id")],
+    office: Annotated[list[str], typer.Option(help="the office (repeatable)")],
+) -> None:
+    """Create a key for office staff; print it once."""
+    typer.echo(asyncio.run(ops.create_key("staff", staff, office)))
+
+
+@jobseekers.command("import")
+def import_jobseekers(path: Path) -> None:
+    """Bulk import: office_id, jobseeker_number, name, phone, mypage_email (empty: no My Page), active, as_of."""
+    counts = asyncio.run(ops.import_jobseekers(path))
+    typer.echo(json.dumps(counts))
+    if counts["invalid"]:
+        raise typer.Exit(1)
+
+
+TOP_LEVEL = {"portal-key": portal_key, "staff-key": staff_key, "jobseekers": jobseekers}
