@@ -58,7 +58,7 @@ class Running:
 async def scheduler(make_settings: Callable[..., Any], amqp_url: str) -> AsyncIterator[Running]:
     clock = FixedClock(SUNDAY)
     app = create_app(scheduler_settings(make_settings), clock)
-    async with serve(app) as client, probe(amqp_url) as seen:
+    async with probe(amqp_url) as seen, serve(app) as client:  # the probe outlives the relays
         await put_counsellor(client, KG, "kg-kushiro", areas=["釧路"])
         await put_counsellor(client, KG, "kg-tokachi", areas=["十勝"], apps=["skype-for-business"])
         await put_counsellor(client, HW, "hw-one")
