@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("booking", "scheduler", "notifier", "audit")
 AUDITOR_KEY = "e2e-auditor.e2e-auditor-secret-0123456789"
 APPROVER_KEY = "e2e-approver.e2e-approver-secret-0123456789"
+#: booking: a portal key (portal dev-portal) and a staff key (dev-staff), every office; test only
+PORTAL_KEY = "cpk_e2e-portal-key-0123456789abcdefghijklmnopqrstu"
+BOOKING_STAFF_KEY = "csk_e2e-staff-key-0123456789abcdefghijklmnopqrstuv"
 
 
 def free_port() -> int:
@@ -100,6 +103,9 @@ def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
             # audit: auditor credentials created at start-up (test only; refused in prod)
             "AUDIT_BOOTSTRAP_AUDITOR_KEY": AUDITOR_KEY,
             "AUDIT_BOOTSTRAP_APPROVER_KEY": APPROVER_KEY,
+            # booking: development keys registered at start-up (refused in prod)
+            "DEV_PORTAL_KEY": PORTAL_KEY,
+            "DEV_STAFF_KEY": BOOKING_STAFF_KEY,
         }
     )
     return env
