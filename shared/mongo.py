@@ -18,6 +18,8 @@ def connect(url: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncMongoCli
         appname=app_name,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
+        # a server that stops answering mid-call must not hang a handler forever
+        socketTimeoutMS=30_000,
     )
 
 
