@@ -3,7 +3,6 @@ exchange, publishing to the intake exchange as a portal or the job-seeker system
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager

@@ -59,7 +59,7 @@ def create_staff_key(
 
 @jobseekers.command("import")
 def import_jobseekers(path: Path) -> None:
-    """Bulk import: office_id, jobseeker_number, name, phone, mypage_email (empty: no My Page), active, as_of."""
+    """Bulk import: office_id, jobseeker_number, name, phone, mypage_email (empty: no My Page), as_of."""
     counts = asyncio.run(ops.import_jobseekers(path))
     typer.echo(json.dumps(counts))
     if counts["invalid"]:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from tests.e2e.conftest import AUDITOR_KEY, Stack
+from services.booking import examples
+from services.booking.config import Settings
+from shared.calendar import OfficeCalendar
+from shared.clock import SystemClock
+from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, Stack
 from tests.support import eventually
 
 
 async def test_booking_request_reaches_the_audit_store(stack: Stack) -> None:
-    async with stack.client("booking") as booking:
-        r = await booking.post(
-            "/v1/offices/kushiro-gyosei/bookings",
-            json={"windows": [{"start": "2026-12-01T10:00:00+09:00", "end": "2026-12-01T11:00:00+09:00"}]},
-        )
+    policy = Settings().policies()["kushiro-gyosei"]
+    now = SystemClock().now()
+    day = OfficeCalendar(policy).first_bookable(now + timedelta(days=1))
+    async with stack.client("booking", headers={"Authorization": f"Bearer {PORTAL_KEY}"}) as booking:
+        r = await booking.post("/v1/offices/kushiro-gyosei/bookings", json=examples.kg_form(policy, day, now))
         assert r.status_code == 202, r.text
         booking_id = r.json()["booking_id"]
 

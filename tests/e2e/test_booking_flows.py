@@ -1,0 +1,184 @@
+"""Booking as the portals and the job-seeker system use it: the four services as real processes, the
+system clock, dates chosen through the office calendar."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from services.booking import examples
+from services.booking.config import Settings
+from shared import topology
+from shared.calendar import OfficeCalendar, jst_date
+from shared.clock import SystemClock
+from shared.commands import booking_id_for
+from shared.policy import OfficePolicy
+from tests import support
+from tests.booking_support import publish, tap
+from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack
+from tests.support import eventually
+
+KG, HW = "kushiro-gyosei", "kohoku-hellowork"
+PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
+STAFF = {"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}
+
+
+def policy(office: str) -> OfficePolicy:
+    return Settings().policies()[office]
+
+
+def now() -> datetime:
+    return SystemClock().now()
+
+
+def kg_day() -> date:
+    """An open day from tomorrow on (a window tomorrow is always still ahead)."""
+    return OfficeCalendar(policy(KG)).first_bookable(now() + timedelta(days=1))
+
+
+async def register_jobseeker(stack: Stack, number: str, phone: str, email: str) -> None:
+    msg = examples.jobseeker_message(HW, number, phone, email, sent_at=now())
+    await publish(stack.amqp_url, msg, msg["type"])
+
+
+async def test_kg_and_hw_bookings_are_taken_and_refusals_name_their_rule(stack: Stack) -> None:
+    hw_cal = OfficeCalendar(policy(HW))
+    number = f"12345-{uuid.uuid4().int % 10**8:08d}"
+    await register_jobseeker(stack, number, "090-5555-6666", "e2e@mypage.example.jp")
+    async with stack.client("booking", headers=PORTAL) as booking:
+        kg = await booking.post(
+            f"/v1/offices/{KG}/bookings", json=examples.kg_form(policy(KG), kg_day(), now())
+        )
+        assert kg.status_code == 202, kg.text
+
+        hw_body = examples.hw_form(
+            policy(HW),
+            hw_cal.first_bookable(now()),
+            now(),
+            jobseeker_number=number,
+            phone="090-5555-6666",
+            window=("09:00", "17:00"),
+        )
+
+        async def hw_taken() -> httpx.Response | None:  # the registry is fed asynchronously
+            r = await booking.post(f"/v1/offices/{HW}/bookings", json=hw_body)
+            return r if r.status_code == 202 else None
+
+        await eventually(hw_taken, what="HW booking once the job seeker is registered")
+
+        too_long = await booking.post(
+            f"/v1/offices/{KG}/bookings",
+            json=examples.kg_form(policy(KG), kg_day(), now(), duration_minutes=45),
+        )
+        assert (too_long.status_code, too_long.json()["rule"]) == (409, "R01")
+        next_open = jst_date(now()) + timedelta(days=1)
+        while not hw_cal.is_open(next_open):
+            next_open += timedelta(days=1)
+        if next_open < hw_cal.first_bookable(now()):  # an open day whose R04 deadline has passed
+            late = await booking.post(
+                f"/v1/offices/{HW}/bookings",
+                json={
+                    **hw_body,
+                    "windows": [
+                        {"start": examples.at(next_open, "10:00"), "end": examples.at(next_open, "11:00")}
+                    ],
+                },
+            )
+            assert (late.status_code, late.json()["rule"]) == (409, "R04")
+
+        async def coordinated() -> dict[str, Any] | None:
+            view = (await booking.get(f"/v1/bookings/{kg.json()['booking_id']}")).json()
+            return view if view["status"] != "requested" else None
+
+        view = await eventually(coordinated, timeout=30, what="the scheduler coordinated the KG booking")
+        assert view["status"] in ("confirmed", "recoordination_proposed")
+        if view["status"] == "confirmed":
+            assert view["appointment"]["meeting_url"].startswith("https://")
+
+
+async def test_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
+    key, bad_key = f"e2e-{uuid.uuid4().hex}", f"e2e-{uuid.uuid4().hex}"
+    async with tap(stack.amqp_url) as events:
+        good = examples.booking_command(
+            "dev-portal", KG, key, examples.kg_form(policy(KG), kg_day(), now()), sent_at=now()
+        )
+        bad = examples.booking_command(
+            "dev-portal",
+            KG,
+            bad_key,
+            examples.kg_form(policy(KG), kg_day(), now(), terms_version="2020-01-01"),
+            sent_at=now(),
+        )
+        await publish(stack.amqp_url, good, "booking.request")
+        await publish(stack.amqp_url, bad, "booking.request")
+        marker = uuid.uuid4().hex
+        await publish(stack.amqp_url, f"not json {marker}".encode(), "booking.request")
+        [rejected] = await events.wait("booking.rejected", timeout=20, request_id=bad_key)
+    assert rejected["payload"]["rule"] == "R17"
+    async with stack.client("booking", headers=PORTAL) as booking:
+
+        async def answered() -> dict[str, Any] | None:
+            r = await booking.get(f"/v1/requests/{key}")
+            return r.json() if r.status_code == 200 and r.json()["state"] == "done" else None
+
+        answer = await eventually(answered, what="the AMQP request's answer")
+        assert answer["status"] == 202
+        assert answer["answer"]["booking_id"] == booking_id_for("dev-portal", key)
+        assert (await booking.get(f"/v1/bookings/{booking_id_for('dev-portal', key)}")).status_code == 200
+
+    async def parked() -> list[dict[str, Any]]:
+        vhost = quote(stack.amqp_url.rsplit("/", 1)[1], safe="")
+        async with httpx.AsyncClient(timeout=10) as c:
+            r = await c.post(
+                f"{support.RABBITMQ_API}/queues/{vhost}/{topology.BOOKING.parking}/get",
+                json={"count": 100, "ackmode": "reject_requeue_true", "encoding": "auto"},
+            )
+        return [m for m in r.json() if marker in m["payload"]]
+
+    [message] = await eventually(parked, what="the unreadable command parked")
+    assert message["properties"]["headers"][topology.REASON_HEADER] == "invalid-event"
+
+
+async def test_the_same_idempotency_key_twenty_times_in_parallel_makes_one_booking(stack: Stack) -> None:
+    body = examples.kg_form(policy(KG), kg_day(), now())
+    headers = {**PORTAL, "Idempotency-Key": f"e2e-par-{uuid.uuid4().hex}"}
+    async with stack.client("booking", headers=headers) as booking:
+        answers = await asyncio.gather(
+            *(booking.post(f"/v1/offices/{KG}/bookings", json=body) for _ in range(20))
+        )
+        other = await booking.post(f"/v1/offices/{KG}/bookings", json={**body, "duration_minutes": 15})
+    assert [r.status_code for r in answers] == [202] * 20
+    assert len({json.dumps(r.json(), sort_keys=True) for r in answers}) == 1
+    assert (other.status_code, other.json()["error"]) == (409, "idempotency-key-reused")
+    booking_id = answers[0].json()["booking_id"]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
+    try:
+        first_versions = client[f"{stack.db_prefix}booking"]["booking_changes"]
+        assert await first_versions.count_documents({"aggregate_id": booking_id, "version": 1}) == 1
+    finally:
+        await client.close()
+
+
+async def test_r07_a_portal_is_told_to_phone_and_staff_record_the_call(stack: Stack) -> None:
+    async with stack.client("booking", headers=PORTAL) as portal:
+        r = await portal.post(f"/v1/offices/{HW}/bookings", json={})
+        assert r.status_code == 422
+        r = await portal.post(
+            f"/v1/offices/{KG}/bookings", json=examples.kg_form(policy(KG), kg_day(), now())
+        )
+        booking_id = r.json()["booking_id"]
+        refused = await portal.post(f"/v1/bookings/{booking_id}/cancellations", json={"channel": "portal"})
+    assert (refused.status_code, refused.json()["rule"]) == (409, "R07")
+    assert policy(KG).phone in refused.json()["how_to_cancel"]
+    async with stack.client("booking", headers=STAFF) as staff:
+        r = await staff.post(
+            f"/v1/bookings/{booking_id}/cancellations", json={"channel": "phone", "recorded_by": "e2e"}
+        )
+    assert r.json()["status"] == "cancelled"
