@@ -70,8 +70,12 @@ async def _vhosts(servers: None) -> AsyncIterator[list[str]]:
 
 
 @pytest.fixture
-async def amqp_url(_vhosts: list[str]) -> str:
-    """A fresh RabbitMQ vhost for this test: its queues start empty and vanish afterwards."""
+async def amqp_url(_vhosts: list[str]) -> AsyncIterator[str]:
+    """A fresh RabbitMQ vhost for this test: its queues start empty and vanish afterwards.
+
+    Deleted when the test ends, not at the end of the session: every vhost keeps message-store files
+    open, and ~150 of them exhaust the broker's file handles (RabbitMQ then stops accepting connections).
+    """
     name = f"test-{RUN_ID}-{next(_counter)}"
     async with httpx.AsyncClient(timeout=10) as c:
         r = await c.put(f"{support.RABBITMQ_API}/vhosts/{quote(name, safe='')}")
@@ -83,7 +87,11 @@ async def amqp_url(_vhosts: list[str]) -> str:
         )
         r.raise_for_status()
     _vhosts.append(name)
-    return support.vhost_url(name)
+    yield support.vhost_url(name)
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.delete(f"{support.RABBITMQ_API}/vhosts/{quote(name, safe='')}")
+    if r.status_code in (204, 404):
+        _vhosts.remove(name)
 
 
 @pytest.fixture(scope="session")
