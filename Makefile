@@ -24,8 +24,11 @@ infra-down: venv ## stop the servers infra-up started
 infra-status: venv ## which servers answer, and where from
 	@$(PY) deploy/local.py status
 
+# A development system: the demo office (short clocks) and seed counsellors are loaded too.
+DEV_ENV := EXTRA_OFFICES_DIR=$(CURDIR)/deploy/offices-demo COUNSELLORS_FILE=$(CURDIR)/deploy/counsellors.yaml
+
 up: infra-up ## servers plus the four services in the background; returns when all are ready
-	@$(PY) deploy/processes.py up
+	@$(DEV_ENV) $(PY) deploy/processes.py up
 
 down: venv ## stop the services and the servers; no stray process
 	@$(PY) deploy/processes.py down

@@ -50,7 +50,10 @@ HEADER = "=== deploy/processes.py up "  # starts each run's part of a log
 #: are already running), so they must be idempotent, e.g. create the dev portal key only when it
 #: is missing. A failing hook stops `up` before anything starts. Example:
 #:     (PY, "-m", "services.booking.keys", "dev-key", "--out", str(PORTAL_KEY)),
-PRESTART: tuple[tuple[str, ...], ...] = ()
+PRESTART: tuple[tuple[str, ...], ...] = (
+    (PY, "-m", "services.booking.keys", "ensure-dev-key", str(PORTAL_KEY),
+     "--staff-file", str(LOCAL / "staff-key.txt")),
+)  # fmt: skip
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never proxy 127.0.0.1
 

@@ -1,0 +1,394 @@
+"""`make demo`: a narrated walk through the running system, as a portal, an office and an auditor see it.
+
+It talks to the four services over HTTP and AMQP exactly as the outside world does, reads the emails
+that really reached the SMTP server (Mailpit) and the records the audit service stored. Scenes:
+a KG booking and its confirmation email; an HW job seeker registered over AMQP and booked; requests
+refused with their rule; on the demo office (short clocks) a notice and a no-show firing, and a
+re-coordination accepted; finally the audit trail and its hash chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aio_pika
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from services.booking import examples
+from shared import topology
+from shared.calendar import OfficeCalendar
+from shared.clock import JST, SystemClock, format_jst
+from shared.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTS = {"booking": 8001, "scheduler": 8002, "notifier": 8003, "audit": 8004}
+URL = {name: f"http://127.0.0.1:{port}" for name, port in PORTS.items()}
+MAILPIT = os.environ.get("MAILPIT_API", "http://127.0.0.1:8025/api/v1")
+SCHEDULER_STAFF = {"X-Staff-Key": os.environ.get("STAFF_API_KEY", "dev-staff-key"), "X-Staff-Id": "demo"}
+
+console = Console(width=100)
+clock = SystemClock()
+T = TypeVar("T")
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def scene(title: str, text: str) -> None:
+    console.print()
+    console.rule(f"[bold cyan]{title}")
+    console.print(text, style="dim")
+
+
+def step(who: str, what: str) -> None:
+    console.print(f"  [bold]{who:>10}[/bold] │ {what}")
+
+
+async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await probe()
+        if found:
+            return found
+        await asyncio.sleep(0.3)
+    raise DemoFailed(f"waited {timeout:.0f}s for {what}; see `make logs`")
+
+
+class Demo:
+    def __init__(self, portal_key: str, staff_key: str, auditor_key: str) -> None:
+        self.portal = httpx.AsyncClient(
+            base_url=URL["booking"], timeout=15, headers={"Authorization": f"Bearer {portal_key}"}
+        )
+        self.staff = httpx.AsyncClient(
+            base_url=URL["booking"], timeout=15, headers={"Authorization": f"Bearer {staff_key}"}
+        )
+        self.auditor = httpx.AsyncClient(
+            base_url=URL["audit"], timeout=15, headers={"Authorization": f"Bearer {auditor_key}"}
+        )
+        self.policies = ServiceSettings(extra_offices_dir=ROOT / "deploy" / "offices-demo").policies()
+        self.booked: list[str] = []
+
+    # ----------------------------------------------------------------- helpers
+
+    async def book(self, office_id: str, form: dict[str, Any], label: str) -> httpx.Response:
+        key = f"demo-{label}-{uuid.uuid4().hex[:8]}"
+        step("portal", f"POST /v1/offices/{office_id}/bookings  (Idempotency-Key: {key})")
+        r = await self.portal.post(
+            f"/v1/offices/{office_id}/bookings", json=form, headers={"Idempotency-Key": key}
+        )
+        step("booking", f"{r.status_code} {json.dumps(r.json(), ensure_ascii=False)[:300]}")
+        if r.status_code == 202:
+            self.booked.append(r.json()["booking_id"])
+        return r
+
+    async def booking(self, booking_id: str) -> dict[str, Any]:
+        r = await self.portal.get(f"/v1/bookings/{booking_id}")
+        r.raise_for_status()
+        return dict(r.json())
+
+    async def status(self, booking_id: str, *wanted: str, timeout: float = 60.0) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            b = await self.booking(booking_id)
+            return b if b["status"] in wanted else None
+
+        return await until(probe, f"booking {booking_id[:8]} to become {' or '.join(wanted)}", timeout)
+
+    async def emails(self, address: str, n: int = 1, timeout: float = 60.0) -> list[dict[str, Any]]:
+        from services.notifier.preview import delivered_to
+
+        async def probe() -> list[dict[str, Any]] | None:
+            found = await delivered_to(address, MAILPIT)
+            return found if len(found) >= n else None
+
+        return await until(probe, f"{n} email(s) to {address}", timeout)
+
+    def show_email(self, msg: dict[str, Any]) -> None:
+        from services.notifier.preview import format_message
+
+        console.print(
+            Panel(format_message(msg, width=90), title="email as the person reads it", expand=False)
+        )
+
+    def show_appointment(self, b: dict[str, Any]) -> None:
+        a = b["appointment"]
+        step("scheduler", f"coordinated {a['counsellor_name']} for {a['when']} (JST)")
+        step("", f"meeting: {a['app']}  {a['meeting_url'][:70]}…")
+
+    # ----------------------------------------------------------------- scenes
+
+    async def kg_booking(self) -> None:
+        policy = self.policies["kushiro-gyosei"]
+        day = OfficeCalendar(policy).first_bookable(clock.now() + timedelta(days=1))
+        scene(
+            "1. 釧路 (KG): a booking, coordinated and confirmed by email",
+            "KG asks for name, address, phone, email and a wished range on a weekday (R02). The scheduler\n"
+            "picks a commissioner serving the person's area (R20) and the office's app (R16); the\n"
+            "confirmation email with date, time and URL goes out once coordinated (R05, R06).",
+        )
+        form = examples.kg_form(policy, day, clock.now())
+        step("person", f"{form['name']}, {form['address']}, wishes {day} 10:00〜12:00, 30 minutes")
+        r = await self.book("kushiro-gyosei", form, "kg")
+        if r.status_code != 202:
+            raise DemoFailed(f"KG booking refused: {r.text}")
+        b = await self.status(r.json()["booking_id"], "confirmed")
+        self.show_appointment(b)
+        mails = await self.emails(form["email"])
+        step("notifier", f"sent 「{mails[0]['Subject']}」 to {form['email']}")
+        self.show_email(mails[0])
+        self.kg_booking_id = b["booking_id"]
+
+    async def hw_booking(self) -> None:
+        policy = self.policies["kohoku-hellowork"]
+        now = clock.now()
+        day = OfficeCalendar(policy).first_bookable(now + timedelta(days=1))
+        number = f"14{uuid.uuid4().int % 1000:03d}-{uuid.uuid4().int % 10**8:08d}"
+        phone, email = "045-123-4567", f"hanako.{uuid.uuid4().hex[:6]}@example.jp"
+        scene(
+            "2. 港北 (HW): a registered job seeker books; the notice waits for the day before",
+            "HW serves job seekers registered at the office with My Page (R03); the phone must match the\n"
+            "registered one (R02). The job-seeker system feeds the registry over AMQP. A booking must be\n"
+            "confirmed 2 open days ahead (R04); the notice goes the day before (R06).",
+        )
+        msg = examples.jobseeker_message("kohoku-hellowork", number, phone, email, sent_at=now)
+        await publish_intake("jobseeker.registered", msg)
+        step("HW system", f"published jobseeker.registered {number} to consult.intake")
+        form = examples.hw_form(policy, day, now, jobseeker_number=number, phone=phone)
+        r = await until(lambda: self._hw_try(form), "the job seeker to be registered", 30)
+        b = await self.status(r.json()["booking_id"], "confirmed")
+        self.show_appointment(b)
+        async with httpx.AsyncClient(base_url=URL["scheduler"], timeout=10, headers=SCHEDULER_STAFF) as c:
+            timers = (await c.get("/v1/staff/timers", params={"office_id": "kohoku-hellowork"})).json()
+        mine = [t for t in timers if t.get("booking_id") == b["booking_id"]]
+        for t in mine:
+            due = datetime.fromisoformat(t["due_at"])
+            step("scheduler", f"timer {t['kind']:<8} due {format_jst(due)} JST")
+        step(
+            "",
+            f"notice date {OfficeCalendar(policy).notice_date(day)}: "
+            f"「{policy.notice.subject}」 to the My Page address",
+        )
+
+    async def _hw_try(self, form: dict[str, Any]) -> httpx.Response | None:
+        r = await self.book("kohoku-hellowork", form, "hw")
+        return r if r.status_code == 202 else None
+
+    async def refusals(self) -> None:
+        scene(
+            "3. Refused, each with its rule",
+            "Bad input gets 422 naming the field; what the office's rules refuse gets 409 naming the rule.",
+        )
+        hw, kg = self.policies["kohoku-hellowork"], self.policies["kushiro-gyosei"]
+        now = clock.now()
+        tomorrow = OfficeCalendar(hw).first_bookable(now)  # the earliest day HW still takes
+        too_soon = now.astimezone(JST).date() + timedelta(days=1)
+        while not OfficeCalendar(hw).is_open(too_soon):  # the next open day: fewer than 2 open days ahead
+            too_soon += timedelta(days=1)
+        kg_day = OfficeCalendar(kg).first_bookable(now + timedelta(days=1))
+        cases = [
+            (f"HW, consultation on {too_soon} (too late, R04)", "kohoku-hellowork",
+             examples.hw_form(hw, too_soon, now, jobseeker_number="14000-00000001", phone="045-123-4567")),
+            ("KG, 45 minutes (R01)", "kushiro-gyosei",
+             examples.kg_form(kg, kg_day, now, duration_minutes=45)),
+            ("KG, device checklist not confirmed (R19)", "kushiro-gyosei",
+             examples.kg_form(kg, kg_day, now, device_checklist=[])),
+            ("KG, stale terms version (R17)", "kushiro-gyosei",
+             examples.kg_form(kg, kg_day, now, terms_version="2019-01-01")),
+        ]  # fmt: skip
+        table = Table("request", "answer", "rule / field", "message", width=100)
+        for label, office, form in cases:
+            r = await self.portal.post(
+                f"/v1/offices/{office}/bookings", json=form, headers={"Idempotency-Key": uuid.uuid4().hex}
+            )
+            body = r.json()
+            errors = body.get("errors") or []
+            where = body.get("rule") or ", ".join(
+                f"{e.get('rule') or ''} {e.get('field', '')}".strip() for e in errors[:2]
+            ) + (f" (+{len(errors) - 2} more)" if len(errors) > 2 else "")
+            table.add_row(label, str(r.status_code), str(where), str(body.get("message", ""))[:60])
+        console.print(table)
+        step("", f"(HW bookable from {tomorrow}; the 409 tells the portal why and which rule)")
+
+    async def demo_office(self) -> None:
+        policy = self.policies["demo-town"]
+        scene(
+            "4. デモ町 (demo office, short clocks): notice, then a no-show deemed cancelled",
+            f"The demo office sends its notice {policy.notice.before_start} before the start and deems a\n"
+            f"booking cancelled {policy.no_show_grace} after it (R08; 10 minutes at real offices), so the\n"
+            "durable timers can be watched firing. Nobody joins this one.",
+        )
+        start = next_minute(25)
+        email = f"demo.{uuid.uuid4().hex[:6]}@example.jp"
+        form = demo_form(policy, start, email, "北海道釧路市黒金町7-5")
+        r = await self.book("demo-town", form, "noshow")
+        b = await self.status(r.json()["booking_id"], "confirmed")
+        self.show_appointment(b)
+        step("", f"waiting for the notice ({format_jst(start - policy.notice.before_start)}) …")
+        notice = (await self.emails(email, 1, timeout=90))[0]
+        step(
+            "notifier",
+            f"notice 「{notice['Subject']}」 sent at {format_jst(datetime.fromisoformat(notice['Date']))}",
+        )
+        step("", f"waiting for start + grace ({format_jst(start + policy.no_show_grace)}) …")
+        b = await self.status(b["booking_id"], "cancelled", timeout=120)
+        step("booking", f"status {b['status']}: {json.dumps(b.get('cancellation'), ensure_ascii=False)}")
+        mails = await self.emails(email, 2, timeout=60)
+        self.show_email(mails[-1])
+
+    async def recoordination(self) -> None:
+        policy = self.policies["demo-town"]
+        scene(
+            "5. デモ町: the wished time is taken, other times are proposed and one is accepted (R05)",
+            "Two people in 釧路 wish the same minute; one commissioner serves 釧路. The second request gets\n"
+            "up to three held alternatives by email; the person accepts the first through the portal.",
+        )
+        start = next_minute(90)
+        first = demo_form(policy, start, f"first.{uuid.uuid4().hex[:6]}@example.jp", "北海道釧路市幸町1-1")
+        email = f"second.{uuid.uuid4().hex[:6]}@example.jp"
+        second = demo_form(policy, start, email, "北海道釧路市幸町2-2")
+        a = await self.book("demo-town", first, "first")
+        await self.status(a.json()["booking_id"], "confirmed")
+        b = await self.book("demo-town", second, "second")
+        prop = await self.status(b.json()["booking_id"], "recoordination_proposed")
+        for alt in prop["alternatives"]:
+            step("scheduler", f"option {alt['option_id']}: {alt.get('when') or alt['start']}")
+        mail = (await self.emails(email, 1))[0]
+        step("notifier", f"sent 「{mail['Subject']}」")
+        option = prop["alternatives"][0]["option_id"]
+        step("person", f"accepts option {option}")
+        r = await self.portal.post(f"/v1/bookings/{prop['booking_id']}/alternatives/{option}/acceptance")
+        step("booking", f"{r.status_code} status {r.json().get('status')}")
+        confirmed = await self.status(prop["booking_id"], "confirmed")
+        self.show_appointment(confirmed)
+        # the first person cancels through the portal (the demo office accepts it, R07 as data)
+        r = await self.portal.post(
+            f"/v1/bookings/{a.json()['booking_id']}/cancellations", json={"channel": "portal"}
+        )
+        step("portal", f"first person cancels via portal: {r.status_code} {r.json().get('status')}")
+
+    async def audit(self) -> None:
+        scene(
+            "6. The audit trail (R10, R11): events and requests, devices pseudonymised, chain verified",
+            "Auditors read with their own key; device identifiers are stored only as keyed-hash pseudonyms.",
+        )
+        r = await self.auditor.get(
+            "/v1/audit/records", params={"booking_id": self.kg_booking_id, "limit": 50}
+        )
+        r.raise_for_status()
+        table = Table("occurred (JST)", "type", "producer", width=100)
+        for rec in r.json():
+            when = rec.get("occurred_at") or rec.get("at") or ""
+            table.add_row(
+                format_jst(datetime.fromisoformat(when)) if when else "",
+                rec.get("type", ""),
+                rec.get("producer", ""),
+            )
+        console.print(table)
+        unauth = await httpx.AsyncClient(base_url=URL["audit"]).get("/v1/audit/records")
+        step("portal", f"reading the audit store without an auditor key: {unauth.status_code}")
+        v = (await self.auditor.get("/v1/audit/verify")).json()
+        step(
+            "audit",
+            f"hash chains verified: ok={v.get('ok')} ({_streams(v)})",
+        )
+
+    async def close(self) -> None:
+        for c in (self.portal, self.staff, self.auditor):
+            await c.aclose()
+
+
+def _streams(report: dict[str, Any]) -> str:
+    return ", ".join(f"{s['stream']}: {s['checked']} records" for s in report.get("streams", []))
+
+
+def next_minute(at_least_seconds: int) -> datetime:
+    t = clock.now() + timedelta(seconds=at_least_seconds + 60)
+    return t.replace(second=0, microsecond=0).astimezone(JST)
+
+
+def demo_form(policy: Any, start: datetime, email: str, address: str) -> dict[str, Any]:
+    return examples.kg_form(
+        policy,
+        start.date(),
+        clock.now(),
+        window=(f"{start:%H:%M}", f"{start + timedelta(minutes=5):%H:%M}"),
+        duration_minutes=5,
+        email=email,
+        address=address,
+    )
+
+
+async def publish_intake(routing_key: str, message: dict[str, Any]) -> None:
+    connection = await aio_pika.connect(os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(topology.INTAKE)
+        await exchange.publish(
+            aio_pika.Message(
+                json.dumps(message, ensure_ascii=False).encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key,
+            mandatory=True,
+        )
+
+
+async def credentials() -> tuple[str, str, str]:
+    from services.audit.admin import create_key
+    from services.audit.config import Settings as AuditSettings
+    from services.booking.ops import ensure_dev_key
+
+    portal = await ensure_dev_key(ROOT / ".local" / "portal-key.txt", "portal")
+    staff = await ensure_dev_key(ROOT / ".local" / "staff-key.txt", "staff")
+    auditor = await create_key(AuditSettings(), name="demo-auditor", roles=["auditor"], by="make demo")
+    return portal, staff, auditor
+
+
+async def main() -> int:
+    console.print(Panel.fit(
+        "[bold]Online consultation booking — demo[/bold]\n"
+        "booking :8001 · scheduler :8002 · notifier :8003 · audit :8004 · RabbitMQ :5672 · "
+        "FerretDB :27017 · Mailpit :8025\nTimes are shown in JST (Asia/Tokyo).",
+    ))  # fmt: skip
+    demo = Demo(*await credentials())
+    started = time.monotonic()
+    try:
+        for part in (
+            demo.kg_booking,
+            demo.hw_booking,
+            demo.refusals,
+            demo.demo_office,
+            demo.recoordination,
+            demo.audit,
+        ):
+            await part()
+    except DemoFailed as exc:
+        console.print(f"[bold red]demo stopped:[/bold red] {exc}")
+        return 1
+    finally:
+        await demo.close()
+    console.print()
+    console.rule(f"[bold green]done in {time.monotonic() - started:.0f}s")
+    console.print(
+        "The services keep running: Mailpit http://127.0.0.1:8025 shows the emails, "
+        "`make logs` follows the services, `.venv/bin/consultctl queues` shows the broker, "
+        "`make down` stops it all."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
