@@ -65,7 +65,7 @@ class PersonRecord:
         if n < policy.refusal.no_shows:
             return []
         until = at + policy.refusal.refuse_for
-        reason = f"{n} no-shows without contact within {policy.refusal.within.days} days"
+        reason = f"連絡のないキャンセルが{n}回となったため"  # shown to the person (notifier's refusal mail)
         self.refusal = Refusal("R09", reason, at, until, "system")
         self.counted_from = at
         return [
