@@ -100,7 +100,8 @@ async def test_dev_key_cli_and_jobseeker_import(
     assert await import_jobseekers(records, settings) == {"applied": 2, "older": 0, "invalid": 1}
 
     env = {**os.environ, "DB_PREFIX": settings.db_prefix, "ENVIRONMENT": "test"}
-    done = subprocess.run(
+    done = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "services.booking.keys", "ensure-dev-key", str(tmp_path / "k2.txt"),
          "--staff-file", str(tmp_path / "s2.txt")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
