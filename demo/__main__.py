@@ -235,7 +235,8 @@ class Demo:
         r = await self.book("demo-town", form, "noshow")
         b = await self.status(r.json()["booking_id"], "confirmed")
         self.show_appointment(b)
-        step("", f"waiting for the notice ({format_jst(start - policy.notice.before_start)}) …")
+        lead = policy.notice.before_start or timedelta(0)
+        step("", f"waiting for the notice ({format_jst(start - lead)}) …")
         notice = (await self.emails(email, 1, timeout=90))[0]
         step(
             "notifier",
