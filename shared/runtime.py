@@ -26,7 +26,7 @@ from prometheus_client import make_asgi_app
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from shared import logsafe, outbox, topology
+from shared import limits, logsafe, outbox, topology
 from shared.clock import Clock, SystemClock
 from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
@@ -213,6 +213,7 @@ class Runtime:
                 self.spawn(self._record_access(request, response.status_code, started, request_id), "access")
             return response
 
+        limits.limit_body(app, self.settings.max_body_bytes)  # outermost: 413 before a body is read
         return app
 
     async def _record_access(self, request: Request, status: int, started: float, request_id: str) -> None:

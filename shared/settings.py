@@ -44,6 +44,10 @@ class ServiceSettings(BaseSettings):
         description="key for keyed hashes and field encryption; a placeholder is refused in prod",
     )
 
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1, description="largest request body accepted (413 beyond; shared/limits.py)"
+    )
+
     service_name: str = "service"
 
     @model_validator(mode="after")
