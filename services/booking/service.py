@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import datetime
 from functools import cache
 from typing import Any
 
 from services.booking.domain import Booking, IllegalTransition, RuleViolation
+from services.booking.locks import KeyedLocks
 from services.booking.refusals import PersonRecord
 from services.booking.store import Conflict, Stores
 from shared.calendar import OfficeCalendar
@@ -34,26 +33,6 @@ ATTEMPTS = 8
 
 class NotFound(Exception):
     pass
-
-
-class KeyedLocks:
-    """One lock per booking or person within this process: concurrent deliveries (prefetch) queue up
-    instead of colliding; across processes the versioned commit still decides."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._users: dict[str, int] = defaultdict(int)
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        self._users[key] += 1
-        try:
-            async with self._locks[key]:
-                yield
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
 
 
 class BookingService:

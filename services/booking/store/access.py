@@ -75,8 +75,8 @@ class CredentialStore:
         return done.modified_count
 
     async def find(self, key: str) -> Credential | None:
-        d = await self.collection.find_one({"_id": key_hash(key), "revoked": False})
-        if d is None:
+        d = await self.collection.find_one({"_id": key_hash(key)})  # by _id alone: FerretDB's index
+        if d is None or d.get("revoked"):
             return None
         return Credential(kind=d["kind"], subject=d["subject"], offices=tuple(d["offices"]))
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
 
 from services.booking.crypto import Vault
+from services.booking.locks import KeyedLocks
 from services.booking.refusals import NoShowMark, PersonRecord, Refusal
 from services.booking.rules import RegisteredJobseeker
 from services.booking.store.versioned import VersionedStore
@@ -66,31 +66,33 @@ class JobseekerStore:
     def __init__(self, collection: AsyncCollection[Doc], vault: Vault) -> None:
         self.collection = collection
         self.vault = vault
+        self._locks = KeyedLocks()
 
     def _id(self, office_id: str, number: str) -> str:
         return self.vault.index("jobseeker", f"{office_id}\x1f{number}")
 
     async def upsert(self, rec: JobseekerRecord) -> bool:
-        """Apply a record unless a newer one is held (out-of-order delivery); True if applied."""
+        """Apply a record unless a newer one is held (out-of-order delivery); True if applied.
+
+        Read and replace by `_id` (FerretDB's only indexed filter); records of one job seeker are
+        applied one at a time in this process. Two replicas applying two records of the same job
+        seeker in the same instant could keep the older one: the next record repairs it.
+        """
         _id = self._id(rec.office_id, rec.jobseeker_number)
-        fields = {"number": rec.jobseeker_number, "name": rec.name, "phone": rec.phone}
-        if rec.mypage_email:
-            fields["mypage_email"] = rec.mypage_email
-        state = {
-            "office_id": rec.office_id,
-            "occurred_at": rec.sent_at,
-            "active": rec.active,
-            "pii": {k: self.vault.seal(v, f"jobseeker:{_id}:{k}") for k, v in fields.items()},
-        }
-        done = await self.collection.update_one(
-            {"_id": _id, "occurred_at": {"$lt": rec.sent_at}}, {"$set": state}
-        )
-        if done.matched_count:
-            return True
-        try:
-            await self.collection.insert_one({"_id": _id, **state})
-        except DuplicateKeyError:
-            return False  # a newer (or the same) record is already held
+        async with self._locks.hold(_id):
+            held = await self.collection.find_one({"_id": _id}, {"occurred_at": 1})
+            if held is not None and held["occurred_at"] >= rec.sent_at:
+                return False
+            fields = {"number": rec.jobseeker_number, "name": rec.name, "phone": rec.phone}
+            if rec.mypage_email:
+                fields["mypage_email"] = rec.mypage_email
+            doc = {
+                "office_id": rec.office_id,
+                "occurred_at": rec.sent_at,
+                "active": rec.active,
+                "pii": {k: self.vault.seal(v, f"jobseeker:{_id}:{k}") for k, v in fields.items()},
+            }
+            await self.collection.replace_one({"_id": _id}, doc, upsert=True)
         return True
 
     async def get(self, office_id: str, number: str) -> RegisteredJobseeker | None:
