@@ -95,8 +95,8 @@ def router(service: BookingService, intake: Intake, credential: Any) -> APIRoute
     @api.post("/bookings/{booking_id}/alternatives/{option_id}/acceptance", tags=["bookings"])
     async def accept(booking_id: str, option_id: str, request: Request, cred: Caller) -> dict[str, Any]:
         """The person takes one of the proposed times (R05)."""
-        await booking_for(service, request, cred, booking_id)
-        cal = service.calendar((await service.get(booking_id)).office_id)
+        booking = await booking_for(service, request, cred, booking_id)
+        cal = service.calendar(booking.office_id)
         b = await service.change(booking_id, lambda b: b.accept(option_id, service.now, cal))
         return views.portal_view(b)
 

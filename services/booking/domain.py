@@ -14,7 +14,7 @@ any active state ─> cancelled (person R07, staff, no-show R08, refused R13) or
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -194,7 +194,7 @@ class Booking:
         self.history.append(Change(to, now, note))
 
     @property
-    def consultation_day(self) -> Any:
+    def consultation_day(self) -> date | None:
         """The JST date of the appointment, once there is one."""
         return jst_date(self.appointment.start) if self.appointment else None
 
