@@ -213,3 +213,11 @@ def test_r08_grace_is_written_as_the_terms_write_it() -> None:
     assert duration_ja(timedelta(minutes=10)) == "10分"
     assert duration_ja(timedelta(seconds=5)) == "5秒"
     assert duration_ja(timedelta(hours=1, minutes=30)) == "1時間30分"
+
+
+def test_r18_fee_and_communication_costs_in_every_email() -> None:
+    for policy, kind in SENT:
+        text, html = bodies(compose(kind, policy))
+        assert policy.fee_note in text and policy.fee_note in html
+    assert "無料" in HW.fee_note  # HW 第3条: the consultation is free; costs of communication are the user's
+    assert "利用者の御負担" in KG.fee_note  # KG 第10条(5)
