@@ -24,6 +24,10 @@ def app() -> FastAPI:
     async def parsed(body: dict[str, Any]) -> dict[str, Any]:
         return {"keys": len(body)}
 
+    @a.middleware("http")  # like Runtime.http_app's access log: runs the app in a task group
+    async def passthrough(request: Request, call_next: Any) -> Any:
+        return await call_next(request)
+
     limit_body(a, LIMIT)
     return a
 
