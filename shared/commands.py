@@ -187,9 +187,9 @@ def form_errors(exc: ValidationError) -> list[FieldError]:
     """Pydantic's errors as per-field errors a portal can show next to its inputs."""
     out = []
     for e in exc.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "body"
+        path = ".".join(str(p) for p in e["loc"]) or "body"  # no location: the body is not an object
         msg = str(e["msg"]).removeprefix("Value error, ")
-        out.append(FieldError(field=path, message=msg, rule=FIELD_RULES.get(str(e["loc"][0]), "R02")))
+        out.append(FieldError(field=path, message=msg, rule=FIELD_RULES.get(path.split(".")[0], "R02")))
     return out
 
 

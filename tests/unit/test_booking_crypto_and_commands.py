@@ -9,9 +9,10 @@ import uuid
 
 import pytest
 from cryptography.exceptions import InvalidTag
+from pydantic import ValidationError
 
 from services.booking.crypto import Vault, VaultError
-from shared.commands import RequestBooking, booking_id_for, parse_message
+from shared.commands import BookingForm, RequestBooking, booking_id_for, form_errors, parse_message
 from shared.events import InvalidEvent, MessageError
 from shared.topology import EVENTS, INTAKE
 
@@ -89,3 +90,10 @@ def test_unreadable_and_forged_intake_messages_are_refused_with_a_reason() -> No
     with pytest.raises(MessageError) as exc:  # from the events exchange it is judged as an event
         parse_message(json.dumps(forged).encode(), EVENTS)
     assert exc.value.reason == "invalid-event"
+
+
+def test_r02_a_body_that_is_not_an_object_is_a_field_error_of_the_body() -> None:
+    with pytest.raises(ValidationError) as exc:
+        BookingForm.model_validate([1, 2, 3])
+    [error] = form_errors(exc.value)
+    assert (error.field, error.rule) == ("body", "R02")
