@@ -9,7 +9,7 @@ from pydantic import ConfigDict, ValidationError
 
 from services.audit import records
 from services.audit.service import AuditService
-from shared.events import Envelope, InvalidEvent, Payload, UnknownEventType, parse_event
+from shared.events import Envelope, Payload, UnknownEventType, parse_event
 from shared.runtime import Runtime
 
 
@@ -20,14 +20,15 @@ class Unregistered(Payload):
 
 
 def parse_any(msg: RabbitMessage) -> Envelope[Any]:
-    """Known types are validated strictly; an unknown type is still an event to record."""
+    """Known types are validated strictly; an unknown type in a valid envelope is still an event to
+    record (R10); anything else is parked with its reason."""
     try:
         return parse_event(msg.body)
-    except UnknownEventType:
+    except UnknownEventType as unknown:
         try:
             return Envelope[Unregistered].model_validate_json(msg.body)
         except ValidationError as exc:
-            raise InvalidEvent(f"unknown type and no valid envelope: {exc.error_count()} errors") from exc
+            raise unknown from exc  # not even an envelope: parked, as unknown-event-type
 
 
 def register(runtime: Runtime, service: AuditService) -> None:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
+import aio_pika
 import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
@@ -214,3 +215,28 @@ async def test_audit_a_head_never_moves_back(audit: Audit) -> None:
     await store.save_heads({"s1": (3, "h3"), "s2": (1, "h1")})
     assert await store.head("s1") == {"_id": "s1", "seq": 5, "hash": "h5"}
     assert await store.head("s2") == {"_id": "s2", "seq": 1, "hash": "h1"}
+
+
+async def test_audit_parks_what_is_not_an_event_with_its_reason(audit: Audit) -> None:
+    cases = {
+        b"\xff\xfe{{{": "invalid-event",
+        json.dumps({"type": "booking.requested", "payload": {"x": 1}}).encode(): "invalid-event",
+        json.dumps({"type": "booking.teleported", "event_id": "e-1"}).encode(): "unknown-event-type",
+    }
+    for body in cases:
+        await audit.service.runtime.publisher.publish_raw(
+            body, exchange=topology.EVENTS, routing_key="x.y", headers={}
+        )
+    connection = await aio_pika.connect(audit.settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        parking = await channel.get_queue(topology.AUDIT.parking)
+
+        async def parked() -> dict[bytes, str]:
+            while (msg := await parking.get(no_ack=True, fail=False)) is not None:
+                found[msg.body] = str((msg.headers or {})[topology.REASON_HEADER])
+            return found if len(found) == len(cases) else {}
+
+        found: dict[bytes, str] = {}
+        assert await eventually(parked, what="three parked messages") == cases
+    assert await audit.count() == 0
