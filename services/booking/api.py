@@ -44,22 +44,32 @@ async def booking_for(
     return booking
 
 
-def router(service: BookingService, intake: Intake, credential: Any) -> APIRouter:
+async def _unguarded() -> None:
+    return None
+
+
+def router(service: BookingService, intake: Intake, credential: Any, guard: Any = None) -> APIRouter:
     api = APIRouter(prefix="/v1")
     Caller = Annotated[Credential, Depends(credential)]
+    Guarded = Annotated[None, Depends(guard or _unguarded)]  # signature and rate limits (guard.py)
 
     @api.post(
         "/offices/{office_id}/bookings",
         tags=["intake"],
         status_code=202,
         openapi_extra=FORM_BODY,
-        responses={409: {"description": "refused by a rule"}, 422: {"description": "per-field errors"}},
+        responses={
+            409: {"description": "refused by a rule"},
+            422: {"description": "per-field errors"},
+            429: {"description": "rate limit; see Retry-After"},
+        },
         summary="Request a booking (BookingForm); 202 with the booking id, 422 field errors, 409 refusal",
     )
     async def request_booking(
         office_id: str,
         request: Request,
         cred: Caller,
+        _guard: Guarded,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
     ) -> JSONResponse:
         for_office(request, cred, office_id, "portal")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from services.booking import api, handlers, staff_api
+from services.booking import api, guard, handlers, staff_api
 from services.booking.auth import authenticator
 from services.booking.config import Settings
 from services.booking.domain import IllegalTransition, RuleViolation
@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     handlers.register(runtime, service, intake)
     app = runtime.http_app(title="Booking service", description="Portal intake and the life of a booking")
     credential = authenticator(stores.credentials)
-    app.include_router(api.router(service, intake, credential))
+    intake_guard = guard.build(settings, runtime.db, runtime.clock, stores.bookings.vault, credential)
+    app.include_router(api.router(service, intake, credential, intake_guard))
     app.include_router(staff_api.router(service, credential))
     api.document_form(app)
     install_errors(app)

@@ -30,6 +30,16 @@ class Settings(ServiceSettings):
         30.0, description="a request claimed this long ago without an answer is taken over (crash)"
     )
 
+    # issue 8: hardened intake (services/booking/signing.py, ratelimit.py)
+    require_signed_requests: bool = Field(
+        False, description="every portal must sign intake requests (else only keys flagged `signed`)"
+    )
+    signature_window_seconds: int = Field(300, ge=1, description="accepted clock skew; replays within")
+    rate_limit_portal: int = Field(600, ge=0, description="intake requests per portal key per window; 0 off")
+    rate_limit_portal_window_seconds: int = Field(60, ge=1)
+    rate_limit_person: int = Field(60, ge=0, description="intake requests per person per window; 0 off")
+    rate_limit_person_window_seconds: int = Field(3600, ge=1)
+
     @model_validator(mode="after")
     def _no_dev_keys_in_prod(self) -> Settings:
         if self.environment == "prod" and (self.dev_portal_key or self.dev_staff_key):

@@ -28,6 +28,7 @@ class Credential:
     kind: Kind
     subject: str  # portal id or staff id
     offices: tuple[str, ...]
+    signed: bool = False  # issue 8: this portal's intake requests must carry an HMAC signature
 
     @property
     def actor(self) -> str:
@@ -78,7 +79,14 @@ class CredentialStore:
         d = await self.collection.find_one({"_id": key_hash(key)})  # by _id alone: FerretDB's index
         if d is None or d.get("revoked"):
             return None
-        return Credential(kind=d["kind"], subject=d["subject"], offices=tuple(d["offices"]))
+        return Credential(
+            kind=d["kind"], subject=d["subject"], offices=tuple(d["offices"]), signed=bool(d.get("signed"))
+        )
+
+    async def require_signing(self, subject: str, on: bool = True) -> int:
+        """Make this portal's keys sign their intake requests (services/booking/signing.py)."""
+        done = await self.collection.update_many({"subject": subject}, {"$set": {"signed": on}})
+        return done.modified_count
 
     async def portal_known(self, portal_id: str, office_id: str) -> bool:
         d = await self.collection.find_one(

@@ -1,0 +1,51 @@
+"""The intake route's guard (issue 8): office and kind of key, request signature, rate limits.
+
+A FastAPI dependency, so it runs before the route reads the form; it reads the body itself (the
+route gets the same, cached, request body).
+"""
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from services.booking.auth import for_office
+from services.booking.config import Settings
+from services.booking.crypto import Vault
+from services.booking.ratelimit import RateLimits
+from services.booking.signing import Signatures
+from services.booking.store.access import Credential
+from services.booking.store.guards import SeenSignatures, WindowCounters
+from shared.clock import Clock
+
+Guard = Callable[..., Awaitable[None]]
+
+
+def intake_guard(signatures: Signatures, limits: RateLimits, credential: Any) -> Guard:
+    async def guard(
+        office_id: str, request: Request, cred: Annotated[Credential, Depends(credential)]
+    ) -> None:
+        for_office(request, cred, office_id, "portal")
+        await signatures.check(request, cred)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None  # the route answers 422
+        await limits.check(cred, office_id, body)
+
+    return guard
+
+
+def build(settings: Settings, db: Any, clock: Clock, vault: Vault, credential: Any) -> Guard:
+    """The guard with its MongoDB state (`db` is the service's AsyncDatabase)."""
+    window = timedelta(seconds=settings.signature_window_seconds)
+    seen = SeenSignatures(db["seen_signatures"], sweep_every=window)
+    signatures = Signatures(
+        settings.secret_key, seen, clock, window=window, required=settings.require_signed_requests
+    )
+    portal = (settings.rate_limit_portal, timedelta(seconds=settings.rate_limit_portal_window_seconds))
+    person = (settings.rate_limit_person, timedelta(seconds=settings.rate_limit_person_window_seconds))
+    counters = WindowCounters(db["rate_limits"], sweep_every=max(portal[1], person[1]))
+    limits = RateLimits(counters, clock, settings.policies(), vault, portal=portal, person=person)
+    return intake_guard(signatures, limits, credential)

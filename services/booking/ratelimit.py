@@ -1,0 +1,72 @@
+"""Rate limits on intake (issue 8): per portal key and per person, 429 with Retry-After.
+
+Fixed-window counters in MongoDB (`store/guards.WindowCounters`), so the limits hold across
+replicas. The person is the office's R09 identity (`rules.person_identity`) as the vault's keyed
+hash, so the counter ids carry no personal data (R12); a body that is not a valid form is counted for
+the portal only (it is refused with 422 anyway).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from fastapi import HTTPException
+from pydantic import ValidationError
+
+from services.booking import rules
+from services.booking.crypto import Vault
+from services.booking.store.access import Credential
+from services.booking.store.guards import WindowCounters
+from shared.clock import Clock
+from shared.commands import BookingForm
+from shared.policy import Policies
+
+
+class RateLimits:
+    def __init__(
+        self,
+        counters: WindowCounters,
+        clock: Clock,
+        policies: Policies,
+        vault: Vault,
+        *,
+        portal: tuple[int, timedelta],
+        person: tuple[int, timedelta],
+    ) -> None:
+        self.counters = counters
+        self.clock = clock
+        self.policies = policies
+        self.vault = vault
+        self.portal = portal
+        self.person = person
+
+    async def check(self, cred: Credential, office_id: str, body: Any) -> None:
+        await self._hit(f"portal:{cred.subject}", *self.portal, "this portal")
+        person = self._person_key(office_id, body)
+        if person is not None:
+            await self._hit(f"person:{office_id}:{person}", *self.person, "this person")
+
+    def _person_key(self, office_id: str, body: Any) -> str | None:
+        policy = self.policies.get(office_id)
+        if policy is None or not isinstance(body, dict):
+            return None
+        try:
+            form = BookingForm.model_validate(body)
+        except ValidationError:
+            return None
+        return self.vault.person_key(office_id, rules.person_identity(policy, form))
+
+    async def _hit(self, key: str, limit: int, window: timedelta, who: str) -> None:
+        if limit <= 0:  # 0 switches the limit off
+            return
+        now = self.clock.now()
+        count, ends = await self.counters.hit(key, window, now)
+        if count > limit:
+            retry = max(1, math.ceil((ends - now).total_seconds()))
+            raise HTTPException(
+                429,
+                f"too many requests from {who}: at most {limit} per {int(window.total_seconds())} s",
+                {"Retry-After": str(retry)},
+            )
