@@ -78,8 +78,16 @@ def normalize_email(value: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
+def _no_controls(text: str, allowed: str = "") -> str:
+    """Control and format characters (NUL, ESC, BEL, bidi overrides…) have no place in a form field."""
+    bad = next((c for c in text if unicodedata.category(c)[0] == "C" and c not in allowed), None)
+    if bad is not None:
+        raise ValueError(f"control character U+{ord(bad):04X} is not allowed")
+    return text
+
+
 def normalize_address(value: str) -> str:
-    address = _nfkc(value)
+    address = _no_controls(_nfkc(value))
     if not 4 <= len(address) <= 200:
         raise ValueError("an address of 4 to 200 characters is required")
     return address
@@ -99,7 +107,7 @@ def normalize_jobseeker_number(value: str) -> str:
 
 
 def normalize_text(value: str) -> str:
-    text = unicodedata.normalize("NFKC", value).strip()
+    text = _no_controls(unicodedata.normalize("NFKC", value).strip(), allowed="\n\t")
     if not 1 <= len(text) <= 1000:
         raise ValueError("1 to 1000 characters")
     return text

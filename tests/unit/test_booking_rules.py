@@ -69,6 +69,13 @@ def test_r02_names_phones_and_jobseeker_numbers_are_normalised() -> None:
             normalize_jobseeker_number(bad)
     with pytest.raises(ValueError, match="Japanese"):
         normalize_phone("+1 202 555 0143")
+    for field, value in (
+        ("address", "北海道釧路市\x00幸町\x1b[2J10-3"),
+        ("topic", "相談\u202e"),
+        ("name", "釧路\x07"),
+    ):
+        with pytest.raises(ValidationError, match=r"not allowed|letters"):
+            BookingForm.model_validate({**examples.kg_form(KG, TUE, NOW), field: value})
 
 
 def test_r02_malformed_fields_come_back_per_field() -> None:
