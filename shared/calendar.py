@@ -100,9 +100,12 @@ class OfficeCalendar:
         return datetime.combine(d, h.opens, tzinfo=JST), datetime.combine(d, h.closes, tzinfo=JST)
 
     def bookable(self, d: date, now: datetime) -> bool:
-        """Whether a person may still ask for a consultation on d: open, not past, R04 deadline not passed."""
+        """Whether a person may still ask for a consultation on d: open, not past, within the booking
+        horizon, R04 deadline not passed."""
         today = jst_date(now)
-        if d < today or not self.is_open(d) or not self.can_confirm_on(d, today):
+        if d < today or d > jst_date(now + self.policy.booking_horizon):
+            return False
+        if not self.is_open(d) or not self.can_confirm_on(d, today):
             return False
         return d > today or now < self.hours_on(d)[1]
 

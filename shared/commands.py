@@ -19,6 +19,7 @@ import json
 import re
 import unicodedata
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import phonenumbers
@@ -129,11 +130,25 @@ class Form(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _plausible(at: datetime) -> datetime:
+    """A wished time this century, convertible to UTC (year 1 or 9999 with an offset overflows)."""
+    try:
+        utc_at = at.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("date out of range") from exc
+    if not 2000 <= utc_at.year <= 2999:
+        raise ValueError("date out of range")
+    return at
+
+
+WishedTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
+
+
 class WishedWindow(Form):
     """A range in which a consultation of `duration_minutes` is wished (KG 第4条(1)⑤)."""
 
-    start: AwareDatetime = Field(description="start of the range, with offset (JST +09:00)")
-    end: AwareDatetime = Field(description="end of the range; same day, within office hours")
+    start: WishedTime = Field(description="start of the range, with offset (JST +09:00)")
+    end: WishedTime = Field(description="end of the range; same day, within office hours")
 
 
 class DeviceInfo(Form):

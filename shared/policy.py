@@ -234,6 +234,9 @@ class OfficePolicy(Strict):
     record_retention: timedelta = Field(
         timedelta(days=365 * 5), description="R10: how long usage and device records are kept"
     )
+    booking_horizon: timedelta = Field(
+        timedelta(days=180), description="how far ahead a consultation may be asked for (office policy)"
+    )
     hold_alternatives_for: timedelta = Field(
         timedelta(days=2), description="R05: how long proposed alternative times stay held"
     )

@@ -113,6 +113,8 @@ def _window_problem(
         return f"outside office hours {policy.hours.opens:%H:%M}–{policy.hours.closes:%H:%M}"
     if start <= now:
         return "the window has already begun"
+    if start > now + policy.booking_horizon:
+        return f"more than {policy.booking_horizon.days} days ahead"
     if minutes <= policy.max_minutes and end - start < timedelta(minutes=minutes):
         return f"shorter than the {minutes} minutes asked for"
     return None

@@ -123,6 +123,12 @@ def test_r02_windows_on_open_days_within_hours_in_the_future() -> None:
     assert "after the start" in problems[3]
     assert "shorter" in problems[4]
     assert rules.window_errors(KG, KG_CAL, kg().windows, 30, NOW) == []
+    far = kg(windows=[window(date(2027, 6, 1), "10:00", "11:00")])
+    [too_far] = rules.window_errors(KG, KG_CAL, far.windows, 30, NOW)
+    assert "180 days ahead" in too_far.message  # office policy: booking_horizon
+    for start in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-12:00", "3001-01-05T10:00:00+09:00"):
+        with pytest.raises(ValidationError, match="date out of range"):
+            kg(windows=[{"start": start, "end": start}])
 
 
 def test_r15_companions_must_be_declared() -> None:

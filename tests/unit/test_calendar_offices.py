@@ -95,6 +95,7 @@ def test_days_in_japan_and_what_is_still_bookable() -> None:
     tuesday_morning = datetime(2026, 11, 24, 9, 0, tzinfo=JST)
     assert KG.bookable(D(2026, 11, 24), tuesday_morning)
     assert not KG.bookable(D(2026, 11, 24), tuesday_morning.replace(hour=17, minute=1))
+    assert KG.bookable(D(2027, 5, 21), sunday) and not KG.bookable(D(2027, 5, 24), sunday)  # 180-day horizon
     days = {d.date: d for d in HW.days(D(2026, 11, 22), D(2026, 11, 30))}
     assert days[D(2026, 11, 23)].confirmation_deadline is None and not days[D(2026, 11, 23)].open
     assert days[D(2026, 11, 30)].notice_date == D(2026, 11, 27)
