@@ -149,8 +149,8 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
     ) -> dict[str, Any]:
         service.policy(office_id)
         request.state.office_id = office_id
-        if end < start or end - start > timedelta(days=366):
-            raise HTTPException(422, "from ≤ to, at most 366 days apart")
+        if end < start or end - start > timedelta(days=366) or not 2000 <= start.year <= end.year <= 2999:
+            raise HTTPException(422, "from ≤ to, at most 366 days apart, years 2000–2999")
         cal, now = service.calendar(office_id), service.now
         days = [
             {

@@ -318,6 +318,8 @@ async def test_calendar_and_office_endpoints_tell_a_portal_what_is_bookable(h: H
     assert (days["2026-11-25"]["bookable"], days["2026-11-26"]["bookable"]) == (False, True)
     assert days["2026-11-26"]["confirmation_deadline"] == "2026-11-24"
     assert days["2026-11-30"]["notice_date"] == "2026-11-27"  # Monday's notice goes out on Friday
+    for span in ({"from": "2026-12-01", "to": "2026-11-01"}, {"from": "0001-01-01", "to": "0001-01-05"}):
+        assert (await h.client.get(f"/v1/offices/{HW}/calendar", params=span)).status_code == 422
     office = (await h.client.get(f"/v1/offices/{KG}")).json()
     assert office["terms"]["version"] == "2023-11-08"
     assert office["cancellation"] == {"channels": ["phone", "email"], "same_day_channels": ["phone"]}
