@@ -374,8 +374,8 @@ class Booking:
             return []
         if self.status != S.CONFIRMED or self.appointment is None:
             raise IllegalTransition(self.status, "attended")
-        if at > now + timedelta(minutes=1):
-            raise RuleViolation("R08", "attendance cannot be recorded ahead of time", field="at")
+        if at > now + timedelta(minutes=1) or at < self.created_at:
+            raise RuleViolation("R08", "attendance is recorded between the booking and now", field="at")
         mark = self.appointment.start + grace
         if at > mark:
             raise RuleViolation("R08", f"deemed cancelled: no contact by {mark.isoformat()}", field="at")
@@ -395,8 +395,8 @@ class Booking:
     def complete(self, started_at: datetime, ended_at: datetime, now: datetime) -> list[Payload]:
         if self.status != S.ATTENDED:
             raise IllegalTransition(self.status, "completed")
-        if ended_at <= started_at or ended_at > now + timedelta(minutes=1):
-            raise RuleViolation("R10", "the usage window must end after it starts, and not in the future")
+        if ended_at <= started_at or ended_at > now + timedelta(minutes=1) or started_at < self.created_at:
+            raise RuleViolation("R10", "the usage window lies between the booking and now, start before end")
         self._move(S.COMPLETED, now)
         self.completion = Window(started_at, ended_at)
         return [BookingCompleted(booking_id=self.booking_id, started_at=started_at, ended_at=ended_at)]
