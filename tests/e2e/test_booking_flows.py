@@ -48,7 +48,7 @@ async def register_jobseeker(stack: Stack, number: str, phone: str, email: str) 
     await publish(stack.amqp_url, msg, msg["type"])
 
 
-async def test_kg_and_hw_bookings_are_taken_and_refusals_name_their_rule(stack: Stack) -> None:
+async def test_r01_r03_r04_kg_and_hw_bookings_are_taken_and_refusals_name_their_rule(stack: Stack) -> None:
     hw_cal = OfficeCalendar(policy(HW))
     number = f"12345-{uuid.uuid4().int % 10**8:08d}"
     await register_jobseeker(stack, number, "090-5555-6666", "e2e@mypage.example.jp")
@@ -103,7 +103,7 @@ async def test_kg_and_hw_bookings_are_taken_and_refusals_name_their_rule(stack: 
             assert view["appointment"]["meeting_url"].startswith("https://")
 
 
-async def test_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
+async def test_r17_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
     key, bad_key = f"e2e-{uuid.uuid4().hex}", f"e2e-{uuid.uuid4().hex}"
     async with tap(stack.amqp_url) as events:
         good = examples.booking_command(
@@ -146,7 +146,9 @@ async def test_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
     assert message["properties"]["headers"][topology.REASON_HEADER] == "invalid-event"
 
 
-async def test_the_same_idempotency_key_twenty_times_in_parallel_makes_one_booking(stack: Stack) -> None:
+async def test_r12_twenty_parallel_requests_with_one_key_make_one_booking_sealed_at_rest(
+    stack: Stack,
+) -> None:
     body = examples.kg_form(policy(KG), kg_day(), now())
     headers = {**PORTAL, "Idempotency-Key": f"e2e-par-{uuid.uuid4().hex}"}
     async with stack.client("booking", headers=headers) as booking:
@@ -162,6 +164,11 @@ async def test_the_same_idempotency_key_twenty_times_in_parallel_makes_one_booki
     try:
         first_versions = client[f"{stack.db_prefix}booking"]["booking_changes"]
         assert await first_versions.count_documents({"aggregate_id": booking_id, "version": 1}) == 1
+        stored = json.dumps(
+            await first_versions.find_one({"aggregate_id": booking_id}), default=str, ensure_ascii=False
+        )
+        for plain in (body["name"], body["email"], "+81154221234", "幸町"):
+            assert plain not in stored  # R12: sealed per field at rest
     finally:
         await client.close()
 
