@@ -51,7 +51,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         phone: str | None = None,
         jobseeker_number: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,  # MongoDB skips take 64-bit ints only
     ) -> list[dict[str, Any]]:
         for_office(request, cred, office_id, "staff")
         lookup = None
