@@ -65,7 +65,11 @@ def router(service: AuditService) -> APIRouter:
             response.headers["Link"] = f'<{request.url.include_query_params(cursor=nxt)}>; rel="next"'
         return [public(d) for d in docs]
 
-    @api.get("/export", summary="Every matching record, streamed as CSV or a JSON array")
+    @api.get(
+        "/export",
+        summary="Every matching record, streamed as CSV or a JSON array",
+        description="Time order on MongoDB; store order on FerretDB (rows carry occurred_at, stream, seq).",
+    )
     async def export(
         f: Annotated[Filters, Depends(filters)],
         caller: Annotated[auth.Caller, reader],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from services.audit import records
 from services.audit.auth import APPROVER, AUDITOR, Caller
 from services.audit.disclosure import DisclosureIn, Refused, Scope, check_open, decide, new_request
+from services.audit.export import csv_chunks
 from services.audit.ingest import Batcher
 from services.audit.search import BadCursor, Filters, after, encode_cursor
 from services.audit.stats import Tally
@@ -114,3 +116,17 @@ def test_cursor_continues_after_the_last_record() -> None:
     assert q["$and"][1]["$or"][1] == {"occurred_at": NOW, "_id": {"$gt": "e9"}}
     with pytest.raises(BadCursor):
         after({}, "not-a-cursor")
+
+
+async def test_an_export_that_fails_midway_says_so() -> None:
+    async def rows() -> AsyncIterator[dict[str, object]]:
+        yield {"_id": "e1", "event_id": "e1", "type": "t", "occurred_at": NOW, "payload": {}}
+        raise ConnectionError("database gone")
+
+    chunks: list[bytes] = []
+    with pytest.raises(ConnectionError):
+        async for chunk in csv_chunks(rows()):
+            chunks.append(chunk)
+    text = b"".join(chunks).decode("utf-8-sig")
+    assert text.splitlines()[1].startswith("e1,t,")
+    assert text.splitlines()[-1] == "# EXPORT INCOMPLETE after 1 rows: ConnectionError"
