@@ -230,7 +230,9 @@ def start_rabbitmq(s: Server, timeout: float) -> None:
         plugins = [tool("rabbitmq-plugins") or "rabbitmq-plugins", "--offline", "enable"]
         subprocess.run([*plugins, "rabbitmq_management"], check=True, stdout=subprocess.DEVNULL)
         epmd_before = port_open(4369)
-        subprocess.run([tool("rabbitmq-server") or "rabbitmq-server", "-detached"], check=True)
+        # many test vhosts, each with quorum queues, need more than the default 1024 file handles
+        server = tool("rabbitmq-server") or "rabbitmq-server"
+        subprocess.run(["bash", "-c", f'ulimit -n 65536 2>/dev/null; exec "{server}" -detached'], check=True)
         RUN.mkdir(parents=True, exist_ok=True)
         RABBIT_MARK.write_text("epmd=preexisting\n" if epmd_before else "epmd=ours\n")
     if err := wait_ready(s, s.url, timeout, lambda: True):

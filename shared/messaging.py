@@ -53,7 +53,14 @@ class EventPublisher:
         )
 
     async def publish_raw(
-        self, body: bytes, *, exchange: str, routing_key: str, headers: dict[str, Any]
+        self,
+        body: bytes,
+        *,
+        exchange: str,
+        routing_key: str,
+        headers: dict[str, Any],
+        message_id: str | None = None,
+        correlation_id: str | None = None,
     ) -> None:
         await self.broker.publish(
             body,
@@ -63,6 +70,8 @@ class EventPublisher:
             persist=True,
             headers=headers,
             content_type="application/json",
+            message_id=message_id,
+            correlation_id=correlation_id,
         )
 
 
@@ -199,7 +208,12 @@ class Consumer:
         headers[topology.DETAIL_HEADER] = detail[:500]
         log.warning("%s: attempt %d failed (%s); again in %ss", self.queues.inbox, attempt + 1, detail, delay)
         await self.publisher.publish_raw(
-            msg.body, exchange=topology.RETRY, routing_key=self.queues.retry_queue(delay), headers=headers
+            msg.body,
+            exchange=topology.RETRY,
+            routing_key=self.queues.retry_queue(delay),
+            headers=headers,
+            message_id=msg.message_id or None,
+            correlation_id=msg.correlation_id or None,
         )
         if count:
             self.stats["retried"] += 1
@@ -212,6 +226,11 @@ class Consumer:
         headers["x-routing-key"] = msg.raw_message.routing_key or ""
         log.error("%s: parked a message: %s %s", self.queues.inbox, reason, detail[:200])
         await self.publisher.publish_raw(
-            msg.body, exchange=topology.DEAD, routing_key=self.queues.parking, headers=headers
+            msg.body,
+            exchange=topology.DEAD,
+            routing_key=self.queues.parking,
+            headers=headers,
+            message_id=msg.message_id or None,
+            correlation_id=msg.correlation_id or None,
         )
         self.stats["parked"] += 1
