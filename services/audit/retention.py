@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import pymongo
+
 from services.audit import chain, records
 from services.audit.config import Settings
 from services.audit.records import Entry
@@ -20,6 +22,7 @@ from services.audit.store import AuditStore
 from shared.mongo import Doc
 
 log = logging.getLogger(__name__)
+PASS_DEADLINE_SECONDS = 3600.0
 Submit = Callable[[Entry], Awaitable[None]]
 
 
@@ -91,6 +94,13 @@ async def purge(
     store: AuditStore, settings: Settings, *, now: datetime, key: bytes, submit: Submit
 ) -> list[Purged]:
     """One pass over every stream; safe to run from several replicas at once."""
+    with pymongo.timeout(PASS_DEADLINE_SECONDS):  # scans and chunked deletes: a batch job's deadline
+        return await _purge(store, settings, now=now, key=key, submit=submit)
+
+
+async def _purge(
+    store: AuditStore, settings: Settings, *, now: datetime, key: bytes, submit: Submit
+) -> list[Purged]:
     done: list[Purged] = []
     for stream in sorted(await store.all_heads()):
         cutoff = now - keeping_period(settings, stream)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import pymongo
+
 from services.audit.chain import Problem, StreamReport, StreamVerifier
 from services.audit.config import Settings
 from services.audit.crypto import Keys
@@ -54,7 +56,17 @@ async def _finish(store: AuditStore, verifier: StreamVerifier) -> StreamReport:
     return report
 
 
+#: A whole-store walk is a batch job: on FerretDB the sorted scan is materialised before the first
+#: record arrives, which on a large store takes longer than the client's 30 s socket timeout.
+WALK_DEADLINE_SECONDS = 1800.0
+
+
 async def check_chains(store: AuditStore, key: bytes, stream: str | None = None) -> VerifyReport:
+    with pymongo.timeout(WALK_DEADLINE_SECONDS):
+        return await _check_chains(store, key, stream)
+
+
+async def _check_chains(store: AuditStore, key: bytes, stream: str | None) -> VerifyReport:
     heads = await store.all_heads()
     checkpoints = await store.all_checkpoints()
 
