@@ -575,6 +575,7 @@ async def _all_records(audit: httpx.AsyncClient, type_: str) -> list[dict[str, A
             return out
 
 
+@pytest.mark.timeout(1200)  # it waits for the rest of the stream: minutes with CHAOS_BOOKINGS=500
 async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_once(chaos: Chaos) -> None:
     assert chaos.stream is not None
     await asyncio.wait_for(chaos.stream, timeout=600)
