@@ -194,12 +194,6 @@ async def test_after_bad_input_every_service_is_ready_and_a_good_booking_flows(s
         await support.eventually(confirmed, timeout=60, interval=0.5, what="the good booking confirmed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: shared/messaging.Consumer.park republishes only body and headers (publish_raw), so "
-    "the parked copy loses the original message_id and correlation_id properties: an operator "
-    "cannot find a parked message by the id the sender logged",
-)
 async def test_a_parked_message_keeps_its_message_id(stack: Stack) -> None:
     message_id = f"bad-keep-id-{uuid.uuid4().hex[:8]}"
     await publish(stack, topology.INTAKE, "booking.request", f"not json {message_id}".encode(), message_id)
