@@ -40,7 +40,8 @@ logs: ## follow the services' logs
 demo: up ## narrated scenario through the whole system
 	@$(PY) -m demo
 
-test: infra-up ## all tests: unit, integration, e2e (brings up what they need)
+test: infra-up ## all tests: unit, integration, e2e, chaos (brings up what they need)
+	@$(PY) deploy/local.py build --only mongo,smtp
 	@$(PYTEST) tests
 
 test-unit: venv ## pure rules, no servers

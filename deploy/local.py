@@ -364,13 +364,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("command", choices=["up", "down", "status"])
+    ap.add_argument("command", choices=["up", "down", "status", "build"])
     ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",") if n.strip()]
     if bad := [n for n in names if n not in SERVERS]:
         ap.error(f"unknown server(s) {bad}; choose from {list(SERVERS)}")
+    if a.command == "build":  # binaries only (the chaos drills run private servers from them)
+        for n in names:
+            if SERVERS[n].binary:
+                ensure_binary(SERVERS[n])
+        return
     if docker(a.command, names, a.timeout):
         return
     if a.command == "status":

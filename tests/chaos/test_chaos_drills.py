@@ -229,7 +229,7 @@ async def chaos() -> AsyncIterator[Chaos]:
         if not (b.exists() or shutil.which(str(b)))
     ]
     if missing:  # deploy/local.py builds the first two; rabbitmq-server comes from apt
-        pytest.skip(f"chaos drills need local server binaries: {missing} (run `make infra-up`)")
+        pytest.fail(f"chaos drills need local server binaries: {missing} (run `make infra-up`)")
     tmp = Path(tempfile.mkdtemp(prefix=f"chaos-{RUN_ID}-"))
     log_dir = ROOT / ".local" / "logs" / f"chaos-{RUN_ID}"
     log_dir.mkdir(parents=True, exist_ok=True)
