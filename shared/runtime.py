@@ -36,6 +36,7 @@ from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
+SHUTDOWN_STEP_SECONDS = 10.0
 
 
 async def _raw_body(msg: Any) -> bytes:
@@ -154,17 +155,26 @@ class Runtime:
         finally:
             self.started = False
             await self.broker.stop()  # stop consuming; in-flight handlers finish first
+            # Every step is bounded: a stuck peer must not keep the process from exiting, and
+            # whatever is not done stays in MongoDB (outboxes, timers) for the next start.
             for hook in reversed(self._shutdown):
-                await hook()
+                await self._bounded(hook(), "shutdown hook")
             if self._background:
-                await asyncio.gather(*self._background, return_exceptions=True)
+                _, pending = await asyncio.wait(set(self._background), timeout=SHUTDOWN_STEP_SECONDS)
+                for task in pending:
+                    task.cancel()
             for r in self.relays:
-                try:
-                    await r.stop()
-                except Exception as exc:  # broker gone at shutdown: the events wait in MongoDB
-                    self.log.warning("outbox left pending at shutdown: %s", exc)
+                await self._bounded(r.stop(), f"outbox {r.collection.name}")
             await self.mongo.close()
             self.log.info("%s stopped", self.name)
+
+    async def _bounded(self, step: Awaitable[Any], what: str) -> None:
+        try:
+            await asyncio.wait_for(step, SHUTDOWN_STEP_SECONDS)
+        except TimeoutError:
+            self.log.warning("%s did not finish within %ss at shutdown", what, SHUTDOWN_STEP_SECONDS)
+        except Exception as exc:  # broker gone at shutdown: the events wait in MongoDB
+            self.log.warning("%s left pending at shutdown: %s", what, exc)
 
     async def readiness(self) -> dict[str, bool]:
         broker_ok, mongo_ok = await asyncio.gather(
