@@ -185,6 +185,8 @@ def configure_logging(
         handler = logging.StreamHandler(stream or sys.stderr)
         setattr(handler, _OURS, True)
         root.addHandler(handler)
+    elif stream is not None and isinstance(handler, logging.StreamHandler):
+        handler.setStream(stream)  # a caller asking for a stream gets it, even on a second call
     handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s"))
     factory = logging.getLogRecordFactory()
     if not isinstance(factory, _RedactingFactory):
