@@ -31,12 +31,19 @@ def restore_logging() -> Iterator[None]:
     saved = {
         n: (list(logging.getLogger(n).handlers), list(logging.getLogger(n).filters)) for n in logsafe.LOGGERS
     }
+    # servers started in-process by earlier tests (uvicorn) leave levels and disabled flags behind
+    states = {n: (logging.getLogger(n).level, logging.getLogger(n).disabled) for n in logsafe.LOGGERS}
+    for n in logsafe.LOGGERS:
+        logging.getLogger(n).setLevel(logging.NOTSET)
+        logging.getLogger(n).disabled = False
     level = root.level
     yield
     logging.setLogRecordFactory(saved_factory)
     for n, (handlers, filters) in saved.items():
         lg = logging.getLogger(n)
         lg.handlers[:], lg.filters[:] = handlers, filters
+        lg.setLevel(states[n][0])
+        lg.disabled = states[n][1]
     root.setLevel(level)
 
 
