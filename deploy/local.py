@@ -47,6 +47,7 @@ def addr(url: str) -> str:
 
 # --- readiness, by protocol ---
 
+
 def probe_amqp(url: str, timeout: float) -> str | None:
     """AMQP 0-9-1: send the protocol header, expect a Connection.Start method frame."""
     u = urlsplit(url)
@@ -114,18 +115,35 @@ class Server:
 SERVERS: dict[str, Server] = {
     "rabbitmq": Server("rabbitmq", "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", probe_amqp),
     "mongo": Server(
-        "mongo", "MONGODB_URL", "mongodb://127.0.0.1:27017/", probe_mongo,
-        "ferretdb-local", "ferretdb",
+        "mongo",
+        "MONGODB_URL",
+        "mongodb://127.0.0.1:27017/",
+        probe_mongo,
+        "ferretdb-local",
+        "ferretdb",
         args=("-listen", "127.0.0.1:27017", "-data", str(LOCAL / "ferretdb")),
     ),
     "smtp": Server(
-        "smtp", "SMTP_URL", "smtp://127.0.0.1:1025", probe_smtp,
-        "mailpit", "mailpit", "github.com/axllent/mailpit",
+        "smtp",
+        "SMTP_URL",
+        "smtp://127.0.0.1:1025",
+        probe_smtp,
+        "mailpit",
+        "mailpit",
+        "github.com/axllent/mailpit",
         args=(
-            "--smtp", "127.0.0.1:1025", "--listen", "127.0.0.1:8025",
-            "--database", str(LOCAL / "mailpit" / "mailpit.db"),
-            "--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
-            "--smtp-disable-rdns", "--disable-version-check", "--max", "0",
+            "--smtp",
+            "127.0.0.1:1025",
+            "--listen",
+            "127.0.0.1:8025",
+            "--database",
+            str(LOCAL / "mailpit" / "mailpit.db"),
+            "--smtp-auth-accept-any",
+            "--smtp-auth-allow-insecure",
+            "--smtp-disable-rdns",
+            "--disable-version-check",
+            "--max",
+            "0",
         ),
     ),
 }
@@ -153,6 +171,7 @@ def fail(s: Server, why: str, logs: list[Path]) -> NoReturn:
 
 # --- Go binaries, rebuilt only when their wrapper's source changes ---
 
+
 def ensure_binary(s: Server) -> Path:
     out, src = BIN / s.binary, ROOT / "deploy" / s.src
     h = hashlib.sha256()
@@ -175,6 +194,7 @@ def ensure_binary(s: Server) -> Path:
 
 
 # --- processes ---
+
 
 def pid_alive(pid: int) -> bool:
     try:
@@ -217,8 +237,10 @@ def tool(name: str) -> str | None:
 def start_rabbitmq(s: Server, timeout: float) -> None:
     if not tool("rabbitmq-server"):
         if os.geteuid() != 0:
-            sys.exit("rabbitmq: rabbitmq-server is not installed; as root run: "
-                     "apt-get update && apt-get install -y rabbitmq-server")
+            sys.exit(
+                "rabbitmq: rabbitmq-server is not installed; as root run: "
+                "apt-get update && apt-get install -y rabbitmq-server"
+            )
         say(s.name, "installing rabbitmq-server with apt-get ...")
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env)
@@ -238,8 +260,11 @@ def start_rabbitmq(s: Server, timeout: float) -> None:
     if err := wait_ready(s, s.url, timeout, lambda: True):
         logs = sorted(glob.glob(f"{RABBIT_LOGS}/rabbit@*.log"), key=os.path.getmtime)[-1:]
         fail(s, err, [Path(p) for p in logs] + [Path(RABBIT_LOGS) / "startup_err"])
-    say(s.name, f"started {addr(s.url)} pid {rabbit_pid()} in {time.monotonic() - t0:.1f}s "
-        f"(logs in {RABBIT_LOGS}, management http://127.0.0.1:15672)")
+    say(
+        s.name,
+        f"started {addr(s.url)} pid {rabbit_pid()} in {time.monotonic() - t0:.1f}s "
+        f"(logs in {RABBIT_LOGS}, management http://127.0.0.1:15672)",
+    )
 
 
 def port_open(port: int) -> bool:
@@ -259,14 +284,22 @@ def start_binary(s: Server, timeout: float) -> None:
         f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} deploy/local.py up ===\n")
         f.flush()
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(exe), *s.args], cwd=ROOT, stdin=subprocess.DEVNULL,
-                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(exe), *s.args],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     (RUN / f"{s.name}.pid").write_text(f"{proc.pid}\n")
     if err := wait_ready(s, s.url, timeout, lambda: proc.poll() is None):
         stop_pid(s, proc.pid)
         fail(s, err, [log])
-    say(s.name, f"started {addr(s.url)} pid {proc.pid} in {time.monotonic() - t0:.1f}s "
-        f"(log {log.relative_to(ROOT)})")
+    say(
+        s.name,
+        f"started {addr(s.url)} pid {proc.pid} in {time.monotonic() - t0:.1f}s (log {log.relative_to(ROOT)})",
+    )
 
 
 def stop_pid(s: Server, pid: int) -> None:
@@ -284,6 +317,7 @@ def stop_pid(s: Server, pid: int) -> None:
 
 
 # --- commands ---
+
 
 def up(s: Server, timeout: float) -> None:
     if url := os.environ.get(s.env):
@@ -350,8 +384,9 @@ def docker(cmd: str, names: list[str], timeout: float) -> bool:
         print("USE_DOCKER=1 but no Docker engine answers; using local servers", file=sys.stderr)
         return False
     svc = [{"rabbitmq": "rabbitmq", "mongo": "mongo", "smtp": "mailpit"}[n] for n in names]
-    subprocess.run(["docker", "compose", *(["up", "-d"] if cmd == "up" else ["stop"]), *svc],
-                   cwd=ROOT, check=True)
+    subprocess.run(
+        ["docker", "compose", *(["up", "-d"] if cmd == "up" else ["stop"]), *svc], cwd=ROOT, check=True
+    )
     for s in (SERVERS[n] for n in names if cmd == "up"):
         if err := wait_ready(s, s.url, timeout, lambda: True):
             subprocess.run(["docker", "compose", "logs", "--tail=25", *svc], cwd=ROOT, check=False)
@@ -361,9 +396,7 @@ def docker(cmd: str, names: list[str], timeout: float) -> bool:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "down", "status", "build"])
     ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
