@@ -2,6 +2,8 @@
 
     consultctl booking show <booking-id> [--pii]
     consultctl portal-key create --portal <id> --office <office-id> [--office ...]
+    consultctl portal-key require-signing <portal-id> [--off]   # HMAC-signed intake (issue 8)
+    consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
     consultctl staff-key create --staff <id> --office <office-id>
     consultctl jobseekers import <file.csv|.json|.jsonl>
 
@@ -46,6 +48,36 @@ def create_portal_key(
     """Create a key for a portal; print it once."""
     key = asyncio.run(ops.create_key("portal", portal, office))
     typer.echo(key)
+
+
+@portal_key.command("require-signing")
+def require_signing(
+    portal: Annotated[str, typer.Argument(help="portal id, as given to `portal-key create --portal`")],
+    off: Annotated[bool, typer.Option("--off", help="stop requiring signatures for this portal")] = False,
+) -> None:
+    """Require (or with --off, stop requiring) HMAC-signed intake requests from every key of a portal.
+
+    The portal then needs its secret (`portal-key signing-secret`); unsigned, wrongly signed, stale
+    (over SIGNATURE_WINDOW_SECONDS) or replayed requests are answered 401.
+    """
+    keys = asyncio.run(ops.require_signing(portal, not off))
+    if not keys:
+        typer.echo(f"no portal keys for {portal}", err=True)
+        raise typer.Exit(1)
+    state = "no longer required" if off else "required"
+    typer.echo(f"{portal}: signed intake requests {state} ({keys} key{'s' if keys != 1 else ''})")
+
+
+@portal_key.command("signing-secret")
+def show_signing_secret(
+    portal: Annotated[str, typer.Argument(help="portal id")],
+) -> None:
+    """Print the portal's HMAC signing secret (derived from SECRET_KEY; hand it over securely)."""
+    secret = asyncio.run(ops.signing_secret_of(portal))
+    if secret is None:
+        typer.echo(f"no portal keys for {portal}", err=True)
+        raise typer.Exit(1)
+    typer.echo(secret)
 
 
 @staff_key.command("create")

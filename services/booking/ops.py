@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from services.booking import views
 from services.booking.app import DEV_PORTAL, DEV_STAFF
 from services.booking.config import Settings
+from services.booking.signing import signing_secret
 from services.booking.store import Stores
 from services.booking.store.access import Kind, new_key
 from shared.clock import SystemClock
@@ -64,6 +65,20 @@ async def create_key(kind: Kind, subject: str, offices: list[str], settings: Set
         raise ValueError(f"unknown offices {unknown}; known: {policies.ids()}")
     async with opened(settings) as stores:
         return await stores.credentials.create(kind, subject, offices, SystemClock().now())
+
+
+async def require_signing(portal_id: str, on: bool = True, settings: Settings | None = None) -> int:
+    """Flag (or unflag) every key of the portal: its intake requests must be signed. Keys matched."""
+    async with opened(settings) as stores:
+        return await stores.credentials.require_signing(portal_id, on)
+
+
+async def signing_secret_of(portal_id: str, settings: Settings | None = None) -> str | None:
+    """The portal's signing secret (derived from SECRET_KEY), or None for a portal without keys."""
+    settings = settings or Settings()
+    async with opened(settings) as stores:
+        known = await stores.credentials.collection.find_one({"kind": "portal", "subject": portal_id})
+    return signing_secret(settings.secret_key, portal_id) if known else None
 
 
 def read_records(path: Path) -> Iterable[dict[str, Any]]:

@@ -84,9 +84,12 @@ class CredentialStore:
         )
 
     async def require_signing(self, subject: str, on: bool = True) -> int:
-        """Make this portal's keys sign their intake requests (services/booking/signing.py)."""
-        done = await self.collection.update_many({"subject": subject}, {"$set": {"signed": on}})
-        return done.modified_count
+        """Make this portal's keys sign their intake requests (services/booking/signing.py), or not.
+        Returns how many of its keys there are (flagged already or now), 0 for an unknown portal."""
+        done = await self.collection.update_many(
+            {"kind": "portal", "subject": subject}, {"$set": {"signed": on}}
+        )
+        return done.matched_count
 
     async def portal_known(self, portal_id: str, office_id: str) -> bool:
         d = await self.collection.find_one(
