@@ -58,6 +58,8 @@ def show(run: Run) -> None:
             console.print(f"CPU during {f.key} (cores, 2 = the whole machine): {_cpu(cpu)}")
     for name, summaries in run.profiles.items():
         show_profile(name, summaries[0])
+    if run.mongo_time:
+        show_mongo_time(run.mongo_time)
     for s in run.skipped:
         console.print(f"[yellow]{s.part}: not available: {s.reason}[/yellow]")
 
@@ -79,6 +81,23 @@ def show_profile(name: str, summary: dict[str, Any]) -> None:
             f"{p['us_per_message']}" if p else "",
             f["function"] if f else "",
             f"{f['self_us']}" if f else "",
+        )
+    console.print(table)
+
+
+def show_mongo_time(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="e2e: where the services spent their MongoDB time (consult_mongo_command_seconds)")
+    for col in ("service", "command", "collection", "filter", "seconds", "calls", "mean ms"):
+        table.add_column(col, justify="right" if col in ("seconds", "calls", "mean ms") else "left")
+    for r in rows:
+        table.add_row(
+            r["service"],
+            r["command"],
+            r["collection"],
+            r["shape"],
+            f"{r['seconds']:.2f}",
+            str(r["calls"]),
+            f"{r['mean_ms']:.1f}",
         )
     console.print(table)
 
@@ -120,6 +139,21 @@ def markdown(run: Run, json_path: Path | None) -> str:
         s = summaries[0]
         top = ", ".join(f"{p['package']} {p['share']:.0%}" for p in s["self_time_by_package"][:6])
         lines.append(f"- profile `{name}`: {s['us_per_message']} µs CPU per message; self time: {top}")
+    if run.mongo_time:
+        lines += [
+            "",
+            "Where the services spent their MongoDB time during the e2e part"
+            " (`consult_mongo_command_seconds`;"
+            " filter `id` = exactly `{_id: value}`):",
+            "",
+            "| service | command | collection | filter | seconds | calls | mean ms |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {r['service']} | {r['command']} | {r['collection']} | {r['shape']} | {r['seconds']:.2f} "
+            f"| {r['calls']} | {r['mean_ms']:.1f} |"
+            for r in run.mongo_time
+        ]
     if run.skipped:
         lines.append("")
         lines.extend(f"- **{s.part}**: not available: {s.reason}" for s in run.skipped)

@@ -38,6 +38,8 @@ class Run:
     figures: list[Figure] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     profiles: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: MongoDB time of the services during the e2e part (`bench.services.mongo_time`), largest first
+    mongo_time: list[dict[str, Any]] = field(default_factory=list)
     #: load average (1, 5, 15 min) when each part started: other work on the machine skews figures
     loads: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -68,6 +70,7 @@ class Run:
             "skipped": [asdict(s) for s in self.skipped],
             "load_average_at_part_start": self.loads,
             "profiles": self.profiles,
+            "e2e_mongo_time": self.mongo_time,
         }
 
 

@@ -24,8 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import env
 from bench.results import Run
 from shared import topology
+from shared.settings import ServiceSettings
 
 SERVICES = ("booking", "scheduler", "notifier", "audit")
+OUTBOX_POLL_SECONDS = ServiceSettings.model_fields["outbox_poll_seconds"].default
 PORTAL_KEY = "cpk_bench_portal_key_0123456789"
 STAFF_KEY = "csk_bench_staff_key_0123456789"
 AUDITOR_KEY = "bench-auditor.bench-auditor-secret-0123456789"
@@ -46,9 +48,12 @@ def bench_env(box: env.Sandbox) -> dict[str, str]:
     if demo.is_dir() and any(demo.glob("*.yaml")):
         extra["EXTRA_OFFICES_DIR"] = str(demo)
     base = stack_env(box.amqp_url, box.db_prefix)
-    # what the e2e stack sets wins over the bench's guesses, except the log level: the bench
-    # measures the services, not their logging of each message
-    return {**extra, **base, "LOG_LEVEL": "WARNING"}
+    # what the e2e stack sets wins over the bench's guesses, except the bench's own credentials and
+    # the log level: the bench measures the services, not their logging of each message
+    keys = {k: extra.pop(k) for k in ("DEV_PORTAL_KEY", "DEV_STAFF_KEY", "AUDIT_BOOTSTRAP_AUDITOR_KEY")}
+    # the relays poll at the production default, not the tests' 0.2 s: the bench measures what runs
+    production = {"OUTBOX_POLL_SECONDS": str(OUTBOX_POLL_SECONDS)}
+    return {**extra, **base, **keys, **production, "LOG_LEVEL": "WARNING"}
 
 
 @asynccontextmanager
@@ -173,3 +178,36 @@ def pids(stack: Any) -> dict[str, int]:
 def rss_of(stack: Any, service: str) -> float | None:
     proc = stack.procs.get(service)
     return env.rss_mib(proc.pid) if proc is not None else None
+
+
+async def mongo_time(stack: Any, top: int = 15) -> list[dict[str, Any]]:
+    """Where the services spent their MongoDB time: `consult_mongo_command_seconds` of each service,
+    summed per service, command, collection and filter shape, largest total first."""
+    rows: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=10) as c:
+        for service in SERVICES:
+            text = (await c.get(f"{stack.urls[service]}/metrics/")).text
+            sums: dict[tuple[str, str, str], list[float]] = {}
+            for family in text_string_to_metric_families(text):
+                if family.name != "consult_mongo_command_seconds":
+                    continue
+                for s in family.samples:
+                    key = (s.labels["command"], s.labels["collection"], s.labels["shape"])
+                    if s.name.endswith("_sum"):
+                        sums.setdefault(key, [0.0, 0.0])[0] += s.value
+                    elif s.name.endswith("_count"):
+                        sums.setdefault(key, [0.0, 0.0])[1] += s.value
+            for (command, collection, shape), (total, count) in sums.items():
+                rows.append(
+                    {
+                        "service": service,
+                        "command": command,
+                        "collection": collection,
+                        "shape": shape,
+                        "seconds": round(total, 3),
+                        "calls": int(count),
+                        "mean_ms": round(1000 * total / count, 2) if count else 0.0,
+                    }
+                )
+    rows.sort(key=lambda r: r["seconds"], reverse=True)
+    return rows[:top]

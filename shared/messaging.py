@@ -8,6 +8,7 @@ broker before the original is acked, so a crash in between only causes a redeliv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,15 +79,21 @@ class EventPublisher:
 class Inbox:
     """Claims on event ids, so one event is handled once even when duplicates arrive together.
 
-    A claim is a document with a unique _id (the event id): `processing` while a handler runs,
-    `done` after. Duplicates of a done event are acknowledged; a duplicate arriving while another
-    delivery holds the claim waits in a delay queue. A claim left by a crashed consumer expires
-    after `lease_seconds` and is taken over.
+    A claim is a document with a unique _id (the event id), taken while a handler runs; finishing
+    inserts a second document `<event id>#done` instead of updating the claim, so the steady state is
+    inserts and `_id` lookups only (on FerretDB an update costs a pass over the whole collection, and
+    the inbox grows with every event). Duplicates of a done event are acknowledged; a duplicate
+    arriving while another delivery holds the claim waits in a delay queue. A claim left by a crashed
+    consumer expires after `lease_seconds` and is taken over.
     """
 
     def __init__(self, collection: AsyncCollection[Doc], lease_seconds: float = 120.0) -> None:
         self.collection = collection
         self.lease_seconds = lease_seconds
+
+    @staticmethod
+    def done_id(event_id: str) -> str:
+        return f"{event_id}#done"
 
     async def claim(self, event_id: str, event_type: str, now: float) -> Literal["new", "done", "busy"]:
         try:
@@ -96,27 +103,32 @@ class Inbox:
             return "new"
         except DuplicateKeyError:
             pass
+        if await self.seen(event_id):
+            return "done"
         doc = await self.collection.find_one({"_id": event_id})
         if doc is None:
             return "busy"  # released a moment ago; try again shortly
-        if doc.get("state", "done") == "done":
-            return "done"
-        if now - float(doc.get("at", 0)) > self.lease_seconds:
-            taken = await self.collection.update_one(
-                {"_id": event_id, "state": "processing", "at": doc.get("at")}, {"$set": {"at": now}}
-            )
-            return "new" if taken.modified_count else "busy"
+        held_since = float(doc.get("at", 0))
+        if now - held_since > self.lease_seconds:
+            # one taker per expired claim: a unique insert decides (concurrent conditional updates
+            # can all "succeed" on FerretDB), then the winner renews the claim
+            try:
+                await self.collection.insert_one({"_id": f"{event_id}#taken#{held_since!r}", "at": now})
+            except DuplicateKeyError:
+                return "busy"
+            await self.collection.update_one({"_id": event_id}, {"$set": {"at": now}})
+            return "new"
         return "busy"
 
     async def done(self, event_id: str, now: float) -> None:
-        await self.collection.update_one({"_id": event_id}, {"$set": {"state": "done", "at": now}})
+        with contextlib.suppress(DuplicateKeyError):  # a taken-over claim finished twice
+            await self.collection.insert_one({"_id": self.done_id(event_id), "at": now})
 
     async def release(self, event_id: str) -> None:
         await self.collection.delete_one({"_id": event_id, "state": "processing"})
 
     async def seen(self, event_id: str) -> bool:
-        doc = await self.collection.find_one({"_id": event_id}, {"state": 1})
-        return doc is not None and doc.get("state", "done") == "done"
+        return await self.collection.find_one({"_id": self.done_id(event_id)}, {"_id": 1}) is not None
 
 
 class Consumer:

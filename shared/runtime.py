@@ -31,7 +31,7 @@ from shared.clock import Clock, SystemClock
 from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
-from shared.mongo import Doc, connect, ping
+from shared.mongo import CommandTimer, Doc, connect, ping
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -67,7 +67,11 @@ class Runtime:
             app_id=self.name,
             middlewares=[RabbitPrometheusMiddleware(registry=self.metrics, app_name=self.name)],
         )
-        self.mongo = connect(settings.mongodb_url, app_name=self.name)
+        self.mongo = connect(
+            settings.mongodb_url,
+            app_name=self.name,
+            listeners=[CommandTimer(self.metrics, self.name)],
+        )
         self.db: AsyncDatabase[Doc] = self.mongo[settings.database(self.name)]
         self.publisher = EventPublisher(self.broker)
         self.consumer = Consumer(queues, self.publisher, Inbox(self.db["inbox"]), parser)

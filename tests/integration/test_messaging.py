@@ -12,7 +12,7 @@ from pymongo import AsyncMongoClient
 
 from shared import outbox, topology
 from shared.events import BookingAttended, Envelope, MessageError
-from shared.messaging import TransientError
+from shared.messaging import Inbox, TransientError
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 from tests.support import eventually
@@ -187,3 +187,26 @@ async def test_unroutable_publish_raises_and_the_event_stays_in_the_outbox(
         else:
             raise AssertionError("an unroutable publish must raise")
         assert await relay.backlog() == 1
+
+
+async def test_inbox_claims_once_takes_over_an_expired_claim_and_finishes_with_an_insert(
+    mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str
+) -> None:
+    inbox = Inbox(mongo[f"{db_prefix}_inbox_probe"]["inbox"], lease_seconds=60)
+    assert await inbox.claim("e1", "booking.attended", now=100.0) == "new"
+    assert await inbox.claim("e1", "booking.attended", now=101.0) == "busy"  # held by the first
+    assert not await inbox.seen("e1")
+    # the holder crashed: after the lease, exactly one of two redeliveries takes the claim over
+    takers = await asyncio.gather(*(inbox.claim("e1", "booking.attended", now=200.0) for _ in range(5)))
+    assert sorted(takers) == ["busy"] * 4 + ["new"]
+    assert await inbox.claim("e1", "booking.attended", now=201.0) == "busy"  # renewed by the taker
+    await inbox.done("e1", now=201.0)
+    await inbox.done("e1", now=202.0)  # a second finish (taken-over claim) is harmless
+    assert await inbox.seen("e1")
+    assert await inbox.claim("e1", "booking.attended", now=999.0) == "done"
+    # a failed handler releases its claim and the next delivery starts afresh
+    assert await inbox.claim("e2", "booking.attended", now=300.0) == "new"
+    await inbox.release("e2")
+    assert await inbox.claim("e2", "booking.attended", now=301.0) == "new"
+    docs = {d["_id"]: d async for d in inbox.collection.find({})}
+    assert set(docs) == {"e1", "e1#taken#100.0", "e1#done", "e2"}
