@@ -9,6 +9,7 @@ from services.audit import auth, records
 from services.audit.disclosure import DisclosureIn, Refused, Scope, check_open, decide, new_request, summary
 from services.audit.search import public
 from services.audit.service import AuditService
+from shared.authfirst import AuthFirstRoute
 from shared.mongo import Doc
 
 
@@ -21,7 +22,8 @@ class Decision(BaseModel):
 
 
 def router(service: AuditService) -> APIRouter:
-    api = APIRouter(prefix="/v1/audit/disclosures", tags=["legal disclosure"])
+    # issue 8: a caller who may not call is refused even when its body is not JSON (shared/authfirst.py)
+    api = APIRouter(prefix="/v1/audit/disclosures", tags=["legal disclosure"], route_class=AuthFirstRoute)
     store = service.store
     Reader = Annotated[auth.Caller, Depends(auth.requires(store, *auth.READERS))]
     Approver = Annotated[auth.Caller, Depends(auth.requires(store, auth.APPROVER))]

@@ -14,6 +14,7 @@ from services.booking.domain import Booking
 from services.booking.intake import Intake, Submission
 from services.booking.service import BookingService
 from services.booking.store import Credential
+from shared.authfirst import AuthFirstRoute
 from shared.commands import BookingForm
 from shared.policy import Channel
 
@@ -44,14 +45,43 @@ async def booking_for(
     return booking
 
 
+def booking_access(service: BookingService, credential: Any, *kinds: str) -> Any:
+    """Dependency: the booking named in the path, if the caller may act on it (`booking_for`) and is
+    of one of these kinds. A dependency, so a refused caller is answered 401/403/404 before FastAPI
+    validates the body or the query (no 422 that teaches a stranger the schema)."""
+
+    async def booking(
+        booking_id: str, request: Request, cred: Annotated[Credential, Depends(credential)]
+    ) -> Booking:
+        found = await booking_for(service, request, cred, booking_id)
+        if kinds:
+            for_office(request, cred, found.office_id, *kinds)
+        return found
+
+    return booking
+
+
+def office_access(credential: Any, *kinds: str) -> Any:
+    """Dependency: the caller, if it may act for the office in the path (and is of these kinds)."""
+
+    async def caller(
+        office_id: str, request: Request, cred: Annotated[Credential, Depends(credential)]
+    ) -> Credential:
+        for_office(request, cred, office_id, *kinds)
+        return cred
+
+    return caller
+
+
 async def _unguarded() -> None:
     return None
 
 
 def router(service: BookingService, intake: Intake, credential: Any, guard: Any = None) -> APIRouter:
-    api = APIRouter(prefix="/v1")
+    api = APIRouter(prefix="/v1", route_class=AuthFirstRoute)
     Caller = Annotated[Credential, Depends(credential)]
     Guarded = Annotated[None, Depends(guard or _unguarded)]  # signature and rate limits (guard.py)
+    Mine = Annotated[Booking, Depends(booking_access(service, credential))]  # portal's own, or staff
 
     @api.post(
         "/offices/{office_id}/bookings",
@@ -98,29 +128,25 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         tags=["bookings"],
         summary="A booking's state; the meeting URL once confirmed",
     )
-    async def get_booking(booking_id: str, request: Request, cred: Caller) -> dict[str, Any]:
-        booking = await booking_for(service, request, cred, booking_id)
+    async def get_booking(booking: Mine, cred: Caller) -> dict[str, Any]:
         return views.staff_view(booking) if cred.kind == "staff" else views.portal_view(booking)
 
     @api.post("/bookings/{booking_id}/alternatives/{option_id}/acceptance", tags=["bookings"])
-    async def accept(booking_id: str, option_id: str, request: Request, cred: Caller) -> dict[str, Any]:
+    async def accept(booking_id: str, option_id: str, booking: Mine) -> dict[str, Any]:
         """The person takes one of the proposed times (R05)."""
-        booking = await booking_for(service, request, cred, booking_id)
         cal = service.calendar(booking.office_id)
         b = await service.change(booking_id, lambda b: b.accept(option_id, service.now, cal))
         return views.portal_view(b)
 
     @api.post("/bookings/{booking_id}/alternatives/decline", tags=["bookings"])
-    async def decline(booking_id: str, request: Request, cred: Caller) -> dict[str, Any]:
+    async def decline(booking_id: str, booking: Mine) -> dict[str, Any]:
         """The person takes none of the proposed times; the held slots are released."""
-        await booking_for(service, request, cred, booking_id)
         return views.portal_view(await service.change(booking_id, lambda b: b.decline(service.now)))
 
     @api.post("/bookings/{booking_id}/cancellations", tags=["bookings"])
-    async def cancel(booking_id: str, body: CancelIn, request: Request, cred: Caller) -> dict[str, Any]:
+    async def cancel(booking_id: str, booking: Mine, cred: Caller, body: CancelIn) -> dict[str, Any]:
         """R07: by a channel the office accepts; phone (and KG email) cancellations are recorded by staff.
         A refusal (409 R07) carries `how_to_cancel` with the office's phone number."""
-        booking = await booking_for(service, request, cred, booking_id)
         policy = service.policy(booking.office_id)
         staff = cred.kind == "staff"
         b = await service.change(

@@ -4,15 +4,15 @@ refusing (R13) and lifting refusals (R09/R13). Staff keys are per office."""
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.booking import views
-from services.booking.api import booking_for
-from services.booking.auth import for_office
-from services.booking.domain import Status
+from services.booking.api import booking_access, office_access
+from services.booking.domain import Booking, Status
 from services.booking.service import BookingService
 from services.booking.store import Credential
+from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
 from shared.commands import normalize_jobseeker_number, normalize_phone
 
@@ -35,7 +35,10 @@ class RefusalIn(BaseModel):
 
 
 def router(service: BookingService, credential: Any) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["staff"])
+    api = APIRouter(prefix="/v1", tags=["staff"], route_class=AuthFirstRoute)
+    # dependencies, so a caller of the wrong office or kind is refused before body and query are read
+    Staff = Annotated[Credential, Depends(office_access(credential, "staff"))]
+    StaffBooking = Annotated[Booking, Depends(booking_access(service, credential, "staff"))]
     Caller = Annotated[Credential, Depends(credential)]
 
     @api.get(
@@ -43,8 +46,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
     )
     async def list_bookings(  # noqa: PLR0917 (FastAPI passes query parameters by name)
         office_id: str,
-        request: Request,
-        cred: Caller,
+        cred: Staff,
         status: Annotated[list[Status] | None, Query()] = None,
         start: Annotated[date | None, Query(alias="from")] = None,
         end: Annotated[date | None, Query(alias="to", description="inclusive")] = None,
@@ -53,7 +55,6 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,  # MongoDB skips take 64-bit ints only
     ) -> list[dict[str, Any]]:
-        for_office(request, cred, office_id, "staff")
         lookup = None
         try:
             if phone:
@@ -75,10 +76,8 @@ def router(service: BookingService, credential: Any) -> APIRouter:
 
     @api.post("/bookings/{booking_id}/attendance", summary="Joined or contacted: not a no-show (R08)")
     async def attendance(
-        booking_id: str, body: AttendanceIn, request: Request, cred: Caller
+        booking_id: str, booking: StaffBooking, cred: Caller, body: AttendanceIn
     ) -> dict[str, Any]:
-        booking = await booking_for(service, request, cred, booking_id)
-        for_office(request, cred, booking.office_id, "staff")
         grace = service.policy(booking.office_id).no_show_grace
         now = service.now
         b = await service.change(
@@ -89,31 +88,23 @@ def router(service: BookingService, credential: Any) -> APIRouter:
     @api.post(
         "/bookings/{booking_id}/completion", summary="The consultation took place: its usage window (R10)"
     )
-    async def completion(
-        booking_id: str, body: CompletionIn, request: Request, cred: Caller
-    ) -> dict[str, Any]:
-        booking = await booking_for(service, request, cred, booking_id)
-        for_office(request, cred, booking.office_id, "staff")
+    async def completion(booking_id: str, booking: StaffBooking, body: CompletionIn) -> dict[str, Any]:
         b = await service.change(
             booking_id, lambda b: b.complete(body.started_at, body.ended_at, service.now)
         )
         return views.staff_view(b)
 
     @api.post("/bookings/{booking_id}/refusal", summary="Refuse the person for misconduct (R13)")
-    async def refuse(booking_id: str, body: RefusalIn, request: Request, cred: Caller) -> dict[str, Any]:
-        booking = await booking_for(service, request, cred, booking_id)
-        for_office(request, cred, booking.office_id, "staff")
+    async def refuse(booking_id: str, booking: StaffBooking, cred: Caller, body: RefusalIn) -> dict[str, Any]:
         b = await service.refuse(booking_id, body.reason, body.until, cred.subject)
         return views.staff_view(b)
 
     @api.get("/offices/{office_id}/refusals", summary="People refused now (R09, R13), by pseudonym")
-    async def refusals(office_id: str, request: Request, cred: Caller) -> list[dict[str, Any]]:
-        for_office(request, cred, office_id, "staff")
+    async def refusals(office_id: str, cred: Staff) -> list[dict[str, Any]]:
         return [views.refusal_view(p) for p in await service.stores.people.refused(office_id, service.now)]
 
     @api.delete("/offices/{office_id}/refusals/{person_key}", summary="Lift a refusal")
-    async def lift(office_id: str, person_key: str, request: Request, cred: Caller) -> dict[str, Any]:
-        for_office(request, cred, office_id, "staff")
+    async def lift(office_id: str, person_key: str, cred: Staff) -> dict[str, Any]:
         lifted = await service.lift(office_id, person_key, cred.subject)
         return {"person_key": person_key, "lifted": lifted}
 
