@@ -1,10 +1,12 @@
 """R16: meeting rooms in the office's app, behind one adapter interface.
 
 Each adapter issues a unique, unguessable join URL (256 random bits from `secrets`) under the base the
-office configures (`policy.meeting`). There is no outside network here, so no provider is called.
-Extension point: a deployment that has the providers' credentials replaces `create_room` with their
-APIs — Microsoft Graph `POST /users/{id}/onlineMeetings` (Teams), UCWA `onlineMeetings/myOnlineMeetings`
-(Skype for Business Server), the TeleOffice reservation API — and returns the URL they issue.
+office configures (`policy.meeting`). There is no outside network here, so no provider is called: the
+three apps differ only in their link's shape, so one `LinkMeetings` serves them all, as data.
+Extension point: a deployment that has the providers' credentials puts in `PROVIDERS` an adapter whose
+`create_room` calls their APIs — Microsoft Graph `POST /users/{id}/onlineMeetings` (Teams), UCWA
+`onlineMeetings/myOnlineMeetings` (Skype for Business Server), the TeleOffice reservation API — and
+returns the URL they issue.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ class MeetingRoom:
 
 
 class MeetingProvider(Protocol):
-    app: MeetingApp
+    @property
+    def app(self) -> MeetingApp: ...
 
     def create_room(
         self, config: MeetingConfig, *, booking_id: str, start: datetime, end: datetime
@@ -39,44 +42,27 @@ def _base(config: MeetingConfig) -> str:
     return config.base_url if config.base_url.endswith("/") else config.base_url + "/"
 
 
-class TeamsMeetings:
-    """Microsoft Teams meeting links (KG, 第3条)."""
+@dataclass(frozen=True)
+class LinkMeetings:
+    """Join links in one app's URL shape: the office's base, then `path` with a fresh token in it."""
 
-    app = MeetingApp.TEAMS
-
-    def create_room(
-        self, config: MeetingConfig, *, booking_id: str, start: datetime, end: datetime
-    ) -> MeetingRoom:
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        return MeetingRoom(self.app, f"{_base(config)}19%3ameeting_{token}%40thread.v2/0")
-
-
-class SkypeForBusinessMeetings:
-    """Skype for Business meeting links (KG, 第3条)."""
-
-    app = MeetingApp.SKYPE_FOR_BUSINESS
+    app: MeetingApp
+    path: str  # after the base; `{token}` marks where the token goes
 
     def create_room(
         self, config: MeetingConfig, *, booking_id: str, start: datetime, end: datetime
     ) -> MeetingRoom:
         token = secrets.token_urlsafe(TOKEN_BYTES)
-        return MeetingRoom(self.app, f"{_base(config)}{token}")
-
-
-class TeleOfficeMeetings:
-    """TeleOffice rooms (HW, 第4条)."""
-
-    app = MeetingApp.TELEOFFICE
-
-    def create_room(
-        self, config: MeetingConfig, *, booking_id: str, start: datetime, end: datetime
-    ) -> MeetingRoom:
-        token = secrets.token_urlsafe(TOKEN_BYTES)
-        return MeetingRoom(self.app, f"{_base(config)}room/{token}")
+        return MeetingRoom(self.app, _base(config) + self.path.format(token=token))
 
 
 PROVIDERS: dict[MeetingApp, MeetingProvider] = {
-    p.app: p for p in (TeamsMeetings(), SkypeForBusinessMeetings(), TeleOfficeMeetings())
+    p.app: p
+    for p in (
+        LinkMeetings(MeetingApp.TEAMS, "19%3ameeting_{token}%40thread.v2/0"),  # KG, 第3条
+        LinkMeetings(MeetingApp.SKYPE_FOR_BUSINESS, "{token}"),  # KG, 第3条
+        LinkMeetings(MeetingApp.TELEOFFICE, "room/{token}"),  # HW, 第4条
+    )
 }
 
 
