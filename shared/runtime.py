@@ -158,7 +158,11 @@ class Runtime:
             yield self
         finally:
             self.started = False
-            await self.broker.stop()  # stop consuming; in-flight handlers finish first
+            # Stop consuming (in-flight handlers finish first) but keep the connection: what the
+            # handlers, hooks and last requests (access logs) wrote to the outboxes is published by
+            # the relays' final drain before the broker closes, not left for the next start.
+            for subscriber in self.broker.subscribers:
+                await subscriber.stop()
             # Every step is bounded: a stuck peer must not keep the process from exiting, and
             # whatever is not done stays in MongoDB (outboxes, timers) for the next start.
             for hook in reversed(self._shutdown):
@@ -167,8 +171,10 @@ class Runtime:
                 _, pending = await asyncio.wait(set(self._background), timeout=SHUTDOWN_STEP_SECONDS)
                 for task in pending:
                     task.cancel()
-            for r in self.relays:
-                await self._bounded(r.stop(), f"outbox {r.collection.name}")
+            await asyncio.gather(
+                *(self._bounded(r.stop(), f"outbox {r.collection.name}") for r in self.relays)
+            )
+            await self.broker.stop()
             await self.mongo.close()
             self.log.info("%s stopped", self.name)
 
@@ -177,8 +183,8 @@ class Runtime:
             await asyncio.wait_for(step, SHUTDOWN_STEP_SECONDS)
         except TimeoutError:
             self.log.warning("%s did not finish within %ss at shutdown", what, SHUTDOWN_STEP_SECONDS)
-        except Exception as exc:  # broker gone at shutdown: the events wait in MongoDB
-            self.log.warning("%s left pending at shutdown: %s", what, exc)
+        except Exception as exc:  # broker unreachable at shutdown: the events wait in MongoDB
+            self.log.warning("%s left pending at shutdown (sent at the next start): %s", what, exc)
 
     async def readiness(self) -> dict[str, bool]:
         broker_ok, mongo_ok = await asyncio.gather(

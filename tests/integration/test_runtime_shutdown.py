@@ -1,0 +1,78 @@
+"""Runtime shutdown: what was written to an outbox before the service stopped is published before the
+broker connection closes, not left in MongoDB for the next start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aio_pika
+from pymongo import AsyncMongoClient
+
+from shared import outbox, topology
+from shared.events import BookingAttended
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+from tests.support import serve, unique
+
+# The runtime's own inbox binds nothing the tests publish: the sink is the only queue that sees them.
+QUEUES = topology.ServiceQueues("shutprobe", events=("nothing.bound",))
+
+
+@asynccontextmanager
+async def _sink(amqp_url: str, key: str) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A queue bound to `key` on the events exchange, to read after the runtime has stopped."""
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        q = await (await conn.channel()).declare_queue(unique("sink-"), auto_delete=True)
+        await q.bind(topology.EVENTS, key)
+        yield q
+
+
+async def _received(q: aio_pika.abc.AbstractQueue) -> list[dict[str, Any]]:
+    out = []
+    while (m := await q.get(fail=False, timeout=5)) is not None:
+        out.append(json.loads(m.body))
+        await m.ack()
+    return out
+
+
+async def test_outbox_written_but_not_yet_relayed_is_published_at_shutdown(
+    make_settings: Callable[..., ServiceSettings], mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    # A poll far beyond the test and no poke: only the relay's final drain at shutdown can publish.
+    settings = make_settings(ServiceSettings, outbox_poll_seconds=600)
+    runtime = Runtime(settings, QUEUES)
+    things = runtime.db["things"]
+    runtime.relay(things)
+    event = runtime.event(BookingAttended(booking_id="b-late", how="joined", at=runtime.clock.now()), "x")
+    await runtime.declare()
+    async with _sink(settings.amqp_url, "booking.attended") as sink:
+        async with runtime.running():
+            await things.insert_one({"_id": "late", **outbox.new_document_fields([event])})
+        doc = await mongo[runtime.db.name]["things"].find_one({"_id": "late"})
+        assert doc is not None and doc["outbox_pending"] is False, "left for the next start"
+        assert [e["event_id"] for e in await _received(sink)] == [str(event.event_id)]
+
+
+async def test_access_log_of_the_last_request_is_published_before_the_broker_closes(
+    make_settings: Callable[..., ServiceSettings], mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    settings = make_settings(ServiceSettings, outbox_poll_seconds=600)
+    runtime = Runtime(settings, QUEUES)
+    app = runtime.http_app(title="probe")
+
+    @app.get("/v1/ping")
+    async def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    await runtime.declare()
+    async with _sink(settings.amqp_url, "access.logged") as sink:
+        async with serve(app) as client:
+            assert (await client.get("/v1/ping")).status_code == 200
+        # the access outbox deletes what it sent: nothing is left for the next start
+        assert await mongo[runtime.db.name]["access_outbox"].count_documents({}) == 0
+        routes = [e["payload"]["route"] for e in await _received(sink)]
+        assert routes == ["/v1/ping"]
