@@ -47,12 +47,9 @@ class Booking:
     outcome: str = "pending"
 
 
-@dataclass
-class Mailbox:
-    """Polls Mailpit's newest messages and notes when each bench address received its email."""
+class Watcher:
+    """A poll that runs in the background for the whole run, between start() and stop()."""
 
-    prefix: str
-    received: dict[str, float] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -62,6 +59,17 @@ class Mailbox:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Mailbox(Watcher):
+    """Polls Mailpit's newest messages and notes when each bench address received its email."""
+
+    prefix: str
+    received: dict[str, float] = field(default_factory=dict)
 
     async def _poll(self) -> None:
         async with httpx.AsyncClient(timeout=10) as c:
@@ -184,7 +192,7 @@ class Portal:
 
 
 @dataclass
-class AuditWatch:
+class AuditWatch(Watcher):
     """One auditor reading audit's `notification.sent` records page by page, as an auditor's tool would.
 
     One query every half second for the whole run, not one per booking: per-booking polling made the
@@ -195,15 +203,6 @@ class AuditWatch:
     portal: Portal
     since: datetime
     recorded: dict[str, float] = field(default_factory=dict)
-    _task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._poll())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def _poll(self) -> None:
         url = f"{self.portal.audit_url}/v1/audit/records"
