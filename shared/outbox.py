@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from shared.events import Envelope, parse_event
 from shared.messaging import EventPublisher
@@ -182,3 +184,107 @@ class OutboxRelay:
 
 
 _PROJECTION = {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}
+
+
+def pending_markers(collection: AsyncCollection[Doc]) -> AsyncCollection[Doc]:
+    """Where a `MarkedRelay` of `collection` finds its work."""
+    return collection.database[f"{collection.name}_pending"]
+
+
+async def mark_pending(markers: AsyncCollection[Doc], doc_id: Any) -> None:
+    """Record that document `doc_id` will carry events; the writer calls it before inserting it."""
+    with contextlib.suppress(DuplicateKeyError):  # two writers raced for the same version
+        await markers.insert_one({"_id": doc_id, "at": time.time()})
+
+
+class MarkedRelay(OutboxRelay):
+    """The relay for insert-only documents (one document per change, its events fixed at insert).
+
+    Pending work is a small side collection of markers (`_id` = the document's id) instead of a flag
+    on the document: the writer inserts the marker before the document, the relay publishes the
+    document's events and deletes the marker. The documents themselves are never updated. On
+    FerretDB 1.x an update scans the whole collection under the database's write lock, so marking
+    every change as sent made each commit slower as history grew and stalled every other writer of
+    the service; marker inserts and deletes touch a collection only as large as the backlog.
+
+    A marker whose document does not exist is a writer that lost the race for that version (the
+    document is the winner's and is published anyway) or crashed before inserting: it is dropped
+    after `grace_seconds`. Markers are taken in `_id` order and the changes of one aggregate
+    (`<id>:<version>`) are published one after another, so their events keep their order.
+    """
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Doc],
+        markers: AsyncCollection[Doc],
+        publisher: EventPublisher,
+        poll_seconds: float = 1.0,
+        *,
+        grace_seconds: float = 300.0,
+        concurrency: int = 16,
+    ) -> None:
+        super().__init__(collection, publisher, poll_seconds, concurrency=concurrency)
+        self.markers = markers
+        self.grace_seconds = grace_seconds
+        self._in_flight: set[Any] = set()
+
+    async def mark(self, doc_id: Any) -> None:
+        await mark_pending(self.markers, doc_id)
+
+    async def ensure_indexes(self) -> None:
+        """Adopt documents a flag-based relay left unsent (data written before markers existed)."""
+        async for doc in self.collection.find({"outbox_pending": True}, _PROJECTION):
+            if int(doc.get("outbox_sent", 0)) < len(doc.get("outbox", [])):
+                await self.mark(doc["_id"])
+            await self.collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox_pending": False}})
+
+    async def backlog(self) -> int:
+        return await self.markers.count_documents({})
+
+    async def drain_ids(self, ids: set[Any]) -> None:
+        markers = [await self.markers.find_one({"_id": i}) for i in ids]
+        await self._relay_markers([m for m in markers if m is not None])
+
+    async def drain_once(self, batch: int = 200) -> int:
+        """One batch of markers; returns how many were settled (young orphans stay and don't count)."""
+        markers = await self.markers.find({}).sort("_id", 1).limit(batch).to_list()
+        self.last_backlog = len(markers)
+        return await self._relay_markers(markers)
+
+    async def _relay_markers(self, markers: list[Doc]) -> int:
+        chains: dict[str, list[Doc]] = {}
+        for m in sorted(markers, key=lambda m: str(m["_id"])):
+            if m["_id"] not in self._in_flight:
+                chains.setdefault(str(m["_id"]).rsplit(":", 1)[0], []).append(m)
+
+        async def chain(ms: list[Doc]) -> int:
+            async with self._slots:
+                settled = 0
+                for m in ms:
+                    if not await self._settle(m):
+                        break  # keep the aggregate's order: later versions wait for this one
+                    settled += 1
+                return settled
+
+        results = await asyncio.gather(*(chain(ms) for ms in chains.values()), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return sum(r for r in results if isinstance(r, int))
+
+    async def _settle(self, marker: Doc) -> bool:
+        doc_id = marker["_id"]
+        self._in_flight.add(doc_id)
+        try:
+            doc = await self.collection.find_one({"_id": doc_id}, {"outbox": 1})
+            if doc is None:
+                if time.time() - float(marker.get("at", 0)) < self.grace_seconds:
+                    return False  # its writer may still be inserting it
+            else:
+                for raw in doc.get("outbox", []):
+                    await self.publisher.publish(parse_event(raw))
+                    self.published += 1
+            await self.markers.delete_one({"_id": doc_id})
+            return True
+        finally:
+            self._in_flight.discard(doc_id)

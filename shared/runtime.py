@@ -32,7 +32,7 @@ from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, connect, ping
-from shared.outbox import OutboxRelay
+from shared.outbox import MarkedRelay, OutboxRelay, pending_markers
 from shared.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
@@ -98,6 +98,17 @@ class Runtime:
     def relay(self, collection: AsyncCollection[Doc], *, delete_sent: bool = False) -> OutboxRelay:
         r = OutboxRelay(
             collection, self.publisher, self.settings.outbox_poll_seconds, delete_sent=delete_sent
+        )
+        self.relays.append(r)
+        return r
+
+    def marked_relay(self, collection: AsyncCollection[Doc]) -> MarkedRelay:
+        """The relay for insert-only documents, with its markers in `<collection>_pending`."""
+        r = MarkedRelay(
+            collection,
+            pending_markers(collection),
+            self.publisher,
+            self.settings.outbox_poll_seconds,
         )
         self.relays.append(r)
         return r

@@ -31,8 +31,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         parser=lambda msg: commands.parse_message(msg.body, msg.raw_message.exchange),
     )
     stores = Stores.open(runtime.db, settings.vault())
-    stores.bookings.versions.on_write = runtime.relay(stores.bookings.versions.changes).poke
-    stores.people.versions.on_write = runtime.relay(stores.people.versions.changes).poke
+    for versions in (stores.bookings.versions, stores.people.versions):
+        versions.on_write = runtime.marked_relay(versions.changes).poke
     stores.requests.on_write = runtime.relay(stores.requests.collection).poke
     stores.devices.on_write = runtime.relay(stores.devices.collection, delete_sent=True).poke
     service = BookingService(runtime, stores, settings.policies())

@@ -210,3 +210,68 @@ async def test_inbox_claims_once_takes_over_an_expired_claim_and_finishes_with_a
     assert await inbox.claim("e2", "booking.attended", now=301.0) == "new"
     docs = {d["_id"]: d async for d in inbox.collection.find({})}
     assert set(docs) == {"e1", "e1#taken#100.0", "e1#done", "e2"}
+
+
+async def test_marked_relay_publishes_each_change_once_in_version_order_and_never_updates_it(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    changes = runtime.db["changes"]
+    relay = runtime.marked_relay(changes)
+    conn = await aio_pika.connect(amqp_url)
+    async with conn, runtime.running():
+        tap = await (await conn.channel()).declare_queue(exclusive=True)
+        await tap.bind(topology.EVENTS, "booking.attended")
+        written = []
+        for v in (1, 2, 3):  # what VersionedStore.commit does: the marker, then the change
+            cid = f"agg:{v:08d}"
+            await relay.mark(cid)
+            doc = {
+                "_id": cid,
+                **outbox.new_document_fields([_event(runtime, f"v{v}")]),
+                "outbox_pending": False,
+            }
+            await changes.insert_one(doc)
+            written.append(doc)
+            relay.poke(cid)
+        await relay.mark("agg:00000004")  # a writer that crashed before inserting its change
+        got: list[str] = []
+
+        async def three() -> bool:
+            while (m := await tap.get(fail=False)) is not None:
+                got.append(json.loads(m.body)["payload"]["booking_id"])
+                await m.ack()
+            return len(got) >= 3
+
+        await eventually(three, what="the three changes published")
+        assert got == ["v1", "v2", "v3"]  # one aggregate's changes in version order
+        assert await changes.find({}).sort("_id", 1).to_list() == written  # never updated
+        assert await relay.backlog() == 1  # the orphan waits out its grace period
+        relay.grace_seconds = 0
+        await relay.drain_once()
+        assert await relay.backlog() == 0
+        await asyncio.sleep(0.5)
+        assert await tap.get(fail=False) is None  # nothing republished
+
+
+async def test_marked_relay_adopts_changes_a_flag_based_relay_left_unsent(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    changes = runtime.db["changes"]
+    await changes.insert_one({"_id": "old:00000001", **outbox.new_document_fields([_event(runtime, "old")])})
+    runtime.marked_relay(changes)
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        await runtime.declare()  # the exchange, so the tap can listen before the relay starts
+        channel = await conn.channel()
+        tap = await channel.declare_queue(exclusive=True)
+        await tap.bind(topology.EVENTS, "booking.attended")
+        async with runtime.running():
+
+            async def published() -> bool:
+                return await tap.get(fail=False) is not None
+
+            await eventually(published, what="the legacy change published")
+            doc = await changes.find_one({"_id": "old:00000001"})
+            assert doc is not None and doc["outbox_pending"] is False
