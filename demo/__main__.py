@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PORTS = {"booking": 8001, "scheduler": 8002, "notifier": 8003, "audit": 8004}
 URL = {name: f"http://127.0.0.1:{port}" for name, port in PORTS.items()}
 MAILPIT = os.environ.get("MAILPIT_API", "http://127.0.0.1:8025/api/v1")
-SCHEDULER_STAFF = {"X-Staff-Key": os.environ.get("STAFF_API_KEY", "dev-staff-key"), "X-Staff-Id": "demo"}
 
 console = Console(width=100)
 clock = SystemClock()
@@ -68,7 +67,8 @@ async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: fl
 
 
 class Demo:
-    def __init__(self, portal_key: str, staff_key: str, auditor_key: str) -> None:
+    def __init__(self, portal_key: str, staff_key: str, auditor_key: str, scheduler_key: str) -> None:
+        self.scheduler_staff = {"X-Staff-Key": scheduler_key, "X-Staff-Id": "demo"}
         self.portal = httpx.AsyncClient(
             base_url=URL["booking"], timeout=15, headers={"Authorization": f"Bearer {portal_key}"}
         )
@@ -169,7 +169,8 @@ class Demo:
         r = await until(lambda: self._hw_try(form), "the job seeker to be registered", 30)
         b = await self.status(r.json()["booking_id"], "confirmed")
         self.show_appointment(b)
-        async with httpx.AsyncClient(base_url=URL["scheduler"], timeout=10, headers=SCHEDULER_STAFF) as c:
+        scheduler = httpx.AsyncClient(base_url=URL["scheduler"], timeout=10, headers=self.scheduler_staff)
+        async with scheduler as c:
             timers = (await c.get("/v1/staff/timers", params={"office_id": "kohoku-hellowork"})).json()
         mine = [t for t in timers if t.get("booking_id") == b["booking_id"]]
         for t in mine:
@@ -331,8 +332,19 @@ def demo_form(policy: Any, start: datetime, email: str, address: str) -> dict[st
     )
 
 
+def portal_amqp_url() -> str:
+    """AMQP_URL if set; else the local `portal` user (publishes intake commands only, R12) once
+    `make infra-up` has made it; else guest."""
+    if url := os.environ.get("AMQP_URL"):
+        return url
+    password = ROOT / ".local" / "secrets" / "rabbitmq-portal.password"
+    if password.exists():
+        return f"amqp://portal:{password.read_text().strip()}@127.0.0.1:5672/"
+    return "amqp://guest:guest@127.0.0.1:5672/"
+
+
 async def publish_intake(routing_key: str, message: dict[str, Any]) -> None:
-    connection = await aio_pika.connect(os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
+    connection = await aio_pika.connect(portal_amqp_url())
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(topology.INTAKE)
@@ -347,15 +359,17 @@ async def publish_intake(routing_key: str, message: dict[str, Any]) -> None:
         )
 
 
-async def credentials() -> tuple[str, str, str]:
+async def credentials() -> tuple[str, str, str, str]:
     from services.audit.admin import create_key
     from services.audit.config import Settings as AuditSettings
     from services.booking.ops import ensure_dev_key
+    from services.scheduler.keys import ensure_dev_key as ensure_scheduler_key
 
     portal = await ensure_dev_key(ROOT / ".local" / "portal-key.txt", "portal")
     staff = await ensure_dev_key(ROOT / ".local" / "staff-key.txt", "staff")
     auditor = await create_key(AuditSettings(), name="demo-auditor", roles=["auditor"], by="make demo")
-    return portal, staff, auditor
+    scheduler = await ensure_scheduler_key(ROOT / ".local" / "scheduler-staff-key.txt")
+    return portal, staff, auditor, scheduler
 
 
 async def main() -> int:

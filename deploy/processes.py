@@ -53,6 +53,8 @@ HEADER = "=== deploy/processes.py up "  # starts each run's part of a log
 PRESTART: tuple[tuple[str, ...], ...] = (
     (PY, "-m", "services.booking.keys", "ensure-dev-key", str(PORTAL_KEY),
      "--staff-file", str(LOCAL / "staff-key.txt")),
+    # the scheduler's staff keys live in its own database: its own development key, every office
+    (PY, "-m", "services.scheduler.keys", "ensure-dev-key", str(LOCAL / "scheduler-staff-key.txt")),
 )  # fmt: skip
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never proxy 127.0.0.1
@@ -322,6 +324,9 @@ def status(services: list[Service]) -> bool:
 def portal_key_note() -> None:
     if PORTAL_KEY.exists():
         print(f"dev portal key: {PORTAL_KEY.relative_to(ROOT)}")
+    staff = [p for p in (LOCAL / "staff-key.txt", LOCAL / "scheduler-staff-key.txt") if p.exists()]
+    if staff:
+        print("dev staff keys (booking, scheduler): " + ", ".join(str(p.relative_to(ROOT)) for p in staff))
 
 
 def logs(services: list[Service], lines: int, follow: bool) -> NoReturn:

@@ -1,12 +1,17 @@
 """Staff HTTP API: counsellors and their availability, requests waiting for coordination (R05), timers.
 
-Every route needs the staff key (`X-Staff-Key`, from settings); `X-Staff-Id` names the staff member in
-the access log (R10). One key for all offices for now; per-office staff accounts are a later step.
+Every route needs a scheduler staff key (`X-Staff-Key`, or `Authorization: Bearer`, or `X-API-Key`),
+made with `consultctl scheduler staff-key create --staff <id> --office <office>` and stored hashed in
+the scheduler's database. A key acts for its office only (issue 8): the office in the path, the office
+of the request named in the path, or the `office_id` of a timer query; another office's is a 403.
+The check is a router dependency, so it comes before FastAPI validates body and query (and
+`AuthFirstRoute` puts it before a body that is not JSON). `X-Staff-Id` may add who at the desk acted;
+the access log and `confirmed_by` name `staff:<key subject>[/<X-Staff-Id>]` (R10).
 """
 
 from __future__ import annotations
 
-import secrets
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -18,8 +23,10 @@ from services.scheduler.coordinator import Conflict, Coordinator
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
 from services.scheduler.staff import StaffDesk
-from services.scheduler.store.requests import PENDING
+from services.scheduler.store.requests import PENDING, RequestStore
+from services.scheduler.store.staff_keys import StaffKey, StaffKeyStore
 from services.scheduler.wheel import TimerWheel
+from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy
@@ -61,30 +68,65 @@ def view(doc: Doc) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("outbox")}
 
 
-def staff_auth(staff_key: str) -> Any:
-    """Dependency: the staff key, and who acts, for the access log (R10)."""
+@dataclass(frozen=True)
+class StaffCaller:
+    key: StaffKey
+    actor: str  # for the access log and the request's history (R10)
+
+    def office_for_timers(self, office_id: str | None) -> str | None:
+        """The office a timer query may look at: the one asked for, else the key's own office."""
+        if office_id is not None or self.key.every_office:
+            return office_id
+        if len(self.key.offices) == 1:
+            return self.key.offices[0]
+        raise HTTPException(403, "this key acts for several offices: name one (office_id)")
+
+
+def staff_auth(keys: StaffKeyStore, requests: RequestStore) -> Any:
+    """Dependency: the caller's staff key, valid for the office this request is about."""
 
     async def staff(
         request: Request,
         x_staff_key: Annotated[str, Header()] = "",
-        x_staff_id: Annotated[str, Header()] = "staff",
-    ) -> str:
-        if not x_staff_key or not secrets.compare_digest(x_staff_key.encode(), staff_key.encode()):
-            raise HTTPException(401, "staff key required (X-Staff-Key)")
-        actor = f"staff:{x_staff_id[:64]}"
+        x_staff_id: Annotated[str, Header()] = "",
+    ) -> StaffCaller:
+        presented = x_staff_key or _bearer(request) or request.headers.get("x-api-key", "")
+        key = await keys.find(presented) if presented else None
+        if key is None:
+            raise HTTPException(
+                401, "a scheduler staff key is required (X-Staff-Key)", {"WWW-Authenticate": "Bearer"}
+            )
+        who = "".join(ch for ch in x_staff_id[:64] if ch.isprintable())  # free text: keep logs clean
+        actor = f"staff:{key.subject}" + (f"/{who}" if who else "")
         request.state.actor = actor
-        request.state.office_id = request.path_params.get("office_id")
-        return actor
+        office_id = request.path_params.get("office_id")
+        if office_id is None and "booking_id" in request.path_params:
+            doc = await requests.get(request.path_params["booking_id"])
+            if doc is None:
+                raise HTTPException(404, "no such request")
+            office_id = doc["office_id"]
+        office_id = office_id or request.query_params.get("office_id")
+        request.state.office_id = office_id
+        if office_id is not None and not key.may_act_for(office_id):
+            raise HTTPException(403, f"staff:{key.subject} may not act for {office_id}")
+        return StaffCaller(key, actor)
 
     return staff
 
 
-def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, staff_key: str) -> APIRouter:
-    staff = staff_auth(staff_key)  # one callable, so FastAPI runs it once per request
-    api = APIRouter(prefix="/v1/staff", tags=["staff"], dependencies=[Depends(staff)])
+def _bearer(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, keys: StaffKeyStore) -> APIRouter:
+    staff = staff_auth(keys, coordinator.ctx.requests)  # one callable, so FastAPI runs it once a request
+    api = APIRouter(
+        prefix="/v1/staff", tags=["staff"], dependencies=[Depends(staff)], route_class=AuthFirstRoute
+    )
     _counsellor_routes(api, coordinator.ctx)
     _request_routes(api, coordinator.ctx, desk, staff)
-    _timer_routes(api, wheel, coordinator.ctx)
+    _timer_routes(api, wheel, coordinator.ctx, staff)
     return api
 
 
@@ -163,10 +205,15 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
         return view(doc)
 
     @api.post("/requests/{booking_id}/confirm")
-    async def confirm(booking_id: str, body: ConfirmIn, actor: str = Depends(staff)) -> dict[str, Any]:
+    async def confirm(
+        booking_id: str,
+        body: ConfirmIn,
+        caller: StaffCaller = Depends(staff),  # noqa: B008
+    ) -> dict[str, Any]:
         """Fix a counsellor and a time by hand; emits appointment.confirmed (next version)."""
+        by = caller.actor
         try:
-            doc = await desk.confirm(booking_id, body.counsellor_id, body.start, body.duration_minutes, actor)
+            doc = await desk.confirm(booking_id, body.counsellor_id, body.start, body.duration_minutes, by)
         except LookupError as exc:
             raise HTTPException(404, "no such request") from exc
         except Conflict as exc:
@@ -174,11 +221,15 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
         return view(doc)
 
     @api.post("/requests/{booking_id}/propose")
-    async def propose(booking_id: str, body: ProposeIn, actor: str = Depends(staff)) -> dict[str, Any]:
+    async def propose(
+        booking_id: str,
+        body: ProposeIn,
+        caller: StaffCaller = Depends(staff),  # noqa: B008
+    ) -> dict[str, Any]:
         """Offer other times, held for the office's hold period (R05)."""
         options = [(o.counsellor_id, o.start) for o in body.options]
         try:
-            doc = await desk.propose(booking_id, options, body.duration_minutes, actor)
+            doc = await desk.propose(booking_id, options, body.duration_minutes, caller.actor)
         except LookupError as exc:
             raise HTTPException(404, "no such request") from exc
         except Conflict as exc:
@@ -186,13 +237,18 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
         return view(doc)
 
 
-def _timer_routes(api: APIRouter, wheel: TimerWheel, ctx: Context) -> None:
+def _timer_routes(api: APIRouter, wheel: TimerWheel, ctx: Context, staff: Any) -> None:
     @api.get("/timers")
     async def list_timers(
-        status: str | None = "pending", booking_id: str | None = None, office_id: str | None = None
+        status: str | None = "pending",
+        booking_id: str | None = None,
+        office_id: str | None = None,
+        caller: StaffCaller = Depends(staff),  # noqa: B008 (`staff` is local: Annotated would not resolve)
     ) -> list[dict[str, Any]]:
+        """Timers of the key's office (another office's: 403 in the dependency)."""
+        office = caller.office_for_timers(office_id)
         return [
-            view(d) for d in await ctx.timers.find(status=status, booking_id=booking_id, office_id=office_id)
+            view(d) for d in await ctx.timers.find(status=status, booking_id=booking_id, office_id=office)
         ]
 
     @api.get("/timers/lease")

@@ -14,10 +14,13 @@ from services.scheduler.keeper import Context, Keeper
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.staff import StaffDesk
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
+from services.scheduler.store.staff_keys import EVERY_OFFICE, StaffKeyStore
 from services.scheduler.wheel import TimerWheel
 from shared import topology
 from shared.clock import Clock
 from shared.runtime import Runtime
+
+DEV_STAFF = "dev-staff"  # the development key's subject (STAFF_API_KEY; every office; not in prod)
 
 
 def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coordinator, TimerWheel]:
@@ -75,7 +78,15 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         description="Counsellors' availability, slot confirmation, re-coordination and durable timers",
     )
     desk = StaffDesk(coordinator)
-    app.include_router(api.router(coordinator, desk, wheel, settings.staff_api_key))
+    keys = StaffKeyStore(runtime.db)
+
+    @runtime.on_startup
+    async def staff_keys() -> None:
+        await keys.ensure_indexes()
+        if settings.staff_api_key:  # development and tests only (Settings refuses it in prod)
+            await keys.register(settings.staff_api_key, DEV_STAFF, [EVERY_OFFICE], runtime.clock.now())
+
+    app.include_router(api.router(coordinator, desk, wheel, keys))
     app.state.coordinator = coordinator
     app.state.staff = desk
     app.state.wheel = wheel

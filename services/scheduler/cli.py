@@ -4,6 +4,8 @@
     consultctl scheduler counsellors list [--office demo-town]
     consultctl timers [--status pending|fired|cancelled|all] [--booking ID]
     consultctl scheduler lease                                      # which replica runs the timers
+    consultctl scheduler staff-key create --staff kg-desk --office kushiro-gyosei   # printed once
+    consultctl scheduler staff-key revoke --staff kg-desk
 
 They use the scheduler's settings (MONGODB_URL, DB_PREFIX, OFFICES_DIR, EXTRA_OFFICES_DIR).
 """
@@ -22,6 +24,7 @@ from rich.table import Table
 from services.scheduler import seed
 from services.scheduler.config import Settings
 from services.scheduler.store import CounsellorStore, LeaseStore, TimerStore
+from services.scheduler.store.staff_keys import StaffKeyStore
 from shared.clock import SystemClock, format_jst
 from shared.mongo import Doc, connect
 
@@ -30,6 +33,10 @@ console = Console()
 app = typer.Typer(help="Scheduler: counsellors, availability, timers.", no_args_is_help=True)
 counsellors = typer.Typer(help="Counsellors and their weekly availability.", no_args_is_help=True)
 app.add_typer(counsellors, name="counsellors")
+staff_key = typer.Typer(
+    help="Staff API keys, one office each (stored as hashes; shown once).", no_args_is_help=True
+)
+app.add_typer(staff_key, name="staff-key")
 
 
 def _with_db(work: Callable[[Any, Settings], Awaitable[T]]) -> T:
@@ -126,6 +133,41 @@ def lease() -> None:
     console.print(
         f"holder {doc['holder']}, expires {format_jst(doc['expires_at'])}:{doc['expires_at']:%S} JST"
     )
+
+
+@staff_key.command("create")
+def create_staff_key(
+    staff: Annotated[str, typer.Option(help="staff member or desk id, e.g. kg-desk")],
+    office: Annotated[str, typer.Option(help="the one office the key acts for")],
+) -> None:
+    """Create a staff key for one office; print it once (only its hash is stored)."""
+
+    async def work(db: Any, settings: Settings) -> str | None:
+        if office not in settings.policies():
+            return None
+        store = StaffKeyStore(db)
+        await store.ensure_indexes()
+        return await store.create(staff, office, SystemClock().now())
+
+    key = _with_db(work)
+    if key is None:
+        typer.echo(f"unknown office {office}", err=True)
+        raise typer.Exit(1)
+    typer.echo(key)
+
+
+@staff_key.command("revoke")
+def revoke_staff_key(staff: Annotated[str, typer.Option(help="staff member or desk id")]) -> None:
+    """Revoke every scheduler staff key of this staff member or desk."""
+
+    async def work(db: Any, settings: Settings) -> int:
+        return await StaffKeyStore(db).revoke(staff)
+
+    n = _with_db(work)
+    if not n:
+        typer.echo(f"no scheduler staff keys for {staff}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {n} key{'s' if n != 1 else ''} of {staff}")
 
 
 app.command("timers")(timers)

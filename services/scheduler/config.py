@@ -7,14 +7,16 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from shared.settings import PLACEHOLDER_SECRETS, ServiceSettings
+from shared.settings import ServiceSettings
 
 
 class Settings(ServiceSettings):
     service_name: str = "scheduler"
     http_port: int = 8002
-    staff_api_key: str = Field(
-        "dev-staff-key", description="key for the staff API (X-Staff-Key); a placeholder is refused in prod"
+    staff_api_key: str | None = Field(
+        None,
+        description="development and tests only: a staff key for every office (staff dev-staff), "
+        "registered at start-up; refused in prod. Real keys: consultctl scheduler staff-key create",
     )
     replica_id: str = Field(
         "", description="this replica's name in the timer lease; default host:port, stable across restarts"
@@ -31,8 +33,11 @@ class Settings(ServiceSettings):
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
-        if self.environment == "prod" and self.staff_api_key in PLACEHOLDER_SECRETS | {"dev-staff-key"}:
-            raise ValueError("STAFF_API_KEY is a placeholder; set a real key outside development")
+        if self.environment == "prod" and self.staff_api_key:
+            raise ValueError(
+                "STAFF_API_KEY (one key for every office) is for development; "
+                "create per-office keys with consultctl scheduler staff-key create"
+            )
         if not self.replica_id:
             self.replica_id = f"{socket.gethostname()}:{self.http_port}"
         return self

@@ -25,6 +25,8 @@ APPROVER_KEY = "e2e-approver.e2e-approver-secret-0123456789"
 #: booking: a portal key (portal dev-portal) and a staff key (dev-staff), every office; test only
 PORTAL_KEY = "cpk_e2e-portal-key-0123456789abcdefghijklmnopqrstu"
 BOOKING_STAFF_KEY = "csk_e2e-staff-key-0123456789abcdefghijklmnopqrstuv"
+#: scheduler: a staff key for every office (staff dev-staff); test only
+SCHEDULER_STAFF_KEY = "css_e2e-scheduler-staff-key-0123456789abcdefghijk"
 
 
 def free_port() -> int:
@@ -106,6 +108,8 @@ def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
             # booking: development keys registered at start-up (refused in prod)
             "DEV_PORTAL_KEY": PORTAL_KEY,
             "DEV_STAFF_KEY": BOOKING_STAFF_KEY,
+            # scheduler: its development staff key, every office (refused in prod)
+            "STAFF_API_KEY": SCHEDULER_STAFF_KEY,
         }
     )
     return env

@@ -125,6 +125,7 @@ async def replicas(amqp_url: str, db_prefix: str, offices: Path) -> AsyncIterato
         "OUTBOX_POLL_SECONDS": "0.2",
         "TIMER_POLL_SECONDS": "0.2",
         "LEASE_SECONDS": "3",
+        "STAFF_API_KEY": STAFF["X-Staff-Key"],
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }

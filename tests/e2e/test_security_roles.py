@@ -4,10 +4,17 @@ The routes are enumerated from each service's FastAPI app, so a new route withou
 below fails `test_every_route_is_in_the_table`. Each credential is presented every way any service
 reads one (Authorization: Bearer, X-API-Key and X-Staff-Key at once), so no key is accepted by a
 service it does not belong to. Mutating routes are called with an empty JSON body: a permitted caller
-gets 422/404/409 (nothing changes). A forbidden caller is sent a *valid* body: booking checks the office
-and role inside the route, after FastAPI has validated the body, so an empty body would be answered 422
-before the permission check (harmless: the caller learns only the schema), and we want to prove that a
-well-formed request from the wrong role is refused.
+gets 422/404/409 (nothing changes). A forbidden caller is sent three bodies: a *valid* one (a
+well-formed request from the wrong role is refused), an empty object and text that is not JSON: it
+must get 401/403 for all three. Every service checks who calls before it validates what they sent
+(dependencies, and shared/authfirst.py for bodies that are not JSON), so no 422 tells a stranger
+the schema.
+
+Staff keys are per office in both services that have staff: booking's `csk_` keys (booking's
+database) and the scheduler's `css_` keys (the scheduler's database). The `*-other-office` roles are
+keys of the Hello Work office; the routes name a Kushiro (KG) booking, office or request, so they
+get 403. Timer queries of such a key show its own office (`/v1/staff/timers`), and another office's
+`?office_id=` is a 403 (`test_scheduler_staff_key_acts_for_its_office_only`).
 
 404 instead of 403 — deliberate, where the service hides that something exists:
 - booking `GET /v1/requests/{idempotency_key}`: a request is visible only to the portal that sent it;
@@ -41,10 +48,18 @@ from services.notifier.app import create_app as notifier_app
 from services.notifier.config import Settings as NotifierSettings
 from services.scheduler.app import create_app as scheduler_app
 from services.scheduler.config import Settings as SchedulerSettings
+from services.scheduler.store.staff_keys import StaffKeyStore
 from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
 from tests import support
-from tests.e2e.conftest import APPROVER_KEY, AUDITOR_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
+from tests.e2e.conftest import (
+    APPROVER_KEY,
+    AUDITOR_KEY,
+    BOOKING_STAFF_KEY,
+    PORTAL_KEY,
+    SCHEDULER_STAFF_KEY,
+    Stack,
+)
 
 KG, HW = "kushiro-gyosei", "kohoku-hellowork"
 OPS = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
@@ -60,13 +75,14 @@ ROLES = (
     "booking-staff",
     "booking-staff-other-office",  # a booking staff key for HW only
     "scheduler-staff",
+    "scheduler-staff-other-office",  # a scheduler staff key for HW only
     "auditor",
     "approver",
 )
 OTHER_OFFICE_PORTAL_KEY = f"cpk_roles-other-office-{uuid.uuid4().hex}"
 OTHER_PORTAL_KEY = f"cpk_roles-other-portal-{uuid.uuid4().hex}"
 OTHER_OFFICE_STAFF_KEY = f"csk_roles-other-office-{uuid.uuid4().hex}"
-SCHEDULER_STAFF_KEY = SchedulerSettings().staff_api_key  # the stack runs with the default (test) key
+OTHER_OFFICE_SCHEDULER_KEY = f"css_roles-other-office-{uuid.uuid4().hex}"
 KEYS: dict[str, str | None] = {
     "none": None,
     "portal": PORTAL_KEY,
@@ -75,6 +91,7 @@ KEYS: dict[str, str | None] = {
     "booking-staff": BOOKING_STAFF_KEY,
     "booking-staff-other-office": OTHER_OFFICE_STAFF_KEY,
     "scheduler-staff": SCHEDULER_STAFF_KEY,
+    "scheduler-staff-other-office": OTHER_OFFICE_SCHEDULER_KEY,
     "auditor": AUDITOR_KEY,
     "approver": APPROVER_KEY,
 }
@@ -84,6 +101,7 @@ PUBLIC = frozenset(ROLES)
 PORTAL_OR_STAFF = frozenset({"portal", "booking-staff"})
 BOOKING_STAFF = frozenset({"booking-staff"})
 SCHEDULER_STAFF = frozenset({"scheduler-staff"})
+ANY_SCHEDULER_STAFF = frozenset({"scheduler-staff", "scheduler-staff-other-office"})  # no office named
 READERS = frozenset({"auditor", "approver"})
 APPROVER = frozenset({"approver"})
 OTHER_PORTAL_HIDDEN = frozenset({"portal-other-portal"})
@@ -120,7 +138,7 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "GET", "/v1/offices/{office_id}/refusals"): (BOOKING_STAFF, frozenset()),
     ("booking", "DELETE", "/v1/offices/{office_id}/refusals/{person_key}"): (BOOKING_STAFF, frozenset()),
-    # scheduler: one staff key (X-Staff-Key) for the whole staff desk
+    # scheduler: staff keys of the office named in the path, or of the request's office
     ("scheduler", "GET", "/v1/staff/offices/{office_id}/counsellors"): (SCHEDULER_STAFF, frozenset()),
     ("scheduler", "PUT", "/v1/staff/offices/{office_id}/counsellors/{counsellor_id}"): (
         SCHEDULER_STAFF,
@@ -135,8 +153,8 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("scheduler", "GET", "/v1/staff/requests/{booking_id}"): (SCHEDULER_STAFF, frozenset()),
     ("scheduler", "POST", "/v1/staff/requests/{booking_id}/confirm"): (SCHEDULER_STAFF, frozenset()),
     ("scheduler", "POST", "/v1/staff/requests/{booking_id}/propose"): (SCHEDULER_STAFF, frozenset()),
-    ("scheduler", "GET", "/v1/staff/timers"): (SCHEDULER_STAFF, frozenset()),
-    ("scheduler", "GET", "/v1/staff/timers/lease"): (SCHEDULER_STAFF, frozenset()),
+    ("scheduler", "GET", "/v1/staff/timers"): (ANY_SCHEDULER_STAFF, frozenset()),  # its own office's
+    ("scheduler", "GET", "/v1/staff/timers/lease"): (ANY_SCHEDULER_STAFF, frozenset()),
     # audit (R11): auditors and disclosure approvers read; only approvers decide disclosures (four eyes)
     ("audit", "GET", "/v1/audit/records"): (READERS, frozenset()),
     ("audit", "GET", "/v1/audit/export"): (READERS, frozenset()),
@@ -150,7 +168,7 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     # notifier: no API besides health, readiness and metrics
 }
 DENIED = {401, 403}
-#: bodies good enough to reach booking's permission checks (sent only to forbidden callers)
+#: valid bodies, sent to forbidden callers (besides an empty object and text that is not JSON)
 ISO = "2030-01-07T10:00:00+09:00"
 VALID_BODIES: dict[Route, dict[str, Any]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/cancellations"): {"channel": "portal"},
@@ -194,6 +212,8 @@ async def _register_scoped_keys(stack: Stack) -> None:
         await store.register(OTHER_OFFICE_PORTAL_KEY, "portal", "roles-hw-portal", [HW], now)
         await store.register(OTHER_PORTAL_KEY, "portal", "roles-kg-portal", [KG], now)
         await store.register(OTHER_OFFICE_STAFF_KEY, "staff", "roles-hw-staff", [HW], now)
+        scheduler = StaffKeyStore(mongo[f"{stack.db_prefix}scheduler"])
+        await scheduler.register(OTHER_OFFICE_SCHEDULER_KEY, "roles-hw-desk", [HW], now)
     finally:
         await mongo.close()
 
@@ -210,9 +230,16 @@ async def params(stack: Stack) -> dict[str, str]:
         r = await c.post(f"/v1/offices/{KG}/bookings", json=examples.kg_form(policy, day, now))
     assert r.status_code == 202, r.text
     VALID_BODIES["booking", "POST", "/v1/offices/{office_id}/bookings"] = examples.kg_form(policy, day, now)
+    booking_id = r.json()["booking_id"]
+
+    async def scheduler_has_it() -> bool:  # the scheduler's routes name the request it coordinates
+        async with stack.client("scheduler", headers=headers("scheduler-staff")) as c:
+            return (await c.get(f"/v1/staff/requests/{booking_id}")).status_code == 200
+
+    await support.eventually(scheduler_has_it, timeout=30, what="the scheduler's request")
     return {
         "office_id": KG,
-        "booking_id": r.json()["booking_id"],
+        "booking_id": booking_id,
         "idempotency_key": key,
         "option_id": "no-such-option",
         "person_key": "no-such-person",
@@ -221,22 +248,30 @@ async def params(stack: Stack) -> dict[str, str]:
     }
 
 
+BAD_BODIES: tuple[dict[str, Any], ...] = ({"json": {}}, {"content": b"{not json"})
+JSON = {"content-type": "application/json"}
+
+
 async def test_who_may_do_what(stack: Stack, params: dict[str, str]) -> None:
     gate = asyncio.Semaphore(16)
 
-    async def call(route: Route, role: str) -> tuple[Route, str, int]:
+    async def call(route: Route, role: str, body: dict[str, Any]) -> tuple[Route, str, str, int]:
         service, method, template = route
-        allowed, _ = TABLE[route]
-        body: dict[str, Any] = {}
-        if method in {"POST", "PUT"}:
-            body = {"json": {} if role in allowed else VALID_BODIES.get(route, {})}
-        async with gate, stack.client(service, headers=headers(role)) as c:
+        async with gate, stack.client(service, headers=headers(role) | JSON) as c:
             r = await c.request(method, template.format(**params), **body)
-        return route, role, r.status_code
+        return route, role, str(body)[:30], r.status_code
 
-    answers = await asyncio.gather(*(call(route, role) for route in TABLE for role in ROLES))
+    calls = []
+    for route in TABLE:
+        for role in ROLES:
+            bodies: tuple[dict[str, Any], ...] = ({},)
+            if route[1] in {"POST", "PUT"}:
+                valid = {"json": VALID_BODIES.get(route, {})}
+                bodies = ({"json": {}},) if role in TABLE[route][0] else (valid, *BAD_BODIES)
+            calls += [call(route, role, body) for body in bodies]
+    answers = await asyncio.gather(*calls)
     wrong = []
-    for route, role, status in answers:
+    for route, role, sent, status in answers:
         allowed, hidden = TABLE[route]
         if role in allowed:
             ok = status not in DENIED and status < 500
@@ -245,17 +280,29 @@ async def test_who_may_do_what(stack: Stack, params: dict[str, str]) -> None:
         else:
             ok = status in DENIED
         if not ok:
-            wrong.append(f"{role:27} {route[1]:6} {route[0]}{route[2]} -> {status}")
+            wrong.append(f"{role:29} {route[1]:6} {route[0]}{route[2]} {sent:32} -> {status}")
     assert not wrong, "unexpected answers:\n" + "\n".join(wrong)
 
 
-async def test_scheduler_staff_key_is_per_deployment_not_per_office(stack: Stack) -> None:
-    """Known limit (services/scheduler/api.py): one staff key for every office, so there is no
-    'scheduler staff of another office' to refuse; per-office staff accounts are a later step."""
-    async with stack.client("scheduler", headers=headers("scheduler-staff")) as c:
+async def test_scheduler_staff_key_acts_for_its_office_only(stack: Stack, params: dict[str, str]) -> None:
+    """A valid scheduler staff key of HW: 403 (not 401) on KG's routes, also with a body FastAPI
+    would refuse; its own office's routes work; a timer query shows its own office only."""
+    booking_id = params["booking_id"]
+    async with stack.client("scheduler", headers=headers("scheduler-staff-other-office") | JSON) as c:
         kg = await c.get(f"/v1/staff/offices/{KG}/counsellors")
         hw = await c.get(f"/v1/staff/offices/{HW}/counsellors")
-    assert (kg.status_code, hw.status_code) == (200, 200)
+        request = await c.get(f"/v1/staff/requests/{booking_id}")
+        confirm = await c.post(f"/v1/staff/requests/{booking_id}/confirm", json={"start": "not a time"})
+        put = await c.put(f"/v1/staff/offices/{KG}/counsellors/roles-x", content=b"{not json")
+        kg_timers = await c.get("/v1/staff/timers", params={"office_id": KG, "status": "all"})
+        own_timers = await c.get("/v1/staff/timers", params={"status": "all"})
+    assert [r.status_code for r in (kg, request, confirm, put, kg_timers)] == [403] * 5
+    assert "may not act for kushiro-gyosei" in kg.json()["detail"]
+    assert hw.status_code == 200 and own_timers.status_code == 200
+    assert {t["office_id"] for t in own_timers.json()} <= {HW}
+    async with stack.client("scheduler", headers=headers("scheduler-staff")) as c:  # every office
+        assert (await c.get(f"/v1/staff/offices/{KG}/counsellors")).status_code == 200
+        assert (await c.get(f"/v1/staff/requests/{booking_id}")).json()["office_id"] == KG
 
 
 #: per service, a route that reads a body and a caller allowed to get that far (notifier: none)

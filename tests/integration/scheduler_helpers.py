@@ -34,7 +34,9 @@ from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_OFFICES = ROOT / "deploy" / "offices-demo"
-STAFF = {"X-Staff-Key": "dev-staff-key", "X-Staff-Id": "tester"}
+#: the development key (STAFF_API_KEY: every office), registered at start-up by the test services
+STAFF_KEY = "dev-staff-key"
+STAFF = {"X-Staff-Key": STAFF_KEY, "X-Staff-Id": "tester"}
 KG, HW, DEMO = "kushiro-gyosei", "kohoku-hellowork", "demo-town"
 WEEKDAYS_9_TO_5 = {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
 
@@ -48,6 +50,7 @@ def scheduler_settings(make_settings: Callable[..., Any], **overrides: Any) -> S
         "extra_offices_dir": DEMO_OFFICES,
         "timer_poll_seconds": 0.05,
         "replica_id": f"test-{uuid.uuid4().hex[:6]}",
+        "staff_api_key": STAFF_KEY,
     }
     return make_settings(Settings, **(values | overrides))  # type: ignore[no-any-return]
 
