@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from services.booking.domain import Booking, IllegalTransition, RuleViolation
 from services.booking.locks import KeyedLocks
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Action = Callable[[Booking], list[Payload]]
 ATTEMPTS = 8
+T = TypeVar("T")
 
 
 class NotFound(Exception):
@@ -65,23 +66,30 @@ class BookingService:
             raise NotFound(f"no booking {booking_id!r}")
         return booking
 
+    async def _until_committed(self, key: str, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run read–act–write `attempt` under the key's lock until no other process committed first."""
+        async with self.locks.hold(key):
+            for n in range(ATTEMPTS):
+                try:
+                    return await attempt()
+                except Conflict:
+                    await asyncio.sleep(0.02 * (n + 1))
+        raise TransientError(f"{what}: too many concurrent changes")
+
     async def change(self, booking_id: str, act: Action, cause: Envelope[Any] | None = None) -> Booking:
         """Read, act, commit the next version; read again if another process committed it first."""
-        async with self.locks.hold(booking_id):
-            for attempt in range(ATTEMPTS):
-                booking = await self.get(booking_id)
-                await self._refresh_recipient(booking)
-                steps = len(booking.history)
-                payloads = act(booking)
-                if not payloads and len(booking.history) == steps:
-                    return booking  # nothing changed (a repeat, a stale event): no write
-                try:
-                    await self.stores.bookings.save(booking, self.envelopes(booking, payloads, cause))
-                except Conflict:
-                    await asyncio.sleep(0.02 * (attempt + 1))
-                    continue
-                return booking
-        raise TransientError(f"booking {booking_id}: too many concurrent changes")
+
+        async def attempt() -> Booking:
+            booking = await self.get(booking_id)
+            await self._refresh_recipient(booking)
+            steps = len(booking.history)
+            payloads = act(booking)
+            if not payloads and len(booking.history) == steps:
+                return booking  # nothing changed (a repeat, a stale event): no write
+            await self.stores.bookings.save(booking, self.envelopes(booking, payloads, cause))
+            return booking
+
+        return await self._until_committed(booking_id, f"booking {booking_id}", attempt)
 
     async def _refresh_recipient(self, booking: Booking) -> None:
         """R06 (HW): notices go to the address registered in My Page now, not the one at booking time."""
@@ -126,21 +134,18 @@ class BookingService:
         act: Callable[[PersonRecord], list[Payload]],
         cause: Envelope[Any] | None,
     ) -> PersonRecord:
-        async with self.locks.hold(key):
-            for attempt in range(ATTEMPTS):
-                person = await self._person(key, office_id)
-                before = repr(person)
-                payloads = act(person)
-                if not payloads and repr(person) == before:
-                    return person  # a repeat: nothing to write
-                events = [self.runtime.event(p, office_id, cause=cause) for p in payloads]
-                try:
-                    await self.stores.people.save(person, events)
-                except Conflict:
-                    await asyncio.sleep(0.02 * (attempt + 1))
-                    continue
-                return person
-        raise TransientError(f"person {key}: too many concurrent changes")
+
+        async def attempt() -> PersonRecord:
+            person = await self._person(key, office_id)
+            before = repr(person)
+            payloads = act(person)
+            if not payloads and repr(person) == before:
+                return person  # a repeat: nothing to write
+            events = [self.runtime.event(p, office_id, cause=cause) for p in payloads]
+            await self.stores.people.save(person, events)
+            return person
+
+        return await self._until_committed(key, f"person {key}", attempt)
 
     async def count_no_show(self, booking: Booking, cause: Envelope[Any] | None) -> None:
         """R09: idempotent per booking, so a redelivered no-show is counted once."""
