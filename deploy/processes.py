@@ -6,8 +6,15 @@
 checkout (`python -m services.<name>`, detached, log in .local/logs/<name>.log, pid in
 .local/run/<name>.pid) and returns when every /readyz answers 200. `down` stops them with
 SIGTERM (they finish in-flight work), SIGKILL after 25 s. The environment passes through
-(AMQP_URL, MONGODB_URL, SMTP_URL, EXTRA_OFFICES_DIR, ...); only HTTP_PORT is set per service,
-from the service's Settings default. The servers themselves are deploy/local.py's job.
+(AMQP_URL, MONGODB_URL, SMTP_URL, EXTRA_OFFICES_DIR, ...); HTTP_PORT is set per service, from the
+service's Settings default. The servers themselves are deploy/local.py's job.
+
+RabbitMQ users (R12): when a service's AMQP_URL is the local default (guest on 127.0.0.1, vhost
+/), `up` gives each service its own least-privilege user instead: it applies
+deploy/rabbitmq_users.py to the local broker (as `make infra-up` does; idempotent; passwords in
+.local/secrets/rabbitmq-<service>.password) and sets AMQP_URL=amqp://<service>:<password>@... for
+that service. An AMQP_URL of your own (environment or .env) is left alone; BROKER_USERS=guest
+keeps guest. If the management API refuses, `up` says so and the services run as guest.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from shared.settings import ServiceSettings
@@ -69,6 +77,8 @@ class Service:
     name: str
     port: int
     host: str  # where to probe it
+    amqp_url: str = ""  # the broker URL its Settings resolve to (environment, .env or default)
+    broker_url: str = ""  # set by `up`: the service's own RabbitMQ user, replacing guest
 
     @property
     def url(self) -> str:
@@ -94,7 +104,42 @@ def load(name: str) -> Service:
     except ValueError as exc:  # pydantic's ValidationError, e.g. a placeholder secret in prod
         sys.exit(f"{name}: invalid settings: {exc}")
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(settings.http_host, settings.http_host)
-    return Service(name, port, host)
+    return Service(name, port, host, amqp_url=settings.amqp_url)
+
+
+# --- RabbitMQ: each service as its own user on the local broker ---
+
+SECRETS = LOCAL / "secrets"
+
+
+def local_guest(url: str) -> bool:
+    """The default: guest on the local broker's vhost /, where rabbitmq_users applies its users."""
+    u = urlsplit(url)
+    return (
+        u.scheme == "amqp"
+        and u.username == "guest"
+        and u.hostname in {"127.0.0.1", "localhost"}
+        and (u.port or 5672) == 5672
+        and u.path in {"", "/"}
+    )
+
+
+def with_broker_users(services: list[Service]) -> list[Service]:
+    """Each service on the local default broker URL gets its own user's URL (see the docstring)."""
+    mine = [s for s in services if local_guest(s.amqp_url)]
+    if not mine or os.environ.get("BROKER_USERS", "own") == "guest":
+        return services
+    users = importlib.import_module("deploy.rabbitmq_users")  # repository on sys.path: main() does it
+
+    api = os.environ.get("RABBITMQ_MANAGEMENT_URL", users.DEFAULT_API)
+    try:
+        passwords = users.local_passwords(SECRETS)
+        users.apply(api, "/", passwords, wait=5.0)
+    except Exception as exc:  # dev convenience: say why, keep guest (httpx, OSError, refused import)
+        say("rabbitmq", f"per-service users not applied ({exc}); services connect as guest")
+        return services
+    own = {s.name: users.amqp_url(s.amqp_url, s.name, passwords[s.name]) for s in mine}
+    return [replace(s, broker_url=own[s.name]) if s.name in own else s for s in services]
 
 
 # --- processes: ours are the ones whose environment carries MARK=<this checkout> ---
@@ -163,6 +208,8 @@ def port_taken(s: Service) -> bool:
 
 def spawn(s: Service) -> int:
     env = {**os.environ, "HTTP_PORT": str(s.port), "PYTHONUNBUFFERED": "1", MARK: str(ROOT)}
+    if s.broker_url:
+        env["AMQP_URL"] = s.broker_url
     with s.log.open("ab") as log:
         log.write(f"{HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')} ===\n".encode())
         log.flush()
@@ -245,7 +292,7 @@ def up(services: list[Service], timeout: float) -> None:
     prestart()
     t0 = time.monotonic()
     ours = {s.name: pids[0] for s in services if (pids := running(s, tidy=True))}
-    to_start = [s for s in services if s.name not in ours]
+    to_start = with_broker_users([s for s in services if s.name not in ours])
     if taken := [s for s in to_start if port_taken(s)]:
         for s in taken:
             hint = f"ss -ltnp 'sport = :{s.port}'"
@@ -264,8 +311,13 @@ def up(services: list[Service], timeout: float) -> None:
             s.pidfile.unlink(missing_ok=True)
         sys.exit(1)
     took = time.monotonic() - t0
+    started = {s.name: s for s in to_start}
     for s in services:
-        how = f"started in {took:.1f}s" if s in to_start else "already running, reused"
+        if s.name in started:
+            user = urlsplit(started[s.name].broker_url or s.amqp_url).username
+            how = f"started in {took:.1f}s as RabbitMQ user {user}"
+        else:
+            how = "already running, reused"
         say(s.name, f"pid {ours[s.name]:<7} {s.url} ready; {how} (log {s.log.relative_to(ROOT)})")
     portal_key_note()
 
