@@ -9,7 +9,8 @@ MONGO_INITDB_ROOT_USERNAME/PASSWORD are set). Idempotent: an existing user gets 
 roles again, so a rotated password or a new service is applied on the next start, which an
 /docker-entrypoint-initdb.d script (first start of an empty volume only) would not do.
 The user list comes from shared/topology.py's SERVICES; database names from ServiceSettings.database.
-FerretDB (the local dev server) has no user management: locally the services connect without a user.
+FerretDB (the local dev server, v1.24.2) has no user management (createUser: CommandNotFound): locally
+the services connect without a user; deploy/SECURITY.md says what is and is not tested.
 """
 
 from __future__ import annotations
