@@ -2,7 +2,8 @@
 
 Collections: `counsellors`, `reservations` (one document per counsellor and grid cell: the unique
 index that rules out double booking), `requests` (one per booking: coordination state plus its
-outbox), `timers` (durable timers plus their outbox) and `leases` (which replica runs the timers).
+outbox), `timers` (durable timers plus their outbox), `leases` (which replica runs the timers) and
+`staff_keys` (hashed staff API keys, one office each: staff_keys.py).
 FerretDB has no transactions: every state change is one conditional single-document write.
 """
 
