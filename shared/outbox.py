@@ -187,36 +187,52 @@ _PROJECTION = {"outbox": 1, "outbox_sent": 1, "outbox_seq": 1}
 
 
 def pending_markers(collection: AsyncCollection[Doc]) -> AsyncCollection[Doc]:
-    """Where a `MarkedRelay` of `collection` finds its work."""
+    """Where a `MarkedRelay` of `collection` finds its work: one marker per announced write."""
     return collection.database[f"{collection.name}_pending"]
 
 
-async def mark_pending(markers: AsyncCollection[Doc], doc_id: Any) -> None:
-    """Record that document `doc_id` will carry events; the writer calls it before inserting it."""
-    with contextlib.suppress(DuplicateKeyError):  # two writers raced for the same version
-        await markers.insert_one({"_id": doc_id, "at": time.time()})
+def sent_events(collection: AsyncCollection[Doc]) -> AsyncCollection[Doc]:
+    """The ids of the events a `MarkedRelay` of `collection` has published (insert-only)."""
+    return collection.database[f"{collection.name}_sent"]
+
+
+async def announce(collection: AsyncCollection[Doc], doc_id: Any, events: Sequence[Envelope[Any]]) -> None:
+    """Before a write that adds `events` to document `doc_id`: tell the relay to look for them.
+
+    Called by the writer before its insert or update, so a crash after the write loses nothing: the
+    relay publishes the events once it sees them in the document, and drops a marker whose events
+    never arrive (the write failed or lost a race) after its grace period.
+    """
+    if not events:
+        return
+    ids = [str(e.event_id) for e in events]
+    await pending_markers(collection).insert_one(
+        {"_id": f"{doc_id}|{ids[0]}", "doc": doc_id, "events": ids, "at": time.time()}
+    )
 
 
 class MarkedRelay(OutboxRelay):
-    """The relay for insert-only documents (one document per change, its events fixed at insert).
+    """The outbox relay that never writes to the aggregate's documents.
 
-    Pending work is a small side collection of markers (`_id` = the document's id) instead of a flag
-    on the document: the writer inserts the marker before the document, the relay publishes the
-    document's events and deletes the marker. The documents themselves are never updated. On
-    FerretDB 1.x an update scans the whole collection under the database's write lock, so marking
-    every change as sent made each commit slower as history grew and stalled every other writer of
-    the service; marker inserts and deletes touch a collection only as large as the backlog.
+    The events still ride inside the document, written in the same insert or update as the state
+    change. What is pending is a small side collection of markers (`announce`, written by the writer
+    just before) and what is published an insert-only collection of event ids. The flag-based relay
+    marked each document after publishing; on FerretDB 1.x an update is a read-modify-write of the
+    whole document without isolation, so that mark could overwrite a concurrent writer's change,
+    outbox append included (an event silently lost), and it scanned the collection under the write
+    lock. Here every write the relay makes is an insert or a delete in a collection as small as the
+    backlog.
 
-    A marker whose document does not exist is a writer that lost the race for that version (the
-    document is the winner's and is published anyway) or crashed before inserting: it is dropped
-    after `grace_seconds`. Markers are taken in `_id` order and the changes of one aggregate
-    (`<id>:<version>`) are published one after another, so their events keep their order.
+    A marker is settled when all its events are in the document and published; one whose events
+    never appear (the write failed, a conditional update lost its race) is dropped after
+    `grace_seconds`. Documents of one aggregate (`<id>:<version>`, e.g. versioned changes) are
+    published one after another in id order; a marker whose document does not exist yet (its writer
+    is between `announce` and the insert) holds back the later ones of its aggregate.
     """
 
     def __init__(
         self,
         collection: AsyncCollection[Doc],
-        markers: AsyncCollection[Doc],
         publisher: EventPublisher,
         poll_seconds: float = 1.0,
         *,
@@ -224,67 +240,92 @@ class MarkedRelay(OutboxRelay):
         concurrency: int = 16,
     ) -> None:
         super().__init__(collection, publisher, poll_seconds, concurrency=concurrency)
-        self.markers = markers
+        self.markers = pending_markers(collection)
+        self.sent = sent_events(collection)
         self.grace_seconds = grace_seconds
-        self._in_flight: set[Any] = set()
-
-    async def mark(self, doc_id: Any) -> None:
-        await mark_pending(self.markers, doc_id)
+        self._published: dict[str, None] = {}  # recently published event ids (bounded, insertion order)
 
     async def ensure_indexes(self) -> None:
-        """Adopt documents a flag-based relay left unsent (data written before markers existed)."""
+        """Once per collection: adopt what a flag-based relay left unsent (data from before markers)."""
+        if await self.sent.find_one({"_id": _ADOPTED}) is not None:
+            return
         async for doc in self.collection.find({"outbox_pending": True}, _PROJECTION):
-            if int(doc.get("outbox_sent", 0)) < len(doc.get("outbox", [])):
-                await self.mark(doc["_id"])
-            await self.collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox_pending": False}})
+            outbox: list[Doc] = doc.get("outbox", [])
+            done = int(doc.get("outbox_sent", 0))
+            for raw in outbox[:done]:
+                await self._remember(str(raw.get("event_id")))
+            if outbox[done:]:
+                await announce(self.collection, doc["_id"], [parse_event(r) for r in outbox[done:]])
+        with contextlib.suppress(DuplicateKeyError):
+            await self.sent.insert_one({"_id": _ADOPTED, "at": time.time()})
 
     async def backlog(self) -> int:
         return await self.markers.count_documents({})
 
     async def drain_ids(self, ids: set[Any]) -> None:
-        markers = [await self.markers.find_one({"_id": i}) for i in ids]
-        await self._relay_markers([m for m in markers if m is not None])
+        while await self.drain_once():  # a poke only wakes the relay: the markers say what is pending
+            pass
 
     async def drain_once(self, batch: int = 200) -> int:
-        """One batch of markers; returns how many were settled (young orphans stay and don't count)."""
+        """One batch of markers; returns how many were settled (markers still waiting don't count)."""
         markers = await self.markers.find({}).sort("_id", 1).limit(batch).to_list()
         self.last_backlog = len(markers)
-        return await self._relay_markers(markers)
+        by_doc: dict[Any, list[Doc]] = {}
+        for m in markers:
+            by_doc.setdefault(m["doc"], []).append(m)
+        chains: dict[str, list[Any]] = {}
+        for doc_id in sorted(by_doc, key=str):
+            chains.setdefault(str(doc_id).rsplit(":", 1)[0], []).append(doc_id)
 
-    async def _relay_markers(self, markers: list[Doc]) -> int:
-        chains: dict[str, list[Doc]] = {}
-        for m in sorted(markers, key=lambda m: str(m["_id"])):
-            if m["_id"] not in self._in_flight:
-                chains.setdefault(str(m["_id"]).rsplit(":", 1)[0], []).append(m)
-
-        async def chain(ms: list[Doc]) -> int:
+        async def chain(doc_ids: list[Any]) -> int:
             async with self._slots:
                 settled = 0
-                for m in ms:
-                    if not await self._settle(m):
-                        break  # keep the aggregate's order: later versions wait for this one
-                    settled += 1
+                for doc_id in doc_ids:
+                    n = await self._settle(doc_id, by_doc[doc_id])
+                    if n is None:
+                        break  # not written yet: the aggregate's later documents wait for it
+                    settled += n
                 return settled
 
-        results = await asyncio.gather(*(chain(ms) for ms in chains.values()), return_exceptions=True)
+        results = await asyncio.gather(*(chain(ids) for ids in chains.values()), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
         return sum(r for r in results if isinstance(r, int))
 
-    async def _settle(self, marker: Doc) -> bool:
-        doc_id = marker["_id"]
-        self._in_flight.add(doc_id)
-        try:
-            doc = await self.collection.find_one({"_id": doc_id}, {"outbox": 1})
-            if doc is None:
-                if time.time() - float(marker.get("at", 0)) < self.grace_seconds:
-                    return False  # its writer may still be inserting it
-            else:
-                for raw in doc.get("outbox", []):
-                    await self.publisher.publish(parse_event(raw))
-                    self.published += 1
-            await self.markers.delete_one({"_id": doc_id})
+    async def _settle(self, doc_id: Any, markers: list[Doc]) -> int | None:
+        """Publish the document's unpublished events in order; delete the markers they settle."""
+        doc = await self.collection.find_one({"_id": doc_id}, {"outbox": 1})
+        now = time.time()
+        if doc is None and all(now - float(m.get("at", 0)) < self.grace_seconds for m in markers):
+            return None
+        present: set[str] = set()
+        for raw in (doc or {}).get("outbox", []):
+            event_id = str(raw.get("event_id"))
+            present.add(event_id)
+            if not await self._was_published(event_id):
+                await self.publisher.publish(parse_event(raw))
+                self.published += 1
+                await self._remember(event_id)
+        settled = 0
+        for m in markers:
+            arrived = all(e in present for e in m.get("events", []))
+            if arrived or now - float(m.get("at", 0)) >= self.grace_seconds:
+                await self.markers.delete_one({"_id": m["_id"]})
+                settled += 1
+        return settled
+
+    async def _was_published(self, event_id: str) -> bool:
+        if event_id in self._published:
             return True
-        finally:
-            self._in_flight.discard(doc_id)
+        return await self.sent.find_one({"_id": event_id}, {"_id": 1}) is not None
+
+    async def _remember(self, event_id: str) -> None:
+        with contextlib.suppress(DuplicateKeyError):  # another replica published it too
+            await self.sent.insert_one({"_id": event_id})
+        self._published[event_id] = None
+        if len(self._published) > 10_000:
+            self._published.pop(next(iter(self._published)))
+
+
+_ADOPTED = "~adopted-flagged-documents"

@@ -32,7 +32,7 @@ from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, connect, ping
-from shared.outbox import MarkedRelay, OutboxRelay, pending_markers
+from shared.outbox import MarkedRelay, OutboxRelay
 from shared.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
@@ -103,13 +103,8 @@ class Runtime:
         return r
 
     def marked_relay(self, collection: AsyncCollection[Doc]) -> MarkedRelay:
-        """The relay for insert-only documents, with its markers in `<collection>_pending`."""
-        r = MarkedRelay(
-            collection,
-            pending_markers(collection),
-            self.publisher,
-            self.settings.outbox_poll_seconds,
-        )
+        """The relay for documents whose writers `outbox.announce` their events (see MarkedRelay)."""
+        r = MarkedRelay(collection, self.publisher, self.settings.outbox_poll_seconds)
         self.relays.append(r)
         return r
 

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     stores = Stores.open(runtime.db, settings.vault())
     for versions in (stores.bookings.versions, stores.people.versions):
         versions.on_write = runtime.marked_relay(versions.changes).poke
-    stores.requests.on_write = runtime.relay(stores.requests.collection).poke
+    stores.requests.on_write = runtime.marked_relay(stores.requests.collection).poke
     stores.devices.on_write = runtime.relay(stores.devices.collection, delete_sent=True).poke
     service = BookingService(runtime, stores, settings.policies())
     intake = Intake(service, settings)

@@ -43,7 +43,7 @@ class DeliveryService:
         self.deliveries = Deliveries(
             collection, runtime.clock, timedelta(seconds=settings.delivery_lease_seconds)
         )
-        self.relay: OutboxRelay = runtime.relay(collection)
+        self.relay: OutboxRelay = runtime.marked_relay(collection)
         # The shared consumer parks after the last delay; this is the attempt on which we give up
         # ourselves, so that a notification.failed goes to the audit store with the parked message.
         self.max_attempts = len(runtime.queues.retry_delays) + 1

@@ -136,6 +136,7 @@ class Deliveries:
             "$set": {"state": "sent", "sent_at": now, "smtp_response": response[:500], "lease_until": None},
             "$unset": {"token": ""},
         }
+        await outbox.announce(self.collection, claim.key, events)
         done = await self.collection.update_one(
             {"_id": claim.key, "token": claim.token}, outbox.merge(update, events)
         )
@@ -156,6 +157,7 @@ class Deliveries:
             },
             "$unset": {"token": ""},
         }
+        await outbox.announce(self.collection, claim.key, events)
         done = await self.collection.update_one(
             {"_id": claim.key, "token": claim.token}, outbox.merge(update, events)
         )

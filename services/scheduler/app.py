@@ -36,8 +36,8 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
         replica_id=settings.replica_id,
         search_days=settings.search_days,
     )
-    ctx.requests.on_write = runtime.relay(ctx.requests.collection).poke
-    ctx.timers.on_write = runtime.relay(ctx.timers.outcomes).poke
+    ctx.requests.on_write = runtime.marked_relay(ctx.requests.collection).poke
+    ctx.timers.on_write = runtime.marked_relay(ctx.timers.outcomes).poke
     keeper = Keeper(ctx)
     coordinator = Coordinator(ctx, keeper)
     wheel = TimerWheel(

@@ -212,66 +212,116 @@ async def test_inbox_claims_once_takes_over_an_expired_claim_and_finishes_with_a
     assert set(docs) == {"e1", "e1#taken#100.0", "e1#done", "e2"}
 
 
+async def _tap(
+    amqp_url: str, runtime: Runtime
+) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractQueue]:
+    """A queue of the test's own on booking.attended (declared before the relay starts)."""
+    await runtime.declare()
+    conn = await aio_pika.connect(amqp_url)
+    tap = await (await conn.channel()).declare_queue(exclusive=True)
+    await tap.bind(topology.EVENTS, "booking.attended")
+    return conn, tap
+
+
+async def _drain_tap(tap: aio_pika.abc.AbstractQueue, got: list[str]) -> None:
+    while (m := await tap.get(fail=False)) is not None:
+        got.append(json.loads(m.body)["payload"]["booking_id"])
+        await m.ack()
+
+
 async def test_marked_relay_publishes_each_change_once_in_version_order_and_never_updates_it(
     make_settings: Callable[..., ServiceSettings], amqp_url: str
 ) -> None:
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
     changes = runtime.db["changes"]
     relay = runtime.marked_relay(changes)
-    conn = await aio_pika.connect(amqp_url)
+    conn, tap = await _tap(amqp_url, runtime)
     async with conn, runtime.running():
-        tap = await (await conn.channel()).declare_queue(exclusive=True)
-        await tap.bind(topology.EVENTS, "booking.attended")
         written = []
-        for v in (1, 2, 3):  # what VersionedStore.commit does: the marker, then the change
-            cid = f"agg:{v:08d}"
-            await relay.mark(cid)
-            doc = {
-                "_id": cid,
-                **outbox.new_document_fields([_event(runtime, f"v{v}")]),
-                "outbox_pending": False,
-            }
+        for v in (1, 2, 3):  # what VersionedStore.commit does: announce, then insert the change
+            cid, events = f"agg:{v:08d}", [_event(runtime, f"v{v}")]
+            await outbox.announce(changes, cid, events)
+            doc = {"_id": cid, **outbox.new_document_fields(events)}
             await changes.insert_one(doc)
             written.append(doc)
             relay.poke(cid)
-        await relay.mark("agg:00000004")  # a writer that crashed before inserting its change
+        await outbox.announce(changes, "agg:00000004", [_event(runtime, "v4")])  # crashed before its insert
         got: list[str] = []
 
         async def three() -> bool:
-            while (m := await tap.get(fail=False)) is not None:
-                got.append(json.loads(m.body)["payload"]["booking_id"])
-                await m.ack()
+            await _drain_tap(tap, got)
             return len(got) >= 3
 
         await eventually(three, what="the three changes published")
         assert got == ["v1", "v2", "v3"]  # one aggregate's changes in version order
-        assert await changes.find({}).sort("_id", 1).to_list() == written  # never updated
+        assert await changes.find({}).sort("_id", 1).to_list() == written  # never written by the relay
         assert await relay.backlog() == 1  # the orphan waits out its grace period
         relay.grace_seconds = 0
         await relay.drain_once()
         assert await relay.backlog() == 0
         await asyncio.sleep(0.5)
-        assert await tap.get(fail=False) is None  # nothing republished
+        await _drain_tap(tap, got)
+        assert got == ["v1", "v2", "v3"]  # nothing republished
 
 
-async def test_marked_relay_adopts_changes_a_flag_based_relay_left_unsent(
+async def test_marked_relay_leaves_a_changing_document_to_its_writer_and_loses_no_append(
     make_settings: Callable[..., ServiceSettings], amqp_url: str
 ) -> None:
+    """Appends racing the relay: each event out once, and the relay never writes the document."""
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    things = runtime.db["things"]
+    relay = runtime.marked_relay(things)
+    conn, tap = await _tap(amqp_url, runtime)
+    async with conn, runtime.running():
+        first = [_event(runtime, "e0")]
+        await outbox.announce(things, "a", first)
+        await things.insert_one({"_id": "a", "rev": 0, **outbox.new_document_fields(first)})
+        relay.poke("a")
+        for i in range(1, 20):  # the writer appends while the relay publishes
+            events = [_event(runtime, f"e{i}")]
+            await outbox.announce(things, "a", events)
+            await things.update_one({"_id": "a"}, outbox.merge({"$inc": {"rev": 1}}, events))
+            relay.poke("a")
+        lost = [_event(runtime, "never")]  # a conditional update that lost its race: never written
+        await outbox.announce(things, "a", lost)
+        got: list[str] = []
+
+        async def all_out() -> bool:
+            await _drain_tap(tap, got)
+            return len(got) >= 20
+
+        await eventually(all_out, what="twenty appends published")
+        doc = await things.find_one({"_id": "a"})
+        assert doc is not None and doc["rev"] == 19 and len(doc["outbox"]) == 20
+        assert doc["outbox_sent"] == 0  # the relay never wrote to it
+        assert await relay.backlog() == 1  # only the lost write's marker, until its grace period
+        await asyncio.sleep(0.5)
+        await _drain_tap(tap, got)
+    assert got == [f"e{i}" for i in range(20)]  # in order, once each
+
+
+async def test_marked_relay_adopts_documents_a_flag_based_relay_left_unsent_once(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    settings = make_settings(ServiceSettings)
+    runtime = Runtime(settings, QUEUES)
     changes = runtime.db["changes"]
-    await changes.insert_one({"_id": "old:00000001", **outbox.new_document_fields([_event(runtime, "old")])})
+    old = [_event(runtime, "sent-before"), _event(runtime, "left-unsent")]
+    await changes.insert_one({"_id": "old:00000001", **outbox.new_document_fields(old), "outbox_sent": 1})
     runtime.marked_relay(changes)
-    conn = await aio_pika.connect(amqp_url)
+    conn, tap = await _tap(amqp_url, runtime)
+    got: list[str] = []
     async with conn:
-        await runtime.declare()  # the exchange, so the tap can listen before the relay starts
-        channel = await conn.channel()
-        tap = await channel.declare_queue(exclusive=True)
-        await tap.bind(topology.EVENTS, "booking.attended")
         async with runtime.running():
 
             async def published() -> bool:
-                return await tap.get(fail=False) is not None
+                await _drain_tap(tap, got)
+                return bool(got)
 
-            await eventually(published, what="the legacy change published")
-            doc = await changes.find_one({"_id": "old:00000001"})
-            assert doc is not None and doc["outbox_pending"] is False
+            await eventually(published, what="the unsent event published")
+        again = Runtime(settings, QUEUES)  # a restart adopts nothing twice
+        again.marked_relay(again.db["changes"])
+        async with again.running():
+            await asyncio.sleep(1.0)
+        await _drain_tap(tap, got)
+    assert got == ["left-unsent"]

@@ -89,6 +89,7 @@ class RequestStore:
         update = outbox.merge(
             {"$set": {"state": "done", "status": status, "answer": body, "answered_at": now}}, events
         )
+        await outbox.announce(self.collection, key, events)
         # by _id alone: nothing else writes a claimed request (waiters only read it)
         await self.collection.update_one({"_id": key}, update)
         if events:
@@ -98,5 +99,6 @@ class RequestStore:
         """A refusal that has no claim of its own (e.g. the key reused with another body): its event only."""
         doc = {"_id": f"refusal\x1f{message_id}", "office_id": office_id, "state": "refusal"}
         with contextlib.suppress(DuplicateKeyError):
+            await outbox.announce(self.collection, doc["_id"], events)
             await self.collection.insert_one({**doc, **outbox.new_document_fields(events)})
             self.on_write(doc["_id"])

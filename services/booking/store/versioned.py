@@ -8,7 +8,7 @@ handful survive (measured). Only an insert's unique `_id` is a reliable compare-
   that version and the events of the change (outbox). Inserting version v+1 is the commit: of two
   writers that read version v, exactly one inserts v+1; the other gets Conflict, reads again, retries.
   Nothing updates these documents: the relay's pending work is a marker per change in
-  `<name>_changes_pending` (`shared.outbox.MarkedRelay`), inserted before the change.
+  `<name>_changes_pending` (`shared.outbox.announce`, inserted before the change).
 - `<name>` holds the latest state per id, as a cache for listing and filtering. It is replaced after
   each commit and may lag (or briefly step back) under races: reads probe forward by `_id` lookups
   (`<id>:<v+1>`, the one query FerretDB answers from an index) until there is no newer version.
@@ -40,17 +40,14 @@ class VersionedStore:
         self.heads = heads
         self.changes = changes
         self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
-        self.pending = outbox.pending_markers(changes)
 
     async def commit(self, aggregate_id: str, version: int, state: Doc, events: list[Envelope[Any]]) -> None:
         """Store `state` as `version` (the previous one + 1) with its events; Conflict if taken."""
         cid = change_id(aggregate_id, version)
         doc = {"_id": cid, "aggregate_id": aggregate_id, "version": version, "state": state}
-        if events:  # the relay's marker first: a crash after the insert loses nothing
-            await outbox.mark_pending(self.pending, cid)
+        await outbox.announce(self.changes, cid, events)  # first: a crash after the insert loses nothing
         try:
-            fields = {**outbox.new_document_fields(events), "outbox_pending": False}  # markers, not flags
-            await self.changes.insert_one({**doc, **fields})
+            await self.changes.insert_one({**doc, **outbox.new_document_fields(events)})
         except DuplicateKeyError as exc:
             raise Conflict(cid) from exc
         if events:

@@ -58,6 +58,7 @@ class RequestStore:
         change: dict[str, Any] = {"$set": fields, "$inc": {"rev": 1}}
         if unset:
             change["$unset"] = {k: "" for k in unset}
+        await outbox.announce(self.collection, doc["_id"], events)
         result = await self.collection.update_one(
             {"_id": doc["_id"], "rev": doc["rev"]}, outbox.merge(change, list(events))
         )

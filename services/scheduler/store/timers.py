@@ -97,6 +97,7 @@ class TimerStore:
 
     async def _resolve(self, timer_id: str, outcome: str, fields: Doc, events: list[Envelope[Any]]) -> bool:
         try:
+            await outbox.announce(self.outcomes, timer_id, events)
             await self.outcomes.insert_one(
                 {"_id": timer_id, "outcome": outcome, **fields, **outbox.new_document_fields(events)}
             )
@@ -139,8 +140,12 @@ class TimerStore:
     async def forget_finished(self, before: datetime) -> int:
         """Housekeeping: resolved timers due before `before` whose events are out leave the hot
         collections (FerretDB scans them on every sweep; the events themselves are in the audit store)."""
-        done = await self.outcomes.find({"outbox_pending": False}, {"_id": 1}).to_list()
-        ids = [d["_id"] for d in done]
+        # outcomes first, then the relay's markers: an outcome is written after its marker, so one
+        # listed here whose events are not out yet still has its marker in the second read
+        resolved = await self.outcomes.find({}, {"_id": 1}).to_list()
+        markers = await outbox.pending_markers(self.outcomes).find({}, {"doc": 1}).to_list()
+        waiting = {m["doc"] for m in markers}
+        ids = [d["_id"] for d in resolved if d["_id"] not in waiting]
         old = await self.collection.find(
             {"_id": {"$in": ids}, "status": {"$ne": PENDING}, "due_at": {"$lt": before}}, {"_id": 1}
         ).to_list()
