@@ -1,4 +1,4 @@
-"""Part 1b, the project's layer over the same servers: EventPublisher, Consumer, OutboxRelay.
+"""Part 1b, the project's layer over the same servers: EventPublisher, Consumer, the outbox relays.
 
 Each figure names the baseline figure it is divided by, so the ratio is the share of the raw
 client's speed that survives the framework (1.0: no overhead).
@@ -24,9 +24,9 @@ from bench.baseline import (
 )
 from bench.results import Figure, Run, rate
 from shared import outbox, topology
-from shared.events import Envelope
+from shared.events import Envelope, parse_event
 from shared.mongo import connect
-from shared.outbox import OutboxRelay
+from shared.outbox import MarkedRelay, OutboxRelay
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -185,45 +185,66 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
     await bind_sink(box.amqp_url)
     runtime = Runtime(settings(box), PUB)
     client = connect(env.MONGODB_URL, app_name="bench")
-    coll = client[f"{box.db_prefix}benchpub"]["outbox"]
+    db = client[f"{box.db_prefix}benchpub"]
     try:
         async with runtime.running():
-            relay = OutboxRelay(coll, runtime.publisher, poll_seconds=0.2)
-            await relay.ensure_indexes()
-            # 1. relay alone: documents already pending, the relay drains them
-            seconds = await _timed_drain(relay, coll, docs)
+            # 1. the relay the services use: announced documents already written, the relay drains them
+            relay = MarkedRelay(db["outbox"], runtime.publisher, poll_seconds=0.2)
+            seconds = await _timed_drain(relay, docs, announced=True)
+            await relay.stop()
             run_.add(
                 Figure(
                     PART,
                     "outbox_relay_only",
                     rate(docs, seconds),
                     "doc/s",
-                    "OutboxRelay draining pending documents (find, publish each, update_one each)",
+                    "MarkedRelay draining announced documents (markers, find by _id, publish, "
+                    "insert the sent id, delete the marker)",
                     baseline="baseline/amqp_publish_sequential",
                     extra={"n": docs, "seconds": round(seconds, 3)},
                 )
             )
-            # 2. written one by one as a route does (insert_one + poke), relayed as they come
-            relay.published = 0
+            # 2. the flag-based relay (marks each document: an update), still used for carrier documents
+            flagged = OutboxRelay(db["outbox_flagged"], runtime.publisher, poll_seconds=0.2)
+            await flagged.ensure_indexes()
+            seconds = await _timed_drain(flagged, docs, announced=False)
+            await flagged.stop()
+            run_.add(
+                Figure(
+                    PART,
+                    "outbox_relay_only_flagged",
+                    rate(docs, seconds),
+                    "doc/s",
+                    "the same drain with the flag-based OutboxRelay (update_one per document); "
+                    "ratio to the relay the services use",
+                    baseline="layer/outbox_relay_only",
+                    extra={"n": docs, "seconds": round(seconds, 3)},
+                )
+            )
+            # 3. written one by one as a route does (announce + insert_one + poke), relayed as they come
+            coll = db["outbox_live"]
+            relay = MarkedRelay(coll, runtime.publisher, poll_seconds=0.2)
+            relay.start()
             started = time.perf_counter()
             for i in range(docs):
-                event = sample_event(i)
+                events = [sample_event(i)]
+                await outbox.announce(coll, f"w{i}", events)
                 await coll.insert_one(
-                    {"_id": f"w{i}", "status": "requested", **outbox.new_document_fields([event])}
+                    {"_id": f"w{i}", "status": "requested", **outbox.new_document_fields(events)}
                 )
-                relay.poke()
+                relay.poke(f"w{i}")
             written = time.perf_counter() - started
             await _until(lambda: relay.published >= docs)
             seconds = time.perf_counter() - started
             await relay.stop()
-            await _proposed_relay(run_, runtime, client[f"{box.db_prefix}benchpub"]["outbox_proposed"], docs)
             run_.add(
                 Figure(
                     PART,
                     "outbox_write_and_relay",
                     rate(docs, seconds),
                     "doc/s",
-                    "documents with one event written by insert_one (+poke) and relayed, until all published",
+                    "documents with one event announced, written by insert_one (+poke) and relayed, "
+                    "until all published",
                     baseline="baseline/mongo_insert_one",
                     extra={"n": docs, "seconds": round(seconds, 3), "write_seconds": round(written, 3)},
                 )
@@ -233,32 +254,13 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
         await delete_queue(box.amqp_url, SINK)
 
 
-async def _proposed_relay(run_: Run, runtime: Runtime, coll: Any, docs: int) -> None:
-    """The same drain with the relay bench/proposals.py proposes (mark by _id alone)."""
-    from bench.proposals import IdOnlyMarkRelay
-
-    relay = IdOnlyMarkRelay(coll, runtime.publisher, poll_seconds=0.2)
-    await relay.ensure_indexes()
-    seconds = await _timed_drain(relay, coll, docs)
-    await relay.stop()
-    left = await coll.count_documents({"outbox_pending": True})
-    run_.add(
-        Figure(
-            PART,
-            "outbox_relay_only_proposed",
-            rate(docs, seconds),
-            "doc/s",
-            "the same drain with the proposed relay (marks by _id alone, bench/proposals.py); "
-            "ratio = speed-up over the current relay",
-            baseline="layer/outbox_relay_only",
-            extra={"n": docs, "seconds": round(seconds, 3), "left_pending": left},
-        )
-    )
-
-
-async def _timed_drain(relay: OutboxRelay, coll: Any, docs: int) -> float:
-    """Seconds the relay takes, from its start, to publish `docs` documents inserted pending before."""
-    await coll.insert_many([sample_document(i) for i in range(docs)])
+async def _timed_drain(relay: OutboxRelay, docs: int, *, announced: bool) -> float:
+    """Seconds the relay takes, from its start, to publish `docs` documents written before it."""
+    batch = [sample_document(i) for i in range(docs)]
+    if announced:
+        for d in batch:
+            await outbox.announce(relay.collection, d["_id"], [parse_event(d["outbox"][0])])
+    await relay.collection.insert_many(batch)
     started = time.perf_counter()
     relay.start()
     await _until(lambda: relay.published >= docs)
