@@ -162,7 +162,7 @@ async def run(run_: Run, box: env.Sandbox, messages: int, window: int, docs: int
         seconds = await measure_consume(box, messages, dedupe=dedupe)
         name = "consume" if dedupe else "consume_no_inbox"
         what = (
-            "parse + inbox dedupe (find_one, insert_one) + handler + ack"
+            "parse + inbox claim and done marker (two insert_one) + handler + ack"
             if dedupe
             else ("the same without the inbox (parse + handler + ack)")
         )
