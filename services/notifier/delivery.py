@@ -11,6 +11,7 @@ would need the SMTP server to dedupe by Message-ID, which the protocol does not 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -51,6 +52,19 @@ class DeliveryService:
         runtime.on_startup(self.deliveries.ensure_indexes)
 
     async def handle(self, event: Envelope[Any]) -> None:
+        """Claim, send and mark run to the end even if this delivery is cancelled (the broker
+        connection dropped, shutdown). A cancel between the server's acceptance and the mark would
+        leave the claim unmarked, and the notice would go out twice when its lease ends; one right
+        after the claim would hold the notice back for a whole lease. The redelivery finds the record
+        settled (or released, if the send failed) and acts on that."""
+        task = asyncio.create_task(self._handle(event), name=f"deliver {event.event_id}")
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_orphaned_failure)
+            raise
+
+    async def _handle(self, event: Envelope[Any]) -> None:
         policy = self.policies.get(event.office_id)
         if policy is None:
             raise MessageError("unknown-office", f"no policy for office {event.office_id!r}")
@@ -153,3 +167,10 @@ class _Metrics:
 
     def outcome(self, kind: str, outcome: str) -> None:
         self.emails.labels(kind=str(kind), outcome=outcome).inc()
+
+
+def _log_orphaned_failure(task: asyncio.Task[None]) -> None:
+    """A shielded delivery whose caller was cancelled: nobody awaits its outcome, so log a failure."""
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None and not isinstance(exc, TransientError | MessageError):  # those log themselves
+        log.error("%s failed after its delivery was cancelled: %r", task.get_name(), exc)

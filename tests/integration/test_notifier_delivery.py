@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -431,3 +431,34 @@ async def test_consultctl_notifier_deliveries_lists_the_records_of_a_booking(
     assert result.exit_code == 0, result.output
     assert f"{booking}/confirmation/v1" in result.output
     assert "sent" in result.output
+
+
+async def test_a_delivery_cancelled_mid_send_still_marks_what_the_server_accepted(
+    notifier: Notifier, mailpit: Mailpit
+) -> None:
+    """The chaos run's duplicate: a broker drop cancelled a handler between SMTP's acceptance and the
+    mark, so the lease ran out and the notice went again. Cancelled at every point of the path, a
+    delivery whose email arrived is marked sent (and its redelivery sends nothing)."""
+    people = [person(f"cancel{i}") for i in range(24)]
+    for i, who in enumerate(people):
+        event = samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=unique("b-"))
+        task = asyncio.create_task(notifier.service.handle(event))
+        await asyncio.sleep(i * 0.004)  # 0–92 ms: before the claim, during the send, around the mark
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.2)  # a shielded send finishes on its own
+        key = plan(event, KG)
+        assert key is not None
+        record = await notifier.service.deliveries.get(key.key)
+        arrived = await mailpit.to(who.email)
+        if arrived:
+            assert record is not None and record["state"] == "sent", (i, record and record["state"])
+        await notifier.service.handle(event)  # the redelivery
+        assert len(await eventually(_mails_to(mailpit, who.email), what="the mail")) == 1
+
+
+def _mails_to(mailpit: Mailpit, address: str) -> Callable[[], Awaitable[list[dict[str, Any]]]]:
+    async def probe() -> list[dict[str, Any]]:
+        return await mailpit.to(address)
+
+    return probe
