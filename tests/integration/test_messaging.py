@@ -6,8 +6,10 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import aio_pika
+import httpx
 from pymongo import AsyncMongoClient
 
 from shared import outbox, topology
@@ -15,6 +17,7 @@ from shared.events import BookingAttended, Envelope, MessageError
 from shared.messaging import Inbox, TransientError
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
+from tests import support
 from tests.support import eventually
 
 QUEUES = topology.ServiceQueues(
@@ -325,3 +328,40 @@ async def test_marked_relay_adopts_documents_a_flag_based_relay_left_unsent_once
             await asyncio.sleep(1.0)
         await _drain_tap(tap, got)
     assert got == ["left-unsent"]
+
+
+async def test_a_handler_cut_off_by_a_dropped_connection_finishes_and_its_redelivery_is_a_duplicate(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """The broker drops the connection while a handler runs (FastStream cancels the delivery): the
+    handling still runs to its end and marks the event done, so the redelivered message is acked as a
+    duplicate instead of waiting out the claim's lease (the chaos run's 2-minute stall)."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    entered, release = asyncio.Event(), asyncio.Event()
+    handled: list[str] = []
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        entered.set()
+        await release.wait()
+        handled.append(event.payload.booking_id)
+
+    vhost = amqp_url.rsplit("/", 1)[1]
+    async with runtime.running():
+        await runtime.publisher.publish(_event(runtime, "cut"))
+        await asyncio.wait_for(entered.wait(), timeout=20)
+
+        async def connections() -> list[str]:
+            async with httpx.AsyncClient(timeout=10) as c:
+                r = await c.get(f"{support.RABBITMQ_API}/vhosts/{vhost}/connections")
+                return [x["name"] for x in r.json()]
+
+        async with httpx.AsyncClient(timeout=10) as c:
+            for name in await eventually(connections, what="the runtime's connection listed"):
+                await c.delete(f"{support.RABBITMQ_API}/connections/{quote(name, safe='')}")
+        await asyncio.sleep(0.5)  # the delivery is cancelled; the handling goes on
+        release.set()
+        await eventually(lambda: asyncio.sleep(0, runtime.consumer.stats["duplicates"] >= 1), timeout=60,
+                         what="the redelivery acked as a duplicate")  # fmt: skip
+    assert handled == ["cut"]
+    assert runtime.consumer.stats["handled"] == 1
