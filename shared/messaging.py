@@ -8,7 +8,6 @@ broker before the original is acked, so a crash in between only causes a redeliv
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -159,30 +158,14 @@ class Consumer:
         return register
 
     async def __call__(self, msg: RabbitMessage) -> None:
-        # The handling runs to its end even if this delivery is cancelled (the broker connection
-        # dropped mid-handler, shutdown): cut short after the inbox claim, the event would wait a
-        # whole claim lease before anyone handled it again. The unacked message comes back and
-        # finds the event done (a duplicate) or released.
-        task = asyncio.create_task(self._process(msg), name=f"{self.queues.inbox} delivery")
         try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            task.add_done_callback(self._orphan_done)
-            raise
+            await self._process(msg)
         except Exception:
             # Could not even park or retry (broker gone): leave it unacked to be redelivered.
             log.exception("%s: delivery left for redelivery", self.queues.inbox)
             await msg.nack(requeue=True)
             return
         await msg.ack()
-
-    def _orphan_done(self, task: asyncio.Task[None]) -> None:
-        """A handling whose delivery was cancelled: its outcome has no awaiter, so log a failure."""
-        exc = None if task.cancelled() else task.exception()
-        if exc is not None:
-            log.warning(
-                "%s: handling after a cancelled delivery failed (it comes back): %r", self.queues.inbox, exc
-            )
 
     async def _process(self, msg: RabbitMessage) -> None:
         attempt = int((msg.headers or {}).get(topology.ATTEMPT_HEADER, 0))
