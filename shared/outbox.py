@@ -206,9 +206,10 @@ async def announce(collection: AsyncCollection[Doc], doc_id: Any, events: Sequen
     if not events:
         return
     ids = [str(e.event_id) for e in events]
-    await pending_markers(collection).insert_one(
-        {"_id": f"{doc_id}|{ids[0]}", "doc": doc_id, "events": ids, "at": time.time()}
-    )
+    with contextlib.suppress(DuplicateKeyError):  # a writer retrying the same write
+        await pending_markers(collection).insert_one(
+            {"_id": f"{doc_id}|{ids[0]}", "doc": doc_id, "events": ids, "at": time.time()}
+        )
 
 
 class MarkedRelay(OutboxRelay):

@@ -2,10 +2,11 @@
 
 Exactly-once in effect rests on the delivery record (store.py), not on the event: whatever event id
 brings a notice, its key is claimed first, and a notice already sent is not sent again. The one window
-left: the SMTP server accepted the message and the process died (or the database was unreachable)
-before the record said `sent`. The claim then stays unmarked until its lease ends; the next delivery of
-the event takes it over and sends again with the SAME Message-ID, so the receiver (and Mailpit, and a
-person's mail client threading) can tell the second copy for what it is. Closing the window entirely
+left: the SMTP server accepted the message and the process died (or the database stayed unreachable
+for half the lease: the mark is retried that long) before the record said `sent`. The claim then stays
+unmarked until its lease ends; the next delivery of the event takes it over and sends again with the
+SAME Message-ID, so the receiver (and Mailpit, and a person's mail client threading) can tell the
+second copy for what it is. Closing the window entirely
 would need the SMTP server to dedupe by Message-ID, which the protocol does not promise.
 """
 
@@ -17,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from pymongo.errors import PyMongoError
 
 from services.notifier.compose import Composer
 from services.notifier.config import Settings
@@ -112,10 +114,31 @@ class DeliveryService:
             ),
             event,
         )
-        if not await self.deliveries.mark_sent(claim, accepted.response, [sent]):
+        if not await self._mark_sent(claim, accepted.response, sent):
             log.warning("%s: claim was taken over while sending; the other attempt reports it", notice.key)
         self.relay.poke()
         self.metrics.outcome(notice.kind, "sent")
+
+    async def _mark_sent(self, claim: Claim, response: str, sent: Envelope[Any]) -> bool:
+        """The server accepted the email: keep trying to record it while the claim's lease lasts.
+
+        A database outage right here (FerretDB paused in the chaos drill) used to fail the delivery
+        with the claim unmarked, so the notice went out again when the lease ended. The mark is
+        conditional on the claim's token, so repeating it is harmless."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.settings.delivery_lease_seconds / 2
+        pause = 0.5
+        while True:
+            try:
+                return await self.deliveries.mark_sent(claim, response, [sent])
+            except PyMongoError as exc:
+                if loop.time() + pause > give_up:
+                    raise
+                log.warning(
+                    "%s: sent, but the mark failed (%s); trying again in %.1fs", claim.key, exc, pause
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     async def _smtp_failed(
         self, event: Envelope[Any], notice: Notice, claim: Claim, exc: SmtpFailure

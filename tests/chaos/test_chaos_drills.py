@@ -1,11 +1,10 @@
 """Failure drills under one stream of bookings, against a dedicated stack (issue 7).
 
-One stream of KG bookings (`CHAOS_BOOKINGS`, default 120, paced by `CHAOS_PACE` so it outlasts the
-drills) runs in the background while the tests of this module perform the drills one at a time, in
-file order; the last test waits for the stream and checks the invariants. The issue asks for at least
-500 bookings: `CHAOS_BOOKINGS=500` runs the same module, but FerretDB takes the whole flow to ~1–3
-bookings/s on the 2-core dev machine, so expect ~5–8 min (estimated, not measured at 500); the
-default (120: ~3.5–4 min for the module) fits the test budget. Counts are printed (`pytest -s`).
+One stream of 500 KG bookings (`CHAOS_BOOKINGS`, paced by `CHAOS_PACE` so it outlasts the drills)
+runs in the background while the tests of this module perform the drills one at a time, in file
+order; the last test waits for the stream and checks the invariants. The module takes ~3.5–4 min on
+the 2-core dev machine (measured: 500 submitted in ~190 s, all final ~215 s after the start). Counts
+and the portal's answers are printed (`pytest -s`).
 
 The stack is entirely our own, so no drill touches the servers other engineers' tests share: the
 four services as processes (tests.e2e.conftest.Stack), our OWN RabbitMQ node (rabbitmq-server with
@@ -33,7 +32,7 @@ Final / stable states (what every accepted booking must end in; nothing left `re
   recoordination_proposed — the wished windows were full, alternatives held for the person;
   awaiting_coordination — the held alternatives expired: staff take over (stable until a human acts);
   rejected — refused by a rule.
-KG windows 09:00–17:00 on open days from two weeks ahead, ~4 bookings a day, so there is capacity
+KG windows 09:00–17:00 on open days from two weeks ahead, ~6 bookings a day, so there is capacity
 and no no-show timer fires. Checked afterwards: every confirmed booking got exactly one email (KG
 sends it on booking.confirmed; each booking has its own recipient address) and nobody got two; the
 audit store holds exactly one booking.requested per booking and one booking.confirmed per confirmed
@@ -80,7 +79,7 @@ from tests import support
 from tests.conftest import RUN_ID
 from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, free_port, stack_env
 
-BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "120"))
+BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "500"))
 #: seconds between two submissions: the stream must outlast the drills (~2 min)
 PACE = float(os.environ.get("CHAOS_PACE", str(max(0.05, 110 / max(BOOKINGS, 1)))))
 FINAL = {"confirmed", "recoordination_proposed", "awaiting_coordination", "rejected"}
@@ -296,12 +295,12 @@ async def chaos() -> AsyncIterator[Chaos]:
 
 
 def kg_days(n: int) -> list[date]:
-    """Open KG days from two weeks ahead (no timer fires during the test), ~4 bookings a day."""
+    """Open KG days from two weeks ahead (no timer fires during the test), ~6 bookings a day."""
     policy = ServiceSettings().policies()[OFFICE]
     cal = OfficeCalendar(policy)
     day = SystemClock().now().date() + timedelta(days=14)
     days: list[date] = []
-    while len(days) < max(n // 4, 5):
+    while len(days) < max(n // 6, 5):  # ~6 a day: all inside the office's 180-day booking horizon
         if cal.is_open(day):
             days.append(day)
         day += timedelta(days=1)
@@ -627,9 +626,12 @@ async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_o
     print(
         f"\nchaos: {len(chaos.submitted)} submitted, {len(accepted)} accepted, final states {dict(counts)}; "
         f"{sum(got.values())} mails; audit booking.requested {sum(requested.values())}; "
-        f"submit {chaos.timings.get('stream_submit_s', 0):.0f}s, whole run {elapsed:.0f}s"
+        f"submit {chaos.timings.get('stream_submit_s', 0):.0f}s, whole run {elapsed:.0f}s; answers "
+        f"{dict(Counter((b['http'], b.get('error') or b.get('rule')) for b in chaos.submitted))}"
     )
     assert len(chaos.submitted) == BOOKINGS
+    refused = Counter(b.get("error") for b in chaos.submitted if b["http"] not in (200, 202))
+    assert not refused, f"the stream's bookings are all valid, yet some were refused: {refused}"
     assert counts["confirmed"] > 0
     wrong_mail = {b: got[email_of[b]] for b in confirmed if got[email_of[b]] != 1}
     assert not wrong_mail, f"confirmed bookings without exactly one email: {wrong_mail}"
