@@ -15,7 +15,9 @@ Who declares the topology: both. The definitions carry every exchange, queue and
 broker is complete before any service starts (a portal's command is routable even while booking is
 down). Services keep their idempotent `topology.declare_service` at start-up, which fresh test vhosts
 need; RabbitMQ checks `configure` on every non-passive declare, even of an existing exchange, so a
-service may configure its own `<service>.*` queues and the five consult.* exchanges, nothing else.
+service checks the five consult.* exchanges passively (no permission needed) and declares them only
+where they are missing (a fresh vhost, as guest). A service user may configure its own `<service>.*`
+queues, nothing else.
 
 The permissions are computed by running `topology.declare_service` against a recorder, so what a
 service may do is exactly what its start-up does, plus the publishes of shared/messaging.py.
@@ -145,7 +147,7 @@ def _pattern(names: Iterable[str], own_prefix: str | None = None) -> str:
 def service_grant(queues: topology.ServiceQueues, user: str | None = None) -> Grant:
     """What a service's start-up and its consumer need: nothing more (R12)."""
     rec = record(queues)
-    configure = [*rec.exchanges, *rec.queues]
+    configure = [*rec.queues]  # the shared exchanges come from the definitions (checked passively)
     # queue.bind: write on the queue, read on the exchange; a dead-letter exchange in a queue's
     # arguments: read on the queue, write on that exchange; consuming: read on the inbox.
     write = {b["destination"] for b in rec.bindings} | set(SERVICE_PUBLISHES)

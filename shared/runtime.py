@@ -145,7 +145,10 @@ class Runtime:
     async def declare(self) -> None:
         connection = await aio_pika.connect(self.settings.amqp_url)
         async with connection:
-            await topology.declare_service(await connection.channel(), self.queues)
+            # Where the broker was set up from deploy/rabbitmq/definitions.json the shared exchanges
+            # exist and a service user may not (re)declare them (no configure permission on them).
+            exchanges = not await topology.exchanges_exist(connection)
+            await topology.declare_service(await connection.channel(), self.queues, exchanges=exchanges)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:

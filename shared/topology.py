@@ -97,20 +97,39 @@ AUDIT = ServiceQueues("audit", events=("#",))
 SERVICES: dict[str, ServiceQueues] = {q.service: q for q in (BOOKING, SCHEDULER, NOTIFIER, AUDIT)}
 
 
+EXCHANGES = (
+    (EVENTS, aio_pika.ExchangeType.TOPIC),
+    (INTAKE, aio_pika.ExchangeType.TOPIC),
+    (RETRY, aio_pika.ExchangeType.DIRECT),
+    (REDELIVER, aio_pika.ExchangeType.DIRECT),
+    (DEAD, aio_pika.ExchangeType.DIRECT),
+)
+
+
 async def declare_exchanges(channel: AbstractChannel) -> None:
-    for name, kind in (
-        (EVENTS, aio_pika.ExchangeType.TOPIC),
-        (INTAKE, aio_pika.ExchangeType.TOPIC),
-        (RETRY, aio_pika.ExchangeType.DIRECT),
-        (REDELIVER, aio_pika.ExchangeType.DIRECT),
-        (DEAD, aio_pika.ExchangeType.DIRECT),
-    ):
+    for name, kind in EXCHANGES:
         await channel.declare_exchange(name, kind, durable=True)
 
 
-async def declare_service(channel: AbstractChannel, q: ServiceQueues) -> None:
-    """Declare a service's inbox, retry and parking queues and their bindings (idempotent)."""
-    await declare_exchanges(channel)
+async def exchanges_exist(connection: aio_pika.abc.AbstractConnection) -> bool:
+    """Whether every shared exchange is there (passive declares: they need no permission)."""
+    for name, kind in EXCHANGES:
+        channel = await connection.channel()
+        try:
+            await channel.declare_exchange(name, kind, durable=True, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False  # the broker closed that channel; the caller opens a new one
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return True
+
+
+async def declare_service(channel: AbstractChannel, q: ServiceQueues, *, exchanges: bool = True) -> None:
+    """Declare a service's inbox, retry and parking queues and their bindings (idempotent), and the
+    shared exchanges first unless they are known to exist."""
+    if exchanges:
+        await declare_exchanges(channel)
     parking = await channel.declare_queue(q.parking, durable=True, arguments={"x-queue-type": "quorum"})
     await parking.bind(DEAD, routing_key=q.parking)
     inbox = await channel.declare_queue(

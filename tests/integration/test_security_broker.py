@@ -75,7 +75,7 @@ async def users(amqp_url: str, tmp_path: Any) -> AsyncIterator[Users]:
 
 @pytest.fixture
 async def bare_users(amqp_url: str, tmp_path: Any) -> AsyncIterator[Users]:
-    """Users only: the vhost has no exchange or queue until a service declares its own."""
+    """Users only: the vhost has no queue until a service declares its own."""
     async for u in _users(amqp_url, tmp_path, with_topology=False):
         yield u
 
@@ -102,9 +102,12 @@ def _probe(runtime: Runtime, request_id: str) -> Envelope[Any]:
 
 @pytest.mark.parametrize("service", list(topology.SERVICES))
 async def test_r12_service_user_declares_its_topology_consumes_publishes_retries_and_parks(
-    service: str, bare_users: Users, make_settings: Callable[..., ServiceSettings]
+    service: str, bare_users: Users, amqp_url: str, make_settings: Callable[..., ServiceSettings]
 ) -> None:
     q = topology.SERVICES[service]
+    admin = await aio_pika.connect(amqp_url)  # the shared exchanges, as the definitions create them
+    async with admin:
+        await topology.declare_exchanges(await admin.channel())
     runtime = Runtime(make_settings(ServiceSettings, amqp_url=bare_users.url(service)), q)
     attempts: Counter[str] = Counter()
 
@@ -117,7 +120,7 @@ async def test_r12_service_user_declares_its_topology_consumes_publishes_retries
         if attempts[rid] == 1:
             raise TransientError("first attempt fails")
 
-    async with runtime.running():  # declares exchanges, its queues and bindings as its own user
+    async with runtime.running():  # checks the exchanges passively, declares its queues and bindings
         for rid in ("retry-me", "poison"):
             body = _probe(runtime, rid).to_json()
             await runtime.publisher.publish_raw(
@@ -188,7 +191,9 @@ async def _bind(channel: aio_pika.abc.AbstractChannel, queue: str, exchange: str
     await (await channel.get_queue(queue)).bind(exchange, routing_key=key)
 
 
-async def test_r12_a_service_cannot_delete_purge_or_redeclare_another_services_queues(users: Users) -> None:
+async def test_r12_a_service_cannot_delete_purge_or_redeclare_other_queues_nor_shared_exchanges(
+    users: Users,
+) -> None:
     url = users.url("notifier")
 
     async def delete(ch: aio_pika.abc.AbstractChannel) -> None:
@@ -200,7 +205,10 @@ async def test_r12_a_service_cannot_delete_purge_or_redeclare_another_services_q
     async def declare(ch: aio_pika.abc.AbstractChannel) -> None:
         await ch.declare_queue("booking.sneaky", durable=True)
 
-    for action in (delete, purge, declare):
+    async def redeclare_exchange(ch: aio_pika.abc.AbstractChannel) -> None:
+        await ch.declare_exchange(topology.EVENTS, aio_pika.ExchangeType.TOPIC, durable=True)
+
+    for action in (delete, purge, declare, redeclare_exchange):  # no configure on shared exchanges
         await _refused(url, action)
 
 
