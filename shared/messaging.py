@@ -179,7 +179,14 @@ class Consumer:
             return
         event_id = str(event.event_id)
         if self.inbox is not None:
-            claim = await self.inbox.claim(event_id, event.type, time.time())
+            try:
+                claim = await self.inbox.claim(event_id, event.type, time.time())
+            except PyMongoError as exc:
+                # The database is away (FerretDB paused in the chaos drill): not the message's fault,
+                # so no attempt is counted, and it waits in the delay queue instead of being requeued
+                # at once, which spun every prefetched message in a hot loop until the pool recovered.
+                await self.retry(msg, attempt - 1, f"inbox unavailable: {type(exc).__name__}", count=False)
+                return
             if claim == "done":
                 self.stats["duplicates"] += 1
                 return
