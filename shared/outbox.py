@@ -1,11 +1,16 @@
 """Transactional outbox without transactions: events ride inside the aggregate's own document.
 
-A state change and the events it causes are one `update_one` on one document (atomic in MongoDB and
-FerretDB alike). The relay publishes each document's unsent events in order, with confirms, then moves
-the document's `outbox_sent` mark. A crash between publish and mark republishes; consumers dedupe by
-event id. Fields: `outbox` (list of event dicts), `outbox_sent` (how many were published),
-`outbox_pending` (indexed flag the relay looks for), `outbox_seq` (bumped by every append, so the
-relay never clears the flag over events appended while it was publishing).
+A state change and the events it causes are one write on one document (atomic in MongoDB and FerretDB
+alike). Two relays publish them, with confirms; a crash between publish and bookkeeping republishes and
+consumers dedupe by event id:
+
+- `MarkedRelay`, for aggregates: the writer `announce`s the events in `<collection>_pending` before its
+  write; the relay publishes what it finds in the document, records the ids in `<collection>_sent` and
+  deletes the markers. It never writes the aggregate's documents.
+- `OutboxRelay`, for carrier documents deleted once sent (access logs, device records): it looks for the
+  indexed `outbox_pending` flag. Fields: `outbox` (list of event dicts), `outbox_sent` (how many were
+  published), `outbox_pending`, `outbox_seq` (bumped by every append, so the relay never clears the flag
+  over events appended while it was publishing).
 """
 
 from __future__ import annotations

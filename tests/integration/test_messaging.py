@@ -232,6 +232,16 @@ async def _drain_tap(tap: aio_pika.abc.AbstractQueue, got: list[str]) -> None:
         await m.ack()
 
 
+async def _tap_until(tap: aio_pika.abc.AbstractQueue, got: list[str], n: int, what: str) -> None:
+    """Drain the tap into `got` until it holds at least `n` events."""
+
+    async def enough() -> bool:
+        await _drain_tap(tap, got)
+        return len(got) >= n
+
+    await eventually(enough, what=what)
+
+
 async def test_marked_relay_publishes_each_change_once_in_version_order_and_never_updates_it(
     make_settings: Callable[..., ServiceSettings], amqp_url: str
 ) -> None:
@@ -250,12 +260,7 @@ async def test_marked_relay_publishes_each_change_once_in_version_order_and_neve
             relay.poke(cid)
         await outbox.announce(changes, "agg:00000004", [_event(runtime, "v4")])  # crashed before its insert
         got: list[str] = []
-
-        async def three() -> bool:
-            await _drain_tap(tap, got)
-            return len(got) >= 3
-
-        await eventually(three, what="the three changes published")
+        await _tap_until(tap, got, 3, "the three changes published")
         assert got == ["v1", "v2", "v3"]  # one aggregate's changes in version order
         assert await changes.find({}).sort("_id", 1).to_list() == written  # never written by the relay
         assert await relay.backlog() == 1  # the orphan waits out its grace period
@@ -288,12 +293,7 @@ async def test_marked_relay_leaves_a_changing_document_to_its_writer_and_loses_n
         lost = [_event(runtime, "never")]  # a conditional update that lost its race: never written
         await outbox.announce(things, "a", lost)
         got: list[str] = []
-
-        async def all_out() -> bool:
-            await _drain_tap(tap, got)
-            return len(got) >= 20
-
-        await eventually(all_out, what="twenty appends published")
+        await _tap_until(tap, got, 20, "twenty appends published")
         doc = await things.find_one({"_id": "a"})
         assert doc is not None and doc["rev"] == 19 and len(doc["outbox"]) == 20
         assert doc["outbox_sent"] == 0  # the relay never wrote to it
@@ -316,12 +316,7 @@ async def test_marked_relay_adopts_documents_a_flag_based_relay_left_unsent_once
     got: list[str] = []
     async with conn:
         async with runtime.running():
-
-            async def published() -> bool:
-                await _drain_tap(tap, got)
-                return bool(got)
-
-            await eventually(published, what="the unsent event published")
+            await _tap_until(tap, got, 1, "the unsent event published")
         again = Runtime(settings, QUEUES)  # a restart adopts nothing twice
         again.marked_relay(again.db["changes"])
         async with again.running():
