@@ -214,7 +214,7 @@ class TlsMailpit:
 def tls_mailpit(request: pytest.FixtureRequest, pki: Pki, tmp_path: Path) -> Iterator[TlsMailpit]:
     """A Mailpit of this test's own that requires STARTTLS, or speaks TLS from the first byte."""
     if not MAILPIT.exists():
-        pytest.skip("no .local/bin/mailpit (built by `make infra-up`)")
+        pytest.fail("no .local/bin/mailpit: run `make infra-up` (make test builds it)")
     smtp_port, http_port = _free_port(), _free_port()
     mode = "--smtp-require-starttls" if request.param == "starttls" else "--smtp-require-tls"
     args = [
