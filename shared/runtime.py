@@ -31,7 +31,7 @@ from shared.clock import Clock, SystemClock
 from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
-from shared.mongo import CommandTimer, Doc, connect, ping
+from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
 from shared.outbox import MarkedRelay, OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -70,7 +70,7 @@ class Runtime:
         self.mongo = connect(
             settings.mongodb_url,
             app_name=self.name,
-            listeners=[CommandTimer(self.metrics, self.name)],
+            listeners=[CommandTimer(self.metrics, self.name), ServerWatch(self.name)],
         )
         self.db: AsyncDatabase[Doc] = self.mongo[settings.database(self.name)]
         self.publisher = EventPublisher(self.broker)
