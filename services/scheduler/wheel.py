@@ -135,7 +135,7 @@ class TimerWheel:
                 raise LeaseLost(f"{self.replica_id} lost the lease while reading the timers")
             for timer_id, due_at in pending:
                 self.index.add(timer_id, due_at)
-            await self.merge_feed(feed, known={timer_id for timer_id, _ in pending})
+            await self.merge_feed(feed)  # those the scan found are known now: deleted without a read
             late = await self.fire_due()
         except BaseException:
             self._step_down(quiet=True)  # the next tick takes over again, from a fresh read
@@ -170,7 +170,7 @@ class TimerWheel:
         if self.leader and self.index.add(doc["_id"], doc["due_at"]):
             self.arm_horizon()
 
-    async def merge_feed(self, entries: list[Doc] | None = None, known: set[str] | None = None) -> int:
+    async def merge_feed(self, entries: list[Doc] | None = None) -> int:
         """Take the timers announced in the feed into memory; returns how many were new.
 
         Each entry's timer is read by `_id`: pending ones are remembered, resolved ones ignored. An
@@ -181,7 +181,7 @@ class TimerWheel:
         now, done, added = self.clock.now(), [], 0
         for entry in entries:
             timer_id = entry["_id"]
-            if (known is not None and timer_id in known) or timer_id in self.index:
+            if timer_id in self.index:
                 done.append(timer_id)
                 continue
             doc = await self.timers.brief(timer_id)

@@ -1,12 +1,17 @@
 """Durable timers: MongoDB is the source of truth; APScheduler only arms what it holds.
 
-`timers` holds each timer (kind, due time, status as a cache for queries). A timer is *resolved* —
+`timers` holds each timer (kind, due time), written once and never updated. A timer is *resolved* —
 fired or cancelled — by inserting its outcome into `timer_outcomes` under the timer's own id. The
 unique `_id` lets exactly one resolution through, however many replicas, retries or restarts try:
 FerretDB applies concurrent conditional updates as read-then-write (several writers "win"), but it
 never lets two inserts share an `_id`. A firing's event rides in the outcome document's outbox, so
 the event exists once and is published by the relay of that collection. Lateness (firing time minus
-due time) is recorded on the outcome, the timer and the event.
+due time) is recorded on the outcome and the event. Reads (`get`, `find`) show a timer with its
+outcome's fields and status (`pending` while it has none). The timer's own `status` field keeps the
+`pending` it was written with: on FerretDB 1.x an update even by `_id` rewrites under the database's
+write lock at a cost that grows with the collection (~1 s at 100,000 timers, measured), so the
+outcome is no longer copied onto the timer (documents from before that may carry it: `fired` or
+`cancelled` there is true as well).
 
 FerretDB 1.x answers only an `{_id: value}` filter from an index; any other filter decodes every
 document of the collection (seconds at 100,000 timers). So what runs per tick or per message reads
@@ -126,8 +131,8 @@ class TimerStore:
         """The timer's status by `_id` (None if it does not exist); resolved ones are remembered."""
         if timer_id in self._resolved:
             return FIRED
-        doc = await self.collection.find_one({"_id": timer_id}, {"status": 1})
-        status = None if doc is None else str(doc.get("status"))
+        doc = await self.brief(timer_id)
+        status = None if doc is None else str(doc["status"])
         if status in (FIRED, CANCELLED):
             self._remember(timer_id)
         return status
@@ -147,32 +152,30 @@ class TimerStore:
         except DuplicateKeyError:
             won = False
         self._remember(timer_id)
-        await self._sync(timer_id)
         return won
 
-    async def _sync(self, timer_id: str) -> None:
-        """Copy the outcome onto the timer (a cache: a crash before this is repaired on the next try)."""
-        outcome = await self.outcomes.find_one({"_id": timer_id}, {"outbox": 0, "outbox_seq": 0})
-        if outcome is None:
-            return
-        fields = {
-            k: v for k, v in outcome.items() if k not in ("_id", "outcome", "outbox_sent", "outbox_pending")
-        }
-        await self.collection.update_one(
-            {"_id": timer_id}, {"$set": {"status": outcome["outcome"], **fields}}
-        )
-
     async def get(self, timer_id: str) -> Doc | None:
-        return await self.collection.find_one({"_id": timer_id})
+        """The timer with its outcome, if it has one (two `_id` lookups)."""
+        doc = await self.collection.find_one({"_id": timer_id})
+        if doc is None:
+            return None
+        outcome = await self.outcomes.find_one({"_id": timer_id}, _OUTCOME_FIELDS)
+        return _with_outcome(doc, outcome)
 
     async def pending(self) -> list[tuple[str, datetime]]:
-        """Every pending timer's id and due time: a full scan, for a take-over only."""
+        """Every pending timer's id and due time: full scans, for a take-over only."""
+        # one resolved between the two reads shows as pending: its firing reads it by `_id` anyway
+        resolved = {d["_id"] async for d in self.outcomes.find({}, {"_id": 1})}
         cursor = self.collection.find({"status": PENDING}, {"_id": 1, "due_at": 1})
-        return [(d["_id"], d["due_at"]) async for d in cursor]
+        return [(d["_id"], d["due_at"]) async for d in cursor if d["_id"] not in resolved]
 
     async def brief(self, timer_id: str) -> Doc | None:
-        """Status and due time of one timer, by `_id`."""
-        return await self.collection.find_one({"_id": timer_id}, {"status": 1, "due_at": 1})
+        """Status and due time of one timer, by `_id` (None if it does not exist)."""
+        doc = await self.collection.find_one({"_id": timer_id}, {"status": 1, "due_at": 1})
+        if doc is None:
+            return None
+        outcome = await self.outcomes.find_one({"_id": timer_id}, {"outcome": 1})
+        return _with_outcome(doc, outcome)
 
     async def feed_entries(self, limit: int = 5000) -> list[Doc]:
         """Timers announced since the leader last merged the feed (a small collection, read whole)."""
@@ -217,7 +220,7 @@ class TimerStore:
         waiting = {m["doc"] for m in markers}
         ids = [d["_id"] for d in resolved if d["_id"] not in waiting]
         old = await self.collection.find(
-            {"_id": {"$in": ids}, "status": {"$ne": PENDING}, "due_at": {"$lt": before}}, {"_id": 1}
+            {"_id": {"$in": ids}, "due_at": {"$lt": before}}, {"_id": 1}
         ).to_list()
         gone = [d["_id"] for d in old]
         if gone:
@@ -233,8 +236,31 @@ class TimerStore:
         office_id: str | None = None,
         limit: int = 200,
     ) -> list[Doc]:
+        """Operator views (filtering scans: operator-driven, not per message)."""
         query: Doc = {}
-        for key, value in (("status", status), ("booking_id", booking_id), ("office_id", office_id)):
+        for key, value in (("booking_id", booking_id), ("office_id", office_id)):
             if value:
                 query[key] = value
-        return await self.collection.find(query).sort("due_at", 1).limit(limit).to_list()
+        if status in (FIRED, CANCELLED):
+            chosen = await self.outcomes.find({"outcome": status}, {"_id": 1}).to_list()
+            query["_id"] = {"$in": [d["_id"] for d in chosen]}
+        elif status == PENDING:
+            resolved = await self.outcomes.find({}, {"_id": 1}).to_list()
+            query |= {"status": PENDING, "_id": {"$nin": [d["_id"] for d in resolved]}}
+        docs = await self.collection.find(query).sort("due_at", 1).limit(limit).to_list()
+        outcomes = await self.outcomes.find(
+            {"_id": {"$in": [d["_id"] for d in docs]}}, _OUTCOME_FIELDS
+        ).to_list()
+        by_id = {o["_id"]: o for o in outcomes}
+        return [_with_outcome(d, by_id.get(d["_id"])) for d in docs]
+
+
+_OUTCOME_FIELDS = {"outbox": 0, "outbox_seq": 0, "outbox_sent": 0, "outbox_pending": 0}
+
+
+def _with_outcome(doc: Doc, outcome: Doc | None) -> Doc:
+    """The timer as readers see it: its outcome's fields and status (`pending` without one)."""
+    if outcome is None:
+        return {**doc, "status": doc.get("status", PENDING)}
+    fields = {k: v for k, v in outcome.items() if k not in ("_id", "outcome")}
+    return {**doc, **fields, "status": outcome["outcome"]}
