@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -37,6 +37,7 @@ class LeaseLost(Exception):
     """The lease ran out during a take-over (a scan longer than the lease)."""
 
 
+T = TypeVar("T")
 OnDue = Callable[[Doc], Awaitable[object]]
 OnSweep = Callable[[], Awaitable[None]]
 
@@ -129,10 +130,8 @@ class TimerWheel:
         self.leader = True  # from now on this replica's own arms go to memory at once
         try:
             feed = await self.timers.feed_entries()  # before the scan: what it misses, the feed has
-            pending = await self.timers.pending()
+            pending = await self._renewing(self.timers.pending())
             scanned = time.perf_counter() - started
-            if not await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl):
-                raise LeaseLost(f"{self.replica_id} lost the lease while reading the timers")
             for timer_id, due_at in pending:
                 self.index.add(timer_id, due_at)
             await self.merge_feed(feed)  # those the scan found are known now: deleted without a read
@@ -153,6 +152,28 @@ class TimerWheel:
         log.info("%s runs the timers: fired %d late, armed %d in %.3fs", self.replica_id, late, armed, took)
         if self.on_sweep is not None:
             await self.on_sweep()
+
+    async def _renewing(self, work: Awaitable[T]) -> T:
+        """Await `work` (the take-over's scan: it can outlast the lease) while renewing the lease."""
+        lost = False
+
+        async def renew() -> None:
+            nonlocal lost
+            while not lost:
+                await asyncio.sleep(min(self.poll_seconds, self.lease_ttl.total_seconds() / 3))
+                with contextlib.suppress(Exception):  # the scan's own error is what counts
+                    lost = not await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            result = await work
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        if lost or not await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl):
+            raise LeaseLost(f"{self.replica_id} lost the lease while reading the timers")
+        return result
 
     def _step_down(self, *, quiet: bool = False) -> None:
         if not quiet:
