@@ -259,5 +259,6 @@ def _timer_routes(api: APIRouter, wheel: TimerWheel, ctx: Context, staff: Any) -
             "replica_id": wheel.replica_id,
             "leader": wheel.leader,
             "armed": len(wheel.armed),
+            "pending": len(wheel.index),
             "stats": wheel.stats,
         }

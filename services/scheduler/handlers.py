@@ -50,12 +50,10 @@ def register(runtime: Runtime, coordinator: Coordinator, answers: Answers, keepe
         """R08: joined or contacted, so the no-show timer is disarmed."""
         p = event.payload
         await ctx.requests.note(p.booking_id, {"attended_at": p.at, "attended_how": p.how})
-        await ctx.timers.cancel(
-            p.booking_id, reason=f"attended:{p.how}", now=ctx.clock.now(), kinds=["no_show"]
-        )
+        await keeper.disarm_no_show(p.booking_id, reason=f"attended:{p.how}")
 
     @on("booking.completed")
     async def completed(event: Envelope[Any]) -> None:
         p = event.payload
         await ctx.requests.note(p.booking_id, {"completed_at": p.ended_at})
-        await ctx.timers.cancel(p.booking_id, reason="completed", now=ctx.clock.now(), kinds=["no_show"])
+        await keeper.disarm_no_show(p.booking_id, reason="completed")

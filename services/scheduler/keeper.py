@@ -9,6 +9,8 @@ redelivered event or a crash between two writes converges on the next run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from shared.policy import OfficePolicy, Policies
 log = logging.getLogger("consult.scheduler")
 
 HOUSEKEEPING_EVERY = timedelta(minutes=10)
+HOUSEKEEPING_FIRST = timedelta(minutes=1)  # after taking the lease
 KEEP_PAST = timedelta(days=2)  # cells and finished timers stay this long after their time
 
 
@@ -59,6 +62,7 @@ class Keeper:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._last_housekeeping: datetime | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
         self.on_fired: Callable[[str, float], None] = lambda kind, lateness: None  # metrics
 
     async def tidy(self, doc: Doc | None) -> None:
@@ -70,19 +74,29 @@ class Keeper:
         version = int(doc.get("version", 0))
         if status == "confirmed":
             await c.reservations.release(bid, keep=doc["appointment_cells"])
-            await c.timers.cancel(bid, reason="superseded", now=now, below=version)
+            await c.timers.cancel(bid, reason="superseded", now=now, version=version, below=version)
             await self._arm_appointment(doc)
         elif status == "proposed":
             keep = [cell for o in doc["proposal"]["options"] for cell in o["cells"]]
             await c.reservations.release(bid, keep=keep)
-            await c.timers.cancel(bid, reason="superseded", now=now, below=version)
+            await c.timers.cancel(bid, reason="superseded", now=now, version=version, below=version)
             spec = hold_timer(self._policy(doc), bid, doc["proposal"]["hold_until"], version)
             await c.timers.arm(spec, correlation_id=doc["correlation_id"], now=now)
         elif status in ("cancelled", "needs_staff", "declined", "hold_expired"):
             await c.reservations.release(bid)  # the slot is free again
-            await c.timers.cancel(bid, reason=str(status), now=now)
+            await c.timers.cancel(bid, reason=str(status), now=now, version=version)
         elif status == "completed":
-            await c.timers.cancel(bid, reason="completed", now=now)
+            await c.timers.cancel(bid, reason="completed", now=now, version=version)
+
+    async def disarm_no_show(self, booking_id: str, reason: str) -> int:
+        """R08: attendance (or the end of the session) disarms the booking's no-show timers."""
+        c = self.ctx
+        doc = await c.requests.get(booking_id)
+        version = int(doc.get("version", 0)) if doc else 0
+        kinds = [TimerKind.NO_SHOW.value]
+        return await c.timers.cancel(
+            booking_id, reason=reason, now=c.clock.now(), version=version, kinds=kinds
+        )
 
     async def _arm_appointment(self, doc: Doc) -> None:
         a, now = doc["appointment"], self.ctx.clock.now()
@@ -108,6 +122,8 @@ class Keeper:
         assert request is not None
         lateness = max((now - timer["due_at"]).total_seconds(), 0.0)
         event = c.event(_payload(timer, lateness), request)
+        if timer["kind"] == TimerKind.HOLD:  # R05: owed until after_hold_expired has run
+            await c.timers.effects_pending(timer, now)
         fired = await c.timers.fire(timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event)
         if fired:
             self.on_fired(str(timer["kind"]), lateness)
@@ -133,14 +149,33 @@ class Keeper:
 
     async def sweep(self) -> None:
         """Finish what a crash interrupted after a hold expiry fired; now and then, housekeeping."""
-        for timer in await self.ctx.timers.fired_without_effects(TimerKind.HOLD.value):
-            await self.after_hold_expired(timer)
         now = self.ctx.clock.now()
-        if self._last_housekeeping is None or now - self._last_housekeeping >= HOUSEKEEPING_EVERY:
+        for timer in await self.ctx.timers.fired_without_effects(now):
+            await self.after_hold_expired(timer)
+        if self._last_housekeeping is None:  # not at once: a take-over has enough to do
+            self._last_housekeeping = now - HOUSEKEEPING_EVERY + HOUSEKEEPING_FIRST
+        if now - self._last_housekeeping >= HOUSEKEEPING_EVERY and not self._housekeeping_running():
             self._last_housekeeping = now
+            # the housekeeping queries scan (FerretDB): off the wheel's tick, which renews the lease
+            self._housekeeping = asyncio.create_task(self.housekeeping(now), name="scheduler-housekeeping")
+
+    def _housekeeping_running(self) -> bool:
+        return self._housekeeping is not None and not self._housekeeping.done()
+
+    async def housekeeping(self, now: datetime) -> None:
+        try:
             cells = await self.ctx.reservations.forget_past(now - KEEP_PAST)
             timers = await self.ctx.timers.forget_finished(now - KEEP_PAST)
-            log.info("housekeeping: %d past cells and %d finished timers dropped", cells, timers)
+        except Exception as exc:  # database away: the next sweep after HOUSEKEEPING_EVERY tries again
+            log.warning("housekeeping failed: %s", exc)
+            return
+        log.info("housekeeping: %d past cells and %d finished timers dropped", cells, timers)
+
+    async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
 
 
 def _holding(doc: Doc | None, timer: Doc) -> bool:

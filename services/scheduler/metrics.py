@@ -37,6 +37,13 @@ class SchedulerMetrics(Collector):
         armed = GaugeMetricFamily("consult_scheduler_timers_armed", "Timers armed in APScheduler here")
         armed.add_metric([], float(len(self.wheel.armed)))
         yield armed
+        pending = GaugeMetricFamily(
+            "consult_scheduler_timers_pending",
+            "Pending timers the leader holds in memory (0 elsewhere; read at take-over, then the feed; "
+            "a timer another replica cancelled counts until its due time)",
+        )
+        pending.add_metric([], float(len(self.wheel.index)))
+        yield pending
         fired = CounterMetricFamily(
             "consult_scheduler_timers_fired", "Timers fired by this replica", labels=["kind"]
         )

@@ -38,7 +38,12 @@ class TimerSpec:
     @property
     def timer_id(self) -> str:
         """Deterministic: arming the same timer twice (a redelivered event) is one timer."""
-        return f"{self.booking_id}:{self.kind.value}:v{self.version}"
+        return timer_id(self.booking_id, self.kind.value, self.version)
+
+
+def timer_id(booking_id: str, kind: str, version: int) -> str:
+    """The id of a booking's timer of one kind and version (what lets `cancel` look timers up by id)."""
+    return f"{booking_id}:{kind}:v{version}"
 
 
 def notice_due(policy: OfficePolicy, start: datetime) -> datetime | None:

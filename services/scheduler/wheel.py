@@ -1,12 +1,14 @@
-"""The timer wheel: APScheduler 3 arms the pending timers of MongoDB while this replica holds the lease.
+"""The timer wheel: APScheduler 3 arms the pending timers while this replica holds the lease.
 
 APScheduler 3 forgets a date job once it is submitted and, by default, skips a job more than 1 s late,
 so it is only the alarm clock: the timers collection decides. On taking the lease (start-up, or a
-crashed leader's lease expiring) the wheel fires every timer already due — late ones, with their
-lateness recorded — then arms those due within the horizon. Every tick it renews the lease, fires
-whatever is due (timers another replica created, jobs lost with a crash) and now and then re-reads the
-horizon. A second replica waits for the lease; the conditional pending -> fired write makes a firing
-happen once even if two replicas ever try.
+crashed leader's lease expiring) the wheel reads the pending timers once into memory (`DueIndex`:
+FerretDB answers any query but `{_id: value}` with a full scan, so the ticks must not query), fires
+every timer already due — late ones, with their lateness recorded — and arms those due within the
+horizon. Every tick it renews the lease, merges the feed of timers armed since (by any replica),
+fires what is due from memory, each read back by `_id` to check it is still pending, and arms what
+entered the horizon. A second replica waits for the lease; the outcome insert (a unique `_id`)
+makes a firing happen once even if two replicas ever try.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from services.scheduler.due_index import DueIndex
 from services.scheduler.store import LeaseStore, TimerStore
 from services.scheduler.store.timers import PENDING
 from shared.clock import Clock
@@ -28,6 +32,12 @@ from shared.mongo import Doc
 
 log = logging.getLogger("consult.scheduler.wheel")
 
+
+class LeaseLost(Exception):
+    """The lease ran out during a take-over (a scan longer than the lease)."""
+
+
+T = TypeVar("T")
 OnDue = Callable[[Doc], Awaitable[object]]
 OnSweep = Callable[[], Awaitable[None]]
 
@@ -46,15 +56,20 @@ class TimerWheel:
         on_due: OnDue,
         on_sweep: OnSweep | None = None,
         rescan_every: int = 30,
+        feed_grace: timedelta = timedelta(minutes=5),
+        fire_batch: int = 500,
     ) -> None:
         self.timers, self.lease, self.clock = timers, lease, clock
         self.replica_id = replica_id
         self.lease_ttl, self.poll_seconds, self.horizon = lease_ttl, poll_seconds, horizon
         self.on_due, self.on_sweep = on_due, on_sweep
         self.rescan_every = rescan_every
+        # an announced timer not written after this is dropped (its writer crashed in between)
+        self.feed_grace, self.fire_batch = feed_grace, fire_batch
         self.leader = False
         self.armed: set[str] = set()
-        self.stats: dict[str, Any] = {"takeovers": 0, "fired": 0, "last_takeover": None}
+        self.index = DueIndex()
+        self.stats: dict[str, Any] = {"takeovers": 0, "fired": 0, "last_takeover": None, "feed_dropped": 0}
         self._scheduler: AsyncIOScheduler | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticks = 0
@@ -94,7 +109,7 @@ class TimerWheel:
             await asyncio.sleep(self.poll_seconds)
 
     async def tick(self) -> None:
-        """Renew or take the lease; as leader fire what is due and keep the horizon armed."""
+        """Renew or take the lease; as leader merge the feed, fire what is due, arm the horizon."""
         self._ticks += 1
         held = await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl)
         if held and not self.leader:
@@ -104,76 +119,172 @@ class TimerWheel:
             self._step_down()
         if not self.leader:
             return
+        await self.merge_feed()
         await self.fire_due()
-        if self._ticks % self.rescan_every == 0:
-            await self.arm_horizon()
-            if self.on_sweep is not None:
-                await self.on_sweep()
+        self.arm_horizon()
+        if self._ticks % self.rescan_every == 0 and self.on_sweep is not None:
+            await self.on_sweep()
 
     async def _take_over(self) -> None:
         started = time.perf_counter()
-        self.leader = True
-        late = await self.fire_due()
-        armed = await self.arm_horizon()
+        self.leader = True  # from now on this replica's own arms go to memory at once
+        try:
+            feed = await self.timers.feed_entries()  # before the scan: what it misses, the feed has
+            pending = await self._renewing(self.timers.pending())
+            scanned = time.perf_counter() - started
+            for timer_id, due_at in pending:
+                self.index.add(timer_id, due_at)
+            await self.merge_feed(feed)  # those the scan found are known now: deleted without a read
+            late = await self.fire_due()
+        except BaseException:
+            self._step_down(quiet=True)  # the next tick takes over again, from a fresh read
+            raise
+        armed = self.arm_horizon()
         took = time.perf_counter() - started
         self.stats["takeovers"] += 1
-        self.stats["last_takeover"] = {"late_fired": late, "armed": armed, "seconds": round(took, 3)}
+        self.stats["last_takeover"] = {
+            "late_fired": late,
+            "armed": armed,
+            "pending": len(pending),
+            "scan_seconds": round(scanned, 3),
+            "seconds": round(took, 3),
+        }
         log.info("%s runs the timers: fired %d late, armed %d in %.3fs", self.replica_id, late, armed, took)
         if self.on_sweep is not None:
             await self.on_sweep()
 
-    def _step_down(self) -> None:
-        log.warning("%s lost the timer lease; disarming", self.replica_id)
+    async def _renewing(self, work: Awaitable[T]) -> T:
+        """Await `work` (the take-over's scan: it can outlast the lease) while renewing the lease."""
+        lost = False
+
+        async def renew() -> None:
+            nonlocal lost
+            while not lost:
+                await asyncio.sleep(min(self.poll_seconds, self.lease_ttl.total_seconds() / 3))
+                with contextlib.suppress(Exception):  # the scan's own error is what counts
+                    lost = not await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            result = await work
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        if lost or not await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl):
+            raise LeaseLost(f"{self.replica_id} lost the lease while reading the timers")
+        return result
+
+    def _step_down(self, *, quiet: bool = False) -> None:
+        if not quiet:
+            log.warning("%s lost the timer lease; disarming", self.replica_id)
         self.leader = False
         if self._scheduler is not None:
             self._scheduler.remove_all_jobs()
         self.armed.clear()
+        self.index.clear()
 
-    # ----------------------------------------------------------------- arming and firing
+    # ----------------------------------------------------------------- knowing, arming, firing
 
     def arm(self, doc: Doc) -> None:
-        """Schedule one pending timer in APScheduler, if we lead and it is due within the horizon."""
-        if not self.leader or self._scheduler is None or doc["_id"] in self.armed:
-            return
-        wait = (doc["due_at"] - self.clock.now()).total_seconds()
-        if wait > self.horizon.total_seconds():
-            return  # a later rescan arms it
-        # APScheduler runs on the wall clock; the delay is measured on the injected clock
-        run_at = datetime.now(UTC) + timedelta(seconds=max(wait, 0.0))
-        self._scheduler.add_job(
-            self._job, "date", run_date=run_at, args=[doc["_id"]], id=doc["_id"], replace_existing=True
-        )
-        self.armed.add(doc["_id"])
+        """A timer this replica just created: known at once if we lead (others learn it from the feed)."""
+        if self.leader and self.index.add(doc["_id"], doc["due_at"]):
+            self.arm_horizon()
 
-    async def arm_horizon(self) -> int:
+    async def merge_feed(self, entries: list[Doc] | None = None) -> int:
+        """Take the timers announced in the feed into memory; returns how many were new.
+
+        Each entry's timer is read by `_id`: pending ones are remembered, resolved ones ignored. An
+        entry whose timer is not there yet stays (its writer is between the two inserts) until
+        `feed_grace` has passed; then the writer has crashed, and it goes."""
+        if entries is None:
+            entries = await self.timers.feed_entries()
+        now, done, added = self.clock.now(), [], 0
+        for entry in entries:
+            timer_id = entry["_id"]
+            if timer_id in self.index:
+                done.append(timer_id)
+                continue
+            doc = await self.timers.brief(timer_id)
+            if doc is None:
+                if now - entry["at"] < self.feed_grace:
+                    continue
+                self.stats["feed_dropped"] += 1
+                log.warning("timer %s was announced but never written; dropped", timer_id)
+            elif doc.get("status") == PENDING:
+                added += self.index.add(timer_id, doc["due_at"])
+            done.append(timer_id)
+        await self.timers.forget_feed(done)
+        return added
+
+    def arm_horizon(self) -> int:
+        """Schedule in APScheduler the known timers that entered the horizon; returns how many."""
+        if not self.leader or self._scheduler is None:
+            return 0
         now = self.clock.now()
-        docs = await self.timers.upcoming(now, now + self.horizon)
-        for doc in docs:
-            self.arm(doc)
-        return len(docs)
+        entering = self.index.take_arming(now + self.horizon)
+        for timer_id, due_at in entering:
+            # APScheduler runs on the wall clock; the delay is measured on the injected clock
+            wait = max((due_at - now).total_seconds(), 0.0)
+            self._schedule(timer_id, datetime.now(UTC) + timedelta(seconds=wait))
+        return len(entering)
+
+    def _schedule(self, timer_id: str, run_at: datetime) -> None:
+        assert self._scheduler is not None
+        self._scheduler.add_job(
+            self._job, "date", run_date=run_at, args=[timer_id], id=timer_id, replace_existing=True
+        )
+        self.armed.add(timer_id)
+
+    def _disarm(self, timer_id: str) -> None:
+        self.index.discard(timer_id)
+        if timer_id in self.armed and self._scheduler is not None:
+            self.armed.discard(timer_id)
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(timer_id)
 
     async def fire_due(self) -> int:
-        """Fire every pending timer already due (in due order); returns how many were tried."""
-        docs = await self.timers.due(self.clock.now())
-        for doc in docs:
-            await self._run(doc)
-        return len(docs)
+        """Fire the known timers already due (in due order, a batch per tick); returns how many
+        were tried."""
+        if not self.leader:
+            return 0
+        taken = self.index.take_due(self.clock.now(), self.fire_batch)
+        left = [timer_id for timer_id, _ in taken]
+        try:
+            while left:
+                if not await self._fire(left[0]):
+                    self.index.requeue(left[0])
+                left.pop(0)
+        finally:
+            for timer_id in left:  # the database went away mid-batch: due again next tick
+                self.index.requeue(timer_id)
+        return len(taken)
 
     async def _job(self, timer_id: str) -> None:
         self.armed.discard(timer_id)
-        if not self.leader:
-            return
+        if self.leader and timer_id in self.index:
+            await self._fire(timer_id)  # if it cannot fire now, a tick finds it due
+
+    async def _fire(self, timer_id: str) -> bool:
+        """Fire one known timer, read back by `_id`; False if it is still to fire."""
         doc = await self.timers.get(timer_id)
         if doc is None or doc["status"] != PENDING:
-            return
-        if doc["due_at"] > self.clock.now():
-            self.arm(doc)  # the injected clock is behind the wall clock (tests): wait for it
-            return
-        await self._run(doc)
+            self._disarm(timer_id)  # fired or cancelled meanwhile (by any replica)
+            return True
+        wait = (doc["due_at"] - self.clock.now()).total_seconds()
+        if wait > 0:  # the injected clock is behind the wall clock (tests): wait for it
+            self._schedule(timer_id, datetime.now(UTC) + timedelta(seconds=wait))
+            return False
+        if await self._run(doc):
+            self._disarm(timer_id)
+            return True
+        return False
 
-    async def _run(self, doc: Doc) -> None:
+    async def _run(self, doc: Doc) -> bool:
         try:
             await self.on_due(doc)
             self.stats["fired"] += 1
         except Exception:  # stays pending: the next tick tries again
             log.exception("timer %s could not fire", doc["_id"])
+            return False
+        return True

@@ -9,16 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from services.scheduler.keeper import Context, Keeper
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TimerWheel
 from shared.clock import FixedClock
+from shared.mongo import WATCHED, connect, filter_shape
 from shared.policy import Policies
 from tests.integration.scheduler_helpers import DEMO_OFFICES, HW, ROOT, jst
-from tests.support import eventually
+from tests.support import MONGODB_URL, eventually
 
 NOW = jst(2026, 11, 30, 9, 0)
 
@@ -113,7 +114,7 @@ async def test_a_timer_fires_once_however_many_replicas_try(db: Any) -> None:
     outcome = await db["timer_outcomes"].find_one({"_id": "b-race:no_show:v1"})
     assert outcome["outcome"] == "fired" and len(outcome["outbox"]) == 1  # the event exists once
     assert outcome["outbox"][0]["type"] == "appointment.no_show" and outcome["lateness_seconds"] == 60.0
-    timer = await db["timers"].find_one({"_id": "b-race:no_show:v1"})
+    timer = await contexts[0].timers.get("b-race:no_show:v1")  # the timer with its outcome
     assert timer["status"] == "fired" and timer["event_id"] == outcome["event_id"]
 
 
@@ -161,5 +162,210 @@ async def test_take_over_fires_the_late_timers_and_arms_the_rest(db: Any) -> Non
     finally:
         await wheel.stop()
     assert stats["late_fired"] == 50 and armed == 1000
-    assert await db["timers"].count_documents({"status": "fired"}) == 50
+    assert await db["timer_outcomes"].count_documents({"outcome": "fired"}) == 50
     print(f"\ntake-over: 50 late timers fired and 1000 armed in {stats['seconds']:.2f}s")
+
+
+# --------------------------------------------------------------------------- no scans per tick or message
+
+
+class TimerQueries(monitoring.CommandListener):
+    """Every command on the timer collections, with its filter shape (`id`: `{_id: value}` only,
+    the one filter FerretDB answers without decoding the whole collection)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seen: list[tuple[str, str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        collection = str(event.command.get(name, ""))
+        if self.on and name in WATCHED and collection in ("timers", "timer_outcomes"):
+            self.seen.append((name, collection, filter_shape(name, event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def scans(self) -> list[tuple[str, str, str]]:
+        return [q for q in self.seen if q[0] != "insert" and q[2] != "id"]
+
+
+async def _request(ctx: Context, booking_id: str, status: str, version: int, **fields: Any) -> None:
+    await ctx.requests.create(
+        {
+            "_id": booking_id,
+            "office_id": HW,
+            "status": status,
+            "version": version,
+            "correlation_id": "6f1c8a52-5a0e-4a53-9c0b-8a4f1b0f2c11",
+            **fields,
+        }
+    )
+
+
+async def test_a_timer_armed_by_a_non_leader_is_fired_by_the_leader_via_the_feed(db: Any) -> None:
+    clock = FixedClock(NOW)
+    a, b = _context(db, clock, "a"), _context(db, clock, "b")
+    wa, wb = _wheel(a, Keeper(a)), _wheel(b, Keeper(b))
+    await wa.start()  # its first tick takes the lease
+    try:
+        await eventually(lambda: _true(wa.leader), timeout=10, what="a leads")
+        await wb.tick()
+        assert not wb.leader
+        await _confirmed(b, "b-feed", NOW + timedelta(minutes=1))  # armed on the replica that does not lead
+        timer_id = "b-feed:no_show:v1"
+        assert timer_id not in wa.index and await db["timer_feed"].find_one({"_id": timer_id})
+        await wa.tick()
+        assert wa.index.due.get(timer_id) == NOW + timedelta(minutes=11)
+        assert await db["timer_feed"].count_documents({}) == 0  # merged, so deleted
+        clock.advance(timedelta(minutes=12))
+        await wa.tick()
+        timer = await a.timers.get(timer_id)
+        assert timer is not None
+        assert timer["status"] == "fired" and timer["fired_by"] == "a" and timer["lateness_seconds"] == 60.0
+        assert timer_id not in wa.index and len(wb.index) == 0
+    finally:
+        for w in (wa, wb):
+            await w.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_an_orphaned_feed_entry_is_dropped_after_its_grace_and_a_late_write_is_taken(db: Any) -> None:
+    clock = FixedClock(NOW)
+    ctx = _context(db, clock, "r")
+    wheel = _wheel(ctx, Keeper(ctx))
+    due = NOW + timedelta(hours=5)
+    try:
+        await wheel.tick()
+        assert wheel.leader
+        # two writers announced their timers; one crashed before its insert, one is just slow
+        for bid in ("b-orphan", "b-slow"):
+            await db["timer_feed"].insert_one({"_id": f"{bid}:no_show:v1", "due_at": due, "at": NOW})
+        await wheel.tick()
+        assert await db["timer_feed"].count_documents({}) == 2 and len(wheel.index) == 0  # kept
+        await _confirmed(ctx, "b-slow", due - timedelta(minutes=10))  # the slow writer's insert
+        clock.advance(wheel.feed_grace - timedelta(seconds=1))
+        await wheel.tick()
+        assert "b-slow:no_show:v1" in wheel.index
+        assert [d["_id"] async for d in db["timer_feed"].find({})] == ["b-orphan:no_show:v1"]
+        clock.advance(timedelta(seconds=2))  # now past the orphan's grace
+        await wheel.tick()
+        assert await db["timer_feed"].count_documents({}) == 0 and wheel.stats["feed_dropped"] == 1
+        assert "b-orphan:no_show:v1" not in wheel.index
+    finally:
+        await wheel.stop()
+
+
+async def test_take_over_reads_the_pending_timers_once_and_arms_later_ones_from_memory(db: Any) -> None:
+    clock = FixedClock(NOW)
+    ctx = _context(db, clock, "r")
+    await _confirmed(ctx, "b-late", NOW - timedelta(minutes=20))  # due 10 minutes ago
+    await _confirmed(ctx, "b-soon", NOW + timedelta(minutes=20))  # within the 1 h horizon
+    await _confirmed(ctx, "b-far", NOW + timedelta(days=2))  # beyond it
+    await db["timer_feed"].delete_many({})  # as if merged by a leader that then crashed
+    listener = TimerQueries()
+    client = connect(MONGODB_URL, app_name="test-timers", listeners=[listener])
+    ctx = _context(client[db.name], clock, "r")
+    wheel = _wheel(ctx, Keeper(ctx))
+    try:
+        listener.on = True
+        await wheel.start()  # its first tick takes the lease
+
+        async def taken_over() -> Any:
+            return wheel.stats["last_takeover"]
+
+        await eventually(taken_over, timeout=10, what="take-over")
+        assert wheel.stats["last_takeover"]["late_fired"] == 1
+        assert wheel.stats["last_takeover"]["pending"] == 3
+        assert set(wheel.index.due) == {"b-soon:no_show:v1", "b-far:no_show:v1"}
+        assert wheel.armed == {"b-soon:no_show:v1"}
+        takeover_scans = listener.scans()
+        # the one read of all pending timers, less the resolved ones
+        assert [q[:2] for q in takeover_scans] == [("find", "timer_outcomes"), ("find", "timers")]
+        listener.seen.clear()
+        clock.advance(timedelta(days=2) - timedelta(minutes=30))
+        for _ in range(3):
+            await wheel.tick()
+        assert "b-far:no_show:v1" in wheel.armed  # entered the horizon: armed from memory
+        clock.advance(timedelta(hours=1))
+        await wheel.tick()
+        far = await ctx.timers.get("b-far:no_show:v1")
+        assert far is not None and far["status"] == "fired" and len(wheel.index) == 0
+        assert listener.scans() == [] and listener.seen  # only _id lookups after the take-over
+    finally:
+        await wheel.stop()
+        await client.close()
+
+
+async def test_ticks_tidy_and_attendance_touch_the_timers_by_id_only(db: Any) -> None:
+    """What runs per tick and per message never filters `timers` on anything but `_id`."""
+    clock = FixedClock(NOW)
+    listener = TimerQueries()
+    client = connect(MONGODB_URL, app_name="test-timers", listeners=[listener])
+    leader = _context(client[db.name], clock, "leader")
+    other = _context(db, clock, "other")
+    keeper = Keeper(leader)
+    wheel = _wheel(leader, keeper)
+    try:
+        await wheel.tick()  # the take-over's scan happens before listening
+        listener.on = True
+        start = NOW + timedelta(minutes=5)
+        for bid in ("b-cancel", "b-attend", "b-fire"):
+            await _confirmed(other, bid, start)  # by the replica that does not lead: the feed
+        appointment = {"start": start, "version": 2}
+        await _request(other, "b-new", "confirmed", 2, appointment=appointment, appointment_cells=[])
+        await keeper.tidy(await leader.requests.get("b-new"))  # arms v2's timers, cancels older ones
+        await wheel.tick()
+        await leader.requests.cancel("b-cancel", HW, {})
+        await keeper.tidy(await leader.requests.get("b-cancel"))  # booking.cancelled
+        await keeper.disarm_no_show("b-attend", reason="attended:joined")  # booking.attended
+        clock.advance(timedelta(minutes=16))
+        await wheel.tick()
+        await keeper.sweep()
+        outcomes = {d["_id"]: (d["outcome"], d.get("cancel_reason")) for d in await _outcomes(db)}
+        assert outcomes["b-new:no_show:v2"] == ("fired", None)
+        assert {k: v for k, v in outcomes.items() if not k.startswith("b-new")} == {
+            "b-cancel:no_show:v1": ("cancelled", "cancelled"),
+            "b-attend:no_show:v1": ("cancelled", "attended:joined"),
+            "b-fire:no_show:v1": ("fired", None),
+        }
+        assert listener.scans() == []
+        assert any(q == ("find", "timers", "id") for q in listener.seen)
+        # nor updates it: on FerretDB even an update by _id costs ~1 s at 100,000 timers
+        assert [q for q in listener.seen if q[:2] == ("update", "timers")] == []
+    finally:
+        await wheel.stop()
+        await client.close()
+
+
+async def _outcomes(db: Any) -> list[dict[str, Any]]:
+    return await db["timer_outcomes"].find({}).to_list()
+
+
+async def test_r05_a_hold_expiry_interrupted_before_its_effects_is_finished_by_the_sweep(db: Any) -> None:
+    clock = FixedClock(NOW)
+    ctx = _context(db, clock, "r")
+    until = NOW + timedelta(minutes=1)
+    await _request(ctx, "b-hold", "proposed", 2, proposal={"options": [], "hold_until": until})
+
+    class Crashing(Keeper):
+        async def after_hold_expired(self, timer: Any) -> None:
+            raise RuntimeError("crashed after the firing, before its effects")
+
+    await Keeper(ctx).tidy(await ctx.requests.get("b-hold"))  # arms the hold timer
+    clock.advance(timedelta(minutes=2))
+    timer = await ctx.timers.get("b-hold:hold:v2")
+    with pytest.raises(RuntimeError):
+        await Crashing(ctx).fire(timer)
+    assert (await ctx.requests.get("b-hold") or {})["status"] == "proposed"
+    assert await db["timer_effects"].count_documents({}) == 1
+    await Keeper(ctx).sweep()
+    assert (await ctx.requests.get("b-hold") or {})["status"] == "hold_expired"
+    assert await db["timer_effects"].count_documents({}) == 0
+    assert (await ctx.timers.get("b-hold:hold:v2") or {})["status"] == "fired"
