@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -44,6 +45,9 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	// lookups by _id as index searches, not table scans (see idindex.go)
+	go newIDIndexer(dir).run(ctx, time.Second)
 
 	log.Printf("ferretdb-local: listening on %s, data in %s", *listen, dir)
 	if err := f.Run(ctx); err != nil {
