@@ -30,7 +30,7 @@ Events of the consultation booking system. Every message is an envelope (event_i
 occurred_at, producer, correlation_id, causation_id, office_id) around a typed payload. Events go to
 the topic exchange `consult.events` with the event type as routing key; portals' commands go to
 `consult.intake`. Each service reads one quorum queue `<service>.inbox`; failures are retried through
-`<service>.retry.<n>s` and then parked in `<service>.parking` with the reason in the headers.
+`<service>.delay.<n>s` and then parked in `<service>.parking` with the reason in the headers.
 Personal data (R12) travels only in `Recipient` blocks, which only the notifier needs.
 """
 

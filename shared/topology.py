@@ -3,7 +3,7 @@
 portal ──> consult.intake (topic) ──┐
 service ─> consult.events (topic) ──┼──> <service>.inbox (quorum, delivery limit)
                                     │        │ handler fails transiently
-                                    │        └─> consult.retry ─> <service>.retry.<n>s (TTL)
+                                    │        └─> consult.retry ─> <service>.delay.<n>s (quorum, TTL)
                                     │                 └─(expired)─> consult.redeliver ─> <service>.inbox
                                     └── poison or delivery limit ─> consult.dead ─> <service>.parking
 """
@@ -48,7 +48,8 @@ class ServiceQueues:
         return f"{self.service}.parking"
 
     def retry_queue(self, delay: int) -> str:
-        return f"{self.service}.retry.{delay}s"
+        # "delay", not the earlier classic "retry" queues: a queue's type cannot change in place
+        return f"{self.service}.delay.{delay}s"
 
     def delay_for(self, attempt: int) -> int | None:
         """Seconds to wait before attempt number `attempt` (1-based retries); None: give up."""
@@ -157,9 +158,15 @@ async def declare_service(channel: AbstractChannel, q: ServiceQueues, *, exchang
             name,
             durable=True,
             arguments={
+                # quorum with at-least-once dead-lettering: a classic queue dead-letters at most once,
+                # so a broker killed as a delay expired lost the message (chaos: a booking left
+                # `coordinating` after RabbitMQ's kill -9)
+                "x-queue-type": "quorum",
                 "x-message-ttl": delay * 1000,
                 "x-dead-letter-exchange": REDELIVER,
                 "x-dead-letter-routing-key": q.inbox,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
             },
         )
         await retry.bind(RETRY, routing_key=name)

@@ -360,3 +360,23 @@ async def test_a_handler_cut_off_by_a_dropped_connection_is_handled_again_at_onc
         await eventually(lambda: asyncio.sleep(0, runtime.consumer.stats["handled"] >= 1), timeout=60,
                          what="the redelivery handled")  # fmt: skip
     assert handled == ["cut"]
+
+
+async def test_delay_queues_hand_messages_back_at_least_once(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    """A retried message waits in a quorum queue that dead-letters at least once: a classic queue
+    dead-letters at most once, and the chaos run lost a booking.requested to a broker kill -9 there."""
+    settings = make_settings(ServiceSettings)
+    runtime = Runtime(settings, QUEUES)
+    async with runtime.running():
+        pass
+    vhost = quote(settings.amqp_url.rsplit("/", 1)[1] or "/", safe="")
+    async with httpx.AsyncClient(timeout=10) as c:
+        for delay in set(QUEUES.retry_delays):
+            r = await c.get(f"{support.RABBITMQ_API}/queues/{vhost}/{QUEUES.retry_queue(delay)}")
+            r.raise_for_status()
+            queue = r.json()
+            assert queue["type"] == "quorum", queue
+            assert queue["arguments"]["x-dead-letter-strategy"] == "at-least-once"
+            assert queue["arguments"]["x-dead-letter-routing-key"] == QUEUES.inbox

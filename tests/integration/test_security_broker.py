@@ -129,7 +129,7 @@ async def test_r12_service_user_declares_its_topology_consumes_publishes_retries
         stats = runtime.consumer.stats
         await eventually(lambda: _true(stats["handled"] == 1 and stats["parked"] == 1), what="retry and park")
     assert attempts == {"retry-me": 2, "poison": 1}
-    assert stats["retried"] == 1  # consult.retry -> <svc>.retry.1s -> consult.redeliver -> inbox
+    assert stats["retried"] == 1  # consult.retry -> <svc>.delay.1s -> consult.redeliver -> inbox
 
 
 async def _true(value: bool) -> bool:
@@ -234,7 +234,7 @@ async def test_r12_portal_publishes_intake_commands_and_nothing_else(users: User
 
 async def test_r12_portal_cannot_read_any_queue(users: Users) -> None:
     names = [q for svc in topology.SERVICES.values() for q in rabbitmq_users.record(svc).queues]
-    assert {"booking.inbox", "notifier.parking", "audit.retry.1s"} <= set(names)
+    assert {"booking.inbox", "notifier.parking", "audit.delay.1s"} <= set(names)
     for name in names:
         await _refused(users.url("portal"), lambda ch, name=name: _get(ch, name))  # type: ignore[misc]
 
