@@ -343,7 +343,22 @@ def apply(
             time.sleep(1.0)
         if r.status_code >= 400:  # the import replaces each user's permissions in this vhost
             raise RuntimeError(f"definitions import refused ({r.status_code}): {r.text[:500]}")
+        _drop_legacy_delay_queues(c, clean, vhost, defs)
     return defs
+
+
+def _drop_legacy_delay_queues(c: httpx.Client, api: str, vhost: str, defs: Mapping[str, Any]) -> None:
+    """The classic `<svc>.retry.<n>s` queues that `<svc>.delay.<n>s` replaced, once they are empty
+    (a message still waiting there is dead-lettered to its inbox as before; the next apply drops it)."""
+    services = {q["name"].split(".delay.")[0] for q in defs.get("queues", []) if ".delay." in q["name"]}
+    where = f"{api}/queues/{quote(vhost, safe='')}"
+    listed = c.get(where, params={"columns": "name"})
+    if listed.status_code != 200:
+        return
+    for q in listed.json():
+        service, _, rest = str(q["name"]).partition(".retry.")
+        if service in services and re.fullmatch(r"\d+s", rest):
+            c.delete(f"{where}/{quote(q['name'], safe='')}", params={"if-empty": "true"})
 
 
 def delete_users(api: str, names: Iterable[str], timeout: float = 10.0) -> None:

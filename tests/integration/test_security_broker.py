@@ -285,3 +285,27 @@ async def test_r12_applying_again_takes_back_a_widened_permission(users: Users) 
         rabbitmq_users.apply, support.RABBITMQ_API, users.vhost, users.passwords, prefix=users.prefix
     )
     await _refused(users.url("notifier"), lambda ch: _get(ch, "booking.inbox"))
+
+
+async def test_apply_drops_the_empty_classic_retry_queues_the_delay_queues_replaced(
+    amqp_url: str, tmp_path: Any
+) -> None:
+    """Brokers set up before the quorum `<svc>.delay.<n>s` queues keep classic `<svc>.retry.<n>s` ones:
+    an apply removes them once empty and leaves one still holding a message."""
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        ch = await conn.channel()
+        await ch.declare_queue("booking.retry.1s", durable=True)
+        held = await ch.declare_queue("notifier.retry.5s", durable=True)
+        await ch.default_exchange.publish(aio_pika.Message(b"waiting"), routing_key=held.name)
+    async for u in _users(amqp_url, tmp_path, with_topology=True):
+        conn = await aio_pika.connect(support.vhost_url(u.vhost))
+        async with conn:
+            ch = await conn.channel()
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):
+                await ch.declare_queue("booking.retry.1s", passive=True)
+        conn = await aio_pika.connect(support.vhost_url(u.vhost))
+        async with conn:
+            ch = await conn.channel()
+            left = await ch.declare_queue("notifier.retry.5s", passive=True)
+            assert left.declaration_result.message_count == 1
