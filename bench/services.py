@@ -58,7 +58,8 @@ def bench_env(box: env.Sandbox) -> dict[str, str]:
 
 @asynccontextmanager
 async def running_stack(box: env.Sandbox, say: Callable[[str], None]) -> AsyncIterator[Any]:
-    from tests.e2e.conftest import Stack, free_port
+    from tests.e2e.conftest import Stack
+    from tests.support import free_port
 
     stack = Stack(amqp_url=box.amqp_url, db_prefix=box.db_prefix, env=bench_env(box))
     log_dir = env.ROOT / ".local" / "logs" / f"bench-{box.run_id}"

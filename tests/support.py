@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import smtplib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -89,3 +90,10 @@ def check_smtp(timeout: float = 3.0) -> None:
 
 def unique(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for a server a test starts itself)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

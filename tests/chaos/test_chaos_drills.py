@@ -77,7 +77,8 @@ from shared.outbox import OutboxRelay, new_document_fields
 from shared.settings import ServiceSettings
 from tests import support
 from tests.conftest import RUN_ID
-from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, free_port, stack_env
+from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, stack_env
+from tests.support import free_port
 
 BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "500"))
 #: seconds between two submissions: the stream must outlast the drills (~2 min)

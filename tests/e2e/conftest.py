@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -27,12 +26,6 @@ PORTAL_KEY = "cpk_e2e-portal-key-0123456789abcdefghijklmnopqrstu"
 BOOKING_STAFF_KEY = "csk_e2e-staff-key-0123456789abcdefghijklmnopqrstuv"
 #: scheduler: a staff key for every office (staff dev-staff); test only
 SCHEDULER_STAFF_KEY = "css_e2e-scheduler-staff-key-0123456789abcdefghijk"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -132,7 +125,7 @@ async def stack(servers: None, _databases: list[str]) -> AsyncIterator[Stack]:
     log_dir = ROOT / ".local" / "logs" / f"e2e-{RUN_ID}"
     log_dir.mkdir(parents=True, exist_ok=True)
     for service in SERVICES:
-        stack.urls[service] = f"http://127.0.0.1:{free_port()}"
+        stack.urls[service] = f"http://127.0.0.1:{support.free_port()}"
         stack.logs[service] = log_dir / f"{service}.log"
         stack.start(service)
     try:

@@ -27,8 +27,8 @@ import yaml
 
 from shared.clock import SystemClock
 from tests import support
-from tests.e2e.conftest import free_port
 from tests.integration.scheduler_helpers import DEMO, DEMO_OFFICES, STAFF, Booking, Probe, jst, probe, settle
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICE = "e2e-timers"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -23,15 +22,10 @@ from shared.clock import FixedClock
 from shared.events import new_event
 from tests.integration.audit_support import AUDITOR_KEY, OFFICE, T0, auth
 from tests.integration.test_audit_ingest import device
+from tests.support import free_port
 
 N = 100_000
 CHUNK = 5_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def vary(template: dict[str, Any], i: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ directory and asks SQLite for the plan of FerretDB's own lookup statement.
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -18,12 +17,6 @@ from shared.mongo import connect
 from tests import support
 
 BINARY = Path(__file__).resolve().parents[2] / ".local" / "bin" / "ferretdb-local"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _plan(data: Path, database: str, collection: str) -> str:
@@ -40,7 +33,7 @@ def _plan(data: Path, database: str, collection: str) -> str:
 
 async def test_a_new_collection_gets_an_index_its_id_lookups_use(tmp_path: Path) -> None:
     assert BINARY.exists(), f"{BINARY} is built by `make infra-up` (deploy/local.py)"
-    port = _free_port()
+    port = support.free_port()
     server = await asyncio.create_subprocess_exec(
         str(BINARY),
         "-listen",

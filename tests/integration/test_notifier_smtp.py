@@ -34,15 +34,9 @@ from shared import topology
 from shared.clock import FixedClock
 from shared.events import Recipient
 from tests.integration.test_notifier_delivery import HW, KG, running
-from tests.support import Mailpit, eventually, unique
+from tests.support import Mailpit, eventually, free_port, unique
 
 MAILPIT_BIN = Path(__file__).resolve().parents[2] / ".local" / "bin" / "mailpit"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OwnMailpit:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import socket
 import ssl
 import subprocess
 import time
@@ -197,12 +196,6 @@ async def test_r12_mongodb_tls_with_a_ca_file(pki: Pki, servers: None) -> None:
             await client.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class TlsMailpit:
     mode: str
@@ -215,7 +208,7 @@ def tls_mailpit(request: pytest.FixtureRequest, pki: Pki, tmp_path: Path) -> Ite
     """A Mailpit of this test's own that requires STARTTLS, or speaks TLS from the first byte."""
     if not MAILPIT.exists():
         pytest.fail("no .local/bin/mailpit: run `make infra-up` (make test builds it)")
-    smtp_port, http_port = _free_port(), _free_port()
+    smtp_port, http_port = support.free_port(), support.free_port()
     mode = "--smtp-require-starttls" if request.param == "starttls" else "--smtp-require-tls"
     args = [
         str(MAILPIT),

@@ -53,7 +53,6 @@ class TimerStore:
         self.outcomes = db["timer_outcomes"]
         self.feed = db["timer_feed"]  # timers armed since the leader last looked (small)
         self.effects = db["timer_effects"]  # hold firings whose after-effects are not done (small)
-        self._resolved: dict[str, None] = {}  # ids known fired or cancelled (final; bounded)
         self.on_write: Callable[[Any], None] = lambda doc_id: None  # wakes the outcomes' outbox relay
         self.on_arm: Callable[[Doc], None] = lambda doc: None  # tells the wheel
 
@@ -128,19 +127,9 @@ class TimerStore:
         return sum([await self.cancel_one(i, reason=reason, now=now) for i in pending])
 
     async def _pending_status(self, timer_id: str) -> str | None:
-        """The timer's status by `_id` (None if it does not exist); resolved ones are remembered."""
-        if timer_id in self._resolved:
-            return FIRED
+        """The timer's status by `_id` (None if it does not exist)."""
         doc = await self.brief(timer_id)
-        status = None if doc is None else str(doc["status"])
-        if status in (FIRED, CANCELLED):
-            self._remember(timer_id)
-        return status
-
-    def _remember(self, timer_id: str) -> None:
-        self._resolved[timer_id] = None
-        if len(self._resolved) > 20_000:
-            self._resolved.pop(next(iter(self._resolved)))
+        return None if doc is None else str(doc["status"])
 
     async def _resolve(self, timer_id: str, outcome: str, fields: Doc, events: list[Envelope[Any]]) -> bool:
         try:
@@ -148,11 +137,9 @@ class TimerStore:
             await self.outcomes.insert_one(
                 {"_id": timer_id, "outcome": outcome, **fields, **outbox.new_document_fields(events)}
             )
-            won = True
         except DuplicateKeyError:
-            won = False
-        self._remember(timer_id)
-        return won
+            return False
+        return True
 
     async def get(self, timer_id: str) -> Doc | None:
         """The timer with its outcome, if it has one (two `_id` lookups)."""
