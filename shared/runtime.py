@@ -25,6 +25,7 @@ from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 from prometheus_client import make_asgi_app
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import limits, logsafe, outbox, topology
 from shared.clock import Clock, SystemClock
@@ -236,12 +237,24 @@ class Runtime:
             started = time.perf_counter()
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             request.state.request_id = request_id
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception:  # answered 500 by the server: the access is recorded all the same
+                self.spawn(self._record_access(request, 500, started, request_id), "access")
+                raise
             response.headers["x-request-id"] = request_id
             if request.url.path not in ("/healthz", "/readyz", "/metrics"):
                 self.spawn(self._record_access(request, response.status_code, started, request_id), "access")
             return response
 
+        async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+            if isinstance(exc, DuplicateKeyError):  # a conflict no route handled: a defect, not an outage
+                raise exc
+            self.log.warning("%s %s: database error: %s", request.method, request.url.path, exc)
+            body = {"error": "database-unavailable", "message": "the database did not answer; retry later"}
+            return JSONResponse(body, 503, headers={"Retry-After": "1"})
+
+        app.add_exception_handler(PyMongoError, database_unavailable)
         limits.limit_body(app, self.settings.max_body_bytes)  # outermost: 413 before a body is read
         return app
 

@@ -144,3 +144,9 @@ async def mongo(servers: None) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]
 @pytest.fixture
 def mailpit() -> support.Mailpit:
     return support.Mailpit()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.servicelogs import ServiceLogs
+
+    config.pluginmanager.register(ServiceLogs(RUN_ID), "service-logs")

@@ -8,15 +8,18 @@ published as `booking.rejected` (outbox of the request record), so AMQP portals 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.booking import rules
 from services.booking.config import Settings
@@ -25,6 +28,10 @@ from services.booking.service import BookingService
 from services.booking.store.requests import request_key
 from shared.commands import BookingForm, FieldError, booking_id_for, form_errors
 from shared.events import BookingRejected, BookingRequested, DeviceRecorded, Envelope, Payload, TimeWindow
+
+log = logging.getLogger("consult.booking")
+#: pauses between attempts of a decision the database failed (locked, restarting, timed out)
+DB_RETRY_PAUSES = (0.2, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,7 @@ class Intake:
             now=now,
         )
         if claim.mine:
-            return await self._decide_and_record(sub, key, booking_id)
+            return await self._decide_and_record(sub, key, booking_id, claim.doc["claimed_at"])
         if claim.doc["body_hash"] != digest:
             outcome = Outcome(
                 409,
@@ -116,8 +123,9 @@ class Intake:
         """Wait for the first request's answer; take the claim over if its owner died."""
         deadline = time.monotonic() + self.wait
         while doc["state"] != "done":
-            if await self.stores.requests.take_over(doc, self.service.now, self.stale):
-                return await self._decide_and_record(sub, key, doc["booking_id"])
+            taken = await self.stores.requests.take_over(doc, self.service.now, self.stale)
+            if taken is not None:
+                return await self._decide_and_record(sub, key, doc["booking_id"], taken)
             if time.monotonic() > deadline:
                 return Outcome(
                     409, {"error": "in-progress", "message": "the first request is still being handled"}
@@ -126,13 +134,32 @@ class Intake:
             doc = await self.stores.requests.get(sub.portal_id, key) or doc
         return Outcome(doc["status"], doc["answer"])
 
-    async def _decide_and_record(self, sub: Submission, key: str, booking_id: str) -> Outcome:
-        existing = await self.stores.bookings.get(booking_id)  # written before a crash: that is the answer
-        outcome = accepted(existing) if existing else await self._decide(sub, key, booking_id)
-        events = [] if outcome.status < 300 else [self._rejected(sub, key, outcome)]
+    async def _decide_and_record(
+        self, sub: Submission, key: str, booking_id: str, claimed_at: datetime
+    ) -> Outcome:
+        """Decide and record the answer, retrying database errors (each step is idempotent per
+        booking id); past the retries the claim is released, so a repeat need not wait it out."""
         rk = request_key(sub.portal_id, key)
-        await self.stores.requests.finish(rk, outcome.status, outcome.body, events, self.service.now)
-        return outcome
+        rejection: tuple[Outcome, Envelope[Any]] | None = None  # one event id across attempts
+        for pause in (*DB_RETRY_PAUSES, None):
+            try:
+                existing = await self.stores.bookings.get(booking_id)  # written by an earlier attempt
+                outcome = accepted(existing) if existing else await self._decide(sub, key, booking_id)
+                if outcome.status >= 300 and (rejection is None or rejection[0] != outcome):
+                    rejection = (outcome, self._rejected(sub, key, outcome))
+                events = [rejection[1]] if outcome.status >= 300 and rejection else []
+                await self.stores.requests.finish(rk, outcome.status, outcome.body, events, self.service.now)
+                return outcome
+            except PyMongoError as exc:
+                if isinstance(exc, DuplicateKeyError):
+                    raise
+                if pause is None:
+                    with contextlib.suppress(PyMongoError):
+                        await self.stores.requests.release(rk, claimed_at)
+                    raise
+                log.warning("request %s: database error, retrying in %.1f s: %s", key, pause, exc)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
     def _rejected(self, sub: Submission, key: str, outcome: Outcome) -> Envelope[Any]:
         b = outcome.body

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import AutoReconnect
 
 from services.booking import examples
+from services.booking.store.requests import RELEASED, request_key
 from shared import topology
 from shared.commands import booking_id_for
 from tests.booking_support import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, parked, running
@@ -270,6 +272,50 @@ async def test_twenty_parallel_requests_with_one_key_make_one_booking(
     await h.events.wait("booking.requested")
     await asyncio.sleep(0.5)
     assert len(h.events.of("booking.requested")) == 1
+
+
+async def test_a_database_error_while_deciding_is_retried_and_past_the_retries_releases_the_claim(
+    h: Harness, mongo: AsyncMongoClient[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI once: 20 parallel requests with one key, the first failed (500) and the other 19
+    waited out the claim (409 in-progress). Now the decision retries the database, and a request
+    whose retries run out answers 503 and releases its claim for the next request with the key."""
+    requests = h.client._transport.app.state.service.stores.requests  # type: ignore[attr-defined]
+    finish = requests.finish
+    failures = {"left": 2}
+
+    async def failing_finish(*args: Any, **kwargs: Any) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise AutoReconnect("database is locked (injected)")
+        await finish(*args, **kwargs)
+
+    monkeypatch.setattr(requests, "finish", failing_finish)
+    body = kg(h)
+    r = await h.book(KG, body, key="db-flaky-1")
+    assert r.status_code == 202, r.text  # two failures, then the third attempt answers
+    assert failures["left"] == 0
+
+    failures["left"] = 100  # every attempt fails
+    other = kg(h, THU)
+    r = await h.book(KG, other, key="db-down-1")
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "database-unavailable"
+    assert r.headers["Retry-After"] == "1"
+    claim = await mongo[f"{h.settings.db_prefix}booking"]["requests"].find_one(
+        {"_id": request_key("dev-portal", "db-down-1")}
+    )
+    assert claim is not None
+    assert (claim["state"], claim["claimed_at"]) == ("claimed", RELEASED)
+
+    failures["left"] = 0  # the database answers again: the repeat takes the released claim at once
+    again = await h.book(KG, other, key="db-down-1")
+    assert again.status_code == 202, again.text  # not 409 in-progress after waiting for the claim
+    booking_id = again.json()["booking_id"]
+    assert booking_id == booking_id_for("dev-portal", "db-down-1")
+    await h.events.wait("booking.requested", booking_id=booking_id)
+    await asyncio.sleep(0.5)
+    assert len([e for e in h.events.of("booking.requested") if e["payload"]["booking_id"] == booking_id]) == 1
 
 
 # ----------------------------------------------------------------------------- AMQP intake

@@ -2,7 +2,8 @@
 
 FerretDB has no transactions, so "the same key gives one booking" rests on a unique `_id` per
 (portal, idempotency key): the first request inserts the claim, every other one finds it and waits for
-its answer. A claim whose owner died (no answer after `stale` seconds) is taken over once.
+its answer. A claim whose owner died (no answer after `stale` seconds) is taken over once; one whose
+owner could not decide (the database failing past its retries) is released and taken over at once.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -19,6 +20,9 @@ from pymongo.errors import DuplicateKeyError
 from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
+
+#: the claim time of a released claim: stale for any `stale`
+RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -72,15 +76,25 @@ class RequestStore:
     async def get(self, portal_id: str, idempotency_key: str) -> Doc | None:
         return await self.collection.find_one({"_id": request_key(portal_id, idempotency_key)}, {"outbox": 0})
 
-    async def take_over(self, doc: Doc, now: datetime, stale: timedelta) -> bool:
-        """The claim's owner gave no answer in time: claim it again (only one taker wins)."""
+    async def take_over(self, doc: Doc, now: datetime, stale: timedelta) -> datetime | None:
+        """The claim's owner gave no answer in time (or gave it up): claim it again, as of `now`.
+
+        Returns the new claim time, or None if the claim is not stale or another request took it.
+        (FerretDB may let two takers both succeed; the decision is idempotent per booking id.)"""
         if doc.get("state") != "claimed" or now - doc["claimed_at"] < stale:
-            return False
+            return None
         done = await self.collection.update_one(
             {"_id": doc["_id"], "state": "claimed", "claimed_at": doc["claimed_at"]},
             {"$set": {"claimed_at": now}},
         )
-        return done.modified_count == 1
+        return now if done.modified_count == 1 else None
+
+    async def release(self, key: str, claimed_at: datetime) -> None:
+        """Give a claim up after failing to decide: the next request with the key takes it at once."""
+        await self.collection.update_one(
+            {"_id": key, "state": "claimed", "claimed_at": claimed_at},
+            {"$set": {"claimed_at": RELEASED}},
+        )
 
     async def finish(
         self, key: str, status: int, body: Doc, events: list[Envelope[Any]], now: datetime
