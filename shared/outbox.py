@@ -30,6 +30,8 @@ from shared.messaging import EventPublisher
 from shared.mongo import Doc
 
 log = logging.getLogger(__name__)
+#: how long stop() lets a relay round in progress finish before cancelling it
+STOP_GRACE_SECONDS = 5.0
 
 
 def append(events: Sequence[Envelope[Any]]) -> dict[str, Any]:
@@ -106,14 +108,21 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"outbox:{self.collection.name}")
 
     async def stop(self) -> None:
-        # Python 3.11's wait_for can swallow a cancel that lands as the wake event fires (a poke at
-        # shutdown): the flag ends the loop even then, so stop() cannot hang.
+        """End the loop after the round in progress, then publish what is still pending.
+
+        The round is not cancelled: a publish cancelled while it waits for its confirm makes
+        aiormq close the channel every publisher of the service shares, and the final drain then
+        hung until the shutdown bound (10 s). Only a round stuck past `STOP_GRACE_SECONDS` is.
+        """
         self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+            if not done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.drain_once()  # what was written before stopping still goes out if it can
 
     async def backlog(self) -> int:

@@ -15,7 +15,7 @@ from shared import outbox, topology
 from shared.events import BookingAttended
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from tests.support import serve, unique
+from tests.support import eventually, serve, unique
 
 # The runtime's own inbox binds nothing the tests publish: the sink is the only queue that sees them.
 QUEUES = topology.ServiceQueues("shutprobe", events=("nothing.bound",))
@@ -76,3 +76,33 @@ async def test_access_log_of_the_last_request_is_published_before_the_broker_clo
         assert await mongo[runtime.db.name]["access_outbox"].count_documents({}) == 0
         routes = [e["payload"]["route"] for e in await _received(sink)]
         assert routes == ["/v1/ping"]
+
+
+async def test_a_relay_stopped_mid_round_finishes_it_and_the_final_drain_still_publishes(
+    make_settings: Callable[..., ServiceSettings], mongo: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """Stopping used to cancel the round in progress: a publish cancelled while awaiting its confirm
+    made aiormq close the channel all publishers share, and the final drain hung for 10 s and left
+    the rest pending. Now the round finishes, then the drain publishes what is left."""
+    settings = make_settings(ServiceSettings, outbox_poll_seconds=600)
+    runtime = Runtime(settings, QUEUES)
+    things = runtime.db["things"]
+    relay = runtime.relay(things)
+    at = runtime.clock.now()
+    events = [
+        runtime.event(BookingAttended(booking_id=f"b-{i}", how="joined", at=at), "x") for i in range(400)
+    ]
+    await runtime.declare()
+    async with _sink(settings.amqp_url, "booking.attended") as sink:
+        async with runtime.running():
+            docs = [{"_id": f"d{i}", **outbox.new_document_fields([e])} for i, e in enumerate(events)]
+            await things.insert_many(docs)
+            relay.poke()
+
+            async def under_way() -> bool:
+                return relay.published > 0
+
+            await eventually(under_way, what="the relay's round under way", interval=0.005)
+        assert await mongo[runtime.db.name]["things"].count_documents({"outbox_pending": True}) == 0
+        received = {e["event_id"] for e in await _received(sink)}
+    assert received == {str(e.event_id) for e in events}
