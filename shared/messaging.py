@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import topology
 from shared.events import Envelope, MessageError, parse_event
-from shared.mongo import Doc
+from shared.mongo import Doc, delete_if
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Inbox:
             await self.collection.insert_one({"_id": self.done_id(event_id), "at": now})
 
     async def release(self, event_id: str) -> None:
-        await self.collection.delete_one({"_id": event_id, "state": "processing"})
+        await delete_if(self.collection, event_id, {"state": "processing"})
 
     async def seen(self, event_id: str) -> bool:
         return await self.collection.find_one({"_id": self.done_id(event_id)}, {"_id": 1}) is not None

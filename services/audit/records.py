@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.clock import jst
 from shared.events import Envelope
-from shared.mongo import Doc
+from shared.mongo import Doc, as_stored
 
 Pseudonymise = Callable[[str, str], str]
 
@@ -40,7 +40,7 @@ AUDIT_STREAM = "_audit"  # the audit service's own acts: disclosures, keys
 
 def ms(at: datetime) -> datetime:
     """BSON keeps milliseconds: cut the rest before hashing so the stored record hashes the same."""
-    return at.astimezone(UTC).replace(microsecond=at.microsecond // 1000 * 1000)
+    return as_stored(at)
 
 
 def stream_of(office_id: str) -> str:

@@ -26,7 +26,7 @@ from services.notifier.domain import Notice
 from shared import outbox
 from shared.clock import Clock
 from shared.events import Envelope
-from shared.mongo import Doc
+from shared.mongo import Doc, find_one_and_update_if, update_if
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,10 @@ class Deliveries:
         lease_until = now + self.lease
         # A failure that was not the message's own fault (SMTP down past every retry, a template bug),
         # replayed by ops from the parking queue, starts a fresh series of attempts.
-        doc = await self.collection.find_one_and_update(
-            {"_id": key, "state": "failed", "permanent": False},
+        doc = await find_one_and_update_if(
+            self.collection,
+            key,
+            {"state": "failed", "permanent": False},
             {
                 "$set": {
                     "state": "claimed",
@@ -110,8 +112,10 @@ class Deliveries:
         )
         if doc is not None:
             return Claim(key, token, doc["message_id"], attempt=int(doc["attempts"]), resumed=False)
-        before = await self.collection.find_one_and_update(
-            {"_id": key, "state": "claimed", "lease_until": {"$lte": now}},
+        before = await find_one_and_update_if(
+            self.collection,
+            key,
+            {"state": "claimed", "lease_until": {"$lte": now}},
             {
                 "$set": {"token": token, "lease_until": lease_until, "released": False},
                 "$inc": {"attempts": 1},
@@ -137,10 +141,9 @@ class Deliveries:
             "$unset": {"token": ""},
         }
         await outbox.announce(self.collection, claim.key, events)
-        done = await self.collection.update_one(
-            {"_id": claim.key, "token": claim.token}, outbox.merge(update, events)
+        return await update_if(
+            self.collection, claim.key, {"token": claim.token}, outbox.merge(update, events)
         )
-        return done.modified_count == 1
 
     async def mark_failed(
         self, claim: Claim, error: str, permanent: bool, events: list[Envelope[Any]]
@@ -158,15 +161,16 @@ class Deliveries:
             "$unset": {"token": ""},
         }
         await outbox.announce(self.collection, claim.key, events)
-        done = await self.collection.update_one(
-            {"_id": claim.key, "token": claim.token}, outbox.merge(update, events)
+        return await update_if(
+            self.collection, claim.key, {"token": claim.token}, outbox.merge(update, events)
         )
-        return done.modified_count == 1
 
     async def release(self, claim: Claim, error: str) -> None:
         """A transient failure: let the next attempt claim at once instead of waiting for the lease."""
-        await self.collection.update_one(
-            {"_id": claim.key, "token": claim.token, "state": "claimed"},
+        await update_if(
+            self.collection,
+            claim.key,
+            {"token": claim.token, "state": "claimed"},
             {"$set": {"lease_until": self.clock.now(), "released": True, "last_error": error[:500]}},
         )
 

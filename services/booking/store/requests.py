@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import outbox
 from shared.events import Envelope
-from shared.mongo import Doc
+from shared.mongo import Doc, as_stored, update_if
 
 #: the claim time of a released claim: stale for any `stale`
 RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ class RequestStore:
             "body_hash": body_hash,
             "booking_id": booking_id,
             "state": "claimed",
-            "claimed_at": now,
+            "claimed_at": as_stored(now),  # as stored, so a release can name it
             **outbox.new_document_fields([]),
         }
         try:
@@ -83,18 +83,15 @@ class RequestStore:
         (FerretDB may let two takers both succeed; the decision is idempotent per booking id.)"""
         if doc.get("state") != "claimed" or now - doc["claimed_at"] < stale:
             return None
-        done = await self.collection.update_one(
-            {"_id": doc["_id"], "state": "claimed", "claimed_at": doc["claimed_at"]},
-            {"$set": {"claimed_at": now}},
-        )
-        return now if done.modified_count == 1 else None
+        now = as_stored(now)
+        expect = {"state": "claimed", "claimed_at": doc["claimed_at"]}
+        taken = await update_if(self.collection, doc["_id"], expect, {"$set": {"claimed_at": now}})
+        return now if taken else None
 
     async def release(self, key: str, claimed_at: datetime) -> None:
         """Give a claim up after failing to decide: the next request with the key takes it at once."""
-        await self.collection.update_one(
-            {"_id": key, "state": "claimed", "claimed_at": claimed_at},
-            {"$set": {"claimed_at": RELEASED}},
-        )
+        expect = {"state": "claimed", "claimed_at": claimed_at}
+        await update_if(self.collection, key, expect, {"$set": {"claimed_at": RELEASED}})
 
     async def finish(
         self, key: str, status: int, body: Doc, events: list[Envelope[Any]], now: datetime

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import outbox
 from shared.events import Envelope
-from shared.mongo import Doc
+from shared.mongo import Doc, update_if
 
 #: statuses staff look at: a person waits for the office to coordinate (R05)
 PENDING = ("coordinating", "proposed", "needs_staff", "declined", "hold_expired")
@@ -59,12 +59,12 @@ class RequestStore:
         if unset:
             change["$unset"] = {k: "" for k in unset}
         await outbox.announce(self.collection, doc["_id"], events)
-        result = await self.collection.update_one(
-            {"_id": doc["_id"], "rev": doc["rev"]}, outbox.merge(change, list(events))
+        changed = await update_if(
+            self.collection, doc["_id"], {"rev": doc["rev"]}, outbox.merge(change, list(events))
         )
-        if result.modified_count and events:
+        if changed and events:
             self.on_write(doc["_id"])
-        return result.modified_count == 1
+        return changed
 
     async def cancel(self, booking_id: str, office_id: str, fields: Doc) -> None:
         """Cancellation wins over any state, and is remembered even before the request arrives.

@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.slots import Cell, Slot
-from shared.mongo import Doc
+from shared.mongo import Doc, delete_if, find_one_and_update_if, update_if
 
 BOOKED, HELD = "booked", "held"
 
@@ -105,8 +105,8 @@ class Reservations:
             if existing["booking_id"] == doc["booking_id"]:
                 if doc["kind"] == HELD and existing["kind"] == BOOKED:
                     return None  # a proposal never takes over the booking's own appointment
-                mine = {"_id": doc["_id"], "booking_id": doc["booking_id"], "kind": existing["kind"]}
-                if await self.collection.find_one_and_update(mine, {"$set": _label(doc)}) is not None:
+                mine = {"booking_id": doc["booking_id"], "kind": existing["kind"]}
+                if await find_one_and_update_if(self.collection, doc["_id"], mine, {"$set": _label(doc)}):
                     return existing
                 continue
             if (
@@ -115,9 +115,7 @@ class Reservations:
                 and existing["hold_until"] <= now
             ):
                 # an expired hold of another booking is reclaimed; a live one or a booking is respected
-                await self.collection.delete_one(
-                    {"_id": doc["_id"], "kind": HELD, "hold_until": {"$lte": now}}
-                )
+                await delete_if(self.collection, doc["_id"], {"kind": HELD, "hold_until": {"$lte": now}})
                 continue
             return None
         return None
@@ -125,8 +123,8 @@ class Reservations:
     async def _undo(self, booking_id: str, inserted: list[str], relabelled: list[Doc]) -> None:
         await self.collection.delete_many({"_id": {"$in": inserted}, "booking_id": booking_id})
         for before in relabelled:
-            await self.collection.update_one(
-                {"_id": before["_id"], "booking_id": booking_id}, {"$set": _label(before)}
+            await update_if(
+                self.collection, before["_id"], {"booking_id": booking_id}, {"$set": _label(before)}
             )
 
     async def release(
