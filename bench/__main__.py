@@ -120,6 +120,7 @@ async def main(opts: Options) -> Run:
             run.mark("layer")
             say("layer: EventPublisher, Consumer, OutboxRelay")
             await layer.run(run, box, opts.messages, opts.window, opts.outbox_docs)
+            await layer.run_conditional(run, box, opts.docs)
         if "profile" in opts.parts:
             from bench import profiling
 

@@ -25,7 +25,7 @@ from bench.baseline import (
 from bench.results import Figure, Run, rate
 from shared import outbox, topology
 from shared.events import Envelope, parse_event
-from shared.mongo import connect
+from shared.mongo import connect, update_if
 from shared.outbox import MarkedRelay, OutboxRelay
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -252,6 +252,33 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
     finally:
         await client.close()
         await delete_queue(box.amqp_url, SINK)
+
+
+async def run_conditional(run_: Run, box: env.Sandbox, docs: int) -> None:
+    """`shared.mongo.update_if` on the baseline's big collection, against the raw conditional
+    `update_one({_id, outbox_seq})` the baseline measured on the same documents."""
+    client = connect(env.MONGODB_URL, app_name="bench-layer")
+    try:
+        coll = client[f"{box.db_prefix}raw"]["many"]
+        ids = [d["_id"] async for d in coll.find({"_id": {"$ne": "warm-up"}}, {"_id": 1})]
+        picked = ids[:: max(1, len(ids) // 10)][:10]  # the baseline's documents, spread over the table
+        started = time.perf_counter()
+        for doc_id in picked:
+            await update_if(coll, doc_id, {"outbox_seq": 0}, {"$set": {"outbox_sent": 2}})
+        seconds = time.perf_counter() - started
+        run_.add(
+            Figure(
+                PART,
+                f"update_if_at_{docs}",
+                rate(len(picked), seconds),
+                "op/s",
+                f"update_if (conditional write by _id alone: read, check, write), {docs} documents",
+                baseline=f"baseline/mongo_update_one_conditional_at_{docs}",
+                extra={"n": len(picked), "seconds": round(seconds, 3)},
+            )
+        )
+    finally:
+        await client.close()
 
 
 async def _timed_drain(relay: OutboxRelay, docs: int, *, announced: bool) -> float:
