@@ -16,7 +16,8 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as daytime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -127,11 +128,35 @@ class Demo:
         step("scheduler", f"coordinated {a['counsellor_name']} for {a['when']} (JST)")
         step("", f"meeting: {a['app']}  {a['meeting_url'][:70]}…")
 
+    async def day_with_room(self, office_id: str, window: tuple[str, str], area: str | None) -> date:
+        """The first bookable day on which a counsellor (serving `area`, R20) is free within the
+        wished window: the local database keeps earlier demo runs' appointments on the first days."""
+        policy = self.policies[office_id]
+        cal, now = OfficeCalendar(policy), clock.now()
+        lo, hi = (daytime.fromisoformat(t) for t in window)
+        day = cal.first_bookable(now + timedelta(days=1))
+        params = {"area": area} if area else {}
+        scheduler = httpx.AsyncClient(base_url=URL["scheduler"], timeout=10, headers=self.scheduler_staff)
+        async with scheduler as c:
+            for _ in range(120):
+                if cal.bookable(day, now):
+                    r = await c.get(
+                        f"/v1/staff/offices/{office_id}/free-slots", params={"day": day.isoformat(), **params}
+                    )
+                    r.raise_for_status()
+                    for slot in r.json():
+                        start = datetime.fromisoformat(slot["start"]).astimezone(JST)
+                        if lo <= start.time() and (start + timedelta(minutes=30)).time() <= hi:
+                            return day
+                day += timedelta(days=1)
+        raise DemoFailed(f"no counsellor free {window[0]}-{window[1]} at {office_id} in 120 days")
+
     # ----------------------------------------------------------------- scenes
 
     async def kg_booking(self) -> None:
         policy = self.policies["kushiro-gyosei"]
-        day = OfficeCalendar(policy).first_bookable(clock.now() + timedelta(days=1))
+        area = policy.area_of(examples.kg_form(policy, date.today(), clock.now())["address"])
+        day = await self.day_with_room("kushiro-gyosei", ("10:00", "12:00"), area)
         scene(
             "1. 釧路 (KG): a booking, coordinated and confirmed by email",
             "KG asks for name, address, phone, email and a wished range on a weekday (R02). The scheduler\n"
@@ -153,7 +178,7 @@ class Demo:
     async def hw_booking(self) -> None:
         policy = self.policies["kohoku-hellowork"]
         now = clock.now()
-        day = OfficeCalendar(policy).first_bookable(now + timedelta(days=1))
+        day = await self.day_with_room("kohoku-hellowork", ("13:00", "15:00"), None)
         number = f"14{uuid.uuid4().int % 1000:03d}-{uuid.uuid4().int % 10**8:08d}"
         phone, email = "045-123-4567", f"hanako.{uuid.uuid4().hex[:6]}@example.jp"
         scene(
