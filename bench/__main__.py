@@ -23,6 +23,7 @@ from typing import Any
 
 from bench import env, report
 from bench.results import Run
+from shared.logsafe import configure_logging
 
 PARTS = ("baseline", "layer", "profile", "e2e", "audit", "timers")
 
@@ -138,7 +139,7 @@ async def main(opts: Options) -> Run:
 
 def cli(argv: list[str] | None = None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging("bench", logging.WARNING)  # the one handler the in-process runtimes reuse
     started = time.perf_counter()
     run = asyncio.run(main(opts))
     report.show(run)

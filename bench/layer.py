@@ -44,6 +44,7 @@ def settings(box: env.Sandbox) -> ServiceSettings:
         smtp_url=env.SMTP_URL,
         db_prefix=box.db_prefix,
         outbox_poll_seconds=0.2,
+        log_level="WARNING",  # the bench prints its own progress; the runtimes' INFO lines are noise
     )
 
 
