@@ -1,7 +1,7 @@
 """Conditional writes by `_id` (shared.mongo.update_if and friends) on the real server.
 
 On FerretDB 1.x any filter other than `{_id: value}` decodes the collection from its first document
-to the match: a revision-checked update of the newest of 20,000 requests took 1.65 s. The helpers
+to the match: a revision-checked update of the newest of 20,000 requests took 1.7 s. The helpers
 send `_id` alone there and check the condition on the document read by `_id`; these tests hold them
 to the condition's meaning and, on FerretDB, to `_id`-only filters, also for the stores that use them.
 """
