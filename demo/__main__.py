@@ -155,7 +155,7 @@ class Demo:
 
     async def kg_booking(self) -> None:
         policy = self.policies["kushiro-gyosei"]
-        area = policy.area_of(examples.kg_form(policy, date.today(), clock.now())["address"])
+        area = policy.area_of(examples.KG_ADDRESS)
         day = await self.day_with_room("kushiro-gyosei", ("10:00", "12:00"), area)
         scene(
             "1. 釧路 (KG): a booking, coordinated and confirmed by email",

@@ -237,14 +237,18 @@ class Runtime:
             started = time.perf_counter()
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             request.state.request_id = request_id
+
+            def record(status: int) -> None:
+                if request.url.path not in ("/healthz", "/readyz", "/metrics"):
+                    self.spawn(self._record_access(request, status, started, request_id), "access")
+
             try:
                 response = await call_next(request)
-            except Exception:  # answered 500 by the server: the access is recorded all the same
-                self.spawn(self._record_access(request, 500, started, request_id), "access")
+            except Exception:  # the server answers 500: the access is recorded all the same
+                record(500)
                 raise
+            record(response.status_code)
             response.headers["x-request-id"] = request_id
-            if request.url.path not in ("/healthz", "/readyz", "/metrics"):
-                self.spawn(self._record_access(request, response.status_code, started, request_id), "access")
             return response
 
         async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -2,8 +2,8 @@
 
 The e2e, chaos and replica tests run the services as processes logging to `.local/logs`; a CI clone
 is deleted after the run, so without this a 500 or a crash would leave only the test's assertion.
-At each test's start the size of every log of this run (and of the local FerretDB's log) is noted;
-if the test fails, the tracebacks and error lines written since are added to its report.
+Before each test's set-up the size of every log of this run (and of the local FerretDB's log) is
+noted; if the test fails, the tracebacks and error lines written since are added to its report.
 """
 
 from __future__ import annotations
@@ -65,15 +65,17 @@ class ServiceLogs:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        item.stash[_sizes] = {p: p.stat().st_size for p in logs_of(self.run_id)}  # before fixtures start
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, Any, None]:
-        if call.when == "setup":
-            item.stash[_sizes] = {p: p.stat().st_size for p in logs_of(self.run_id)}
         outcome = yield
         rep = outcome.get_result()
-        if rep.failed and call.when == "call":
+        if rep.failed:  # in its set-up (a service that would not start), its call or its teardown
             text = report(self.run_id, item.stash.get(_sizes, {}))
             if text:
-                rep.sections.append(("errors the service processes logged during the test", text))
+                rep.sections.append((f"errors the service processes logged ({call.when})", text))

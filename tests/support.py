@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import smtplib
 import socket
@@ -12,8 +13,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import aio_pika
 import httpx
 from fastapi import FastAPI
+from pymongo import monitoring
+
+from shared import topology
+from shared.mongo import WATCHED, filter_shape
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 RABBITMQ_API = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/api")
@@ -97,3 +103,48 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def event_sink(amqp_url: str, key: str) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A queue bound to `key` on the events exchange, readable after the publisher has stopped."""
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        q = await (await conn.channel()).declare_queue(unique("sink-"), auto_delete=True)
+        await q.bind(topology.EVENTS, key)
+        yield q
+
+
+async def received(q: aio_pika.abc.AbstractQueue) -> list[dict[str, Any]]:
+    """Every message waiting in `q`, parsed and acknowledged."""
+    out = []
+    while (m := await q.get(fail=False, timeout=5)) is not None:
+        out.append(json.loads(m.body))
+        await m.ack()
+    return out
+
+
+class CommandShapes(monitoring.CommandListener):
+    """Data commands (of some collections, or all) with their filter shape while `on` is set
+    (`id`: `{_id: value}` alone, the one filter FerretDB answers without decoding the collection)."""
+
+    def __init__(self, collections: tuple[str, ...] = ()) -> None:
+        self.collections = collections
+        self.on = False
+        self.seen: list[tuple[str, str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        collection = str(event.command.get(name, ""))
+        if self.on and name in WATCHED and (not self.collections or collection in self.collections):
+            self.seen.append((name, collection, filter_shape(name, event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def scans(self) -> list[tuple[str, str, str]]:
+        """What was sent with another filter than `_id` alone (inserts have none)."""
+        return [q for q in self.seen if q[0] != "insert" and q[2] != "id"]

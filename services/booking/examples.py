@@ -30,6 +30,10 @@ def consent(policy: OfficePolicy, now: datetime) -> dict[str, Any]:
     }
 
 
+#: where the KG example person lives (釧路, one of KG's served areas, R20)
+KG_ADDRESS = "北海道釧路市幸町10-3"
+
+
 def kg_form(
     policy: OfficePolicy,
     day: date,
@@ -42,7 +46,7 @@ def kg_form(
     return {
         "name": "釧路 太郎",
         "name_kana": "クシロ タロウ",
-        "address": "北海道釧路市幸町10-3",
+        "address": KG_ADDRESS,
         "phone": "0154-22-1234",
         "email": f"taro.{uuid.uuid4().hex[:8]}@example.jp",
         "windows": [{"start": at(day, window[0]), "end": at(day, window[1])}],

@@ -13,53 +13,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import monitoring
 
 from services.notifier.domain import Kind, Notice, Recipient
 from services.notifier.store import Busy, Claim, Deliveries
 from services.scheduler.store.requests import RequestStore
 from shared.clock import FixedClock
 from shared.mongo import (
-    WATCHED,
     Doc,
     connect,
     delete_if,
-    filter_shape,
     find_one_and_update_if,
     is_ferretdb,
     matches,
     update_if,
 )
 from tests import support
+from tests.support import CommandShapes
 
 T0 = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
 
 
-class Filters(monitoring.CommandListener):
-    """The filter shape of every data command after `on` is set (`id`: `{_id: value}` alone)."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.seen: list[tuple[str, str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        if self.on and name in WATCHED and name != "insert":
-            self.seen.append((name, str(event.command.get(name, "")), filter_shape(name, event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def scans(self) -> list[tuple[str, str, str]]:
-        return [q for q in self.seen if q[2] != "id"]
-
-
 @pytest.fixture
-async def watched(db_prefix: str) -> AsyncIterator[tuple[Any, Filters]]:
-    filters = Filters()
+async def watched(db_prefix: str) -> AsyncIterator[tuple[Any, CommandShapes]]:
+    filters = CommandShapes()
     client = connect(support.MONGODB_URL, app_name="test-conditional", listeners=[filters])
     try:
         yield client[f"{db_prefix}conditional"], filters
@@ -80,7 +56,7 @@ def test_matches_is_equality_or_a_comparison_and_a_missing_field_equals_only_non
 
 
 async def test_conditional_writes_keep_their_condition_and_send_only_id_filters(
-    watched: tuple[Any, Filters],
+    watched: tuple[Any, CommandShapes],
 ) -> None:
     db, filters = watched
     col = db["docs"]
@@ -116,7 +92,7 @@ async def test_conditional_writes_keep_their_condition_and_send_only_id_filters(
 
 
 async def test_the_scheduler_requests_and_notifier_deliveries_write_by_id_alone(
-    watched: tuple[Any, Filters],
+    watched: tuple[Any, CommandShapes],
 ) -> None:
     db, filters = watched
     requests = RequestStore(db)

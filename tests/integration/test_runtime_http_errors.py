@@ -10,8 +10,8 @@ from pymongo.errors import AutoReconnect
 
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from tests.integration.test_runtime_shutdown import QUEUES, _received, _sink
-from tests.support import serve
+from tests.integration.test_runtime_shutdown import QUEUES
+from tests.support import event_sink, received, serve
 
 
 async def test_r10_a_database_error_is_a_503_to_retry_and_a_crash_is_still_access_logged(
@@ -30,7 +30,7 @@ async def test_r10_a_database_error_is_a_503_to_retry_and_a_crash_is_still_acces
         raise RuntimeError("a defect")
 
     await runtime.declare()
-    async with _sink(settings.amqp_url, "access.logged") as sink:
+    async with event_sink(settings.amqp_url, "access.logged") as sink:
         async with serve(app) as client:
             r = await client.get("/v1/database-down")
             assert r.status_code == 503
@@ -40,5 +40,5 @@ async def test_r10_a_database_error_is_a_503_to_retry_and_a_crash_is_still_acces
                 RuntimeError, match="a defect"
             ):  # the test client re-raises what a server answers 500
                 await client.get("/v1/defect")
-        logged = {e["payload"]["route"]: e["payload"]["status"] for e in await _received(sink)}
+        logged = {e["payload"]["route"]: e["payload"]["status"] for e in await received(sink)}
     assert logged == {"/v1/database-down": 503, "/v1/defect": 500}

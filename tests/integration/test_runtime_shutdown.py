@@ -3,40 +3,19 @@ broker connection closes, not left in MongoDB for the next start."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-import aio_pika
 from pymongo import AsyncMongoClient
 
 from shared import outbox, topology
 from shared.events import BookingAttended
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from tests.support import eventually, serve, unique
+from tests.support import event_sink, eventually, received, serve
 
 # The runtime's own inbox binds nothing the tests publish: the sink is the only queue that sees them.
 QUEUES = topology.ServiceQueues("shutprobe", events=("nothing.bound",))
-
-
-@asynccontextmanager
-async def _sink(amqp_url: str, key: str) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
-    """A queue bound to `key` on the events exchange, to read after the runtime has stopped."""
-    conn = await aio_pika.connect(amqp_url)
-    async with conn:
-        q = await (await conn.channel()).declare_queue(unique("sink-"), auto_delete=True)
-        await q.bind(topology.EVENTS, key)
-        yield q
-
-
-async def _received(q: aio_pika.abc.AbstractQueue) -> list[dict[str, Any]]:
-    out = []
-    while (m := await q.get(fail=False, timeout=5)) is not None:
-        out.append(json.loads(m.body))
-        await m.ack()
-    return out
 
 
 async def test_outbox_written_but_not_yet_relayed_is_published_at_shutdown(
@@ -49,12 +28,12 @@ async def test_outbox_written_but_not_yet_relayed_is_published_at_shutdown(
     runtime.relay(things)
     event = runtime.event(BookingAttended(booking_id="b-late", how="joined", at=runtime.clock.now()), "x")
     await runtime.declare()
-    async with _sink(settings.amqp_url, "booking.attended") as sink:
+    async with event_sink(settings.amqp_url, "booking.attended") as sink:
         async with runtime.running():
             await things.insert_one({"_id": "late", **outbox.new_document_fields([event])})
         doc = await mongo[runtime.db.name]["things"].find_one({"_id": "late"})
         assert doc is not None and doc["outbox_pending"] is False, "left for the next start"
-        assert [e["event_id"] for e in await _received(sink)] == [str(event.event_id)]
+        assert [e["event_id"] for e in await received(sink)] == [str(event.event_id)]
 
 
 async def test_access_log_of_the_last_request_is_published_before_the_broker_closes(
@@ -69,12 +48,12 @@ async def test_access_log_of_the_last_request_is_published_before_the_broker_clo
         return {"pong": "yes"}
 
     await runtime.declare()
-    async with _sink(settings.amqp_url, "access.logged") as sink:
+    async with event_sink(settings.amqp_url, "access.logged") as sink:
         async with serve(app) as client:
             assert (await client.get("/v1/ping")).status_code == 200
         # the access outbox deletes what it sent: nothing is left for the next start
         assert await mongo[runtime.db.name]["access_outbox"].count_documents({}) == 0
-        routes = [e["payload"]["route"] for e in await _received(sink)]
+        routes = [e["payload"]["route"] for e in await received(sink)]
         assert routes == ["/v1/ping"]
 
 
@@ -93,7 +72,7 @@ async def test_a_relay_stopped_mid_round_finishes_it_and_the_final_drain_still_p
         runtime.event(BookingAttended(booking_id=f"b-{i}", how="joined", at=at), "x") for i in range(400)
     ]
     await runtime.declare()
-    async with _sink(settings.amqp_url, "booking.attended") as sink:
+    async with event_sink(settings.amqp_url, "booking.attended") as sink:
         async with runtime.running():
             docs = [{"_id": f"d{i}", **outbox.new_document_fields([e])} for i, e in enumerate(events)]
             await things.insert_many(docs)
@@ -104,5 +83,5 @@ async def test_a_relay_stopped_mid_round_finishes_it_and_the_final_drain_still_p
 
             await eventually(under_way, what="the relay's round under way", interval=0.005)
         assert await mongo[runtime.db.name]["things"].count_documents({"outbox_pending": True}) == 0
-        received = {e["event_id"] for e in await _received(sink)}
-    assert received == {str(e.event_id) for e in events}
+        published = {e["event_id"] for e in await received(sink)}
+    assert published == {str(e.event_id) for e in events}

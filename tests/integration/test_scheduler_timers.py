@@ -9,17 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from services.scheduler.keeper import Context, Keeper
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TimerWheel
 from shared.clock import FixedClock
-from shared.mongo import WATCHED, connect, filter_shape
+from shared.mongo import connect
 from shared.policy import Policies
 from tests.integration.scheduler_helpers import DEMO_OFFICES, HW, ROOT, jst
-from tests.support import MONGODB_URL, eventually
+from tests.support import MONGODB_URL, CommandShapes, eventually
 
 NOW = jst(2026, 11, 30, 9, 0)
 
@@ -169,30 +169,6 @@ async def test_take_over_fires_the_late_timers_and_arms_the_rest(db: Any) -> Non
 # --------------------------------------------------------------------------- no scans per tick or message
 
 
-class TimerQueries(monitoring.CommandListener):
-    """Every command on the timer collections, with its filter shape (`id`: `{_id: value}` only,
-    the one filter FerretDB answers without decoding the whole collection)."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.seen: list[tuple[str, str, str]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        name = event.command_name
-        collection = str(event.command.get(name, ""))
-        if self.on and name in WATCHED and collection in ("timers", "timer_outcomes"):
-            self.seen.append((name, collection, filter_shape(name, event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def scans(self) -> list[tuple[str, str, str]]:
-        return [q for q in self.seen if q[0] != "insert" and q[2] != "id"]
-
-
 async def _request(ctx: Context, booking_id: str, status: str, version: int, **fields: Any) -> None:
     await ctx.requests.create(
         {
@@ -269,7 +245,7 @@ async def test_take_over_reads_the_pending_timers_once_and_arms_later_ones_from_
     await _confirmed(ctx, "b-soon", NOW + timedelta(minutes=20))  # within the 1 h horizon
     await _confirmed(ctx, "b-far", NOW + timedelta(days=2))  # beyond it
     await db["timer_feed"].delete_many({})  # as if merged by a leader that then crashed
-    listener = TimerQueries()
+    listener = CommandShapes(("timers", "timer_outcomes"))
     client = connect(MONGODB_URL, app_name="test-timers", listeners=[listener])
     ctx = _context(client[db.name], clock, "r")
     wheel = _wheel(ctx, Keeper(ctx))
@@ -306,7 +282,7 @@ async def test_take_over_reads_the_pending_timers_once_and_arms_later_ones_from_
 async def test_ticks_tidy_and_attendance_touch_the_timers_by_id_only(db: Any) -> None:
     """What runs per tick and per message never filters `timers` on anything but `_id`."""
     clock = FixedClock(NOW)
-    listener = TimerQueries()
+    listener = CommandShapes(("timers", "timer_outcomes"))
     client = connect(MONGODB_URL, app_name="test-timers", listeners=[listener])
     leader = _context(client[db.name], clock, "leader")
     other = _context(db, clock, "other")
