@@ -1,21 +1,26 @@
 """One notice, delivered once in effect: plan → claim → compose → SMTP → mark (with its event).
 
 Exactly-once in effect rests on the delivery record (store.py), not on the event: whatever event id
-brings a notice, its key is claimed first, and a notice already sent is not sent again. The one window
-left: the SMTP server accepted the message and the process died (or the database stayed unreachable
-for half the lease: the mark is retried that long) before the record said `sent`. The claim then stays
-unmarked until its lease ends; the next delivery of the event takes it over and sends again with the
-SAME Message-ID, so the receiver (and Mailpit, and a person's mail client threading) can tell the
-second copy for what it is. Closing the window entirely
-would need the SMTP server to dedupe by Message-ID, which the protocol does not promise.
+brings a notice, its key is claimed first, and a notice already sent is not sent again. The server's
+acceptance is recorded by one insert right after its `250`, before QUIT (`consult_notifier_accept_to_
+mark_seconds` measures that window); the full mark follows. The one window left: the process died
+between the `250` and that insert (or the connection dropped after the body went out, before any
+answer). The claim then stays unmarked until its lease ends; the next delivery of the event takes it
+over and sends again with the SAME Message-ID, logged with its delivery key and counted
+(`consult_notifier_ambiguous_resends_total`, and `ambiguous_resends` on the record), so the receiver
+(and Mailpit, and a person's mail client threading) can tell the second copy for what it is. Closing
+the window entirely would need the SMTP server to dedupe by Message-ID, which the protocol does not
+promise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pymongo.errors import PyMongoError
@@ -23,7 +28,7 @@ from pymongo.errors import PyMongoError
 from services.notifier.compose import Composer
 from services.notifier.config import Settings
 from services.notifier.domain import Notice, message_id, plan
-from services.notifier.smtp import Mailer, SmtpFailure
+from services.notifier.smtp import Accepted, Mailer, SmtpFailure
 from services.notifier.store import Busy, Claim, Deliveries, Settled
 from shared.events import Envelope, MessageError, NotificationFailed, NotificationSent
 from shared.logsafe import redact_text
@@ -33,6 +38,7 @@ from shared.policy import Policies
 from shared.runtime import Runtime
 
 log = logging.getLogger("consult.notifier")
+T = TypeVar("T")
 
 
 class DeliveryService:
@@ -59,7 +65,8 @@ class DeliveryService:
         leave the claim unmarked, and the notice would go out twice when its lease ends; one right
         after the claim would hold the notice back for a whole lease. The redelivery finds the record
         settled (or released, if the send failed) and acts on that."""
-        task = asyncio.create_task(self._handle(event), name=f"deliver {event.event_id}")
+        # spawned, so that a shutdown waits for a delivery whose consumer was cancelled
+        task = self.runtime.spawn(self._handle(event), name=f"deliver {event.event_id}")
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -84,8 +91,22 @@ class DeliveryService:
         if isinstance(claim, Busy):
             raise TransientError(f"{notice.key} is being sent by another worker (lease {claim.lease_until})")
         if claim.resumed:
+            earlier = await self.deliveries.accepted(notice.key)
+            if earlier is not None:  # accepted, then the process died before the full mark
+                await self._settle(event, notice, claim, str(earlier.get("smtp_response", "")))
+                self.metrics.outcome(notice.kind, "recovered")
+                log.info("%s: an earlier attempt was accepted; recorded now, not sent again", notice.key)
+                return
+            await self.deliveries.count_ambiguous_resend(claim)
+            self.metrics.ambiguous_resends.labels(kind=str(notice.kind)).inc()
             self.metrics.outcome(notice.kind, "resumed")
-            log.warning("%s: earlier attempt never marked; sending again as %s", notice.key, claim.message_id)
+            log.warning(
+                "%s: ambiguous resend (attempt %d): an earlier attempt may have reached the server; "
+                "sending again as %s",
+                notice.key,
+                claim.attempt,
+                claim.message_id,
+            )
         await self._deliver(event, notice, claim)
 
     async def _deliver(self, event: Envelope[Any], notice: Notice, claim: Claim) -> None:
@@ -98,12 +119,26 @@ class DeliveryService:
             # A template bug is ours to fix (then replay); a bad address or header stays failed.
             await self._fail(event, notice, claim, str(exc), permanent=exc.reason != "template-error")
             raise
+        give_up = asyncio.get_running_loop().time() + self.settings.delivery_lease_seconds / 2
+
+        async def record(accepted: Accepted) -> None:  # before QUIT: the window a crash can hit
+            t0 = time.perf_counter()
+            await self._persist(claim, give_up, self.deliveries.record_accepted, claim, accepted.response)
+            self.metrics.accept_to_mark.observe(time.perf_counter() - t0)
+
         try:
-            accepted = await self.mailer.send(message)
+            accepted = await self.mailer.send(message, on_accepted=record)
         except SmtpFailure as exc:
             await self._smtp_failed(event, notice, claim, exc)
             return
         self.metrics.smtp_seconds.observe(accepted.seconds)
+        await self._settle(event, notice, claim, accepted.response, give_up)
+        self.metrics.outcome(notice.kind, "sent")
+
+    async def _settle(
+        self, event: Envelope[Any], notice: Notice, claim: Claim, response: str, give_up: float | None = None
+    ) -> None:
+        """The server accepted the email: the record says `sent` and carries notification.sent."""
         sent = self._event(
             NotificationSent(
                 booking_id=notice.booking_id,
@@ -114,29 +149,27 @@ class DeliveryService:
             ),
             event,
         )
-        if not await self._mark_sent(claim, accepted.response, sent):
+        if give_up is None:
+            give_up = asyncio.get_running_loop().time() + self.settings.delivery_lease_seconds / 2
+        if not await self._persist(claim, give_up, self.deliveries.mark_sent, claim, response, [sent]):
             log.warning("%s: claim was taken over while sending; the other attempt reports it", notice.key)
         self.relay.poke()
-        self.metrics.outcome(notice.kind, "sent")
 
-    async def _mark_sent(self, claim: Claim, response: str, sent: Envelope[Any]) -> bool:
-        """The server accepted the email: keep trying to record it while the claim's lease lasts.
-
-        A database outage right here (FerretDB paused in the chaos drill) used to fail the delivery
-        with the claim unmarked, so the notice went out again when the lease ended. The mark is
-        conditional on the claim's token, so repeating it is harmless."""
+    async def _persist(
+        self, claim: Claim, give_up: float, write: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """After the server's acceptance: keep trying a write through a database outage (FerretDB
+        paused in the chaos drill) while the claim's lease lasts, instead of leaving the claim
+        unmarked for a resend. Every such write is idempotent (by `_id`, or by the claim's token)."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.settings.delivery_lease_seconds / 2
         pause = 0.5
         while True:
             try:
-                return await self.deliveries.mark_sent(claim, response, [sent])
+                return await write(*args)
             except PyMongoError as exc:
                 if loop.time() + pause > give_up:
                     raise
-                log.warning(
-                    "%s: sent, but the mark failed (%s); trying again in %.1fs", claim.key, exc, pause
-                )
+                log.warning("%s: sent, but recording it failed (%s); again in %.1fs", claim.key, exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -149,7 +182,7 @@ class DeliveryService:
         if claim.attempt >= self.max_attempts:
             await self._fail(event, notice, claim, str(exc), permanent=False)
             raise MessageError("smtp-unavailable", f"after {claim.attempt} attempts: {exc}") from exc
-        await self.deliveries.release(claim, str(exc))
+        await self.deliveries.release(claim, str(exc), ambiguous=exc.ambiguous)
         self.metrics.outcome(notice.kind, "retry")
         raise TransientError(f"SMTP attempt {claim.attempt} for {notice.key}: {exc}") from exc
 
@@ -180,12 +213,28 @@ class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.emails = Counter(
             "consult_notifier_emails",
-            "Notices by kind and outcome (sent, duplicate, retry, failed, gave-up, resumed, not-sent)",
+            "Notices by kind and outcome (sent, duplicate, retry, failed, gave-up, resumed, recovered, "
+            "not-sent)",
             ["kind", "outcome"],
             registry=registry,
         )
         self.smtp_seconds = Histogram(
-            "consult_notifier_smtp_seconds", "Time for one SMTP send, connect to QUIT", registry=registry
+            "consult_notifier_smtp_seconds",
+            "Time for one SMTP send, connect to the server's acceptance",
+            registry=registry,
+        )
+        self.accept_to_mark = Histogram(
+            "consult_notifier_accept_to_mark_seconds",
+            "From the SMTP server's 250 to the durable record of it: the window in which a crash "
+            "makes the next attempt an ambiguous resend",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.ambiguous_resends = Counter(
+            "consult_notifier_ambiguous_resends",
+            "Notices sent again after an attempt that may have reached the server (same Message-ID)",
+            ["kind"],
+            registry=registry,
         )
 
     def outcome(self, kind: str, outcome: str) -> None:

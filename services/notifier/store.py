@@ -9,10 +9,18 @@ is one `update_one` (FerretDB has no transactions; this needs none).
        │ ──5xx / bad address──> failed         (notification.failed in the outbox; message parked)
        │ ──4xx / no server────> claimed, lease released (retried through the delay queues)
        └── crash ─────────────> claimed until the lease ends, then taken over: same Message-ID
+
+The server's acceptance is first recorded by one insert into `<collection>_accepted` (`_id` = the
+delivery key), the smallest durable write there is, made before the SMTP session is even closed; the
+full mark (state and outbox event) follows. A take-over that finds the acceptance settles the record
+instead of sending again. Only a crash between the server's `250` and that insert, or a connection
+lost after the body went out, leaves the next attempt an *ambiguous resend*: counted on the record
+(`ambiguous_resends`) and sent with the first attempt's Message-ID.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,7 +45,7 @@ class Claim:
     token: str
     message_id: str
     attempt: int  # how many claims this notice has had since it was created or replayed
-    resumed: bool  # an earlier claim expired: that attempt may already have reached the server
+    resumed: bool  # an earlier attempt may already have reached the server (crash, or no answer)
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class Busy:
 class Deliveries:
     def __init__(self, collection: AsyncCollection[Doc], clock: Clock, lease: timedelta) -> None:
         self.collection = collection
+        self.accepts: AsyncCollection[Doc] = collection.database[f"{collection.name}_accepted"]
         self.clock = clock
         self.lease = lease
 
@@ -117,14 +126,15 @@ class Deliveries:
             key,
             {"state": "claimed", "lease_until": {"$lte": now}},
             {
-                "$set": {"token": token, "lease_until": lease_until, "released": False},
+                "$set": {"token": token, "lease_until": lease_until, "released": False, "ambiguous": False},
                 "$inc": {"attempts": 1},
             },
             return_document=ReturnDocument.BEFORE,
         )
         if before is not None:
-            # Not released by a failed attempt: its holder vanished mid-send (the crash window).
-            resumed = not before.get("released", False)
+            # Not released by a failed attempt: its holder vanished mid-send (the crash window); or
+            # released after a send that got no answer once the body had gone out.
+            resumed = not before.get("released", False) or bool(before.get("ambiguous", False))
             return Claim(key, token, before["message_id"], int(before["attempts"]) + 1, resumed)
         current = await self.collection.find_one(
             {"_id": key}, {"state": 1, "message_id": 1, "lease_until": 1}
@@ -132,6 +142,31 @@ class Deliveries:
         if current is None or current["state"] == "claimed":
             return Busy(current["lease_until"] if current else None)
         return Settled(current["state"], current["message_id"])
+
+    async def record_accepted(self, claim: Claim, response: str) -> None:
+        """The server's acceptance, durable in one insert (insert-only, by `_id`)."""
+        doc = {
+            "_id": claim.key,
+            "token": claim.token,
+            "message_id": claim.message_id,
+            "smtp_response": response[:500],
+            "at": self.clock.now(),
+        }
+        with contextlib.suppress(DuplicateKeyError):  # an ambiguous resend accepted again: first stands
+            await self.accepts.insert_one(doc)
+
+    async def accepted(self, key: str) -> Doc | None:
+        """The recorded acceptance of an earlier attempt, if any."""
+        return await self.accepts.find_one({"_id": key})
+
+    async def count_ambiguous_resend(self, claim: Claim) -> None:
+        """This claim sends again what may already have been delivered: say so on the record."""
+        await update_if(
+            self.collection,
+            claim.key,
+            {"token": claim.token},
+            {"$inc": {"ambiguous_resends": 1}, "$set": {"last_ambiguous_at": self.clock.now()}},
+        )
 
     async def mark_sent(self, claim: Claim, response: str, events: list[Envelope[Any]]) -> bool:
         """Record the server's acceptance; False if this claim was taken over meanwhile."""
@@ -165,13 +200,16 @@ class Deliveries:
             self.collection, claim.key, {"token": claim.token}, outbox.merge(update, events)
         )
 
-    async def release(self, claim: Claim, error: str) -> None:
-        """A transient failure: let the next attempt claim at once instead of waiting for the lease."""
+    async def release(self, claim: Claim, error: str, *, ambiguous: bool = False) -> None:
+        """A transient failure: let the next attempt claim at once instead of waiting for the lease.
+
+        `ambiguous`: the body went out and no answer came, so the next attempt is an ambiguous resend."""
+        fields = {"lease_until": self.clock.now(), "released": True, "last_error": error[:500]}
         await update_if(
             self.collection,
             claim.key,
             {"token": claim.token, "state": "claimed"},
-            {"$set": {"lease_until": self.clock.now(), "released": True, "last_error": error[:500]}},
+            {"$set": {**fields, "ambiguous": ambiguous}},
         )
 
     async def get(self, key: str) -> Doc | None:

@@ -256,6 +256,9 @@ async def test_the_same_event_published_five_times_gives_one_email(
     await asyncio.sleep(0.3)
     assert len(notifier.events("notification.sent")) == 1
     assert sent[0]["payload"]["message_id"] == f"<{msg['MessageID']}>"
+    # the server's acceptance was recorded once, and its window measured
+    window = notifier.runtime.metrics.get_sample_value("consult_notifier_accept_to_mark_seconds_count")
+    assert window == 1.0
 
 
 async def test_five_events_meaning_the_same_notice_give_one_email(

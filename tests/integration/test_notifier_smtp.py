@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from services.notifier import samples
+from services.notifier import smtp as smtp_module
 from services.notifier.compose import Composer
 from services.notifier.config import Settings
 from services.notifier.domain import Kind, message_id, plan
@@ -270,7 +271,82 @@ async def test_a_receiver_deduping_by_message_id_keeps_one_copy_of_a_crash_resen
             "consult_notifier_emails_total", {"kind": "confirmation", "outcome": "resumed"}
         )
         assert resumed == 1.0
+        # the resend is counted as ambiguous, on /metrics and on the record
+        ambiguous = n.runtime.metrics.get_sample_value(
+            "consult_notifier_ambiguous_resends_total", {"kind": "confirmation"}
+        )
+        assert ambiguous == 1.0
+        assert record["ambiguous_resends"] == 1
     assert await mp.count() == 1  # ... and the receiver kept one
+
+
+async def test_a_crash_after_the_acceptance_was_recorded_settles_the_record_without_sending_again(
+    make_settings: Callable[..., Settings], own_mailpit: Callable[..., Any]
+) -> None:
+    """Accepted, the acceptance recorded right after the 250 (before QUIT), then the process died
+    before the full mark: the take-over finds the acceptance, marks the record sent and sends nothing."""
+    mp: OwnMailpit = await own_mailpit()
+    clock = FixedClock(samples.NOW)
+    async with running(make_settings(Settings, smtp_url=mp.smtp_url), clock=clock) as n:
+        who = person("recorded")
+        event = samples.event(Kind.CONFIRMATION, KG, recipient=who)
+        notice = plan(event, KG)
+        assert notice is not None
+        svc = n.service
+        claim = await svc.deliveries.claim(notice, message_id(notice.key, svc.settings.mail_domain), "x")
+        assert isinstance(claim, Claim)
+
+        async def record(accepted: Any) -> None:
+            await svc.deliveries.record_accepted(claim, accepted.response)
+
+        message = svc.composer.compose(notice, KG, message_id=claim.message_id, now=clock.now())
+        await svc.mailer.send(message, on_accepted=record)  # ... and the worker died here
+        clock.advance(timedelta(seconds=svc.settings.delivery_lease_seconds + 1))
+        await n.publish(event)
+        sent = await n.wait_events("notification.sent")
+        assert sent[0]["payload"]["message_id"] == claim.message_id
+        doc = await svc.deliveries.get(notice.key)
+        assert doc is not None and doc["state"] == "sent" and "ambiguous_resends" not in doc
+        metric = n.runtime.metrics.get_sample_value
+        assert metric("consult_notifier_emails_total", {"kind": "confirmation", "outcome": "recovered"}) == 1
+        assert metric("consult_notifier_ambiguous_resends_total", {"kind": "confirmation"}) is None
+    assert await mp.count() == 1
+
+
+async def test_a_connection_lost_once_the_body_went_out_makes_the_next_attempt_an_ambiguous_resend(
+    make_settings: Callable[..., Settings], own_mailpit: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dies while the data is on its way: it may have taken the message, so the failure is
+    ambiguous, and the attempt that follows is counted as an ambiguous resend. A server that is not
+    there at all is a plain transient failure."""
+    mp: OwnMailpit = await own_mailpit()
+    settings = make_settings(Settings, smtp_url=mp.smtp_url, smtp_timeout=2.0)
+    original = smtp_module._Session.data
+
+    async def server_dies_during_data(self: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+        mp.kill()
+        return await original(self, message, *args, **kwargs)
+
+    monkeypatch.setattr(smtp_module._Session, "data", server_dies_during_data)
+    with pytest.raises(SmtpFailure) as lost:
+        await Mailer(settings).send(_message(settings))
+    assert lost.value.ambiguous and not lost.value.permanent
+    with pytest.raises(SmtpFailure) as refused:  # nothing listens: the body never went out
+        await Mailer(settings).send(_message(settings))
+    assert not refused.value.ambiguous
+
+    clock = FixedClock(samples.NOW)
+    async with running(settings, clock=clock) as n:
+        deliveries = n.service.deliveries
+        for ambiguous in (True, False):
+            notice = plan(samples.event(Kind.CONFIRMATION, KG, recipient=person("lost")), KG)
+            assert notice is not None
+            first = await deliveries.claim(notice, message_id(notice.key, settings.mail_domain), "x")
+            assert isinstance(first, Claim)
+            await deliveries.release(first, "SMTPServerDisconnected", ambiguous=ambiguous)
+            second = await deliveries.claim(notice, first.message_id, "x")
+            assert isinstance(second, Claim) and second.attempt == 2
+            assert second.resumed is ambiguous and second.message_id == first.message_id
 
 
 # --------------------------------------------------------------------------- TLS and login
