@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,37 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class OffsetClock:
+    """The system clock moved by the number of seconds written in a file.
+
+    For tests of whole service processes, which cannot be handed a FixedClock: the test moves the
+    processes' time by rewriting the file (`write_offset`), so a timer comes due when the test says,
+    not when a slow machine gets there. Refused outside tests (shared/settings.py)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: int | None = None
+        self._offset = timedelta()
+
+    def now(self) -> datetime:
+        try:
+            changed = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            changed = None
+        if changed != self._seen:
+            text = self.path.read_text().strip() if changed is not None else ""
+            self._offset = timedelta(seconds=float(text or 0))
+            self._seen = changed
+        return datetime.now(UTC) + self._offset
+
+    @staticmethod
+    def write_offset(path: Path, seconds: float) -> None:
+        """Set the offset atomically (a reader never sees half a number)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"{seconds!r}\n")
+        tmp.replace(path)
 
 
 class FixedClock:

@@ -28,7 +28,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import limits, logsafe, outbox, topology
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.events import AccessLogged, Envelope, Payload, new_event
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
@@ -57,7 +57,7 @@ class Runtime:
         self.settings = settings
         self.queues = queues
         self.name = queues.service
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or settings.clock()
         self.log = logging.getLogger(f"consult.{self.name}")
         self.metrics = new_registry()
         self.broker = RabbitBroker(

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.clock import Clock, OffsetClock, SystemClock
 from shared.policy import Policies, load_policies
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,11 @@ class ServiceSettings(BaseSettings):
         256 * 1024, ge=1, description="largest request body accepted (413 beyond; shared/limits.py)"
     )
 
+    clock_offset_file: Path | None = Field(
+        None,
+        description="tests only: the services' clock is the system clock moved by the seconds in this file",
+    )
+
     service_name: str = "service"
 
     @model_validator(mode="after")
@@ -56,7 +62,13 @@ class ServiceSettings(BaseSettings):
             raise ValueError("SECRET_KEY is a placeholder; set a real secret outside development")
         if self.environment == "prod" and "guest:guest@" in self.amqp_url:
             raise ValueError("AMQP_URL uses the guest account; give the service its own user in prod")
+        if self.clock_offset_file is not None and self.environment != "test":
+            raise ValueError("CLOCK_OFFSET_FILE moves the clock; it is for ENVIRONMENT=test only")
         return self
+
+    def clock(self) -> Clock:
+        """The system clock, or in tests the one moved by CLOCK_OFFSET_FILE."""
+        return OffsetClock(self.clock_offset_file) if self.clock_offset_file else SystemClock()
 
     def policies(self) -> Policies:
         """Every office's validated policy (loaded once per set of directories)."""

@@ -11,6 +11,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
@@ -19,6 +21,7 @@ from fastapi import FastAPI
 from pymongo import monitoring
 
 from shared import topology
+from shared.clock import OffsetClock
 from shared.mongo import WATCHED, filter_shape
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -148,3 +151,24 @@ class CommandShapes(monitoring.CommandListener):
     def scans(self) -> list[tuple[str, str, str]]:
         """What was sent with another filter than `_id` alone (inserts have none)."""
         return [q for q in self.seen if q[0] != "insert" and q[2] != "id"]
+
+
+class ProcessClock:
+    """The clock of service processes started with CLOCK_OFFSET_FILE, moved by the test: a timer of
+    theirs comes due when the test says, however slowly the machine works."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0.0
+        OffsetClock.write_offset(path, 0.0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def move(self, seconds: float) -> None:
+        self.offset += seconds
+        OffsetClock.write_offset(self.path, self.offset)
+
+    def set(self, at: datetime) -> None:
+        """From now on the processes' clock reads `at` (and runs on from there)."""
+        self.move((at - self.now()).total_seconds())

@@ -199,6 +199,29 @@ class Chaos:
     submitted: list[dict[str, Any]] = field(default_factory=list)
     stream: asyncio.Task[None] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: bookings whose notice was between claim and mark when the notifier or SMTP was killed
+    in_flight: dict[str, set[str]] = field(default_factory=dict)
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.mongodb_url, tz_aware=True)
+        try:
+            coll = mongo[f"{self.stack.db_prefix}notifier"]["deliveries"]
+            fields = {"state": 1, "booking_id": 1, "message_id": 1, "ambiguous_resends": 1, "attempts": 1}
+            return await coll.find({}, fields).to_list()
+        finally:
+            await mongo.close()
+
+    async def note_in_flight(self, what: str) -> None:
+        """Right after a kill: the notices the killed side may have had between the server's 250 and
+        the durable mark, the only ones that may be sent twice (ambiguous resends)."""
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.mongodb_url, tz_aware=True)
+        try:
+            db = mongo[f"{self.stack.db_prefix}notifier"]
+            accepted = {d["_id"] async for d in db["deliveries_accepted"].find({}, {"_id": 1})}
+            claimed = db["deliveries"].find({"state": "claimed"}, {"booking_id": 1})
+            self.in_flight[what] = {d["booking_id"] async for d in claimed if d["_id"] not in accepted}
+        finally:
+            await mongo.close()
 
 
 async def _wait_port(port: int, timeout: float = 30.0) -> None:
@@ -354,6 +377,8 @@ async def readyz(stack: Stack, service: str) -> int:
 async def kill_and_restart(chaos: Chaos, service: str) -> None:
     await asyncio.sleep(2)  # let the stream put messages in flight
     chaos.stack.stop(service, kill=True)
+    if service == "notifier":
+        await chaos.note_in_flight("notifier kill -9")
     await asyncio.sleep(1)
     chaos.stack.start(service)
     await chaos.stack.wait_ready(service, timeout=90)
@@ -511,6 +536,7 @@ async def test_mongodb_wire_server_stopped_10s(chaos: Chaos) -> None:
 
 async def test_smtp_down_30s(chaos: Chaos) -> None:
     chaos.mailpit.kill()
+    await chaos.note_in_flight("SMTP kill -9")
     await asyncio.sleep(30)
     chaos.mailpit.start()
     await _wait_port(int(chaos.stack.env["SMTP_URL"].rsplit(":", 1)[1]))
@@ -575,6 +601,61 @@ async def _all_records(audit: httpx.AsyncClient, type_: str) -> list[dict[str, A
             return out
 
 
+async def check_mail(chaos: Chaos, email_of: dict[str, str], confirmed: list[str]) -> int:
+    """Every confirmed booking mailed; a second copy only as a counted ambiguous resend.
+
+    Email is exactly-once only as far as SMTP allows: a notice may go twice only when an attempt was
+    killed between the server's 250 and the durable mark. Such a resend is counted on its record,
+    carries the first attempt's Message-ID, and is one of the notices in flight at a kill."""
+    message_ids: dict[str, set[str]] = {}
+
+    async def mails() -> Counter[str]:
+        async with httpx.AsyncClient(timeout=30) as c:
+            r = await c.get(f"{chaos.mailpit_api}/messages", params={"limit": 10000})
+            r.raise_for_status()
+        message_ids.clear()
+        for m in r.json()["messages"]:
+            for to in m["To"]:
+                message_ids.setdefault(to["Address"], set()).add(m["MessageID"])
+        return Counter(to["Address"] for m in r.json()["messages"] for to in m["To"])
+
+    async def all_mailed() -> Counter[str] | None:
+        got = await mails()
+        return got if all(got[email_of[b]] >= 1 for b in confirmed) else None
+
+    await support.eventually(all_mailed, timeout=120, interval=2, what="a mail for every confirmed")
+
+    async def settled_records() -> list[dict[str, Any]]:
+        records = await chaos.deliveries()
+        return records if all(d["state"] != "claimed" for d in records) else []
+
+    # no notice is still claimed, so no resend is still on its way
+    records = await support.eventually(
+        settled_records, timeout=180, interval=1, what="every delivery record sent or failed"
+    )
+    got = await mails()
+    ambiguous: Counter[str] = Counter()
+    for d in records:
+        ambiguous[d["booking_id"]] += int(d.get("ambiguous_resends", 0))
+    in_flight: set[str] = set().union(*chaos.in_flight.values())
+    by_email = {e: b for b, e in email_of.items()}
+    duplicates = {by_email[e]: n for e, n in got.items() if n > 1 and e in by_email}
+    print(
+        f"\nchaos: email duplicates {len(duplicates)}, ambiguous resends counted {sum(ambiguous.values())}, "
+        f"in flight at the kills { ({k: len(v) for k, v in chaos.in_flight.items()}) }"
+    )
+    assert set(got) <= set(by_email), f"mail to addresses of no booking: {set(got) - set(by_email)}"
+    unexplained = {
+        b: {"mails": n, "ambiguous_resends": ambiguous[b], "in_flight": b in in_flight,
+            "message_ids": sorted(message_ids[email_of[b]])}
+        for b, n in duplicates.items()
+        if n - 1 > ambiguous[b] or b not in in_flight or len(message_ids[email_of[b]]) != 1
+    }  # fmt: skip
+    assert not unexplained, f"emails sent twice that are no counted ambiguous resend: {unexplained}"
+    assert len(duplicates) <= len(in_flight), "more duplicates than deliveries in flight at the kills"
+    return sum(got.values())
+
+
 @pytest.mark.timeout(1200)  # it waits for the rest of the stream: minutes with CHAOS_BOOKINGS=500
 async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_once(chaos: Chaos) -> None:
     assert chaos.stream is not None
@@ -604,21 +685,8 @@ async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_o
     counts = Counter(statuses.values())
     email_of = {b["booking_id"]: b["email"] for b in accepted}
 
-    async def mails() -> Counter[str]:
-        async with httpx.AsyncClient(timeout=30) as c:
-            r = await c.get(f"{chaos.mailpit_api}/messages", params={"limit": 10000})
-            r.raise_for_status()
-        return Counter(to["Address"] for m in r.json()["messages"] for to in m["To"])
-
     confirmed = [bid for bid, s in statuses.items() if s == "confirmed"]
-
-    async def all_mailed() -> Counter[str] | None:
-        got = await mails()
-        return got if all(got[email_of[b]] >= 1 for b in confirmed) else None
-
-    got = await support.eventually(all_mailed, timeout=120, interval=2, what="a mail for every confirmed")
-    await asyncio.sleep(3)  # a duplicate would come right behind
-    got = await mails()
+    mails = await check_mail(chaos, email_of, confirmed)
     async with stack.client("audit", headers=AUDITOR) as audit:
         requested = Counter(r["booking_id"] for r in await _all_records(audit, "booking.requested"))
         confirmations = Counter(r["booking_id"] for r in await _all_records(audit, "booking.confirmed"))
@@ -626,7 +694,7 @@ async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_o
     elapsed = time.monotonic() - chaos.timings["start"]
     print(
         f"\nchaos: {len(chaos.submitted)} submitted, {len(accepted)} accepted, final states {dict(counts)}; "
-        f"{sum(got.values())} mails; audit booking.requested {sum(requested.values())}; "
+        f"{mails} mails; audit booking.requested {sum(requested.values())}; "
         f"submit {chaos.timings.get('stream_submit_s', 0):.0f}s, whole run {elapsed:.0f}s; answers "
         f"{dict(Counter((b['http'], b.get('error') or b.get('rule')) for b in chaos.submitted))}"
     )
@@ -634,9 +702,6 @@ async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_o
     refused = Counter(b.get("error") for b in chaos.submitted if b["http"] not in (200, 202))
     assert not refused, f"the stream's bookings are all valid, yet some were refused: {refused}"
     assert counts["confirmed"] > 0
-    wrong_mail = {b: got[email_of[b]] for b in confirmed if got[email_of[b]] != 1}
-    assert not wrong_mail, f"confirmed bookings without exactly one email: {wrong_mail}"
-    assert max(got.values(), default=0) <= 1, "someone got two emails"
     missing = {b: requested[b] for b in email_of if requested[b] != 1}
     assert not missing, f"booking.requested records per booking != 1: {missing}"
     assert all(confirmations[b] == 1 for b in confirmed), "booking.confirmed records per confirmed != 1"
