@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,18 +66,30 @@ class Stack:
             proc.wait()
 
     async def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+        """Until /readyz answers 200. The client waits longer than the service's own checks take
+        (up to 3 s for the database ping), and a time-out says what the last answer was."""
+        last: list[str] = ["no answer yet"]
+
         async def ready() -> bool:
             proc = self.procs[service]
             if proc.poll() is not None:
                 tail = self.logs[service].read_text(errors="replace")[-3000:]
                 raise AssertionError(f"{service} exited with {proc.returncode}; log tail:\n{tail}")
+            started = time.monotonic()
             try:
-                async with httpx.AsyncClient(timeout=2) as c:
-                    return (await c.get(f"{self.urls[service]}/readyz")).status_code == 200
-            except httpx.HTTPError:
+                async with httpx.AsyncClient(timeout=8) as c:
+                    r = await c.get(f"{self.urls[service]}/readyz")
+            except httpx.HTTPError as exc:
+                last[0] = f"{type(exc).__name__} after {time.monotonic() - started:.1f}s"
                 return False
+            last[0] = f"{r.status_code} {r.text[:200]} in {time.monotonic() - started:.1f}s"
+            return r.status_code == 200
 
-        await support.eventually(ready, timeout=timeout, interval=0.3, what=f"{service} /readyz")
+        try:
+            await support.eventually(ready, timeout=timeout, interval=0.3, what=f"{service} /readyz")
+        except AssertionError as exc:
+            tail = self.logs[service].read_text(errors="replace")[-4000:] if service in self.logs else ""
+            raise AssertionError(f"{exc}; last answer: {last[0]}; log tail:\n{tail}") from None
 
 
 def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
