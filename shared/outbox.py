@@ -88,6 +88,7 @@ class OutboxRelay:
         self.published = 0
         self.failures = 0
         self.last_backlog = 0
+        self.scans = 0  # complete passes over the pending events (tests wait for one to finish)
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index("outbox_pending")
@@ -145,6 +146,7 @@ class OutboxRelay:
                     last_scan = loop.time()
                     while await self.drain_once():
                         pass
+                    self.scans += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # broker or database down: keep the events, try again

@@ -134,6 +134,10 @@ class Runtime:
         self._shutdown.append(hook)
         return hook
 
+    def running_tasks(self, name: str) -> list[asyncio.Task[Any]]:
+        """The background tasks of this name still running (shutdown waits for them)."""
+        return [t for t in self._background if t.get_name() == name and not t.done()]
+
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         task.set_name(name)

@@ -18,6 +18,8 @@ from services.booking.config import Settings
 from shared import topology
 from shared.clock import JST, FixedClock
 from shared.policy import OfficePolicy
+from shared.runtime import Runtime
+from tests import support
 from tests.support import eventually, serve
 
 #: "today is 2026-11-22 (Sunday)"; 10:00 JST
@@ -32,6 +34,14 @@ class Tap:
     """Every event on consult.events, as JSON dicts, in arrival order."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
+    sentinels: set[str] = field(default_factory=set)
+    channel: aio_pika.abc.AbstractChannel | None = None
+    queue: str = ""
+
+    async def flush(self) -> None:
+        """Everything published to consult.events before this call has been seen."""
+        assert self.channel is not None
+        await support.flush(self.channel, self.queue, self.sentinels)
 
     def of(self, type_: str, **payload: Any) -> list[dict[str, Any]]:
         return [
@@ -59,10 +69,14 @@ async def tap(amqp_url: str) -> AsyncIterator[Tap]:
         await topology.declare_exchanges(ch)
         q = await ch.declare_queue(exclusive=True, auto_delete=True)
         await q.bind(topology.EVENTS, routing_key="#")
+        t.channel, t.queue = ch, q.name
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with msg.process():
-                t.seen.append(json.loads(msg.body))
+                if (token := support.sentinel_of(msg)) is not None:
+                    t.sentinels.add(token)
+                else:
+                    t.seen.append(json.loads(msg.body))
 
         await q.consume(on_message)
         yield t
@@ -102,6 +116,14 @@ class Harness:
     settings: Settings
     amqp_url: str
     events: Tap
+    runtime: Runtime
+    published: int = 0  # messages this test sent the service over AMQP
+
+    async def quiet(self) -> None:
+        """Negative checks: the service has settled every message the test sent it, published
+        everything that caused, and the tap has seen all of it."""
+        await support.quiet(self.runtime, settled=self.published)
+        await self.events.flush()
 
     def policy(self, office_id: str) -> OfficePolicy:
         return self.settings.policies()[office_id]
@@ -137,6 +159,7 @@ class Harness:
         self, body: dict[str, Any] | bytes, routing_key: str, exchange: str = topology.INTAKE
     ) -> None:
         await publish(self.amqp_url, body, routing_key, exchange)
+        self.published += 1
 
     async def status_becomes(self, booking_id: str, status: str) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
@@ -154,4 +177,4 @@ async def running(
     settings = make_settings(Settings, dev_portal_key=PORTAL_KEY, dev_staff_key=STAFF_KEY, **overrides)
     app = create_app(settings, clock)
     async with serve(app) as client, tap(amqp_url) as t:
-        yield Harness(client, clock, settings, amqp_url, t)
+        yield Harness(client, clock, settings, amqp_url, t, app.state.runtime)

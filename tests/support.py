@@ -23,6 +23,7 @@ from pymongo import monitoring
 from shared import topology
 from shared.clock import OffsetClock
 from shared.mongo import WATCHED, filter_shape
+from shared.runtime import Runtime
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 RABBITMQ_API = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/api")
@@ -172,3 +173,53 @@ class ProcessClock:
     def set(self, at: datetime) -> None:
         """From now on the processes' clock reads `at` (and runs on from there)."""
         self.move((at - self.now()).total_seconds())
+
+
+# --------------------------------------------------------------------------- negative checks
+#
+# "Nothing more happened" cannot be waited for; it can be made certain. A service is quiet once its
+# consumer has settled every delivery the test sent it and its outbox relays have nothing pending:
+# whatever it published is then confirmed by the broker, i.e. in the probe's queue. A sentinel sent
+# through that queue afterwards comes back behind all of it (a queue keeps its order).
+
+SENTINEL_HEADER = "x-test-sentinel"
+
+
+async def quiet(runtime: Runtime, *, settled: int = 0, timeout: float = 60.0) -> None:
+    """Until `runtime`'s consumer has settled `settled` deliveries (handled, duplicate, retried or
+    parked) and each outbox relay has finished a pass begun after that: whatever the deliveries
+    caused has then been published and confirmed (an announced event that was never written, a lost
+    conditional write, stays behind as it should until its grace period)."""
+
+    async def settled_all() -> bool:
+        return sum(runtime.consumer.stats.values()) >= settled
+
+    await eventually(settled_all, timeout=timeout, what=f"{runtime.name}: {settled} deliveries settled")
+    begun = [(r, r.scans) for r in runtime.relays]
+    for relay, _ in begun:
+        relay.poke()
+
+    async def passed() -> bool:
+        return all(r.scans >= n + 2 for r, n in begun)  # the pass in progress, then a whole one
+
+    await eventually(passed, timeout=timeout, what=f"{runtime.name}: a whole outbox pass")
+
+
+def sentinel_of(message: aio_pika.abc.AbstractIncomingMessage) -> str | None:
+    value = (message.headers or {}).get(SENTINEL_HEADER)
+    return str(value) if value is not None else None
+
+
+async def flush(
+    channel: aio_pika.abc.AbstractChannel, queue: str, back: set[str], timeout: float = 30.0
+) -> None:
+    """Send a sentinel through a probe queue whose consumer adds `sentinel_of(message)` to `back`;
+    return once it is back, so everything confirmed into the queue before has been delivered."""
+    token = uuid.uuid4().hex
+    message = aio_pika.Message(b"{}", headers={SENTINEL_HEADER: token})
+    await channel.default_exchange.publish(message, routing_key=queue)
+
+    async def returned() -> bool:
+        return token in back
+
+    await eventually(returned, timeout=timeout, what=f"the sentinel through {queue}")

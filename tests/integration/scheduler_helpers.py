@@ -30,7 +30,7 @@ from shared.events import (
     new_event,
     parse_event,
 )
-from tests.support import eventually
+from tests.support import eventually, flush, sentinel_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_OFFICES = ROOT / "deploy" / "offices-demo"
@@ -62,6 +62,14 @@ class Probe:
     events: list[Envelope[Any]] = field(default_factory=list)
     repeats: int = 0  # deliveries of an event id already seen (the outbox relay is at-least-once)
     _ids: set[Any] = field(default_factory=set)
+    sentinels: set[str] = field(default_factory=set)
+    channel: aio_pika.abc.AbstractChannel | None = None
+    queue: str = ""
+
+    async def flush(self) -> None:
+        """Everything confirmed into the probe's queue before this call has been seen."""
+        assert self.channel is not None
+        await flush(self.channel, self.queue, self.sentinels)
 
     def add(self, event: Envelope[Any]) -> None:
         """Like every consumer, count an event id once."""
@@ -98,10 +106,14 @@ async def probe(amqp_url: str, *keys: str) -> AsyncIterator[Probe]:
         queue = await ch.declare_queue(f"probe-{uuid.uuid4().hex[:8]}", exclusive=True)
         for key in keys or ("appointment.#", "access.logged"):
             await queue.bind(topology.EVENTS, routing_key=key)
+        seen.channel, seen.queue = ch, queue.name
 
         async def on_message(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
             async with msg.process():
-                seen.add(parse_event(msg.body))
+                if (token := sentinel_of(msg)) is not None:
+                    seen.sentinels.add(token)
+                else:
+                    seen.add(parse_event(msg.body))
 
         await queue.consume(on_message)
         yield seen
@@ -112,6 +124,7 @@ class Booking:
 
     def __init__(self, amqp_url: str, clock: Clock) -> None:
         self.amqp_url, self.clock = amqp_url, clock
+        self.sent = 0  # events sent to the scheduler
 
     def event(self, payload: Payload, office_id: str) -> Envelope[Any]:
         return new_event(payload, office_id=office_id, producer="booking", clock=self.clock)
@@ -123,6 +136,7 @@ class Booking:
             ex = await ch.get_exchange(topology.EVENTS)
             for e in events:
                 await ex.publish(aio_pika.Message(e.to_json(), delivery_mode=2), routing_key=e.type)
+                self.sent += 1
 
     def requested(
         self,
@@ -177,5 +191,6 @@ async def request_doc(client: httpx.AsyncClient, booking_id: str) -> dict[str, A
 
 
 async def settle(seconds: float = 0.3) -> None:
-    """Give a consumer a moment to show that something did NOT happen."""
+    """Give service PROCESSES a moment to show that something did NOT happen (in-process tests
+    use `Running.quiet`, which waits for the service to be done instead)."""
     await asyncio.sleep(seconds)

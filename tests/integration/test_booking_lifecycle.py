@@ -112,7 +112,7 @@ async def test_r05_confirmation_gives_the_meeting_url_and_the_recipient_once_per
         h, AppointmentConfirmed(booking_id=booking_id, appointment=appointment(TUE, "11:00", 2))
     )
     await h.events.wait("booking.confirmed", n=2, booking_id=booking_id)
-    await asyncio.sleep(0.5)
+    await h.quiet()
     assert len(h.events.of("booking.confirmed", booking_id=booking_id)) == 2
     assert (await h.get(booking_id))["appointment"]["version"] == 2
 
@@ -193,7 +193,7 @@ async def test_r06_hw_notice_goes_to_the_current_my_page_address_once_per_versio
     await scheduler_says(h, NoticeDue(booking_id=booking_id, appointment_version=1, due_at=due), HW)
     [notice] = await h.events.wait("booking.notice_due", booking_id=booking_id)
     assert notice["payload"]["recipient"] == {"name": "港北 花子", "email": "new@mypage.example.jp"}
-    await asyncio.sleep(0.5)
+    await h.quiet()
     assert len(h.events.of("booking.notice_due", booking_id=booking_id)) == 1
 
 
@@ -300,7 +300,7 @@ async def test_r09_no_shows_refuse_the_person_until_lifted(h: Harness) -> None:
         h, NoShow(booking_id=first, appointment_version=1, start=start, grace_minutes=10), times=3
     )
     await h.status_becomes(first, "cancelled")
-    await asyncio.sleep(0.5)
+    await h.quiet()
     assert h.events.of("person.refused") == []  # one no-show, however often delivered, is one
     await scheduler_says(h, NoShow(booking_id=second, appointment_version=1, start=start, grace_minutes=10))
     [refused] = await h.events.wait("person.refused")

@@ -76,7 +76,7 @@ async def test_r10_device_identification_goes_to_audit_as_device_recorded(h: Har
     await h.publish(observed, "device.observed")
     await h.publish(observed, "device.observed")  # the same message twice: recorded once
     await h.events.wait("device.recorded", n=2, booking_id=booking_id)
-    await asyncio.sleep(0.5)
+    await h.quiet()
     assert len(h.events.of("device.recorded", booking_id=booking_id)) == 2
 
 

@@ -166,7 +166,7 @@ async def test_outbox_relay_publishes_pending_events_once_and_clears_the_flag(
         assert doc["outbox_pending"] is False
         assert doc["outbox_sent"] == 2
         assert await relay.backlog() == 0
-        await asyncio.sleep(0.5)  # a further poll must not republish
+        assert await relay.drain_once() == 0  # a further round must not republish
     assert sorted(received) == ["a1", "a2"]  # published in order; consumed concurrently (prefetch)
 
 
@@ -267,7 +267,7 @@ async def test_marked_relay_publishes_each_change_once_in_version_order_and_neve
         relay.grace_seconds = 0
         await relay.drain_once()
         assert await relay.backlog() == 0
-        await asyncio.sleep(0.5)
+        await relay.drain_once()  # a further round: whatever it published is in the tap (confirmed)
         await _drain_tap(tap, got)
         assert got == ["v1", "v2", "v3"]  # nothing republished
 
@@ -298,7 +298,7 @@ async def test_marked_relay_leaves_a_changing_document_to_its_writer_and_loses_n
         assert doc is not None and doc["rev"] == 19 and len(doc["outbox"]) == 20
         assert doc["outbox_sent"] == 0  # the relay never wrote to it
         assert await relay.backlog() == 1  # only the lost write's marker, until its grace period
-        await asyncio.sleep(0.5)
+        await relay.drain_once()  # a further round: whatever it published is in the tap (confirmed)
         await _drain_tap(tap, got)
     assert got == [f"e{i}" for i in range(20)]  # in order, once each
 
@@ -318,9 +318,9 @@ async def test_marked_relay_adopts_documents_a_flag_based_relay_left_unsent_once
         async with runtime.running():
             await _tap_until(tap, got, 1, "the unsent event published")
         again = Runtime(settings, QUEUES)  # a restart adopts nothing twice
-        again.marked_relay(again.db["changes"])
-        async with again.running():
-            await asyncio.sleep(1.0)
+        relay = again.marked_relay(again.db["changes"])
+        async with again.running():  # adoption runs at start-up
+            await relay.drain_once()  # and a round publishes what it adopted, if anything
         await _drain_tap(tap, got)
     assert got == ["left-unsent"]
 
@@ -332,13 +332,17 @@ async def test_a_handler_cut_off_by_a_dropped_connection_is_handled_again_at_onc
     claim is released, so the redelivered message is handled right away instead of waiting out the
     claim's lease (the chaos run's 2-minute stall)."""
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
-    entered, release = asyncio.Event(), asyncio.Event()
+    entered, release, cut = asyncio.Event(), asyncio.Event(), asyncio.Event()
     handled: list[str] = []
 
     @runtime.consumer.on("booking.attended")
     async def handle(event: Envelope[Any]) -> None:
         entered.set()
-        await release.wait()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cut.set()
+            raise
         handled.append(event.payload.booking_id)
 
     vhost = amqp_url.rsplit("/", 1)[1]
@@ -354,7 +358,7 @@ async def test_a_handler_cut_off_by_a_dropped_connection_is_handled_again_at_onc
         async with httpx.AsyncClient(timeout=10) as c:
             for name in await eventually(connections, what="the runtime's connection listed"):
                 await c.delete(f"{support.RABBITMQ_API}/connections/{quote(name, safe='')}")
-        await asyncio.sleep(0.5)  # the delivery is cancelled with its handler
+        await asyncio.wait_for(cut.wait(), timeout=30)  # the delivery is cancelled with its handler
         release.set()
         # well inside the 120 s claim lease: the claim was released, not left to expire
         await eventually(lambda: asyncio.sleep(0, runtime.consumer.stats["handled"] >= 1), timeout=60,

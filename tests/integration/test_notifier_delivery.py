@@ -32,6 +32,7 @@ from shared.clock import FixedClock
 from shared.events import Envelope, Recipient
 from shared.policy import OfficePolicy
 from shared.runtime import Runtime
+from tests import support
 from tests.support import Mailpit, eventually, serve, unique
 
 POLICIES = Settings().policies()
@@ -47,10 +48,21 @@ class Notifier:
     runtime: Runtime
     amqp_url: str
     seen: list[dict[str, Any]] = field(default_factory=list)  # notification.* events, as published
+    published: int = 0  # events this test sent the notifier
+    sentinels: set[str] = field(default_factory=set)
+    probe: tuple[aio_pika.abc.AbstractChannel, str] | None = None
 
     async def publish(self, event: Envelope[Any], times: int = 1) -> None:
         for _ in range(times):
             await self.runtime.publisher.publish(event)
+            self.published += 1
+
+    async def quiet(self) -> None:
+        """Negative checks: every event the test sent is settled, whatever it caused is published
+        and seen. (An email the notifier sent is in Mailpit before its delivery is settled.)"""
+        await support.quiet(self.runtime, settled=self.published)
+        assert self.probe is not None
+        await support.flush(*self.probe, self.sentinels)
 
     def events(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.seen if e["type"] == type_]
@@ -84,9 +96,13 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Notifier]:
             ch = await conn.channel()
             q = await ch.declare_queue(exclusive=True)
             await q.bind(topology.EVENTS, routing_key="notification.*")
+            notifier.probe = (ch, q.name)
 
             async def collect(m: aio_pika.abc.AbstractIncomingMessage) -> None:
-                notifier.seen.append(json.loads(m.body))
+                if (token := support.sentinel_of(m)) is not None:
+                    notifier.sentinels.add(token)
+                else:
+                    notifier.seen.append(json.loads(m.body))
                 await m.ack()
 
             await q.consume(collect)
@@ -148,7 +164,7 @@ async def test_r06_hw_confirmation_sends_no_email(notifier: Notifier, mailpit: M
         return notifier.runtime.consumer.stats["handled"] >= 1
 
     await eventually(handled, what="booking.confirmed handled")
-    await asyncio.sleep(0.3)  # nothing in flight to SMTP either
+    await notifier.quiet()  # nothing in flight to SMTP either
     assert await mailpit.to(who.email) == []
     assert notifier.events("notification.sent") == []
 
@@ -253,7 +269,7 @@ async def test_the_same_event_published_five_times_gives_one_email(
     await eventually(settled, timeout=20, what="five deliveries settled")
     msg = await one_mail(mailpit, who.email)
     sent = await notifier.wait_events("notification.sent")
-    await asyncio.sleep(0.3)
+    await notifier.quiet()
     assert len(notifier.events("notification.sent")) == 1
     assert sent[0]["payload"]["message_id"] == f"<{msg['MessageID']}>"
     # the server's acceptance was recorded once, and its window measured
@@ -376,7 +392,7 @@ async def test_an_invalid_address_is_parked_once_even_when_the_event_comes_again
         return notifier.runtime.consumer.stats["handled"] >= 1
 
     await eventually(handled, what="duplicate settled quietly")
-    await asyncio.sleep(0.3)  # nothing more on its way out
+    await notifier.quiet()  # nothing more on its way out
     assert await notifier.parked() == []
     assert len(notifier.events("notification.failed")) == 1
 
@@ -450,7 +466,7 @@ async def test_a_delivery_cancelled_mid_send_still_marks_what_the_server_accepte
         await asyncio.sleep(i * 0.004)  # 0–92 ms: before the claim, during the send, around the mark
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await asyncio.sleep(0.2)  # a shielded send finishes on its own
+        await _delivery_finished(notifier, event)  # a shielded delivery finishes on its own
         notice = plan(event, KG)
         assert notice is not None
         if await mailpit.to(who.email):  # the server accepted it: the shielded delivery marks it
@@ -458,6 +474,13 @@ async def test_a_delivery_cancelled_mid_send_still_marks_what_the_server_accepte
             await eventually(marked, what=f"delivery {i} marked sent")
         await notifier.service.handle(event)  # the redelivery
         assert len(await eventually(_mails_to(mailpit, who.email), what="the mail")) == 1
+
+
+async def _delivery_finished(notifier: Notifier, event: Envelope[Any]) -> None:
+    async def finished() -> bool:
+        return not notifier.runtime.running_tasks(f"deliver {event.event_id}")
+
+    await eventually(finished, timeout=60, what=f"the delivery of {event.event_id} finished")
 
 
 def _mails_to(mailpit: Mailpit, address: str) -> Callable[[], Awaitable[list[dict[str, Any]]]]:

@@ -173,7 +173,7 @@ async def test_smtp_stopped_for_30_seconds_then_restarted_delivers_every_email_o
         ids = await exactly_one_each(mp.api, before + during)
         assert len(set(ids.values())) == 15
         await n.wait_events("notification.sent", 15)
-        await asyncio.sleep(0.5)
+        await n.quiet()
         assert len(n.events("notification.sent")) == 15
         assert n.events("notification.failed") == []
         assert await mp.count() == 15

@@ -11,7 +11,7 @@ from typing import Any
 from services.scheduler.coordinator import Conflict
 from services.scheduler.slots import SlotGrid
 from shared.policy import OfficeHours
-from tests.integration.scheduler_helpers import HW, KG, STAFF, jst, put_counsellor, request_doc, settle
+from tests.integration.scheduler_helpers import HW, KG, STAFF, jst, put_counsellor, request_doc
 from tests.integration.test_scheduler_flow import Running, scheduler
 from tests.support import eventually
 
@@ -83,7 +83,7 @@ async def test_r05_expired_hold_is_released_and_reported(
         proposed = await _propose(s, HW, MON_9)
         bid = proposed.payload.booking_id
         await s.advance_to(proposed.payload.hold_expires_at - timedelta(seconds=1))
-        await settle()
+        await s.quiet()
         assert s.probe.of("appointment.hold_expired", bid) == []
         await s.advance_to(proposed.payload.hold_expires_at + timedelta(seconds=3))
         (expired,) = await s.probe.wait("appointment.hold_expired", bid)
@@ -93,7 +93,7 @@ async def test_r05_expired_hold_is_released_and_reported(
         assert {d["_id"]: d["status"] for d in r.json()}[bid] == "hold_expired"
         # accepting after the expiry confirms nothing
         await s.booking.send(s.booking.accepted(HW, bid, "1-1"))
-        await settle()
+        await s.quiet()
         assert s.probe.of("appointment.confirmed", bid) == []
 
 

@@ -14,6 +14,8 @@ from services.scheduler.app import create_app
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.wheel import TimerWheel
 from shared.clock import FixedClock
+from shared.runtime import Runtime
+from tests import support
 from tests.integration.scheduler_helpers import (
     HW,
     KG,
@@ -25,7 +27,6 @@ from tests.integration.scheduler_helpers import (
     put_counsellor,
     request_doc,
     scheduler_settings,
-    settle,
 )
 from tests.support import eventually, serve
 
@@ -40,6 +41,13 @@ class Running:
     booking: Booking
     coordinator: Coordinator
     wheel: TimerWheel
+    runtime: Runtime
+
+    async def quiet(self) -> None:
+        """Negative checks: the scheduler settled every event sent, published what that caused, and
+        the probe has seen it all."""
+        await support.quiet(self.runtime, settled=self.booking.sent)
+        await self.probe.flush()
 
     async def timers(self, booking_id: str, status: str = "all") -> dict[str, dict[str, Any]]:
         params = {"booking_id": booking_id, "status": "" if status == "all" else status}
@@ -62,7 +70,15 @@ async def scheduler(make_settings: Callable[..., Any], amqp_url: str) -> AsyncIt
         await put_counsellor(client, KG, "kg-kushiro", areas=["釧路"])
         await put_counsellor(client, KG, "kg-tokachi", areas=["十勝"], apps=["skype-for-business"])
         await put_counsellor(client, HW, "hw-one")
-        yield Running(client, clock, seen, Booking(amqp_url, clock), app.state.coordinator, app.state.wheel)
+        yield Running(
+            client,
+            clock,
+            seen,
+            Booking(amqp_url, clock),
+            app.state.coordinator,
+            app.state.wheel,
+            app.state.runtime,
+        )
 
 
 async def test_confirms_the_earliest_free_slot_through_the_outbox(
@@ -121,7 +137,7 @@ async def test_r06_hw_notice_timer_fires_on_the_open_day_before(
         assert set(timers) == {"notice", "no_show"}
         assert timers["notice"]["due_at"].startswith("2026-11-27T01:00:00")  # Fri 10:00 JST for Mon
         await s.advance_to(jst(2026, 11, 27, 9, 59))
-        await settle()
+        await s.quiet()
         assert s.probe.of("appointment.notice_due", bid) == []
         await s.advance_to(jst(2026, 11, 27, 10, 0, 30))
         (notice,) = await s.probe.wait("appointment.notice_due", bid)
@@ -156,11 +172,11 @@ async def test_r08_no_show_fires_after_the_grace_unless_attended(
             what="attended disarms the no-show timer",
         )
         await s.advance_to(jst(2026, 11, 30, 9, 9, 59))
-        await settle()
+        await s.quiet()
         assert s.probe.of("appointment.no_show") == []
         await s.advance_to(jst(2026, 11, 30, 10, 0))
         (no_show,) = await s.probe.wait("appointment.no_show")
-        await settle()
+        await s.quiet()
         assert len(s.probe.of("appointment.no_show")) == 1
     assert no_show.payload.booking_id == absent.payload.booking_id
     assert no_show.payload.grace_minutes == 10 and no_show.payload.start == jst(2026, 11, 30, 9, 0)
@@ -190,7 +206,7 @@ async def test_cancellation_frees_the_slot_and_disarms_every_timer(
         assert confirmed.payload.appointment.start == jst(2026, 11, 30, 9, 0)
         await s.advance_to(jst(2026, 11, 30, 12, 0))
         await s.probe.wait("appointment.no_show", second.payload.booking_id)
-        await settle()
+        await s.quiet()
         assert s.probe.of("appointment.no_show", first.payload.booking_id) == []
 
 
@@ -200,7 +216,7 @@ async def test_redelivered_request_confirms_once(make_settings: Callable[..., An
         await s.booking.send(event)
         await s.probe.wait("appointment.confirmed", event.payload.booking_id)
         await s.coordinator.requested(event)  # as if the broker delivered it again after a crash
-        await settle()
+        await s.quiet()
         assert len(s.probe.of("appointment.confirmed", event.payload.booking_id)) == 1
         assert len(await s.cells(event.payload.booking_id)) == 1
         assert (await request_doc(s.client, event.payload.booking_id))["status"] == "confirmed"
