@@ -30,19 +30,14 @@ class OffsetClock:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen: int | None = None
-        self._offset = timedelta()
 
     def now(self) -> datetime:
+        # read every time: a file's mtime can stay the same across two quick rewrites
         try:
-            changed = self.path.stat().st_mtime_ns
+            text = self.path.read_text().strip()
         except FileNotFoundError:
-            changed = None
-        if changed != self._seen:
-            text = self.path.read_text().strip() if changed is not None else ""
-            self._offset = timedelta(seconds=float(text or 0))
-            self._seen = changed
-        return datetime.now(UTC) + self._offset
+            text = ""
+        return datetime.now(UTC) + timedelta(seconds=float(text or 0))
 
     @staticmethod
     def write_offset(path: Path, seconds: float) -> None:
