@@ -24,7 +24,7 @@ import httpx
 
 from bench import env
 from bench.results import Figure, Run, latency_ms, rate
-from bench.services import AUDITOR_KEY, PORTAL_KEY, Tap, mongo_time, pids
+from bench.services import AUDITOR_KEY, PORTAL_KEY, Tap, histogram, mongo_time, pids, quantile
 
 PART = "e2e"
 OFFICE = "kushiro-gyosei"
@@ -275,11 +275,45 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
                 say(f"e2e: stopping at {load:g}/s: {saturated}")
                 break
         run_.mongo_time = await mongo_time(stack)
+        await record_mark_window(run_, stack)
     finally:
         await mailbox.stop()
         await audit.stop()
         await tap.stop()
         await portal.close()
+
+
+async def record_mark_window(run_: Run, stack: Any) -> None:
+    """The notifier's exactly-once window: from the SMTP server's 250 to the durable record of it
+    (`consult_notifier_accept_to_mark_seconds`), over every email of the e2e part. A crash inside
+    it is the one way an email can go twice (an ambiguous resend)."""
+    buckets, count = await histogram(stack.urls["notifier"], "consult_notifier_accept_to_mark_seconds")
+    p50, p95, p99 = (quantile(buckets, q) for q in (0.5, 0.95, 0.99))
+    if p50 is None or p95 is None or p99 is None:
+        run_.skip(PART, "no email was accepted: the accept-to-mark window was not measured")
+        return
+    insert = run_.get("baseline/mongo_insert_one")
+    raw_ms = insert.extra.get("ms_per_op") if insert else None
+    run_.add(
+        Figure(
+            PART,
+            "email_accept_to_mark_p50",
+            round(p50 * 1000, 2),
+            "ms",
+            "SMTP 250 → durable record of it (one insert by _id), p50 over the e2e emails; "
+            "a crash inside this window is the only way an email can be sent twice",
+            extra={
+                "latency_ms": {
+                    "p50": round(p50 * 1000, 2),
+                    "p95": round(p95 * 1000, 2),
+                    "p99": round(p99 * 1000, 2),
+                },
+                "emails": int(count),
+                "raw_insert_one_ms": raw_ms,
+                "p50_over_raw_insert_one": round(p50 * 1000 / raw_ms, 2) if raw_ms else None,
+            },
+        )
+    )
 
 
 def record_step(run_: Run, load: float, bookings: list[Booking], cpu: dict[str, float]) -> str | None:

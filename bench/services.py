@@ -181,6 +181,39 @@ def rss_of(stack: Any, service: str) -> float | None:
     return env.rss_mib(proc.pid) if proc is not None else None
 
 
+async def histogram(url: str, name: str) -> tuple[list[tuple[float, float]], float]:
+    """A Prometheus histogram's cumulative buckets (upper bound, count) and its total count."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(f"{url}/metrics/")).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for s in family.samples:
+            if s.name == f"{name}_bucket":
+                bound = float(s.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + s.value
+    ordered = sorted(buckets.items())
+    return ordered, (ordered[-1][1] if ordered else 0.0)
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile of cumulative buckets, interpolated inside its bucket (as PromQL's
+    histogram_quantile); None without observations."""
+    total = buckets[-1][1] if buckets else 0.0
+    if not total:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
 async def mongo_time(stack: Any, top: int = 15) -> list[dict[str, Any]]:
     """Where the services spent their MongoDB time: `consult_mongo_command_seconds` of each service,
     summed per service, command, collection and filter shape, largest total first."""
