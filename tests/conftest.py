@@ -12,6 +12,7 @@ from urllib.parse import quote
 import aio_pika
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 from pymongo import AsyncMongoClient
 
 from shared.settings import ServiceSettings
@@ -20,6 +21,11 @@ from tests import support
 S = TypeVar("S", bound=ServiceSettings)
 RUN_ID = uuid.uuid4().hex[:8]
 _counter = itertools.count(1)
+
+# Property tests never depend on the machine's speed: no per-example deadline, and no health check
+# that fails a test because generating its examples was slow (a loaded CI machine).
+settings.register_profile("project", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
 
 HINT = "Start the servers with `make infra-up` (or run `make test`, which does it)."
 
