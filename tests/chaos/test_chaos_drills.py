@@ -530,8 +530,15 @@ async def test_mongodb_wire_server_stopped_10s(chaos: Chaos) -> None:
         await asyncio.sleep(10)
     finally:
         chaos.ferret.signal(signal.SIGCONT)
-    for service in SERVICES:
+    resumed = time.monotonic()
+    ready: dict[str, float] = {}
+
+    async def wait(service: str) -> None:
         await chaos.stack.wait_ready(service, timeout=60)
+        ready[service] = round(time.monotonic() - resumed, 1)
+
+    await asyncio.gather(*(wait(s) for s in SERVICES))
+    print(f"\nchaos: FerretDB paused 10 s; ready again after SIGCONT (s): {ready}")
 
 
 async def test_smtp_down_30s(chaos: Chaos) -> None:
