@@ -29,10 +29,10 @@ from shared import topology
 from shared.calendar import OfficeCalendar
 from shared.commands import normalize_email, normalize_phone
 from tests import support
-from tests.e2e.conftest import AUDITOR_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
-from tests.e2e.test_booking_flows import HW, KG, now, policy, register_jobseeker
-from tests.support import Mailpit, eventually
 from tests.booking_support import publish
+from tests.e2e.conftest import AUDITOR_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
+from tests.e2e.test_booking_flows import HW, KG, now, policy
+from tests.support import Mailpit, eventually
 
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
 STAFF = {"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}
@@ -132,160 +132,183 @@ async def _resting_messages(stack: Stack) -> list[tuple[str, dict[str, Any], str
     return out
 
 
-async def test_r12_r11_no_personal_data_rests_in_clear_in_any_database_or_parked_message(
-    stack: Stack,
-) -> None:
-    tag = _letters(10)
-    pii = Secrets()
-    # KG: the person's fields, and the device the portal saw
-    kg_name = pii.add("KG name", f"Piiscan {tag.capitalize()}")
-    kg_kana = pii.add(
-        "KG reading",
-        "ピイスキャン " + "".join(random.choices("アイウエオカキクケコサシスセソタチツテト", k=8)),
-    )
-    kg_address = pii.add("KG address", f"北海道釧路市幸町{_digits(3)}-{_digits(2)} ピイ{tag}荘")
-    kg_phone = _phone("0154", (2, 4))
-    pii.add("KG phone", kg_phone, normalize_phone(kg_phone), kg_phone.replace("-", ""))
-    kg_email = pii.add("KG email", f"piiscan.{tag}@example.jp", normalize_email(f"piiscan.{tag}@example.jp"))
-    device = {
-        "user_agent": pii.add("form user agent", f"Mozilla/5.0 (PiiScan; {tag}) Teams/1.7"),
-        "ip_address": pii.add("form IP", f"10.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"),
-        "device_id": pii.add("form device id", f"DEV-PIISCAN-{tag.upper()}"),
-        "app_version": "1.7",
-    }  # fmt: skip
-    # HW: job-seeker registry and booking
-    hw_number = pii.add("HW job-seeker number", f"{_digits(5)}-{_digits(8)}")
-    hw_phone = _phone("090", (4, 4))
-    pii.add("HW phone", hw_phone, normalize_phone(hw_phone), hw_phone.replace("-", ""))
-    hw_email = pii.add("HW My Page email", f"hwscan.{tag}@mypage.example.jp")
-    hw_name = pii.add("HW name", f"Hwscan {_letters(8).capitalize()}")
-    hw_topic = pii.add("HW topic", f"応募書類 {tag} について相談したい")
-    # a device report over AMQP, and a command parked for its unknown portal
-    amqp_device = {
-        "user_agent": pii.add("AMQP user agent", f"PiiScanPortal/{tag} (Android 14)"),
-        "ip_address": pii.add("AMQP IP", f"2001:db8:{random.randint(1, 0xFFFF):x}::{random.randint(1, 0xFFFF):x}"),
-        "device_id": pii.add("AMQP device id", f"AMQP-DEV-{tag}"),
-    }  # fmt: skip
-    parked_name = pii.add("parked name", f"Parkscan {_letters(8).capitalize()}")
-    parked_email = pii.add("parked email", f"parked.{tag}@example.jp")
-    parked_phone = _phone("011", (3, 4))
-    pii.add("parked phone", parked_phone, normalize_phone(parked_phone))
+@dataclass
+class Run:
+    """What one run sends, and the personal values in it."""
 
-    await register_jobseeker(stack, hw_number, hw_phone, hw_email)
-    await publish(
-        stack.amqp_url,
-        examples.jobseeker_message(HW, hw_number, hw_phone, hw_email, sent_at=now(), name=hw_name),
-        "jobseeker.updated",
+    tag: str = field(default_factory=lambda: _letters(10))
+    pii: Secrets = field(default_factory=Secrets)
+    kg: dict[str, Any] = field(default_factory=dict)
+    hw: dict[str, Any] = field(default_factory=dict)
+    device: dict[str, Any] = field(default_factory=dict)
+    parked: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stranger(self) -> str:
+        return f"pii-{self.tag}-portal"
+
+    def __post_init__(self) -> None:
+        tag, add = self.tag, self.pii.add
+        octets = ".".join(str(random.randint(1, 254)) for _ in range(3))
+        kg_phone, hw_phone, parked_phone = (
+            _phone("0154", (2, 4)),
+            _phone("090", (4, 4)),
+            _phone("011", (3, 4)),
+        )
+        email = f"piiscan.{tag}@example.jp"
+        self.kg = {  # KG: the person's fields, and the device the portal saw with the form
+            "name": add("KG name", f"Piiscan {tag.capitalize()}"),
+            "name_kana": add(
+                "KG reading", "ピイスキャン " + "".join(random.choices("アイウエオカキクケコサシスセソ", k=8))
+            ),
+            "address": add("KG address", f"北海道釧路市幸町{_digits(3)}-{_digits(2)} ピイ{tag}荘"),
+            "phone": add("KG phone", kg_phone, normalize_phone(kg_phone), kg_phone.replace("-", "")),
+            "email": add("KG email", email, normalize_email(email)),
+            "device": {
+                "user_agent": add("form user agent", f"Mozilla/5.0 (PiiScan; {tag}) Teams/1.7"),
+                "ip_address": add("form IP", f"10.{octets}"),
+                "device_id": add("form device id", f"DEV-PIISCAN-{tag.upper()}"),
+                "app_version": "1.7",
+            },
+        }
+        self.hw = {  # HW: the job-seeker registry (with the My Page address) and the booking
+            "jobseeker_number": add("HW job-seeker number", f"{_digits(5)}-{_digits(8)}"),
+            "phone": add("HW phone", hw_phone, normalize_phone(hw_phone), hw_phone.replace("-", "")),
+            "name": add("HW name", f"Hwscan {_letters(8).capitalize()}"),
+            "topic": add("HW topic", f"応募書類 {tag} について相談したい"),
+        }
+        self.hw_email = add("HW My Page email", f"hwscan.{tag}@mypage.example.jp")
+        v6 = f"2001:db8:{random.randint(1, 0xFFFF):x}::{random.randint(1, 0xFFFF):x}"
+        self.device = {  # a device report over AMQP
+            "user_agent": add("AMQP user agent", f"PiiScanPortal/{tag} (Android 14)"),
+            "ip_address": add("AMQP IP", v6),
+            "device_id": add("AMQP device id", f"AMQP-DEV-{tag}"),
+        }
+        self.parked = {  # a command parked for its unknown portal
+            "name": add("parked name", f"Parkscan {_letters(8).capitalize()}"),
+            "email": add("parked email", f"parked.{tag}@example.jp"),
+            "phone": add("parked phone", parked_phone, normalize_phone(parked_phone)),
+        }
+
+
+async def _book(stack: Stack, run: Run) -> tuple[str, str]:
+    """The job seeker registered, a KG and an HW booking, a device report, a parked command."""
+    hw_number, hw_phone = run.hw["jobseeker_number"], run.hw["phone"]
+    registered = examples.jobseeker_message(
+        HW, hw_number, hw_phone, run.hw_email, sent_at=now(), name=run.hw["name"]
     )
+    await publish(stack.amqp_url, registered, registered["type"])
     kg_day = OfficeCalendar(policy(KG)).first_bookable(now() + timedelta(days=1))
     hw_day = OfficeCalendar(policy(HW)).first_bookable(now())
-    mail = Mailpit()
     async with stack.client("booking", headers=PORTAL) as booking:
-        kg_body = examples.kg_form(
-            policy(KG), kg_day, now(), window=("09:00", "17:00"), name=kg_name, name_kana=kg_kana,
-            address=kg_address, phone=kg_phone, email=kg_email, device=device,
-        )  # fmt: skip
+        kg_body = examples.kg_form(policy(KG), kg_day, now(), window=("09:00", "17:00"), **run.kg)
         kg = await booking.post(
-            f"/v1/offices/{KG}/bookings", json=kg_body, headers={"Idempotency-Key": f"pii-{tag}-kg"}
+            f"/v1/offices/{KG}/bookings", json=kg_body, headers={"Idempotency-Key": f"pii-{run.tag}-kg"}
         )
         assert kg.status_code == 202, kg.text
-        kg_id = kg.json()["booking_id"]
-        hw_body = examples.hw_form(
-            policy(HW), hw_day, now(), jobseeker_number=hw_number, phone=hw_phone, name=hw_name,
-            topic=hw_topic, window=("09:00", "17:00"),
-        )  # fmt: skip
+        hw_body = examples.hw_form(policy(HW), hw_day, now(), window=("09:00", "17:00"), **run.hw)
 
         async def hw_taken() -> str | None:  # the registry is fed asynchronously
             r = await booking.post(
-                f"/v1/offices/{HW}/bookings", json=hw_body, headers={"Idempotency-Key": f"pii-{tag}-hw"}
+                f"/v1/offices/{HW}/bookings", json=hw_body, headers={"Idempotency-Key": f"pii-{run.tag}-hw"}
             )
             return str(r.json()["booking_id"]) if r.status_code == 202 else None
 
         hw_id = await eventually(hw_taken, timeout=30, what="HW booking once the job seeker is registered")
-        await publish(
-            stack.amqp_url,
-            {
-                "message_id": str(uuid.uuid4()), "type": "device.observed", "office_id": KG,
-                "sent_at": now().isoformat(), "portal_id": "dev-portal", "booking_id": kg_id, **amqp_device,
-            },
-            "device.observed",
-        )  # fmt: skip
-        stranger = examples.booking_command(
-            "pii-unknown-portal",
-            KG,
-            f"pii-{tag}-parked",
-            examples.kg_form(
-                policy(KG), kg_day, now(), name=parked_name, email=parked_email, phone=parked_phone
-            ),
-            sent_at=now(),
-        )
-        await publish(stack.amqp_url, stranger, "booking.request")
+    kg_id = str(kg.json()["booking_id"])
+    report = {"message_id": str(uuid.uuid4()), "type": "device.observed", "office_id": KG}
+    report |= {"sent_at": now().isoformat(), "portal_id": "dev-portal", "booking_id": kg_id, **run.device}
+    await publish(stack.amqp_url, report, "device.observed")
+    form = examples.kg_form(policy(KG), kg_day, now(), **run.parked)
+    command = examples.booking_command(run.stranger, KG, f"pii-{run.tag}-parked", form, sent_at=now())
+    await publish(stack.amqp_url, command, "booking.request")
+    return kg_id, hw_id
 
-        async def coordinated(booking_id: str) -> dict[str, Any] | None:
-            view = (await booking.get(f"/v1/bookings/{booking_id}")).json()
-            return view if view["status"] not in ("requested", "coordinating") else None
 
-        kg_view = await eventually(lambda: coordinated(kg_id), timeout=45, what="KG booking coordinated")
-        await eventually(lambda: coordinated(hw_id), timeout=45, what="HW booking coordinated")
-        # KG writes on confirmation (or proposes other times): one email to the person either way
-        await eventually(
-            lambda: mail.to(kg_email), timeout=45, what=f"first email to the KG person ({kg_view['status']})"
-        )
+async def _through_the_system(stack: Stack, run: Run, kg_id: str, hw_id: str) -> None:
+    """Confirmation (or re-coordination), cancellation and refusal, their emails and audit records."""
+    mail = Mailpit()
 
-    async with stack.client("booking", headers=STAFF) as staff:
-        r = await staff.post(
-            f"/v1/bookings/{kg_id}/cancellations", json={"channel": "email", "recorded_by": "pii-e2e"}
-        )
-        assert r.status_code == 200, r.text
-        r = await staff.post(f"/v1/bookings/{hw_id}/refusal", json={"reason": "R13 e2e: 暴言"})
-        assert r.status_code == 200, r.text
-
-    async def two_to(address: str, n: int) -> list[dict[str, Any]]:
+    async def emails(address: str, n: int) -> list[dict[str, Any]]:
         found = await mail.to(address)
         return found if len(found) >= n else []
 
-    await eventually(lambda: two_to(kg_email, 2), timeout=45, what="the KG cancellation email")
-    await eventually(lambda: two_to(hw_email, 1), timeout=45, what="the HW refusal email")
+    async with stack.client("booking", headers=STAFF) as staff:
+
+        async def coordinated(booking_id: str) -> str | None:
+            status = (await staff.get(f"/v1/bookings/{booking_id}")).json()["status"]
+            return None if status in ("requested", "coordinating") else str(status)
+
+        kg_status = await eventually(lambda: coordinated(kg_id), timeout=45, what="KG booking coordinated")
+        await eventually(lambda: coordinated(hw_id), timeout=45, what="HW booking coordinated")
+        # KG writes on confirmation, or proposes other times: one email to the person either way
+        await eventually(lambda: emails(run.kg["email"], 1), timeout=45, what=f"KG email ({kg_status})")
+        cancel = {"channel": "email", "recorded_by": "pii-e2e"}
+        r = await staff.post(f"/v1/bookings/{kg_id}/cancellations", json=cancel)
+        assert r.status_code == 200, r.text
+        r = await staff.post(f"/v1/bookings/{hw_id}/refusal", json={"reason": "R13 e2e: 暴言"})
+        assert r.status_code == 200, r.text
+    await eventually(lambda: emails(run.kg["email"], 2), timeout=45, what="the KG cancellation email")
+    await eventually(lambda: emails(run.hw_email, 1), timeout=45, what="the HW refusal email")
 
     async with stack.client("audit", headers=AUDITOR) as audit:
 
-        async def audited() -> list[dict[str, Any]] | None:
+        async def audited() -> bool:
             r = await audit.get("/v1/audit/records", params={"booking_id": kg_id, "limit": 200})
-            records = list(r.json())
-            kinds = {(x["type"], x.get("payload", {}).get("kind")) for x in records}
-            devices = [x for x in records if x["type"] == "device.recorded"]
-            sent = ("notification.sent", "cancellation") in kinds
-            return records if len(devices) >= 2 and sent and ("booking.cancelled", None) in kinds else None
+            seen = {(x["type"], x.get("payload", {}).get("kind")) for x in r.json()}
+            devices = [x for x in r.json() if x["type"] == "device.recorded"]
+            return len(devices) >= 2 and ("notification.sent", "cancellation") in seen
 
-        await eventually(
-            audited, timeout=45, what="both device reports and the cancellation email in the audit store"
+        await eventually(audited, timeout=45, what="both device reports and the cancellation email audited")
+
+    async def stranger_parked() -> bool:
+        return any(
+            q == topology.BOOKING.parking and run.stranger in str(m["properties"].get("headers", {}))
+            for q, m, _ in await _resting_messages(stack)
         )
-
-    async def stranger_parked() -> list[tuple[str, dict[str, Any], str]]:
-        parked = await _resting_messages(stack)
-        return [p for p in parked if p[0] == topology.BOOKING.parking and p[1]["properties"].get("headers", {}).get(topology.REASON_HEADER) == "portal-not-authorised" and stranger["message_id"] in json.dumps(p[1]) + p[2]]  # fmt: skip
 
     await eventually(stranger_parked, timeout=30, what="the unknown portal's command in booking.parking")
 
-    async def outboxes_drained() -> bool:
+    async def outboxes_settled() -> bool:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
         try:
             db = client[f"{stack.db_prefix}booking"]
-            return await db["booking_changes_pending"].count_documents({}) == 0
+            return all([await db[c].count_documents({}) == 0 for c in ("booking_changes_pending", "devices")])
         finally:
             await client.close()
 
-    await eventually(outboxes_drained, timeout=30, what="booking's outbox markers settled")
+    await eventually(outboxes_settled, timeout=30, what="booking's outbox markers and device reports settled")
 
-    needles = pii.needles()
+
+#: collections that held the values in clear before R12 covered outboxes: the scan must have read them
+MUST_READ = (
+    "booking.booking_changes",
+    "booking.people_changes",
+    "booking.requests",
+    "booking.jobseekers",
+    "notifier.deliveries",
+    "notifier.deliveries_accepted",
+    "audit.records",
+    "audit.sealed",
+    "scheduler.requests",
+)
+
+
+async def test_r12_r11_no_personal_data_rests_in_clear_in_any_database_or_parked_message(
+    stack: Stack,
+) -> None:
+    run = Run()
+    kg_id, hw_id = await _book(stack, run)
+    await _through_the_system(stack, run, kg_id, hw_id)
+
+    needles = run.pii.needles()
     findings, seen = await _scan_databases(stack.db_prefix, needles)
-    # not vacuous: the stores that held the values in clear before were read
-    for coll in ("booking.booking_changes", "booking.people_changes", "booking.jobseekers", "notifier.deliveries",
-                 "audit.records", "scheduler.requests"):  # fmt: skip
-        assert seen.get(f"{stack.db_prefix}{coll}", 0) > 0, f"nothing read in {coll}: {sorted(seen)}"
-    for queue, message, body in await _resting_messages(stack):
+    unread = [c for c in MUST_READ if not seen.get(f"{stack.db_prefix}{c}")]
+    assert not unread, f"the scan read nothing in {unread}; it read {sorted(seen)}"
+    resting = await _resting_messages(stack)
+    assert any(q == topology.BOOKING.parking for q, _, _ in resting)
+    for queue, message, body in resting:
         text = (json.dumps(message, ensure_ascii=False) + body).lower()
         findings += [f"queue {queue}: {label}" for needle, label in needles.items() if needle in text]
-    assert findings == [], "personal data at rest in clear or as an unkeyed hash:\n" + "\n".join(
-        sorted(set(findings))
-    )
+    report = "\n".join(sorted(set(findings)))
+    assert findings == [], f"personal data at rest in clear or as an unkeyed hash:\n{report}"
