@@ -78,6 +78,25 @@ def _stored(events: Sequence[Envelope[Any]], sealer: Sealer | None) -> list[Doc]
     return [seal_event(e, sealer) for e in events]
 
 
+async def seal_kept(collection: AsyncCollection[Doc], sealer: Sealer, *, settled: Doc | None = None) -> int:
+    """Seal the outbox events that documents written before R12 keep in clear; returns how many
+    documents were rewritten. Idempotent; event ids stay, so nothing published is published again.
+
+    Only for documents nobody else writes any more (versioned changes; `settled`, e.g. a request
+    whose answer is recorded): on FerretDB this `$set` is an unisolated read-modify-write, and a
+    concurrent outbox append could be lost in it.
+    """
+    rewritten = 0
+    async for doc in collection.find(settled or {}, {"outbox": 1}):
+        kept: list[Doc] = doc.get("outbox") or []
+        if all("sealed" in raw for raw in kept):
+            continue
+        sealed = [raw if "sealed" in raw else seal_event(parse_event(raw), sealer) for raw in kept]
+        await collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox": sealed}})
+        rewritten += 1
+    return rewritten
+
+
 def append(events: Sequence[Envelope[Any]], *, sealer: Sealer | None = None) -> dict[str, Any]:
     """Update operators that add events to a document's outbox; merge them into the state change."""
     return {
