@@ -140,6 +140,28 @@ class Inbox:
         return await self.collection.find_one({"_id": self.done_id(event_id)}, {"_id": 1}) is not None
 
 
+def _resting_context(service: str) -> str:
+    return f"resting-copy:{service}"
+
+
+def seal_resting_copy(sealer: Sealer, service: str, body: bytes) -> bytes:
+    """The body of a copy `service` parks or delays, sealed (any bytes, even unreadable input)."""
+    return sealer.seal(base64.b64encode(body).decode("ascii"), _resting_context(service)).encode("ascii")
+
+
+def open_resting_copy(sealer: Sealer | None, service: str, body: bytes, headers: Mapping[str, Any]) -> bytes:
+    """A body as it came, or opened if `headers` say `service` sealed it; a sealed copy that does not
+    open (another key, damaged) is a MessageError, so it is parked as it is."""
+    if headers.get(topology.SEALED_HEADER) is None:
+        return body
+    if sealer is None:
+        raise MessageError("sealed-copy", f"{service} has no key to open a sealed copy")
+    try:
+        return base64.b64decode(sealer.open(body.decode("ascii"), _resting_context(service)))
+    except Exception as exc:  # not sealed by this service's key, or damaged
+        raise MessageError("sealed-copy", f"does not open: {type(exc).__name__}") from exc
+
+
 class Consumer:
     """Routes one service's inbox by event type to its handlers."""
 
@@ -236,25 +258,12 @@ class Consumer:
             return False
         return True
 
-    @property
-    def _seal_context(self) -> str:
-        return f"resting-copy:{self.queues.service}"
-
     def body_of(self, msg: RabbitMessage) -> bytes:
         """The message's body, opened if it is a copy this service sealed."""
         return self.open_copy(bytes(msg.body), msg.headers or {})
 
     def open_copy(self, body: bytes, headers: Mapping[str, Any]) -> bytes:
-        """A body as it came, or opened if `headers` say this service sealed it; a sealed copy that
-        does not open (another key, damaged) is a MessageError, so it is parked as it is."""
-        if headers.get(topology.SEALED_HEADER) is None:
-            return body
-        if self.sealer is None:
-            raise MessageError("sealed-copy", f"{self.queues.service} has no key to open a sealed copy")
-        try:
-            return base64.b64decode(self.sealer.open(body.decode("ascii"), self._seal_context))
-        except Exception as exc:  # not sealed by this service's key, or damaged
-            raise MessageError("sealed-copy", f"does not open: {type(exc).__name__}") from exc
+        return open_resting_copy(self.sealer, self.queues.service, body, headers)
 
     def _resting(self, msg: RabbitMessage) -> tuple[bytes, dict[str, Any]]:
         """Body and headers for a copy that rests on the broker: sealed, unless it already is."""
@@ -262,8 +271,7 @@ class Consumer:
         if self.sealer is None or headers.get(topology.SEALED_HEADER) is not None:
             return bytes(msg.body), headers
         headers[topology.SEALED_HEADER] = "1"
-        plain = base64.b64encode(bytes(msg.body)).decode("ascii")  # any bytes, even unreadable input
-        return self.sealer.seal(plain, self._seal_context).encode("ascii"), headers
+        return seal_resting_copy(self.sealer, self.queues.service, bytes(msg.body)), headers
 
     async def retry(self, msg: RabbitMessage, attempt: int, detail: str, *, count: bool = True) -> None:
         delay = self.queues.delay_for(max(attempt + 1, 1))
