@@ -4,14 +4,20 @@ A consumer never drops a message. Each delivery ends in exactly one of: handled 
 seen (duplicate) and acked; copied to a delay queue for another attempt, then acked; or copied to
 the service's parking queue with the reason in its headers, then acked. The copy is confirmed by the
 broker before the original is acked, so a crash in between only causes a redelivery.
+
+R12: a parked or delayed copy rests on the broker (parking for as long as ops take), so its body is
+sealed with the service's own key (`SEALED_HEADER` says so) and opened by the service when the copy
+comes back; only the message in transit to its consumer is in clear. The broker's own dead-lettering
+(a consumer that crashed `delivery_limit` times on a message) copies the body as it is.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from faststream.rabbit import RabbitBroker
@@ -21,12 +27,15 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import topology
 from shared.events import Envelope, MessageError, parse_event
+from shared.logsafe import redact_text
 from shared.mongo import Doc, delete_if
+from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
-Parser = Callable[[RabbitMessage], Envelope[Any]]
+#: (body, message) -> event; the body is the message's, opened if the copy was sealed
+Parser = Callable[[bytes, RabbitMessage], Envelope[Any]]
 
 
 class TransientError(Exception):
@@ -131,6 +140,28 @@ class Inbox:
         return await self.collection.find_one({"_id": self.done_id(event_id)}, {"_id": 1}) is not None
 
 
+def _resting_context(service: str) -> str:
+    return f"resting-copy:{service}"
+
+
+def seal_resting_copy(sealer: Sealer, service: str, body: bytes) -> bytes:
+    """The body of a copy `service` parks or delays, sealed (any bytes, even unreadable input)."""
+    return sealer.seal(base64.b64encode(body).decode("ascii"), _resting_context(service)).encode("ascii")
+
+
+def open_resting_copy(sealer: Sealer | None, service: str, body: bytes, headers: Mapping[str, Any]) -> bytes:
+    """A body as it came, or opened if `headers` say `service` sealed it; a sealed copy that does not
+    open (another key, damaged) is a MessageError, so it is parked as it is."""
+    if headers.get(topology.SEALED_HEADER) is None:
+        return body
+    if sealer is None:
+        raise MessageError("sealed-copy", f"{service} has no key to open a sealed copy")
+    try:
+        return base64.b64decode(sealer.open(body.decode("ascii"), _resting_context(service)))
+    except Exception as exc:  # not sealed by this service's key, or damaged
+        raise MessageError("sealed-copy", f"does not open: {type(exc).__name__}") from exc
+
+
 class Consumer:
     """Routes one service's inbox by event type to its handlers."""
 
@@ -140,11 +171,14 @@ class Consumer:
         publisher: EventPublisher,
         inbox: Inbox | None,
         parser: Parser | None = None,
+        *,
+        sealer: Sealer | None = None,
     ) -> None:
         self.queues = queues
         self.publisher = publisher
         self.inbox = inbox
-        self.parser = parser or (lambda msg: parse_event(msg.body))
+        self.parser = parser or (lambda body, msg: parse_event(body))
+        self.sealer = sealer  # seals the copies this consumer parks or delays (R12)
         self.handlers: dict[str, Handler] = {}
         self.stats = {"handled": 0, "duplicates": 0, "retried": 0, "parked": 0}
 
@@ -170,7 +204,7 @@ class Consumer:
     async def _process(self, msg: RabbitMessage) -> None:
         attempt = int((msg.headers or {}).get(topology.ATTEMPT_HEADER, 0))
         try:
-            event = self.parser(msg)
+            event = self.parser(self.body_of(msg), msg)
             handler = self.handlers.get(event.type) or self.handlers.get("*")
             if handler is None:
                 raise MessageError("no-handler", f"{self.queues.service} does not handle {event.type}")
@@ -224,17 +258,32 @@ class Consumer:
             return False
         return True
 
+    def body_of(self, msg: RabbitMessage) -> bytes:
+        """The message's body, opened if it is a copy this service sealed."""
+        return self.open_copy(bytes(msg.body), msg.headers or {})
+
+    def open_copy(self, body: bytes, headers: Mapping[str, Any]) -> bytes:
+        return open_resting_copy(self.sealer, self.queues.service, body, headers)
+
+    def _resting(self, msg: RabbitMessage) -> tuple[bytes, dict[str, Any]]:
+        """Body and headers for a copy that rests on the broker: sealed, unless it already is."""
+        headers = dict(msg.headers or {})
+        if self.sealer is None or headers.get(topology.SEALED_HEADER) is not None:
+            return bytes(msg.body), headers
+        headers[topology.SEALED_HEADER] = "1"
+        return seal_resting_copy(self.sealer, self.queues.service, bytes(msg.body)), headers
+
     async def retry(self, msg: RabbitMessage, attempt: int, detail: str, *, count: bool = True) -> None:
         delay = self.queues.delay_for(max(attempt + 1, 1))
         if delay is None:
             await self.park(msg, "retries-exhausted", detail)
             return
-        headers = dict(msg.headers or {})
+        body, headers = self._resting(msg)
         headers[topology.ATTEMPT_HEADER] = max(attempt + 1, 0)
-        headers[topology.DETAIL_HEADER] = detail[:500]
+        headers[topology.DETAIL_HEADER] = redact_text(detail)[:500]
         log.warning("%s: attempt %d failed (%s); again in %ss", self.queues.inbox, attempt + 1, detail, delay)
         await self.publisher.publish_raw(
-            msg.body,
+            body,
             exchange=topology.RETRY,
             routing_key=self.queues.retry_queue(delay),
             headers=headers,
@@ -245,14 +294,14 @@ class Consumer:
             self.stats["retried"] += 1
 
     async def park(self, msg: RabbitMessage, reason: str, detail: str) -> None:
-        headers = dict(msg.headers or {})
+        body, headers = self._resting(msg)
         headers[topology.REASON_HEADER] = reason
-        headers[topology.DETAIL_HEADER] = detail[:2000]
+        headers[topology.DETAIL_HEADER] = redact_text(detail)[:2000]
         headers[topology.SOURCE_HEADER] = self.queues.inbox
         headers["x-routing-key"] = msg.raw_message.routing_key or ""
         log.error("%s: parked a message: %s %s", self.queues.inbox, reason, detail[:200])
         await self.publisher.publish_raw(
-            msg.body,
+            body,
             exchange=topology.DEAD,
             routing_key=self.queues.parking,
             headers=headers,

@@ -11,6 +11,13 @@ consumers dedupe by event id:
   indexed `outbox_pending` flag. Fields: `outbox` (list of event dicts), `outbox_sent` (how many were
   published), `outbox_pending`, `outbox_seq` (bumped by every append, so the relay never clears the flag
   over events appended while it was publishing).
+
+R12: a writer given a `Sealer` keeps each event as `{event_id, type, sealed}`, the whole event sealed
+with the event id bound in (`seal_event`); the relay opens it just before publishing (`open_event`).
+The relays stay insert-only (nothing is rewritten once published), and what rests in the database
+holds no personal data in clear, whether it is still pending or long published. Events kept without
+a sealer (services whose events carry no personal data, documents from before) are published as
+they are.
 """
 
 from __future__ import annotations
@@ -28,35 +35,93 @@ from pymongo.errors import DuplicateKeyError
 from shared.events import Envelope, parse_event
 from shared.messaging import EventPublisher
 from shared.mongo import Doc
+from shared.sealing import Sealer
 
 log = logging.getLogger(__name__)
 #: how long stop() lets a relay round in progress finish before cancelling it
 STOP_GRACE_SECONDS = 5.0
 
 
-def append(events: Sequence[Envelope[Any]]) -> dict[str, Any]:
+class SealedEventError(Exception):
+    """A sealed outbox event and no key to open it: the relay keeps it and says so."""
+
+
+def _context(event_id: str) -> str:
+    return f"outbox:{event_id}"
+
+
+def seal_event(event: Envelope[Any], sealer: Sealer | None) -> Doc:
+    """An event as an outbox keeps it: sealed whole if there is a sealer, as JSON otherwise."""
+    if sealer is None:
+        return event.model_dump(mode="json")
+    event_id = str(event.event_id)
+    return {
+        "event_id": event_id,
+        "type": event.type,
+        "sealed": sealer.seal(event.model_dump_json(), _context(event_id)),
+    }
+
+
+def open_event(raw: Doc, sealer: Sealer | None) -> Envelope[Any]:
+    """An outbox entry back to its event, opening it if it was sealed."""
+    if "sealed" not in raw:
+        return parse_event(raw)
+    if sealer is None:
+        raise SealedEventError(f"event {raw.get('event_id')} is sealed and this relay has no key")
+    event = parse_event(sealer.open(str(raw["sealed"]), _context(str(raw.get("event_id")))))
+    if str(event.event_id) != str(raw.get("event_id")):  # the context binds it; belt and braces
+        raise SealedEventError(f"sealed event {raw.get('event_id')} opened as {event.event_id}")
+    return event
+
+
+def _stored(events: Sequence[Envelope[Any]], sealer: Sealer | None) -> list[Doc]:
+    return [seal_event(e, sealer) for e in events]
+
+
+async def seal_kept(collection: AsyncCollection[Doc], sealer: Sealer, *, settled: Doc | None = None) -> int:
+    """Seal the outbox events that documents written before R12 keep in clear; returns how many
+    documents were rewritten. Idempotent; event ids stay, so nothing published is published again.
+
+    Only for documents nobody else writes any more (versioned changes; `settled`, e.g. a request
+    whose answer is recorded): on FerretDB this `$set` is an unisolated read-modify-write, and a
+    concurrent outbox append could be lost in it.
+    """
+    rewritten = 0
+    async for doc in collection.find(settled or {}, {"outbox": 1}):
+        kept: list[Doc] = doc.get("outbox") or []
+        if all("sealed" in raw for raw in kept):
+            continue
+        sealed = [raw if "sealed" in raw else seal_event(parse_event(raw), sealer) for raw in kept]
+        await collection.update_one({"_id": doc["_id"]}, {"$set": {"outbox": sealed}})
+        rewritten += 1
+    return rewritten
+
+
+def append(events: Sequence[Envelope[Any]], *, sealer: Sealer | None = None) -> dict[str, Any]:
     """Update operators that add events to a document's outbox; merge them into the state change."""
     return {
-        "$push": {"outbox": {"$each": [e.model_dump(mode="json") for e in events]}},
+        "$push": {"outbox": {"$each": _stored(events, sealer)}},
         "$set": {"outbox_pending": True},
         "$inc": {"outbox_seq": 1},
     }
 
 
-def merge(update: dict[str, Any], events: Sequence[Envelope[Any]]) -> dict[str, Any]:
+def merge(
+    update: dict[str, Any], events: Sequence[Envelope[Any]], *, sealer: Sealer | None = None
+) -> dict[str, Any]:
     """One update document holding both the state change and the outbox append."""
     if not events:
         return update
     out = {k: dict(v) for k, v in update.items()}
-    for op, fields in append(events).items():
+    for op, fields in append(events, sealer=sealer).items():
         out.setdefault(op, {}).update(fields)
     return out
 
 
-def new_document_fields(events: Sequence[Envelope[Any]]) -> Doc:
-    """Outbox fields for a document inserted together with its first events."""
+def new_document_fields(events: Sequence[Envelope[Any]], *, sealer: Sealer | None = None) -> Doc:
+    """Outbox fields for a document inserted together with its first events (sealed with a sealer)."""
     return {
-        "outbox": [e.model_dump(mode="json") for e in events],
+        "outbox": _stored(events, sealer),
         "outbox_sent": 0,
         "outbox_pending": bool(events),
         "outbox_seq": 0,
@@ -74,8 +139,10 @@ class OutboxRelay:
         *,
         delete_sent: bool = False,
         concurrency: int = 16,
+        sealer: Sealer | None = None,
     ) -> None:
         self.collection = collection
+        self.sealer = sealer  # opens the events their writers sealed (R12)
         self.publisher = publisher
         self.poll_seconds = poll_seconds
         self.delete_sent = delete_sent  # carrier documents (access logs) go once their events are out
@@ -182,7 +249,7 @@ class OutboxRelay:
         outbox: list[Doc] = doc.get("outbox", [])
         sent = int(doc.get("outbox_sent", 0))
         for raw in outbox[sent:]:
-            await self.publisher.publish(parse_event(raw))
+            await self.publisher.publish(open_event(raw, self.sealer))
             self.published += 1
         if self.delete_sent:
             await self.collection.delete_one({"_id": doc["_id"]})
@@ -255,8 +322,9 @@ class MarkedRelay(OutboxRelay):
         *,
         grace_seconds: float = 300.0,
         concurrency: int = 16,
+        sealer: Sealer | None = None,
     ) -> None:
-        super().__init__(collection, publisher, poll_seconds, concurrency=concurrency)
+        super().__init__(collection, publisher, poll_seconds, concurrency=concurrency, sealer=sealer)
         self.markers = pending_markers(collection)
         self.sent = sent_events(collection)
         self.grace_seconds = grace_seconds
@@ -272,7 +340,9 @@ class MarkedRelay(OutboxRelay):
             for raw in outbox[:done]:
                 await self._remember(str(raw.get("event_id")))
             if outbox[done:]:
-                await announce(self.collection, doc["_id"], [parse_event(r) for r in outbox[done:]])
+                await announce(
+                    self.collection, doc["_id"], [open_event(r, self.sealer) for r in outbox[done:]]
+                )
         with contextlib.suppress(DuplicateKeyError):
             await self.sent.insert_one({"_id": _ADOPTED, "at": time.time()})
 
@@ -321,7 +391,7 @@ class MarkedRelay(OutboxRelay):
             event_id = str(raw.get("event_id"))
             present.add(event_id)
             if not await self._was_published(event_id):
-                await self.publisher.publish(parse_event(raw))
+                await self.publisher.publish(open_event(raw, self.sealer))
                 self.published += 1
                 await self._remember(event_id)
         settled = 0

@@ -34,6 +34,7 @@ from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
 from shared.outbox import MarkedRelay, OutboxRelay
+from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
 
 Hook = Callable[[], Awaitable[None]]
@@ -53,6 +54,7 @@ class Runtime:
         *,
         clock: Clock | None = None,
         parser: Parser | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.settings = settings
         self.queues = queues
@@ -75,7 +77,10 @@ class Runtime:
         )
         self.db: AsyncDatabase[Doc] = self.mongo[settings.database(self.name)]
         self.publisher = EventPublisher(self.broker)
-        self.consumer = Consumer(queues, self.publisher, Inbox(self.db["inbox"]), parser)
+        # R12: seals what this service keeps of a message or an event (parked and delayed copies,
+        # outboxes): the service's own keys if it has them, else one derived from its secret
+        self.sealer: Sealer = sealer or SecretSealer.from_secret(settings.secret_key, f"service:{self.name}")
+        self.consumer = Consumer(queues, self.publisher, Inbox(self.db["inbox"]), parser, sealer=self.sealer)
         self.relays: list[OutboxRelay] = []
         self.access_log = self.relay(self.db["access_outbox"], delete_sent=True)
         self._startup: list[Hook] = []
@@ -98,14 +103,18 @@ class Runtime:
 
     def relay(self, collection: AsyncCollection[Doc], *, delete_sent: bool = False) -> OutboxRelay:
         r = OutboxRelay(
-            collection, self.publisher, self.settings.outbox_poll_seconds, delete_sent=delete_sent
+            collection,
+            self.publisher,
+            self.settings.outbox_poll_seconds,
+            delete_sent=delete_sent,
+            sealer=self.sealer,
         )
         self.relays.append(r)
         return r
 
     def marked_relay(self, collection: AsyncCollection[Doc]) -> MarkedRelay:
         """The relay for documents whose writers `outbox.announce` their events (see MarkedRelay)."""
-        r = MarkedRelay(collection, self.publisher, self.settings.outbox_poll_seconds)
+        r = MarkedRelay(collection, self.publisher, self.settings.outbox_poll_seconds, sealer=self.sealer)
         self.relays.append(r)
         return r
 
@@ -286,7 +295,7 @@ class Runtime:
         )
         try:
             await self.access_log.collection.insert_one(
-                {"_id": str(event.event_id), **outbox.new_document_fields([event])}
+                {"_id": str(event.event_id), **outbox.new_document_fields([event], sealer=self.sealer)}
             )
             self.access_log.poke(str(event.event_id))
         except Exception as exc:

@@ -26,6 +26,8 @@ ATTEMPT_HEADER = "x-attempt"
 REASON_HEADER = "x-park-reason"
 DETAIL_HEADER = "x-park-detail"
 SOURCE_HEADER = "x-source-queue"
+#: on a parked or delayed copy whose body the service sealed (R12); `dlq replay` keeps it
+SEALED_HEADER = "x-consult-sealed"
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ class Unregistered(Payload):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-def parse_any(msg: RabbitMessage) -> Envelope[Any]:
+def parse_any(body: bytes, msg: RabbitMessage) -> Envelope[Any]:
     """Known types are validated strictly; an unknown type in a valid envelope is still an event to
     record (R10); anything else is parked with its reason."""
     try:
-        return parse_event(msg.body)
+        return parse_event(body)
     except UnknownEventType as unknown:
         try:
-            return Envelope[Unregistered].model_validate_json(msg.body)
+            return Envelope[Unregistered].model_validate_json(body)
         except ValidationError as exc:
             raise unknown from exc  # not even an envelope: parked, as unknown-event-type
 

@@ -23,14 +23,17 @@ DEV_STAFF = "dev-staff"
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
+    vault = settings.vault()
     runtime = Runtime(
         settings,
         topology.BOOKING,
         clock=clock,
         # intake commands and appointment events share the inbox: dispatch on the message type
-        parser=lambda msg: commands.parse_message(msg.body, msg.raw_message.exchange),
+        parser=lambda body, msg: commands.parse_message(body, msg.raw_message.exchange),
+        # R12: outbox events and parked copies sealed with the keys of the person's fields
+        sealer=vault,
     )
-    stores = Stores.open(runtime.db, settings.vault())
+    stores = Stores.open(runtime.db, vault)
     for versions in (stores.bookings.versions, stores.people.versions):
         versions.on_write = runtime.marked_relay(versions.changes).poke
     stores.requests.on_write = runtime.marked_relay(stores.requests.collection).poke

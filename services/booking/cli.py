@@ -1,6 +1,7 @@
 """consultctl commands of the booking service (mounted by shared/cli.py).
 
     consultctl booking show <booking-id> [--pii]
+    consultctl booking seal-outboxes                            # R12: once, after upgrading
     consultctl portal-key create --portal <id> --office <office-id> [--office ...]
     consultctl portal-key require-signing <portal-id> [--off]   # HMAC-signed intake (issue 8)
     consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
@@ -38,6 +39,13 @@ def show(
         typer.echo(f"no booking {booking_id}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(view, ensure_ascii=False, indent=2, default=str))
+
+
+@app.command("seal-outboxes")
+def seal_outboxes() -> None:
+    """R12: seal the outbox events older versions kept in clear (recipients, device values); run once
+    after upgrading. Idempotent; nothing is published again."""
+    typer.echo(json.dumps(asyncio.run(ops.seal_outboxes())))
 
 
 @portal_key.command("create")

@@ -93,7 +93,8 @@ class Intake:
     async def submit(self, sub: Submission) -> Outcome:
         key = sub.idempotency_key or uuid.uuid4().hex
         booking_id = booking_id_for(sub.portal_id, key) if sub.idempotency_key else uuid.uuid4().hex
-        digest = body_hash(sub.office_id, sub.body)
+        legacy = body_hash(sub.office_id, sub.body)  # an unkeyed hash of the form: claims from before
+        digest = self.stores.bookings.vault.index("request-body", legacy)  # keyed (R12)
         now = self.service.now
         claim = await self.stores.requests.claim(
             portal_id=sub.portal_id,
@@ -105,7 +106,7 @@ class Intake:
         )
         if claim.mine:
             return await self._decide_and_record(sub, key, booking_id, claim.doc["claimed_at"])
-        if claim.doc["body_hash"] != digest:
+        if claim.doc["body_hash"] not in (digest, legacy):
             outcome = Outcome(
                 409,
                 {

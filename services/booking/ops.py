@@ -20,6 +20,7 @@ from services.booking.config import Settings
 from services.booking.signing import signing_secret
 from services.booking.store import Stores
 from services.booking.store.access import Kind, new_key
+from shared import outbox
 from shared.clock import SystemClock
 from shared.commands import JobseekerRecord
 from shared.mongo import connect
@@ -120,6 +121,22 @@ async def import_jobseekers(path: Path, settings: Settings | None = None) -> dic
                 continue
             counts["applied" if await stores.jobseekers.upsert(rec) else "older"] += 1
     return counts
+
+
+async def seal_outboxes(settings: Settings | None = None) -> dict[str, int]:
+    """R12: seal the events that versions before sealed outboxes kept in clear (documents rewritten,
+    per collection). Versioned changes are never written again; requests only once answered; device
+    reports are deleted once sent, so none are left from before but those not yet published."""
+    settings = settings or Settings()
+    async with opened(settings) as stores:
+        vault = stores.bookings.vault
+        return {
+            "booking_changes": await outbox.seal_kept(stores.bookings.versions.changes, vault),
+            "people_changes": await outbox.seal_kept(stores.people.versions.changes, vault),
+            "requests": await outbox.seal_kept(
+                stores.requests.collection, vault, settled={"state": {"$in": ["done", "refusal"]}}
+            ),
+        }
 
 
 async def show_booking(

@@ -34,6 +34,7 @@ from services.notifier.domain import Notice
 from shared import outbox
 from shared.clock import Clock
 from shared.events import Envelope
+from shared.logsafe import redact_text
 from shared.mongo import Doc, find_one_and_update_if, update_if
 
 
@@ -149,7 +150,7 @@ class Deliveries:
             "_id": claim.key,
             "token": claim.token,
             "message_id": claim.message_id,
-            "smtp_response": response[:500],
+            "smtp_response": redact_text(response)[:500],  # R12: servers may echo the address
             "at": self.clock.now(),
         }
         with contextlib.suppress(DuplicateKeyError):  # an ambiguous resend accepted again: first stands
@@ -172,7 +173,12 @@ class Deliveries:
         """Record the server's acceptance; False if this claim was taken over meanwhile."""
         now = self.clock.now()
         update = {
-            "$set": {"state": "sent", "sent_at": now, "smtp_response": response[:500], "lease_until": None},
+            "$set": {
+                "state": "sent",
+                "sent_at": now,
+                "smtp_response": redact_text(response)[:500],
+                "lease_until": None,
+            },
             "$unset": {"token": ""},
         }
         await outbox.announce(self.collection, claim.key, events)
@@ -190,7 +196,7 @@ class Deliveries:
                 "state": "failed",
                 "permanent": permanent,
                 "failed_at": now,
-                "last_error": error[:500],
+                "last_error": redact_text(error)[:500],
                 "lease_until": None,
             },
             "$unset": {"token": ""},
@@ -204,7 +210,7 @@ class Deliveries:
         """A transient failure: let the next attempt claim at once instead of waiting for the lease.
 
         `ambiguous`: the body went out and no answer came, so the next attempt is an ambiguous resend."""
-        fields = {"lease_until": self.clock.now(), "released": True, "last_error": error[:500]}
+        fields = {"lease_until": self.clock.now(), "released": True, "last_error": redact_text(error)[:500]}
         await update_if(
             self.collection,
             claim.key,

@@ -93,11 +93,13 @@ def show(
         table.add_column(col, overflow="fold")
     for m in messages:
         headers = m.get("properties", {}).get("headers", {})
+        # R12: a body the service sealed opens only in the service; ops see where it came from and why
+        sealed = headers.get(topology.SEALED_HEADER) is not None
         table.add_row(
             str(headers.get("x-routing-key", m.get("routing_key", ""))),
             str(headers.get(topology.REASON_HEADER, "delivery limit (broker)")),
             str(headers.get(topology.DETAIL_HEADER, ""))[:300],
-            str(m.get("payload", ""))[:300],
+            "(sealed by the service)" if sealed else str(m.get("payload", ""))[:300],
         )
     console.print(table)
 
@@ -126,7 +128,11 @@ async def _replay(settings: OpsSettings, q: topology.ServiceQueues, limit: int) 
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"replaying {q.parking}", total=total)
             while moved < total and (msg := await parking.get(fail=False, no_ack=False)) is not None:
-                headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("x-")}
+                headers = {
+                    k: v
+                    for k, v in (msg.headers or {}).items()
+                    if not k.startswith("x-") or k == topology.SEALED_HEADER  # the service opens it
+                }
                 headers["x-replayed-from"] = q.parking
                 await redeliver.publish(
                     aio_pika.Message(

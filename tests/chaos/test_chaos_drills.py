@@ -42,7 +42,6 @@ booking; the audit hash chains verify; every /readyz is 200 and notifier.parking
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import glob
 import os
@@ -77,7 +76,7 @@ from shared.outbox import OutboxRelay, new_document_fields
 from shared.settings import ServiceSettings
 from tests import support
 from tests.conftest import RUN_ID
-from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, stack_env
+from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, parked_body, stack_env
 from tests.support import free_port
 
 BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "500"))
@@ -411,17 +410,16 @@ async def queue_info(api: str, vhost: str, queue: str) -> dict[str, Any]:
 
 async def parked(api: str, vhost: str, queue: str) -> list[dict[str, Any]]:
     """The parked messages, left in place (ack_requeue_true)."""
-    body = {"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 2000}
+    body = {"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 1_000_000}
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(f"{api}/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/get", json=body)
         r.raise_for_status()
         return list(r.json())
 
 
-def _body(message: dict[str, Any]) -> bytes:
-    if message.get("payload_encoding") == "base64":
-        return base64.b64decode(message["payload"])
-    return str(message["payload"]).encode()
+def _body(queue: str, message: dict[str, Any]) -> bytes:
+    """The parked body, opened with the parking service's key (R12: parked copies rest sealed)."""
+    return parked_body(queue, message)
 
 
 async def publish_intake(amqp_url: str, routing_key: str, body: bytes) -> str:
@@ -452,7 +450,7 @@ async def test_poison_booking_request_is_parked_while_the_rest_flow(chaos: Chaos
 
     async def poison() -> list[dict[str, Any]]:  # the parked copy keeps the body (not the message_id)
         got = await parked(chaos.rabbit.api, chaos.vhost, "booking.parking")
-        return [m for m in got if mark in _body(m)]
+        return [m for m in got if mark in _body("booking.parking", m)]
 
     [found] = await support.eventually(poison, timeout=30, what="the poison parked")
     assert found["properties"]["headers"][topology.REASON_HEADER] == "invalid-event"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -10,11 +11,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 
+from services.booking.config import Settings as BookingSettings
+from shared.messaging import open_resting_copy
+from shared.sealing import Sealer, SecretSealer
+from shared.settings import ServiceSettings
 from tests import support
 from tests.conftest import RUN_ID
 
@@ -90,6 +96,23 @@ class Stack:
         except AssertionError as exc:
             tail = self.logs[service].read_text(errors="replace")[-4000:] if service in self.logs else ""
             raise AssertionError(f"{exc}; last answer: {last[0]}; log tail:\n{tail}") from None
+
+
+def sealer_of(service: str) -> Sealer:
+    """The key a service process of the stack seals its parked and delayed copies with (R12): the
+    stack's services read the same environment (SECRET_KEY, PII_KEYS) as the test process."""
+    if service == "booking":
+        return BookingSettings().vault()
+    return SecretSealer.from_secret(ServiceSettings().secret_key, f"service:{service}")
+
+
+def parked_body(queue: str, message: dict[str, Any]) -> bytes:
+    """The body of a message read from a queue through the management API (`encoding: auto`),
+    opened with the key of the service whose queue it is if that service sealed it."""
+    raw = message.get("payload", "")
+    body = base64.b64decode(raw) if message.get("payload_encoding") == "base64" else str(raw).encode()
+    headers = message.get("properties", {}).get("headers", {})
+    return open_resting_copy(sealer_of(queue.split(".", 1)[0]), queue.split(".", 1)[0], body, headers)
 
 
 def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ management API with ackmode ack_requeue_true, so the messages stay). Afterwards 
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from datetime import timedelta
@@ -27,7 +26,7 @@ from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
 from shared.settings import ServiceSettings
 from tests import support
-from tests.e2e.conftest import PORTAL_KEY, ROOT, SERVICES, Stack
+from tests.e2e.conftest import PORTAL_KEY, ROOT, SERVICES, Stack, parked_body
 
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
 OFFICE = "kushiro-gyosei"
@@ -117,10 +116,9 @@ async def publish(stack: Stack, exchange: str, routing_key: str, body: bytes, me
         await ex.publish(msg, routing_key=routing_key, mandatory=True)
 
 
-def _body(message: dict[str, Any]) -> bytes:
-    if message.get("payload_encoding") == "base64":
-        return base64.b64decode(message["payload"])
-    return str(message["payload"]).encode()
+def _body(queue: str, message: dict[str, Any]) -> bytes:
+    """The parked body, opened with the parking service's key (R12: parked copies rest sealed)."""
+    return parked_body(queue, message)
 
 
 async def parked_reason(stack: Stack, queue: str, message_id: str) -> str:
@@ -128,14 +126,14 @@ async def parked_reason(stack: Stack, queue: str, message_id: str) -> str:
 
     Found by the marker in its body: the parked copy keeps body and headers, not the message_id."""
     vhost = quote(stack.amqp_url.rsplit("/", 1)[1], safe="")
-    get = {"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 1000}
+    get = {"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 1_000_000}
 
     async def probe() -> str:
         async with httpx.AsyncClient(timeout=30) as c:
             r = await c.post(f"{support.RABBITMQ_API}/queues/{vhost}/{queue}/get", json=get)
             r.raise_for_status()
         for m in r.json():
-            if message_id.encode() in _body(m):
+            if message_id.encode() in _body(queue, m):
                 return str(m["properties"]["headers"][topology.REASON_HEADER])
         return ""
 
@@ -199,8 +197,8 @@ async def test_a_parked_message_keeps_its_message_id(stack: Stack) -> None:
     await publish(stack, topology.INTAKE, "booking.request", f"not json {message_id}".encode(), message_id)
     await parked_reason(stack, "booking.parking", message_id)
     vhost = quote(stack.amqp_url.rsplit("/", 1)[1], safe="")
-    get = {"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 1000}
+    get = {"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 1_000_000}
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(f"{support.RABBITMQ_API}/queues/{vhost}/booking.parking/get", json=get)
-    [mine] = [m for m in r.json() if message_id.encode() in _body(m)]
+    [mine] = [m for m in r.json() if message_id.encode() in _body("booking.parking", m)]
     assert mine["properties"].get("message_id") == message_id

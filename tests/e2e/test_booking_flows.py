@@ -22,7 +22,7 @@ from shared.commands import booking_id_for
 from shared.policy import OfficePolicy
 from tests import support
 from tests.booking_support import publish, tap
-from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack
+from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack, parked_body
 from tests.support import eventually
 
 KG, HW = "kushiro-gyosei", "kohoku-hellowork"
@@ -140,7 +140,7 @@ async def test_r17_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
                 f"{support.RABBITMQ_API}/queues/{vhost}/{topology.BOOKING.parking}/get",
                 json={"count": 100, "ackmode": "reject_requeue_true", "encoding": "auto"},
             )
-        return [m for m in r.json() if marker in m["payload"]]
+        return [m for m in r.json() if marker.encode() in parked_body(topology.BOOKING.parking, m)]
 
     [message] = await eventually(parked, what="the unreadable command parked")
     assert message["properties"]["headers"][topology.REASON_HEADER] == "invalid-event"

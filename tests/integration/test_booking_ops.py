@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import date
 from pathlib import Path
@@ -16,11 +17,12 @@ import pytest
 
 from services.booking import examples
 from services.booking.config import Settings
-from services.booking.ops import ensure_dev_key, import_jobseekers
-from shared import topology
-from shared.events import AppointmentConfirmed, new_event
+from services.booking.ops import ensure_dev_key, import_jobseekers, seal_outboxes
+from shared import outbox, topology
+from shared.events import AppointmentConfirmed, BookingConfirmed, Envelope, Recipient, new_event
 from tests.booking_support import HW, KG, STAFF_KEY, Harness, running
 from tests.integration.test_booking_lifecycle import appointment
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 TUE = date(2026, 11, 24)
@@ -134,3 +136,51 @@ async def test_dev_key_cli_and_jobseeker_import(
     assert imported.returncode == 1  # one invalid record
     assert json.loads(imported.stdout) == {"applied": 2, "older": 0, "invalid": 1}
     assert STAFF_KEY not in shown.stdout
+
+
+async def test_r12_seal_outboxes_seals_what_older_versions_kept_in_clear_and_nothing_is_sent_again(
+    h: Harness,
+) -> None:
+    """Documents written before outboxes were sealed: `consultctl booking seal-outboxes` seals their
+    events in place (ids kept: the relay publishes what was pending, once, and nothing sent before);
+    a claim still open is left to its writer."""
+    runtime = h.client._transport.app.state.service.runtime  # type: ignore[attr-defined]
+    db, vault = runtime.db, h.settings.vault()
+    [relay] = [r for r in runtime.relays if r.collection.name == "booking_changes"]
+    marker = f"legacy.{uuid.uuid4().hex[:10]}@example.jp"
+
+    def confirmed(booking_id: str) -> Envelope[Any]:
+        person = Recipient(name="旧版 花子", email=marker)
+        payload = BookingConfirmed(
+            booking_id=booking_id, appointment=appointment(TUE), recipient=person, terms_version="2023-11-08"
+        )
+        return runtime.event(payload, KG)  # type: ignore[no-any-return]
+
+    sent, pending = confirmed("legacy-1"), confirmed("legacy-2")
+    # as an older version wrote them: clear events, one published already, one not yet
+    for event in (sent, pending):
+        doc = {"_id": f"{event.payload.booking_id}:00000001", **outbox.new_document_fields([event])}
+        await db["booking_changes"].insert_one(doc)
+    await db["booking_changes_sent"].insert_one({"_id": str(sent.event_id)})
+    open_claim = {"_id": "p\x1fopen", "state": "claimed", **outbox.new_document_fields([sent])}
+    await db["requests"].insert_one(open_claim)
+
+    assert await seal_outboxes(h.settings) == {"booking_changes": 2, "people_changes": 0, "requests": 0}
+
+    for event in (sent, pending):
+        doc = await db["booking_changes"].find_one({"_id": f"{event.payload.booking_id}:00000001"})
+        assert doc is not None and marker not in json.dumps(doc, default=str)
+        assert outbox.open_event(doc["outbox"][0], vault) == event
+    assert await db["requests"].find_one({"_id": "p\x1fopen"}) == open_claim  # its writer may still append
+    assert await seal_outboxes(h.settings) == {"booking_changes": 0, "people_changes": 0, "requests": 0}
+    for event in (sent, pending):  # markers left by a crash: the relay reads the sealed documents
+        await outbox.announce(db["booking_changes"], f"{event.payload.booking_id}:00000001", [event])
+    relay.poke()
+    [out] = await h.events.wait("booking.confirmed", booking_id="legacy-2")
+    assert out["payload"]["recipient"]["email"] == marker  # opened just before publishing
+    await eventually(lambda: _no_markers(relay), what="both markers settled")
+    assert h.events.of("booking.confirmed", booking_id="legacy-1") == []  # published before: not again
+
+
+async def _no_markers(relay: Any) -> bool:
+    return bool(await relay.backlog() == 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -10,12 +11,15 @@ from urllib.parse import quote
 
 import aio_pika
 import httpx
+import pytest
 from pymongo import AsyncMongoClient
 
 from shared import outbox, topology
 from shared.events import BookingAttended, Envelope, MessageError
 from shared.messaging import Inbox, TransientError
+from shared.ops.broker_cli import OpsSettings, _replay
 from shared.runtime import Runtime
+from shared.sealing import SealError, SecretSealer
 from shared.settings import ServiceSettings
 from tests import support
 from tests.support import eventually
@@ -384,3 +388,89 @@ async def test_delay_queues_hand_messages_back_at_least_once(
             assert queue["type"] == "quorum", queue
             assert queue["arguments"]["x-dead-letter-strategy"] == "at-least-once"
             assert queue["arguments"]["x-dead-letter-routing-key"] == QUEUES.inbox
+
+
+async def test_r12_retried_and_parked_copies_rest_sealed_and_the_service_opens_them_again(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """A copy that waits in a delay queue or in parking holds the body sealed with the service's key;
+    the service opens it on every redelivery and after `consultctl dlq replay`."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    marker = f"person-{support.unique()}"
+    attempts: list[str] = []
+    healthy = asyncio.Event()
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        attempts.append(event.payload.booking_id)
+        if not healthy.is_set():
+            raise TransientError("peer down")
+
+    async with runtime.running():
+        event = _event(runtime, marker)
+        await runtime.publisher.publish(event)
+        await eventually(lambda: _parked_count(runtime, 1), timeout=15, what="parked after the retries")
+        assert attempts == [marker] * 3  # the two delayed copies were opened and handled again
+        [parked] = await _parked(amqp_url)
+        assert marker.encode() not in parked.body and str(event.event_id).encode() not in parked.body
+        headers = parked.headers or {}
+        assert headers[topology.SEALED_HEADER] and headers[topology.REASON_HEADER] == "retries-exhausted"
+        assert json.loads(runtime.consumer.open_copy(parked.body, headers))["payload"]["booking_id"] == marker
+        # put it back where it was (`_parked` took it), then replay it as ops do: the service opens it
+        await runtime.publisher.publish_raw(
+            parked.body, exchange=topology.DEAD, routing_key=QUEUES.parking, headers=dict(headers)
+        )
+        healthy.set()
+        moved = await _replay(OpsSettings(amqp_url=amqp_url), QUEUES, 0)
+        assert moved == 1
+        await eventually(lambda: _handled(runtime), timeout=15, what="the replayed copy handled")
+    assert attempts == [marker] * 4
+
+
+async def test_r12_a_copy_sealed_by_another_key_is_parked_as_it_is_not_dropped(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    other = SecretSealer.from_secret("another service's secret", "service:probe")
+    forged = other.seal(base64.b64encode(_event(runtime).to_json()).decode(), "resting-copy:probe")
+    async with runtime.running():
+        await runtime.publisher.publish_raw(
+            forged.encode(),
+            exchange=topology.REDELIVER,
+            routing_key=QUEUES.inbox,
+            headers={topology.SEALED_HEADER: "1"},
+        )
+        await eventually(lambda: _parked_count(runtime, 1), what="the unopenable copy parked")
+    [parked] = await _parked(amqp_url)
+    assert (parked.headers or {})[topology.REASON_HEADER] == "sealed-copy"
+    assert parked.body == forged.encode()
+
+
+async def test_r12_outbox_events_rest_sealed_and_the_relay_publishes_them_opened(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """Sealed at the writer, opened by the relay just before publishing; the relay stays insert-only."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    changes = runtime.db["changes"]
+    relay = runtime.marked_relay(changes)
+    marker = f"person-{support.unique()}"
+    conn, tap = await _tap(amqp_url, runtime)
+    async with conn, runtime.running():
+        events = [_event(runtime, f"{marker}-1"), _event(runtime, f"{marker}-2")]
+        await outbox.announce(changes, "agg:00000001", events)
+        doc = {"_id": "agg:00000001", **outbox.new_document_fields(events, sealer=runtime.sealer)}
+        await changes.insert_one(doc)
+        relay.poke(doc["_id"])
+        got: list[str] = []
+        await _tap_until(tap, got, 2, "both sealed events published")
+        stored = await changes.find_one({"_id": "agg:00000001"})
+        assert stored == doc  # never rewritten by the relay
+    assert got == [f"{marker}-1", f"{marker}-2"]
+    assert marker not in json.dumps(stored, default=str)
+    assert [e["event_id"] for e in stored["outbox"]] == [str(e.event_id) for e in events]  # ids stay readable
+    # a sealed entry moved to another event's place does not open
+    swapped = {**stored["outbox"][0], "event_id": stored["outbox"][1]["event_id"]}
+    with pytest.raises(SealError):
+        outbox.open_event(swapped, runtime.sealer)
+    with pytest.raises(outbox.SealedEventError):
+        outbox.open_event(stored["outbox"][0], None)

@@ -29,12 +29,13 @@ class Stores:
     @classmethod
     def open(cls, db: AsyncDatabase[Doc], vault: Vault) -> Stores:
         return cls(
-            bookings=BookingStore(VersionedStore(db["bookings"], db["booking_changes"]), vault),
-            requests=RequestStore(db["requests"]),
-            people=PersonStore(VersionedStore(db["people"], db["people_changes"])),
+            # R12: every event kept for an outbox is sealed with the vault, like the fields
+            bookings=BookingStore(VersionedStore(db["bookings"], db["booking_changes"], vault), vault),
+            requests=RequestStore(db["requests"], vault),
+            people=PersonStore(VersionedStore(db["people"], db["people_changes"], vault)),
             jobseekers=JobseekerStore(db["jobseekers"], vault),
             credentials=CredentialStore(db["credentials"]),
-            devices=DeviceStore(db["devices"]),
+            devices=DeviceStore(db["devices"], vault),
         )
 
     async def ensure_indexes(self) -> None:

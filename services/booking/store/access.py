@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
+from shared.sealing import Sealer
 
 Kind = Literal["portal", "staff"]
 PREFIX: dict[str, str] = {"portal": "cpk", "staff": "csk"}
@@ -101,13 +102,18 @@ class CredentialStore:
 class DeviceStore:
     """Each device report becomes a device.recorded event for audit (R10), written once per message."""
 
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+    def __init__(self, collection: AsyncCollection[Doc], sealer: Sealer | None = None) -> None:
         self.collection = collection
+        self.sealer = sealer  # device values rest sealed until the relay publishes them (R11, R12)
         self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
 
     async def record(self, message_id: str, office_id: str, events: list[Envelope[Any]]) -> None:
         with contextlib.suppress(DuplicateKeyError):
             await self.collection.insert_one(
-                {"_id": message_id, "office_id": office_id, **outbox.new_document_fields(events)}
+                {
+                    "_id": message_id,
+                    "office_id": office_id,
+                    **outbox.new_document_fields(events, sealer=self.sealer),
+                }
             )
             self.on_write(message_id)

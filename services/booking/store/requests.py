@@ -20,6 +20,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc, as_stored, update_if
+from shared.sealing import Sealer
 
 #: the claim time of a released claim: stale for any `stale`
 RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,8 +37,9 @@ def request_key(portal_id: str, idempotency_key: str) -> str:
 
 
 class RequestStore:
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+    def __init__(self, collection: AsyncCollection[Doc], sealer: Sealer | None = None) -> None:
         self.collection = collection
+        self.sealer = sealer  # booking.rejected rests sealed in the outbox (R12)
         self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
 
     async def ensure_indexes(self) -> None:
@@ -98,7 +100,9 @@ class RequestStore:
     ) -> None:
         """Record the answer (and the rejection event, if any) in one write."""
         update = outbox.merge(
-            {"$set": {"state": "done", "status": status, "answer": body, "answered_at": now}}, events
+            {"$set": {"state": "done", "status": status, "answer": body, "answered_at": now}},
+            events,
+            sealer=self.sealer,
         )
         await outbox.announce(self.collection, key, events)
         # by _id alone: nothing else writes a claimed request (waiters only read it)
@@ -111,5 +115,7 @@ class RequestStore:
         doc = {"_id": f"refusal\x1f{message_id}", "office_id": office_id, "state": "refusal"}
         with contextlib.suppress(DuplicateKeyError):
             await outbox.announce(self.collection, doc["_id"], events)
-            await self.collection.insert_one({**doc, **outbox.new_document_fields(events)})
+            await self.collection.insert_one(
+                {**doc, **outbox.new_document_fields(events, sealer=self.sealer)}
+            )
             self.on_write(doc["_id"])

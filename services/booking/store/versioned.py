@@ -25,6 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
+from shared.sealing import Sealer
 
 
 class Conflict(Exception):
@@ -36,9 +37,12 @@ def change_id(aggregate_id: str, version: int) -> str:
 
 
 class VersionedStore:
-    def __init__(self, heads: AsyncCollection[Doc], changes: AsyncCollection[Doc]) -> None:
+    def __init__(
+        self, heads: AsyncCollection[Doc], changes: AsyncCollection[Doc], sealer: Sealer | None = None
+    ) -> None:
         self.heads = heads
         self.changes = changes
+        self.sealer = sealer  # the change's events rest sealed (R12); the relay opens them
         self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
 
     async def commit(self, aggregate_id: str, version: int, state: Doc, events: list[Envelope[Any]]) -> None:
@@ -47,7 +51,7 @@ class VersionedStore:
         doc = {"_id": cid, "aggregate_id": aggregate_id, "version": version, "state": state}
         await outbox.announce(self.changes, cid, events)  # first: a crash after the insert loses nothing
         try:
-            await self.changes.insert_one({**doc, **outbox.new_document_fields(events)})
+            await self.changes.insert_one({**doc, **outbox.new_document_fields(events, sealer=self.sealer)})
         except DuplicateKeyError as exc:
             raise Conflict(cid) from exc
         if events:
