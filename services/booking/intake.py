@@ -28,6 +28,7 @@ from services.booking.service import BookingService
 from services.booking.store.requests import request_key
 from shared.commands import BookingForm, FieldError, booking_id_for, form_errors
 from shared.events import BookingRejected, BookingRequested, DeviceRecorded, Envelope, Payload, TimeWindow
+from shared.text import shown
 
 log = logging.getLogger("consult.booking")
 #: pauses between attempts of a decision the database failed (locked, restarting, timed out)
@@ -169,8 +170,10 @@ class Intake:
             portal_id=sub.portal_id,
             rule=b.get("rule") or errors[0].get("rule"),
             field=b.get("field") or errors[0].get("field"),
-            message=b["message"]
-            + "".join(f"; {e['field']}: {e['message']}" for e in b.get("errors", [])[:5]),
+            message=shown(
+                b["message"] + "".join(f"; {e['field']}: {e['message']}" for e in b.get("errors", [])[:5]),
+                2000,
+            ),
         )
         return self.service.runtime.event(payload, sub.office_id, cause=sub.cause)
 

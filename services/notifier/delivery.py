@@ -31,6 +31,7 @@ from shared.messaging import TransientError
 from shared.outbox import OutboxRelay
 from shared.policy import Policies
 from shared.runtime import Runtime
+from shared.text import shown
 
 log = logging.getLogger("consult.notifier")
 
@@ -162,7 +163,7 @@ class DeliveryService:
                 booking_id=notice.booking_id,
                 kind=notice.kind.value,
                 delivery_key=notice.key,
-                error=error[:500],
+                error=shown(error, 500),
                 permanent=permanent,
                 person_key=notice.person_key,
             ),

@@ -1,0 +1,84 @@
+"""The character-class rules every string from outside meets: the person's fields, every command and
+event field, every HTTP body (R12: what is stored, logged and shown is text, not terminal escapes).
+
+One rule, `no_controls`: no character of Unicode category C (controls such as NUL, ESC, CR/LF, format
+characters such as the U+202E bidi override, lone surrogates, private-use and unassigned code points).
+Free text (a topic, a reason, a message) may also hold line feeds and tabs. Models that carry strings
+inherit `CleanText`, which applies the rule to every string field (and every string in a list field),
+so a field added later is covered too; a model names its free-text fields in `PROSE`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ValidationInfo, field_validator
+
+#: what free text may hold beyond the rule
+PROSE_ALLOWED = "\n\t"
+
+
+def no_controls(text: str, allowed: str = "") -> str:
+    """Control and format characters (NUL, ESC, BEL, bidi overrides, lone surrogates…) have no place in
+    a field."""
+    bad = next((c for c in text if unicodedata.category(c)[0] == "C" and c not in allowed), None)
+    if bad is not None:
+        raise ValueError(f"control character U+{ord(bad):04X} is not allowed")
+    return text
+
+
+def is_clean(text: str, allowed: str = "") -> bool:
+    try:
+        no_controls(text, allowed)
+    except ValueError:
+        return False
+    return True
+
+
+def _escaped(char: str) -> str:
+    return char.encode("unicode_escape").decode("ascii")
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """Text from outside (a key, an error message) made safe to answer, log and publish: characters the
+    rule refuses are written as escapes (U+202E as \\u202e), and the result is cut at `limit`."""
+    if not is_clean(text, PROSE_ALLOWED):
+        text = "".join(c if is_clean(c, PROSE_ALLOWED) else _escaped(c) for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _walk(value: Any, allowed: str) -> None:
+    if isinstance(value, str):
+        no_controls(value, allowed)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            _walk(item, allowed)
+    # nested models check themselves; dicts of free shape (a command's body) are validated by the
+    # model they are parsed into
+
+
+class CleanText(BaseModel):
+    """Base of models with strings from outside: every string field meets `no_controls`."""
+
+    #: free-text fields, which may hold line feeds and tabs
+    PROSE: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after", check_fields=False)
+    @classmethod
+    def _no_controls(cls, value: Any, info: ValidationInfo) -> Any:
+        _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "")
+        return value
+
+
+def normalize_ip(value: str) -> str:
+    """An IPv4 or IPv6 address, in its canonical form (so one address has one pseudonym in audit)."""
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError as exc:
+        raise ValueError("not an IP address") from exc
+    return no_controls(str(address))  # an IPv6 scope id is free text
+
+
+IpAddress = Annotated[str, AfterValidator(normalize_ip)]
