@@ -30,11 +30,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from shared import limits, logsafe, outbox, topology
 from shared.clock import Clock, SystemClock
 from shared.events import AccessLogged, Envelope, Payload, new_event
+from shared.httperrors import LastResort
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
 from shared.outbox import MarkedRelay, OutboxRelay
 from shared.settings import ServiceSettings
+from shared.text import shown
 
 Hook = Callable[[], Awaitable[None]]
 SHUTDOWN_STEP_SECONDS = 10.0
@@ -235,7 +237,8 @@ class Runtime:
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
             started = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            # the caller's id, if any, is logged and published: escaped to the text rules
+            request_id = shown(request.headers.get("x-request-id") or "", 100) or uuid.uuid4().hex
             request.state.request_id = request_id
 
             def record(status: int) -> None:
@@ -259,7 +262,8 @@ class Runtime:
             return JSONResponse(body, 503, headers={"Retry-After": "1"})
 
         app.add_exception_handler(PyMongoError, database_unavailable)
-        limits.limit_body(app, self.settings.max_body_bytes)  # outermost: 413 before a body is read
+        limits.limit_body(app, self.settings.max_body_bytes)  # 413 before a body is read
+        app.add_middleware(LastResort, service=self.name)  # outermost: any other error, a JSON 500
         return app
 
     async def _record_access(self, request: Request, status: int, started: float, request_id: str) -> None:

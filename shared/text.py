@@ -2,7 +2,8 @@
 event field, every HTTP body (R12: what is stored, logged and shown is text, not terminal escapes).
 
 One rule, `no_controls`: no character of Unicode category C (controls such as NUL, ESC, CR/LF, format
-characters such as the U+202E bidi override, lone surrogates, private-use and unassigned code points).
+characters such as the U+202E bidi override, lone surrogates, private-use and unassigned code points)
+and no line or paragraph separator (U+2028, U+2029).
 Free text (a topic, a reason, a message) may also hold line feeds and tabs. Models that carry strings
 inherit `CleanText`, which applies the rule to every string field (and every string in a list field),
 so a field added later is covered too; a model names its free-text fields in `PROSE`.
@@ -23,10 +24,15 @@ PROSE_ALLOWED = "\n\t"
 def no_controls(text: str, allowed: str = "") -> str:
     """Control and format characters (NUL, ESC, BEL, bidi overrides, lone surrogates…) have no place in
     a field."""
-    bad = next((c for c in text if unicodedata.category(c)[0] == "C" and c not in allowed), None)
+    bad = next((c for c in text if _refused(c) and c not in allowed), None)
     if bad is not None:
         raise ValueError(f"control character U+{ord(bad):04X} is not allowed")
     return text
+
+
+def _refused(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category[0] == "C" or category in ("Zl", "Zp")  # U+2028/U+2029 break lines too
 
 
 def is_clean(text: str, allowed: str = "") -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from services.audit.auth import APPROVER, Caller
 from services.audit.search import Filters
 from shared.mongo import Doc
+from shared.text import CleanText
 
 Status = Literal["requested", "approved", "rejected"]
 
@@ -28,7 +29,7 @@ class Refused(Exception):
         self.reason = reason
 
 
-class Scope(BaseModel):
+class Scope(CleanText):
     """Which records: at least one of booking, device or IP pseudonym, optionally office and time."""
 
     model_config = ConfigDict(extra="forbid")
@@ -57,7 +58,9 @@ class Scope(BaseModel):
         )
 
 
-class DisclosureIn(BaseModel):
+class DisclosureIn(CleanText):
+    PROSE: ClassVar[frozenset[str]] = frozenset({"note"})
+
     model_config = ConfigDict(extra="forbid")
 
     legal_basis: str = Field(min_length=2, description="law and article, e.g. 刑事訴訟法第197条第2項")

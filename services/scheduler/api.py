@@ -30,9 +30,10 @@ from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy
+from shared.text import CleanText, is_clean
 
 
-class CounsellorIn(BaseModel):
+class CounsellorIn(CleanText):
     name: str = Field(min_length=1)
     areas: list[str] = Field(default_factory=list, description="R20: areas served (KG)")
     apps: list[MeetingApp] = Field(default_factory=list, description="R16: apps hosted; [] = any")
@@ -41,18 +42,18 @@ class CounsellorIn(BaseModel):
     active: bool = True
 
 
-class ConfirmIn(BaseModel):
+class ConfirmIn(CleanText):
     counsellor_id: str
     start: AwareDatetime
     duration_minutes: int | None = Field(None, ge=1, le=30, description="R01; default: as requested")
 
 
-class OptionIn(BaseModel):
+class OptionIn(CleanText):
     counsellor_id: str
     start: AwareDatetime
 
 
-class ProposeIn(BaseModel):
+class ProposeIn(CleanText):
     options: list[OptionIn] = Field(min_length=1, max_length=3)
     duration_minutes: int | None = Field(None, ge=1, le=30)
 
@@ -96,7 +97,7 @@ def staff_auth(keys: StaffKeyStore, requests: RequestStore) -> Any:
             raise HTTPException(
                 401, "a scheduler staff key is required (X-Staff-Key)", {"WWW-Authenticate": "Bearer"}
             )
-        who = "".join(ch for ch in x_staff_id[:64] if ch.isprintable())  # free text: keep logs clean
+        who = "".join(ch for ch in x_staff_id[:64] if is_clean(ch))  # free text: keep logs clean
         actor = f"staff:{key.subject}" + (f"/{who}" if who else "")
         request.state.actor = actor
         office_id = request.path_params.get("office_id")

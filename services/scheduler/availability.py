@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 from functools import cached_property
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from shared.clock import jst
 from shared.policy import MeetingApp, OfficePolicy
+from shared.text import CleanText
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -39,8 +41,10 @@ def _check_spans(spans: list[str]) -> list[str]:
     return [s.strip() for s in spans]
 
 
-class DatedException(BaseModel):
+class DatedException(CleanText):
     """One date whose availability differs from the weekly pattern (leave, an extra session)."""
+
+    PROSE: ClassVar[frozenset[str]] = frozenset({"note"})
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,7 +55,7 @@ class DatedException(BaseModel):
     _spans = field_validator("spans")(_check_spans)
 
 
-class Counsellor(BaseModel):
+class Counsellor(CleanText):
     """A counsellor (HW) or administrative-counselling commissioner (KG) of one office."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
