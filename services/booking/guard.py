@@ -16,7 +16,7 @@ from services.booking.crypto import Vault
 from services.booking.ratelimit import RateLimits
 from services.booking.signing import Signatures
 from services.booking.store.access import Credential
-from services.booking.store.guards import SeenSignatures, WindowCounters
+from services.booking.store.guards import SeenSignatures, WindowSlots
 from shared import safejson
 from shared.clock import Clock
 
@@ -59,6 +59,6 @@ def build(settings: Settings, db: Any, clock: Clock, vault: Vault, credential: A
     )
     portal = (settings.rate_limit_portal, timedelta(seconds=settings.rate_limit_portal_window_seconds))
     person = (settings.rate_limit_person, timedelta(seconds=settings.rate_limit_person_window_seconds))
-    counters = WindowCounters(db["rate_limits"], sweep_every=max(portal[1], person[1]))
+    counters = WindowSlots(db["rate_limits"], sweep_every=max(portal[1], person[1]))
     limits = RateLimits(counters, clock, settings.policies(), vault, portal=portal, person=person)
     return intake_guard(signatures, limits, credential)
