@@ -34,10 +34,14 @@ class Scope(CleanText):
 
     model_config = ConfigDict(extra="forbid")
 
-    office_id: str | None = None
-    booking_id: str | None = None
-    device_key: str | None = Field(None, description="device pseudonym from the audit records")
-    ip_key: str | None = Field(None, description="IP address pseudonym from the audit records")
+    office_id: str | None = Field(None, max_length=64)
+    booking_id: str | None = Field(None, max_length=64)
+    device_key: str | None = Field(
+        None, max_length=100, description="device pseudonym from the audit records"
+    )
+    ip_key: str | None = Field(
+        None, max_length=100, description="IP address pseudonym from the audit records"
+    )
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
 
@@ -63,9 +67,13 @@ class DisclosureIn(CleanText):
 
     model_config = ConfigDict(extra="forbid")
 
-    legal_basis: str = Field(min_length=2, description="law and article, e.g. 刑事訴訟法第197条第2項")
-    authority: str = Field(min_length=2, description="requesting government or investigative body")
-    reference_number: str = Field(min_length=1, description="the authority's document number")
+    legal_basis: str = Field(
+        min_length=2, max_length=200, description="law and article, e.g. 刑事訴訟法第197条第2項"
+    )
+    authority: str = Field(
+        min_length=2, max_length=200, description="requesting government or investigative body"
+    )
+    reference_number: str = Field(min_length=1, max_length=100, description="the authority's document number")
     scope: Scope
     note: str | None = Field(None, max_length=2000)
 

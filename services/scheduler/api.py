@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
-from services.scheduler.availability import Counsellor, DatedException, check_against_policy
+from services.scheduler.availability import Area, Counsellor, DatedException, SpanText, check_against_policy
 from services.scheduler.coordinator import Conflict, Coordinator
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
@@ -34,22 +34,22 @@ from shared.text import CleanText, is_clean
 
 
 class CounsellorIn(CleanText):
-    name: str = Field(min_length=1)
-    areas: list[str] = Field(default_factory=list, description="R20: areas served (KG)")
+    name: str = Field(min_length=1, max_length=100)
+    areas: list[Area] = Field(default_factory=list, max_length=20, description="R20: areas served (KG)")
     apps: list[MeetingApp] = Field(default_factory=list, description="R16: apps hosted; [] = any")
-    weekly: dict[str, list[str]] = Field(default_factory=dict, description="mon..sun -> ['09:00-12:00']")
-    exceptions: list[DatedException] = Field(default_factory=list)
+    weekly: dict[str, list[SpanText]] = Field(default_factory=dict, description="mon..sun -> ['09:00-12:00']")
+    exceptions: list[DatedException] = Field(default_factory=list, max_length=400)
     active: bool = True
 
 
 class ConfirmIn(CleanText):
-    counsellor_id: str
+    counsellor_id: str = Field(max_length=64)
     start: AwareDatetime
     duration_minutes: int | None = Field(None, ge=1, le=30, description="R01; default: as requested")
 
 
 class OptionIn(CleanText):
-    counsellor_id: str
+    counsellor_id: str = Field(max_length=64)
     start: AwareDatetime
 
 
