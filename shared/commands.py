@@ -23,10 +23,18 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from shared import safejson
-from shared.events import Envelope, InvalidEvent, MessageError, Payload, UtcDatetime, parse_event
+from shared.events import Envelope, InvalidEvent, MessageError, Payload, UtcDatetime, iso_only, parse_event
 from shared.text import PROSE_ALLOWED, CleanText, IpAddress, no_controls, shown
 from shared.topology import INTAKE
 
@@ -56,7 +64,7 @@ def normalize_kana(value: str) -> str:
     """The reading of a name in katakana (hiragana is converted)."""
     kana = _nfkc(value)
     kana = "".join(chr(ord(c) + 0x60) if "ぁ" <= c <= "ゖ" else c for c in kana)
-    if not kana or any(not ("ァ" <= c <= "ヺ" or c in " ー・") for c in kana):
+    if not 1 <= len(kana) <= 100 or any(not ("ァ" <= c <= "ヺ" or c in " ー・") for c in kana):
         raise ValueError("the reading must be written in kana")
     return kana
 
@@ -136,7 +144,7 @@ def _plausible(at: datetime) -> datetime:
     return at
 
 
-WishedTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
+WishedTime = Annotated[AwareDatetime, BeforeValidator(iso_only), AfterValidator(_plausible)]
 
 
 class WishedWindow(Form):
@@ -237,6 +245,7 @@ class RequestBooking(IntakeMessage):
     """Routing key `booking.request`: a portal asks for a booking; `body` is a `BookingForm`."""
 
     TYPE: ClassVar[str] = "booking.request"
+    CHECKED_LATER: ClassVar[frozenset[str]] = frozenset({"body"})  # as a BookingForm, with its rules
     type: Literal["booking.request"]
     portal_id: str = Field(min_length=1, max_length=64)
     idempotency_key: str = Field(min_length=1, max_length=200, description="same key, same answer")

@@ -12,14 +12,23 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID, uuid4
 
-from pydantic import AfterValidator, AwareDatetime, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, ValidationError
 
 from shared import safejson
 from shared.clock import Clock
 from shared.text import CleanText
 
+
+def iso_only(value: Any) -> Any:
+    """A time on the wire is ISO 8601 text with its offset: a bare number (seconds since 1970) is
+    refused, not read as a time in 1970."""
+    if isinstance(value, (int, float)):
+        raise ValueError("a date and time in ISO 8601 with its offset is required")
+    return value
+
+
 #: An aware datetime normalised to UTC: stored and sent in UTC, shown in JST.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda d: d.astimezone(UTC))]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(iso_only), AfterValidator(lambda d: d.astimezone(UTC))]
 
 
 class MessageError(Exception):

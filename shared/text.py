@@ -6,7 +6,8 @@ characters such as the U+202E bidi override, lone surrogates, private-use and un
 and no line or paragraph separator (U+2028, U+2029).
 Free text (a topic, a reason, a message) may also hold line feeds and tabs. Models that carry strings
 inherit `CleanText`, which applies the rule to every string field (and every string in a list field),
-so a field added later is covered too; a model names its free-text fields in `PROSE`.
+both to what was sent and to what is kept after normalisation, so a field added later is covered too;
+a model names its free-text fields in `PROSE`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ipaddress
 import unicodedata
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 #: what free text may hold beyond the rule
 PROSE_ALLOWED = "\n\t"
@@ -61,20 +62,38 @@ def _walk(value: Any, allowed: str) -> None:
     elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
             _walk(item, allowed)
-    # nested models check themselves; dicts of free shape (a command's body) are validated by the
-    # model they are parsed into
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk(key, "")
+            _walk(item, allowed)
+    # nested models check themselves
 
 
 class CleanText(BaseModel):
-    """Base of models with strings from outside: every string field meets `no_controls`."""
+    """Base of models with strings from outside: every string field meets `no_controls`, and a key
+    the model does not know is an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
 
     #: free-text fields, which may hold line feeds and tabs
     PROSE: ClassVar[frozenset[str]] = frozenset()
+    #: fields that carry another model's input, checked by that model (a command's form)
+    CHECKED_LATER: ClassVar[frozenset[str]] = frozenset()
+
+    # before: what was sent (a normaliser such as the phone parser may drop a trailing NUL);
+    # after: what is kept (normalised values)
+    @field_validator("*", mode="before", check_fields=False)
+    @classmethod
+    def _sent_without_controls(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name not in cls.CHECKED_LATER:
+            _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "")
+        return value
 
     @field_validator("*", mode="after", check_fields=False)
     @classmethod
-    def _no_controls(cls, value: Any, info: ValidationInfo) -> Any:
-        _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "")
+    def _kept_without_controls(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name not in cls.CHECKED_LATER:
+            _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "")
         return value
 
 
