@@ -221,7 +221,7 @@ def form_errors(exc: ValidationError) -> list[FieldError]:
     for e in exc.errors():
         # no location: the body is not an object; a key from outside is answered escaped
         path = ".".join(shown(str(p), 100) for p in e["loc"]) or "body"
-        msg = shown(str(e["msg"]).removeprefix("Value error, "), 500)
+        msg = shown(str(e["msg"]).removeprefix("Value error, "), 500, PROSE_ALLOWED)
         out.append(FieldError(field=path, message=msg, rule=FIELD_RULES.get(path.split(".")[0], "R02")))
     return out
 
@@ -311,7 +311,7 @@ def parse_intake(data: dict[str, Any]) -> Envelope[Any]:
         msg = model.model_validate(data)
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
-        raise MessageError("invalid-command", shown("; ".join(parts), 2000)) from exc
+        raise MessageError("invalid-command", shown("; ".join(parts), 2000, PROSE_ALLOWED)) from exc
     envelope: Envelope[Any] = Envelope[model](  # type: ignore[valid-type]
         event_id=msg.message_id,
         type=msg.type,

@@ -36,7 +36,7 @@ from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
 from shared.outbox import MarkedRelay, OutboxRelay
 from shared.settings import ServiceSettings
-from shared.text import shown
+from shared.text import is_clean, shown
 
 Hook = Callable[[], Awaitable[None]]
 SHUTDOWN_STEP_SECONDS = 10.0
@@ -45,6 +45,14 @@ SHUTDOWN_STEP_SECONDS = 10.0
 async def _raw_body(msg: Any) -> bytes:
     """Hand the handler the undecoded body, so unreadable input is parked by us with a reason."""
     return bytes(msg.body)
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's X-Request-Id if it is plain printable ASCII (it is answered in a header, logged and
+    published); otherwise one of ours."""
+    if given and len(given) <= 100 and given.isascii() and is_clean(given):
+        return given
+    return uuid.uuid4().hex
 
 
 class Runtime:
@@ -237,8 +245,7 @@ class Runtime:
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
             started = time.perf_counter()
-            # the caller's id, if any, is logged and published: escaped to the text rules
-            request_id = shown(request.headers.get("x-request-id") or "", 100) or uuid.uuid4().hex
+            request_id = _request_id(request.headers.get("x-request-id"))
             request.state.request_id = request_id
 
             def record(status: int) -> None:
@@ -269,12 +276,14 @@ class Runtime:
     async def _record_access(self, request: Request, status: int, started: float, request_id: str) -> None:
         route = request.scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        actor = getattr(request.state, "actor", None) or "anonymous"
-        office = getattr(request.state, "office_id", None) or "-"
+        # from the request (a path parameter, a header): escaped to the text rules, so the access
+        # record is kept whatever was sent (R10)
+        actor = shown(str(getattr(request.state, "actor", None) or "anonymous"), 100)
+        office = shown(str(getattr(request.state, "office_id", None) or "-"), 64)
         event = self.event(
             AccessLogged(
                 service=self.name,
-                actor=str(actor),
+                actor=actor,
                 method=request.method,
                 route=template,
                 status=status,

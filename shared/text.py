@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import unicodedata
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -48,25 +48,31 @@ def _escaped(char: str) -> str:
     return char.encode("unicode_escape").decode("ascii")
 
 
-def shown(text: str, limit: int = 200) -> str:
+def shown(text: str, limit: int = 200, allowed: str = "") -> str:
     """Text from outside (a key, an error message) made safe to answer, log and publish: characters the
-    rule refuses are written as escapes (U+202E as \\u202e), and the result is cut at `limit`."""
-    if not is_clean(text, PROSE_ALLOWED):
-        text = "".join(c if is_clean(c, PROSE_ALLOWED) else _escaped(c) for c in text)
+    rule refuses (beyond `allowed`) are written as escapes (U+202E as \\u202e), cut at `limit`."""
+    if not is_clean(text, allowed):
+        text = "".join(c if is_clean(c, allowed) else _escaped(c) for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _walk(value: Any, allowed: str) -> None:
+def _walk(value: Any, allowed: str, dicts: bool = True) -> None:
     if isinstance(value, str):
         no_controls(value, allowed)
     elif isinstance(value, (list, tuple, set, frozenset)):
         for item in value:
-            _walk(item, allowed)
-    elif isinstance(value, dict):
+            _walk(item, allowed, dicts)
+    elif isinstance(value, dict) and dicts:
         for key, item in value.items():
             _walk(key, "")
             _walk(item, allowed)
-    # nested models check themselves
+    # nested models check themselves (and name their own fields)
+
+
+def _holds_model(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(arg) for arg in get_args(annotation))
 
 
 class CleanText(BaseModel):
@@ -86,7 +92,9 @@ class CleanText(BaseModel):
     @classmethod
     def _sent_without_controls(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name not in cls.CHECKED_LATER:
-            _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "")
+            field = cls.model_fields.get(info.field_name or "")
+            models = field is not None and _holds_model(field.annotation)  # raw input of a nested model
+            _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "", dicts=not models)
         return value
 
     @field_validator("*", mode="after", check_fields=False)

@@ -106,6 +106,7 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
     ) -> JSONResponse:
         for_office(request, cred, office_id, "portal")
+        service.policy(office_id)  # an unknown office is a 404 before anything is claimed or sent
         if idempotency_key is not None and not is_clean(idempotency_key):
             error = FieldError(field="Idempotency-Key", message="control characters are not allowed")
             return JSONResponse(invalid([error]).body, 422)

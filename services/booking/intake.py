@@ -28,7 +28,7 @@ from services.booking.service import BookingService
 from services.booking.store.requests import request_key
 from shared.commands import BookingForm, FieldError, booking_id_for, form_errors
 from shared.events import BookingRejected, BookingRequested, DeviceRecorded, Envelope, Payload, TimeWindow
-from shared.text import shown
+from shared.text import PROSE_ALLOWED, shown
 
 log = logging.getLogger("consult.booking")
 #: pauses between attempts of a decision the database failed (locked, restarting, timed out)
@@ -189,6 +189,7 @@ class Intake:
             message=shown(
                 b["message"] + "".join(f"; {e['field']}: {e['message']}" for e in b.get("errors", [])[:5]),
                 2000,
+                PROSE_ALLOWED,
             ),
         )
         return self.service.runtime.event(payload, sub.office_id, cause=sub.cause)

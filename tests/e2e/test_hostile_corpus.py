@@ -301,6 +301,36 @@ async def test_every_hostile_body_is_a_4xx_with_a_reason(
     print(f"\nhostile corpus: {service} {method} {template}: {len(cases)} cases, each a 4xx with a reason")
 
 
+PATH_VALUES = ["%C2%94x", "%00", "%0D%0Ax", "%E2%80%AE", "%ED%A0%80", "%FF", "x" * 5000]
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES), ids=lambda r: f"{r[0]}-{r[1]}-{r[2]}")
+async def test_hostile_path_parameters_and_headers_are_a_4xx(
+    stack: Stack, things: dict[str, str], route: Route
+) -> None:
+    """Every path parameter in turn replaced by control characters, a bidi override, bytes that are
+    not UTF-8 or a 5,000-character value; and hostile Idempotency-Key / X-Request-Id headers."""
+    service, method, template = route
+    key, valid = ROUTES[route]
+    names = [n.split("}")[0] for n in template.split("{")[1:]]
+    wrong = []
+    async with stack.client(
+        service, headers={"Authorization": f"Bearer {key}", "X-Staff-Key": key}
+    ) as pooled:
+        for name in names:
+            for value in PATH_VALUES:
+                url = template.format(**(things | {name: value}))
+                r = await pooled.request(method, url, json=valid)
+                if not 400 <= r.status_code < 500:
+                    wrong.append((name, value[:20], r.status_code, r.text[:200]))
+        for header in (b"k\x85\x9b31m", b"k\x1b[2J", b"k" * 300):
+            extra = {"Idempotency-Key": header, "X-Request-Id": header}
+            r = await pooled.request(method, template.format(**things), json={"not": "valid"}, headers=extra)
+            if not 400 <= r.status_code < 500:
+                wrong.append(("header", header[:20], r.status_code, r.text[:200]))
+    assert not wrong, wrong
+
+
 # --------------------------------------------------------------------------- AMQP
 
 

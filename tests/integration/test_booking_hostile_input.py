@@ -132,6 +132,20 @@ async def test_r02_an_idempotency_key_with_control_characters_is_a_422(h: Harnes
     assert errors_of(r) == {"Idempotency-Key": "control characters are not allowed"}
 
 
+async def test_r10_an_office_or_request_id_with_control_characters_is_a_404_and_still_access_logged(
+    h: Harness,
+) -> None:
+    """Found by the OpenAPI fuzzer: an unknown office (U+0094 in the path) went into the rejection
+    event and the access record, which the text rules refuse: a 500, and no access record (R10)."""
+    headers = {"Authorization": f"Bearer {PORTAL_KEY}", "X-Request-Id": b"req\x85\x1b[2J"}
+    r = await h.client.post("/v1/offices/%C2%94kg/bookings", json=kg(h), headers=headers)
+    assert r.status_code == 404, r.text
+    [logged] = await h.events.wait("access.logged", route="/v1/offices/{office_id}/bookings")
+    assert logged["office_id"] == "\\x94kg"
+    assert logged["payload"]["request_id"].isalnum()  # not echoed: one of ours
+    assert not h.events.of("booking.rejected")
+
+
 # ----------------------------------------------------------------------------- AMQP
 
 

@@ -113,7 +113,8 @@ class _Clock:
 
 
 def test_shown_escapes_what_the_rules_refuse_and_cuts_long_text() -> None:
-    assert shown("a\u202eb\x00c\ud800\n") == "a\\u202eb\\x00c\\ud800\n"
+    assert shown("a\u202eb\x00c\ud800\n") == "a\\u202eb\\x00c\\ud800\\n"
+    assert shown("a\n\tb\r", allowed="\n\t") == "a\n\tb\\r"
     assert no_controls(shown("\x1b[2J" * 10)) == "\\x1b[2J" * 10
     assert len(shown("x" * 500, 100)) == 100
 
