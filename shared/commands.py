@@ -15,7 +15,6 @@ report the device a person uses with `ObserveDevice` (routing key `device.observ
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 import uuid
@@ -24,9 +23,19 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
-from shared.events import Envelope, InvalidEvent, MessageError, Payload, UtcDatetime, parse_event
+from shared import safejson
+from shared.events import Envelope, InvalidEvent, MessageError, Payload, UtcDatetime, iso_only, parse_event
+from shared.text import PROSE_ALLOWED, CleanText, IpAddress, no_controls, shown
 from shared.topology import INTAKE
 
 # --------------------------------------------------------------------------- normalisation
@@ -55,7 +64,7 @@ def normalize_kana(value: str) -> str:
     """The reading of a name in katakana (hiragana is converted)."""
     kana = _nfkc(value)
     kana = "".join(chr(ord(c) + 0x60) if "ぁ" <= c <= "ゖ" else c for c in kana)
-    if not kana or any(not ("ァ" <= c <= "ヺ" or c in " ー・") for c in kana):
+    if not 1 <= len(kana) <= 100 or any(not ("ァ" <= c <= "ヺ" or c in " ー・") for c in kana):
         raise ValueError("the reading must be written in kana")
     return kana
 
@@ -79,16 +88,8 @@ def normalize_email(value: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
-def _no_controls(text: str, allowed: str = "") -> str:
-    """Control and format characters (NUL, ESC, BEL, bidi overrides…) have no place in a form field."""
-    bad = next((c for c in text if unicodedata.category(c)[0] == "C" and c not in allowed), None)
-    if bad is not None:
-        raise ValueError(f"control character U+{ord(bad):04X} is not allowed")
-    return text
-
-
 def normalize_address(value: str) -> str:
-    address = _no_controls(_nfkc(value))
+    address = no_controls(_nfkc(value))
     if not 4 <= len(address) <= 200:
         raise ValueError("an address of 4 to 200 characters is required")
     return address
@@ -108,7 +109,7 @@ def normalize_jobseeker_number(value: str) -> str:
 
 
 def normalize_text(value: str) -> str:
-    text = _no_controls(unicodedata.normalize("NFKC", value).strip(), allowed="\n\t")
+    text = no_controls(unicodedata.normalize("NFKC", value).strip(), allowed=PROSE_ALLOWED)
     if not 1 <= len(text) <= 1000:
         raise ValueError("1 to 1000 characters")
     return text
@@ -126,7 +127,9 @@ Text = Annotated[str, AfterValidator(normalize_text)]
 # --------------------------------------------------------------------------- the booking form
 
 
-class Form(BaseModel):
+class Form(CleanText):
+    """Every string field meets the text rules (`shared.text`), besides its own normalisation."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -141,7 +144,7 @@ def _plausible(at: datetime) -> datetime:
     return at
 
 
-WishedTime = Annotated[AwareDatetime, AfterValidator(_plausible)]
+WishedTime = Annotated[AwareDatetime, BeforeValidator(iso_only), AfterValidator(_plausible)]
 
 
 class WishedWindow(Form):
@@ -155,8 +158,8 @@ class DeviceInfo(Form):
     """Identification of the device the person uses (R10); goes to audit only, pseudonymised (R11)."""
 
     user_agent: str | None = Field(None, max_length=500)
-    ip_address: str | None = Field(
-        None, max_length=64, description="the person's address as the portal saw it"
+    ip_address: IpAddress | None = Field(
+        None, max_length=64, description="the person's IPv4 or IPv6 address as the portal saw it"
     )
     device_id: str | None = Field(None, max_length=200)
     app_version: str | None = Field(None, max_length=100)
@@ -166,6 +169,8 @@ class BookingForm(Form):
     """Body of a booking request. Which personal fields are required is office policy (R02): KG name,
     address, phone, email, windows, duration; HW name, jobseeker_number, phone, topic (plus windows).
     Fields an office does not ask for are refused, so no more personal data is kept than needed."""
+
+    PROSE: ClassVar[frozenset[str]] = frozenset({"topic"})
 
     name: Name | None = Field(None, description="氏名 (kanji, kana or Latin letters)")
     name_kana: Kana | None = Field(None, description="reading of the name, optional")
@@ -183,10 +188,14 @@ class BookingForm(Form):
     companions: list[Literal["interpreter", "assistant"]] | None = Field(
         None, description="R15: who attends with the person; [] for nobody. Must be declared."
     )
-    device_checklist: list[str] = Field(
-        default_factory=list, description="R19 (and R03 webcam): ids of the checklist items confirmed"
+    device_checklist: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=50,
+        description="R19 (and R03 webcam): ids of the checklist items confirmed",
     )
-    terms_version: str | None = Field(None, description="R17: the terms version the person agreed to")
+    terms_version: str | None = Field(
+        None, max_length=50, description="R17: the terms version the person agreed to"
+    )
     device: DeviceInfo | None = Field(None, description="R10: device identification, optional")
 
 
@@ -210,8 +219,9 @@ def form_errors(exc: ValidationError) -> list[FieldError]:
     """Pydantic's errors as per-field errors a portal can show next to its inputs."""
     out = []
     for e in exc.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "body"  # no location: the body is not an object
-        msg = str(e["msg"]).removeprefix("Value error, ")
+        # no location: the body is not an object; a key from outside is answered escaped
+        path = ".".join(shown(str(p), 100) for p in e["loc"]) or "body"
+        msg = shown(str(e["msg"]).removeprefix("Value error, "), 500, PROSE_ALLOWED)
         out.append(FieldError(field=path, message=msg, rule=FIELD_RULES.get(path.split(".")[0], "R02")))
     return out
 
@@ -224,7 +234,7 @@ class IntakeMessage(Payload):
 
     message_id: uuid.UUID = Field(description="unique per message; a redelivered copy is handled once")
     type: str
-    office_id: str
+    office_id: str = Field(max_length=64)
     sent_at: UtcDatetime
 
     def producer(self) -> str:
@@ -235,6 +245,7 @@ class RequestBooking(IntakeMessage):
     """Routing key `booking.request`: a portal asks for a booking; `body` is a `BookingForm`."""
 
     TYPE: ClassVar[str] = "booking.request"
+    CHECKED_LATER: ClassVar[frozenset[str]] = frozenset({"body"})  # as a BookingForm, with its rules
     type: Literal["booking.request"]
     portal_id: str = Field(min_length=1, max_length=64)
     idempotency_key: str = Field(min_length=1, max_length=200, description="same key, same answer")
@@ -250,7 +261,7 @@ class JobseekerRecord(IntakeMessage):
 
     TYPE: ClassVar[str] = "jobseeker.record"
     type: Literal["jobseeker.registered", "jobseeker.updated"]
-    source: str = Field(description="upstream system that sent it")
+    source: str = Field(min_length=1, max_length=100, description="upstream system that sent it")
     jobseeker_number: JobseekerNumber
     name: Name
     phone: Phone = Field(description="the phone registered with the job-seeker record")
@@ -266,10 +277,10 @@ class ObserveDevice(IntakeMessage):
 
     TYPE: ClassVar[str] = "device.observed"
     type: Literal["device.observed"]
-    portal_id: str
-    booking_id: str | None = None
+    portal_id: str = Field(min_length=1, max_length=64)
+    booking_id: str | None = Field(None, max_length=64)
     user_agent: str | None = Field(None, max_length=500)
-    ip_address: str | None = Field(None, max_length=64)
+    ip_address: IpAddress | None = Field(None, max_length=64)
     device_id: str | None = Field(None, max_length=200)
     app_version: str | None = Field(None, max_length=100)
 
@@ -300,7 +311,7 @@ def parse_intake(data: dict[str, Any]) -> Envelope[Any]:
         msg = model.model_validate(data)
     except ValidationError as exc:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]]
-        raise MessageError("invalid-command", "; ".join(parts)) from exc
+        raise MessageError("invalid-command", shown("; ".join(parts), 2000, PROSE_ALLOWED)) from exc
     envelope: Envelope[Any] = Envelope[model](  # type: ignore[valid-type]
         event_id=msg.message_id,
         type=msg.type,
@@ -321,9 +332,9 @@ def parse_message(body: bytes, exchange: str | None = None) -> Envelope[Any]:
     back through the redeliver exchange and were checked on their first delivery.
     """
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"not JSON: {exc}") from exc
+        data = safejson.loads(body)
+    except safejson.UnsafeJson as exc:  # permanent: parked at once, never retried
+        raise InvalidEvent(f"{exc.field}: {exc.message}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise InvalidEvent("no envelope: an object with a string 'type' is required")
     if data["type"] in INTAKE_TYPES:

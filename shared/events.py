@@ -12,12 +12,23 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID, uuid4
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field, ValidationError
 
+from shared import safejson
 from shared.clock import Clock
+from shared.text import CleanText
+
+
+def iso_only(value: Any) -> Any:
+    """A time on the wire is ISO 8601 text with its offset: a bare number (seconds since 1970) is
+    refused, not read as a time in 1970."""
+    if isinstance(value, (int, float)):
+        raise ValueError("a date and time in ISO 8601 with its offset is required")
+    return value
+
 
 #: An aware datetime normalised to UTC: stored and sent in UTC, shown in JST.
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(lambda d: d.astimezone(UTC))]
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(iso_only), AfterValidator(lambda d: d.astimezone(UTC))]
 
 
 class MessageError(Exception):
@@ -39,8 +50,9 @@ class InvalidEvent(MessageError):
         super().__init__("invalid-event", detail)
 
 
-class Contract(BaseModel):
-    """Base of every payload: strict, so a misspelt field is an error, not a silent default."""
+class Contract(CleanText):
+    """Base of every payload: strict, so a misspelt field is an error, not a silent default; every
+    string meets the text rules of `shared.text` (free-text fields are named in `PROSE`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,7 +82,7 @@ def event(type_: str, version: int = 1) -> Any:
     return register
 
 
-class Envelope(BaseModel, Generic[PayloadT]):
+class Envelope(CleanText, Generic[PayloadT]):
     """What travels on the wire: identity, causality and the typed payload."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -119,9 +131,9 @@ def new_event(
 def parse_event(body: bytes | str | dict[str, Any]) -> Envelope[Any]:
     """Bytes to a typed envelope; an unknown type or invalid payload raises, never passes quietly."""
     try:
-        data = body if isinstance(body, dict) else json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"not JSON: {exc}") from exc
+        data = body if isinstance(body, dict) else safejson.loads(body)
+    except safejson.UnsafeJson as exc:  # permanent: parked at once, never retried
+        raise InvalidEvent(f"{exc.field}: {exc.message}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise InvalidEvent("no envelope: an object with a string 'type' is required")
     model = REGISTRY.get(data["type"])
@@ -187,6 +199,8 @@ class BookingRequested(Payload):
 @event("booking.rejected")
 class BookingRejected(Payload):
     """A portal's request refused with its rule. booking -> portals, audit."""
+
+    PROSE: ClassVar[frozenset[str]] = frozenset({"message"})
 
     request_id: str = Field(description="portal's idempotency key or message id")
     portal_id: str
@@ -279,6 +293,8 @@ class BookingCompleted(Payload):
 @event("person.refused")
 class PersonRefused(Payload):
     """A person is refused further online consultations (R09 no-shows, R13 misconduct)."""
+
+    PROSE: ClassVar[frozenset[str]] = frozenset({"reason"})
 
     person_key: str = Field(description="keyed-hash pseudonym of the person, never the raw identity")
     rule: Literal["R09", "R13"]
@@ -391,6 +407,8 @@ class NotificationSent(Payload):
 @event("notification.failed")
 class NotificationFailed(Payload):
     """An email could not be delivered; parked for ops. notifier -> audit."""
+
+    PROSE: ClassVar[frozenset[str]] = frozenset({"error"})
 
     booking_id: str
     kind: str

@@ -1,9 +1,10 @@
 """Publishing with confirms and consuming with retries, parking and dedupe: the one way services talk.
 
 A consumer never drops a message. Each delivery ends in exactly one of: handled and acked; already
-seen (duplicate) and acked; copied to a delay queue for another attempt, then acked; or copied to
-the service's parking queue with the reason in its headers, then acked. The copy is confirmed by the
-broker before the original is acked, so a crash in between only causes a redelivery.
+seen (a duplicate: the same id and content) and acked; copied to a delay queue for another attempt,
+then acked; or copied to the service's parking queue with the reason in its headers, then acked.
+The copy is confirmed by the broker before the original is acked, so a crash in between only causes
+a redelivery.
 
 R12: a parked or delayed copy rests on the broker (parking for as long as ops take), so its body is
 sealed with the service's own key (`SEALED_HEADER` says so) and opened by the service when the copy
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -94,6 +97,9 @@ class Inbox:
     the inbox grows with every event). Duplicates of a done event are acknowledged; a duplicate
     arriving while another delivery holds the claim waits in a delay queue. A claim left by a crashed
     consumer expires after `lease_seconds` and is taken over.
+
+    A claim and its done marker keep a digest of the message's content: a message that comes with the
+    id of another, different message is a conflict, not a duplicate, and is not swallowed silently.
     """
 
     def __init__(self, collection: AsyncCollection[Doc], lease_seconds: float = 120.0) -> None:
@@ -104,19 +110,24 @@ class Inbox:
     def done_id(event_id: str) -> str:
         return f"{event_id}#done"
 
-    async def claim(self, event_id: str, event_type: str, now: float) -> Literal["new", "done", "busy"]:
+    async def claim(
+        self, event_id: str, event_type: str, now: float, digest: str | None = None
+    ) -> Literal["new", "done", "busy", "conflict"]:
         try:
             await self.collection.insert_one(
-                {"_id": event_id, "type": event_type, "state": "processing", "at": now}
+                {"_id": event_id, "type": event_type, "state": "processing", "at": now, "digest": digest}
             )
             return "new"
         except DuplicateKeyError:
             pass
-        if await self.seen(event_id):
-            return "done"
+        finished = await self.collection.find_one({"_id": self.done_id(event_id)}, {"digest": 1})
+        if finished is not None:
+            return "conflict" if _differs(finished, digest) else "done"
         doc = await self.collection.find_one({"_id": event_id})
         if doc is None:
             return "busy"  # released a moment ago; try again shortly
+        if _differs(doc, digest):
+            return "conflict"
         held_since = float(doc.get("at", 0))
         if now - held_since > self.lease_seconds:
             # one taker per expired claim: a unique insert decides (concurrent conditional updates
@@ -129,9 +140,9 @@ class Inbox:
             return "new"
         return "busy"
 
-    async def done(self, event_id: str, now: float) -> None:
+    async def done(self, event_id: str, now: float, digest: str | None = None) -> None:
         with contextlib.suppress(DuplicateKeyError):  # a taken-over claim finished twice
-            await self.collection.insert_one({"_id": self.done_id(event_id), "at": now})
+            await self.collection.insert_one({"_id": self.done_id(event_id), "at": now, "digest": digest})
 
     async def release(self, event_id: str) -> None:
         await delete_if(self.collection, event_id, {"state": "processing"})
@@ -162,6 +173,18 @@ def open_resting_copy(sealer: Sealer | None, service: str, body: bytes, headers:
         raise MessageError("sealed-copy", f"does not open: {type(exc).__name__}") from exc
 
 
+def _differs(doc: Doc, digest: str | None) -> bool:
+    """Another message's claim (documents written before digests were kept count as the same)."""
+    held = doc.get("digest")
+    return digest is not None and held is not None and held != digest
+
+
+def digest_of(event: Envelope[Any]) -> str:
+    """What a message says, independent of key order and whitespace: a redelivered copy has the same."""
+    canonical = json.dumps(event.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class Consumer:
     """Routes one service's inbox by event type to its handlers."""
 
@@ -180,6 +203,7 @@ class Consumer:
         self.parser = parser or (lambda body, msg: parse_event(body))
         self.sealer = sealer  # seals the copies this consumer parks or delays (R12)
         self.handlers: dict[str, Handler] = {}
+        self.conflict_handlers: dict[str, Handler] = {}
         self.stats = {"handled": 0, "duplicates": 0, "retried": 0, "parked": 0}
 
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
@@ -187,6 +211,16 @@ class Consumer:
 
         def register(fn: Handler) -> Handler:
             self.handlers[event_type] = fn
+            return fn
+
+        return register
+
+    def on_conflict(self, event_type: str) -> Callable[[Handler], Handler]:
+        """Decorator: also tell the sender when a message of this type reuses another's id (it is
+        parked with the reason `message-id-reused` in any case)."""
+
+        def register(fn: Handler) -> Handler:
+            self.conflict_handlers[event_type] = fn
             return fn
 
         return register
@@ -211,10 +245,15 @@ class Consumer:
         except MessageError as exc:
             await self.park(msg, exc.reason, exc.detail)
             return
+        except Exception as exc:  # parsing is pure: the same body fails the same way, so no retry
+            log.exception("%s: could not parse a message", self.queues.inbox)
+            await self.park(msg, "unparseable", f"{type(exc).__name__}: {exc}")
+            return
         event_id = str(event.event_id)
+        digest = digest_of(event)
         if self.inbox is not None:
             try:
-                claim = await self.inbox.claim(event_id, event.type, time.time())
+                claim = await self.inbox.claim(event_id, event.type, time.time(), digest)
             except PyMongoError as exc:
                 # The database is away (FerretDB paused in the chaos drill): not the message's fault,
                 # so no attempt is counted, and it waits in the delay queue instead of being requeued
@@ -223,6 +262,9 @@ class Consumer:
                 return
             if claim == "done":
                 self.stats["duplicates"] += 1
+                return
+            if claim == "conflict":
+                await self._conflict(msg, event, attempt)
                 return
             if claim == "busy":  # the same event is being handled right now: look again later
                 await self.retry(msg, attempt - 1, "a duplicate is being handled", count=False)
@@ -239,8 +281,23 @@ class Consumer:
                 await self.inbox.release(event_id)
             return
         if self.inbox is not None:
-            await self.inbox.done(event_id, time.time())
+            await self.inbox.done(event_id, time.time(), digest)
         self.stats["handled"] += 1
+
+    async def _conflict(self, msg: RabbitMessage, event: Envelope[Any], attempt: int) -> None:
+        """Another message with this id was handled or is being handled: this one is not a copy of it."""
+        handler = self.conflict_handlers.get(event.type)
+        if handler is not None:
+            try:
+                await handler(event)
+            except Exception as exc:  # e.g. the database away: the message comes back later
+                await self.retry(msg, attempt, f"telling the sender of a reused id failed: {exc}")
+                return
+        await self.park(
+            msg,
+            "message-id-reused",
+            f"another message with id {event.event_id} was handled; this one differs",
+        )
 
     async def _handle(self, handler: Handler, event: Envelope[Any], msg: RabbitMessage, attempt: int) -> bool:
         """Run the handler; on failure retry or park the message and return False."""

@@ -30,12 +30,14 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from shared import limits, logsafe, outbox, topology
 from shared.clock import Clock
 from shared.events import AccessLogged, Envelope, Payload, new_event
+from shared.httperrors import LastResort
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
 from shared.outbox import MarkedRelay, OutboxRelay
 from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
+from shared.text import is_clean, shown
 
 Hook = Callable[[], Awaitable[None]]
 SHUTDOWN_STEP_SECONDS = 10.0
@@ -44,6 +46,14 @@ SHUTDOWN_STEP_SECONDS = 10.0
 async def _raw_body(msg: Any) -> bytes:
     """Hand the handler the undecoded body, so unreadable input is parked by us with a reason."""
     return bytes(msg.body)
+
+
+def _request_id(given: str | None) -> str:
+    """The caller's X-Request-Id if it is plain printable ASCII (it is answered in a header, logged and
+    published); otherwise one of ours."""
+    if given and len(given) <= 100 and given.isascii() and is_clean(given):
+        return given
+    return uuid.uuid4().hex
 
 
 class Runtime:
@@ -248,7 +258,7 @@ class Runtime:
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
             started = time.perf_counter()
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request_id = _request_id(request.headers.get("x-request-id"))
             request.state.request_id = request_id
 
             def record(status: int) -> None:
@@ -272,18 +282,21 @@ class Runtime:
             return JSONResponse(body, 503, headers={"Retry-After": "1"})
 
         app.add_exception_handler(PyMongoError, database_unavailable)
-        limits.limit_body(app, self.settings.max_body_bytes)  # outermost: 413 before a body is read
+        limits.limit_body(app, self.settings.max_body_bytes)  # 413 before a body is read
+        app.add_middleware(LastResort, service=self.name)  # outermost: any other error, a JSON 500
         return app
 
     async def _record_access(self, request: Request, status: int, started: float, request_id: str) -> None:
         route = request.scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        actor = getattr(request.state, "actor", None) or "anonymous"
-        office = getattr(request.state, "office_id", None) or "-"
+        # from the request (a path parameter, a header): escaped to the text rules, so the access
+        # record is kept whatever was sent (R10)
+        actor = shown(str(getattr(request.state, "actor", None) or "anonymous"), 100)
+        office = shown(str(getattr(request.state, "office_id", None) or "-"), 64)
         event = self.event(
             AccessLogged(
                 service=self.name,
-                actor=str(actor),
+                actor=actor,
                 method=request.method,
                 route=template,
                 status=status,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import aio_pika
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from pymongo import monitoring
 
@@ -62,6 +63,26 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
+
+
+@asynccontextmanager
+async def uvicorn_serving(app: FastAPI) -> AsyncIterator[str]:
+    """Serve an app with uvicorn on a free loopback port, in this process (a real HTTP/1.1 server,
+    for what the in-process transport cannot show: connections, keep-alive); yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            task.result()  # raise why it could not start
+        return server.started
+
+    try:
+        await eventually(started, timeout=30, what="uvicorn started")
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 class Mailpit:

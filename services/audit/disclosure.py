@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 
 from services.audit.auth import APPROVER, Caller
 from services.audit.search import Filters
 from shared.mongo import Doc
+from shared.text import CleanText
 
 Status = Literal["requested", "approved", "rejected"]
 
@@ -28,15 +29,19 @@ class Refused(Exception):
         self.reason = reason
 
 
-class Scope(BaseModel):
+class Scope(CleanText):
     """Which records: at least one of booking, device or IP pseudonym, optionally office and time."""
 
     model_config = ConfigDict(extra="forbid")
 
-    office_id: str | None = None
-    booking_id: str | None = None
-    device_key: str | None = Field(None, description="device pseudonym from the audit records")
-    ip_key: str | None = Field(None, description="IP address pseudonym from the audit records")
+    office_id: str | None = Field(None, max_length=64)
+    booking_id: str | None = Field(None, max_length=64)
+    device_key: str | None = Field(
+        None, max_length=100, description="device pseudonym from the audit records"
+    )
+    ip_key: str | None = Field(
+        None, max_length=100, description="IP address pseudonym from the audit records"
+    )
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
 
@@ -57,12 +62,18 @@ class Scope(BaseModel):
         )
 
 
-class DisclosureIn(BaseModel):
+class DisclosureIn(CleanText):
+    PROSE: ClassVar[frozenset[str]] = frozenset({"note"})
+
     model_config = ConfigDict(extra="forbid")
 
-    legal_basis: str = Field(min_length=2, description="law and article, e.g. 刑事訴訟法第197条第2項")
-    authority: str = Field(min_length=2, description="requesting government or investigative body")
-    reference_number: str = Field(min_length=1, description="the authority's document number")
+    legal_basis: str = Field(
+        min_length=2, max_length=200, description="law and article, e.g. 刑事訴訟法第197条第2項"
+    )
+    authority: str = Field(
+        min_length=2, max_length=200, description="requesting government or investigative body"
+    )
+    reference_number: str = Field(min_length=1, max_length=100, description="the authority's document number")
     scope: Scope
     note: str | None = Field(None, max_length=2000)
 

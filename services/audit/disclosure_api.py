@@ -1,9 +1,9 @@
 """Legal-disclosure routes (R11): request, four-eyes decision, and the recorded opening of sealed values."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from services.audit import auth, records
 from services.audit.disclosure import DisclosureIn, Refused, Scope, check_open, decide, new_request, summary
@@ -11,13 +11,16 @@ from services.audit.search import public
 from services.audit.service import AuditService
 from shared.authfirst import AuthFirstRoute
 from shared.mongo import Doc
+from shared.text import CleanText
 
 
 def shown(doc: Doc) -> dict[str, Any]:
     return {"disclosure_id": doc["_id"], **public(doc)}
 
 
-class Decision(BaseModel):
+class Decision(CleanText):
+    PROSE: ClassVar[frozenset[str]] = frozenset({"reason"})
+
     reason: str | None = Field(None, max_length=2000)
 
 

@@ -6,17 +6,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from services.booking import views
 from services.booking.auth import for_office
 from services.booking.domain import Booking
-from services.booking.intake import Intake, Submission
+from services.booking.guard import json_body
+from services.booking.intake import Intake, Submission, invalid
 from services.booking.service import BookingService
 from services.booking.store import Credential
+from shared import safejson
 from shared.authfirst import AuthFirstRoute
-from shared.commands import BookingForm
+from shared.commands import FIELD_RULES, BookingForm, FieldError
 from shared.policy import Channel
+from shared.text import CleanText, is_clean
 
 FORM_BODY = {
     "requestBody": {
@@ -26,7 +29,7 @@ FORM_BODY = {
 }
 
 
-class CancelIn(BaseModel):
+class CancelIn(CleanText):
     channel: Channel = Field(description="how the person asked: portal, or phone/email taken by staff (R07)")
     by: Literal["person", "office"] = Field(
         "person", description="office: staff cancel on the office's behalf"
@@ -103,10 +106,16 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
     ) -> JSONResponse:
         for_office(request, cred, office_id, "portal")
+        service.policy(office_id)  # an unknown office is a 404 before anything is claimed or sent
+        if idempotency_key is not None and not is_clean(idempotency_key):
+            error = FieldError(field="Idempotency-Key", message="control characters are not allowed")
+            return JSONResponse(invalid([error]).body, 422)
         try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "invalid", "message": "the body is not JSON", "errors": []}, 422)
+            body = await json_body(request)
+        except safejson.UnsafeJson as exc:  # not JSON, or too deep, lone surrogates, duplicate keys…
+            top = str(exc.path[0]) if exc.path else ""
+            error = FieldError(field=exc.field, message=exc.message, rule=FIELD_RULES.get(top, "R02"))
+            return JSONResponse(invalid([error]).body, 422)
         outcome = await intake.submit(Submission(cred.subject, office_id, idempotency_key, body))
         headers = {"Location": f"/v1/bookings/{outcome.body['booking_id']}"} if outcome.status == 202 else {}
         return JSONResponse(outcome.body, outcome.status, headers=headers)

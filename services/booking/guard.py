@@ -16,10 +16,23 @@ from services.booking.crypto import Vault
 from services.booking.ratelimit import RateLimits
 from services.booking.signing import Signatures
 from services.booking.store.access import Credential
-from services.booking.store.guards import SeenSignatures, WindowCounters
+from services.booking.store.guards import SeenSignatures, WindowSlots
+from shared import safejson
 from shared.clock import Clock
 
 Guard = Callable[..., Awaitable[None]]
+
+
+async def json_body(request: Request) -> Any:
+    """The intake body, read once with `safejson` (raises its UnsafeJson, which the route answers 422)."""
+    if not hasattr(request.state, "json_body"):
+        try:
+            request.state.json_body = safejson.loads(await request.body())
+        except safejson.UnsafeJson as exc:
+            request.state.json_body = exc
+    if isinstance(request.state.json_body, safejson.UnsafeJson):
+        raise request.state.json_body
+    return request.state.json_body
 
 
 def intake_guard(signatures: Signatures, limits: RateLimits, credential: Any) -> Guard:
@@ -29,8 +42,8 @@ def intake_guard(signatures: Signatures, limits: RateLimits, credential: Any) ->
         for_office(request, cred, office_id, "portal")
         await signatures.check(request, cred)
         try:
-            body = await request.json()
-        except ValueError:
+            body = await json_body(request)
+        except safejson.UnsafeJson:
             body = None  # the route answers 422
         await limits.check(cred, office_id, body)
 
@@ -46,6 +59,6 @@ def build(settings: Settings, db: Any, clock: Clock, vault: Vault, credential: A
     )
     portal = (settings.rate_limit_portal, timedelta(seconds=settings.rate_limit_portal_window_seconds))
     person = (settings.rate_limit_person, timedelta(seconds=settings.rate_limit_person_window_seconds))
-    counters = WindowCounters(db["rate_limits"], sweep_every=max(portal[1], person[1]))
+    counters = WindowSlots(db["rate_limits"], sweep_every=max(portal[1], person[1]))
     limits = RateLimits(counters, clock, settings.policies(), vault, portal=portal, person=person)
     return intake_guard(signatures, limits, credential)

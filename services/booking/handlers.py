@@ -38,6 +38,14 @@ def register(runtime: Runtime, service: BookingService, intake: Intake) -> None:
         if outcome.in_progress:
             raise TransientError("the first request with this key is still being handled")
 
+    @runtime.consumer.on_conflict("booking.request")
+    async def reused_message_id(event: Envelope[Any]) -> None:
+        cmd: RequestBooking = event.payload
+        if await stores.credentials.portal_known(cmd.portal_id, cmd.office_id):  # else: parked only
+            await intake.reject_reused_message_id(
+                Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
+            )
+
     async def jobseeker(event: Envelope[Any]) -> None:
         rec: JobseekerRecord = event.payload
         if rec.office_id not in service.policies:

@@ -28,6 +28,7 @@ from services.booking.service import BookingService
 from services.booking.store.requests import request_key
 from shared.commands import BookingForm, FieldError, booking_id_for, form_errors
 from shared.events import BookingRejected, BookingRequested, DeviceRecorded, Envelope, Payload, TimeWindow
+from shared.text import PROSE_ALLOWED, shown
 
 log = logging.getLogger("consult.booking")
 #: pauses between attempts of a decision the database failed (locked, restarting, timed out)
@@ -120,6 +121,22 @@ class Intake:
             return outcome
         return await self._answer_of(sub, key, claim.doc)
 
+    async def reject_reused_message_id(self, sub: Submission) -> None:
+        """An AMQP command with the message_id of another, different command: not a redelivered copy,
+        so it is not dropped as one; its portal learns it from booking.rejected (request_id = its key)."""
+        assert sub.cause is not None and sub.idempotency_key is not None
+        outcome = Outcome(
+            409,
+            {
+                "error": "message-id-reused",
+                "message": f"message_id {sub.cause.event_id} was used by another command; "
+                "send this one with a new message_id",
+            },
+        )
+        event = self._rejected(sub, sub.idempotency_key, outcome)
+        refusal_id = f"{sub.cause.event_id}\x1freused\x1f{sub.portal_id}\x1f{sub.idempotency_key}"
+        await self.stores.requests.record_refusal(refusal_id, sub.office_id, [event])
+
     async def _answer_of(self, sub: Submission, key: str, doc: dict[str, Any]) -> Outcome:
         """Wait for the first request's answer; take the claim over if its owner died."""
         deadline = time.monotonic() + self.wait
@@ -170,8 +187,11 @@ class Intake:
             portal_id=sub.portal_id,
             rule=b.get("rule") or errors[0].get("rule"),
             field=b.get("field") or errors[0].get("field"),
-            message=b["message"]
-            + "".join(f"; {e['field']}: {e['message']}" for e in b.get("errors", [])[:5]),
+            message=shown(
+                b["message"] + "".join(f"; {e['field']}: {e['message']}" for e in b.get("errors", [])[:5]),
+                2000,
+                PROSE_ALLOWED,
+            ),
         )
         return self.service.runtime.event(payload, sub.office_id, cause=sub.cause)
 

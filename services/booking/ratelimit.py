@@ -1,9 +1,10 @@
 """Rate limits on intake (issue 8): per portal key and per person, 429 with Retry-After.
 
-Fixed-window counters in MongoDB (`store/guards.WindowCounters`), so the limits hold across
-replicas. The person is the office's R09 identity (`rules.person_identity`) as the vault's keyed
-hash, so the counter ids carry no personal data (R12); a body that is not a valid form is counted for
-the portal only (it is refused with 422 anyway).
+Fixed windows counted by unique inserts in MongoDB (`store/guards.WindowSlots`: one document per
+admitted request), so the limits hold exactly under parallel requests and across replicas. The
+person is the office's R09 identity (`rules.person_identity`) as the vault's keyed hash, so the
+slot ids carry no personal data (R12); a body that is not a valid form is counted for the portal
+only (it is refused with 422 anyway).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from services.booking import rules
 from services.booking.crypto import Vault
 from services.booking.store.access import Credential
-from services.booking.store.guards import WindowCounters
+from services.booking.store.guards import WindowSlots
 from shared.clock import Clock
 from shared.commands import BookingForm
 from shared.policy import Policies
@@ -27,7 +28,7 @@ from shared.policy import Policies
 class RateLimits:
     def __init__(
         self,
-        counters: WindowCounters,
+        counters: WindowSlots,
         clock: Clock,
         policies: Policies,
         vault: Vault,
@@ -62,8 +63,8 @@ class RateLimits:
         if limit <= 0:  # 0 switches the limit off
             return
         now = self.clock.now()
-        count, ends = await self.counters.hit(key, window, now)
-        if count > limit:
+        admitted, ends = await self.counters.admit(key, limit, window, now)
+        if not admitted:
             retry = max(1, math.ceil((ends - now).total_seconds()))
             raise HTTPException(
                 429,

@@ -2,10 +2,10 @@
 refusing (R13) and lifting refusals (R09/R13). Staff keys are per office."""
 
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, Field
 
 from services.booking import views
 from services.booking.api import booking_access, office_access
@@ -15,21 +15,24 @@ from services.booking.store import Credential
 from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
 from shared.commands import normalize_jobseeker_number, normalize_phone
+from shared.text import CleanText
 
 
-class AttendanceIn(BaseModel):
+class AttendanceIn(CleanText):
     how: Literal["joined", "contacted"] = Field(description="joined the meeting, or contacted the office")
     at: AwareDatetime | None = Field(
         None, description="when; default now. After start + grace is too late (R08)"
     )
 
 
-class CompletionIn(BaseModel):
+class CompletionIn(CleanText):
     started_at: AwareDatetime
     ended_at: AwareDatetime
 
 
-class RefusalIn(BaseModel):
+class RefusalIn(CleanText):
+    PROSE: ClassVar[frozenset[str]] = frozenset({"reason"})
+
     reason: str = Field(min_length=1, max_length=500, description="R13: what happened")
     until: AwareDatetime | None = Field(None, description="end of the refusal; none: until lifted")
 

@@ -36,6 +36,7 @@ from shared.messaging import TransientError
 from shared.outbox import OutboxRelay
 from shared.policy import Policies
 from shared.runtime import Runtime
+from shared.text import PROSE_ALLOWED, shown
 
 log = logging.getLogger("consult.notifier")
 T = TypeVar("T")
@@ -195,7 +196,7 @@ class DeliveryService:
                 booking_id=notice.booking_id,
                 kind=notice.kind.value,
                 delivery_key=notice.key,
-                error=error[:500],
+                error=shown(error, 500, PROSE_ALLOWED),
                 permanent=permanent,
                 person_key=notice.person_key,
             ),

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
-from services.scheduler.availability import Counsellor, DatedException, check_against_policy
+from services.scheduler.availability import Area, Counsellor, DatedException, SpanText, check_against_policy
 from services.scheduler.coordinator import Conflict, Coordinator
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
@@ -30,29 +30,30 @@ from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy
+from shared.text import CleanText, is_clean
 
 
-class CounsellorIn(BaseModel):
-    name: str = Field(min_length=1)
-    areas: list[str] = Field(default_factory=list, description="R20: areas served (KG)")
+class CounsellorIn(CleanText):
+    name: str = Field(min_length=1, max_length=100)
+    areas: list[Area] = Field(default_factory=list, max_length=20, description="R20: areas served (KG)")
     apps: list[MeetingApp] = Field(default_factory=list, description="R16: apps hosted; [] = any")
-    weekly: dict[str, list[str]] = Field(default_factory=dict, description="mon..sun -> ['09:00-12:00']")
-    exceptions: list[DatedException] = Field(default_factory=list)
+    weekly: dict[str, list[SpanText]] = Field(default_factory=dict, description="mon..sun -> ['09:00-12:00']")
+    exceptions: list[DatedException] = Field(default_factory=list, max_length=400)
     active: bool = True
 
 
-class ConfirmIn(BaseModel):
-    counsellor_id: str
+class ConfirmIn(CleanText):
+    counsellor_id: str = Field(max_length=64)
     start: AwareDatetime
     duration_minutes: int | None = Field(None, ge=1, le=30, description="R01; default: as requested")
 
 
-class OptionIn(BaseModel):
-    counsellor_id: str
+class OptionIn(CleanText):
+    counsellor_id: str = Field(max_length=64)
     start: AwareDatetime
 
 
-class ProposeIn(BaseModel):
+class ProposeIn(CleanText):
     options: list[OptionIn] = Field(min_length=1, max_length=3)
     duration_minutes: int | None = Field(None, ge=1, le=30)
 
@@ -96,7 +97,7 @@ def staff_auth(keys: StaffKeyStore, requests: RequestStore) -> Any:
             raise HTTPException(
                 401, "a scheduler staff key is required (X-Staff-Key)", {"WWW-Authenticate": "Bearer"}
             )
-        who = "".join(ch for ch in x_staff_id[:64] if ch.isprintable())  # free text: keep logs clean
+        who = "".join(ch for ch in x_staff_id[:64] if is_clean(ch))  # free text: keep logs clean
         actor = f"staff:{key.subject}" + (f"/{who}" if who else "")
         request.state.actor = actor
         office_id = request.path_params.get("office_id")

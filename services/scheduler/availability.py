@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, timedelta
 from functools import cached_property
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from shared.clock import jst
 from shared.policy import MeetingApp, OfficePolicy
+from shared.text import CleanText
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
@@ -39,30 +41,38 @@ def _check_spans(spans: list[str]) -> list[str]:
     return [s.strip() for s in spans]
 
 
-class DatedException(BaseModel):
+Area = Annotated[str, Field(min_length=1, max_length=50)]
+SpanText = Annotated[str, Field(max_length=20, description="HH:MM-HH:MM")]
+
+
+class DatedException(CleanText):
     """One date whose availability differs from the weekly pattern (leave, an extra session)."""
+
+    PROSE: ClassVar[frozenset[str]] = frozenset({"note"})
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     date: date
-    spans: list[str] = Field(default_factory=list, description="replaces the weekly spans; [] = away")
-    note: str = ""
+    spans: list[SpanText] = Field(
+        default_factory=list, max_length=10, description="replaces the weekly spans; [] = away"
+    )
+    note: str = Field("", max_length=500)
 
     _spans = field_validator("spans")(_check_spans)
 
 
-class Counsellor(BaseModel):
+class Counsellor(CleanText):
     """A counsellor (HW) or administrative-counselling commissioner (KG) of one office."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     counsellor_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,60}$")
-    office_id: str
-    name: str = Field(min_length=1)
-    areas: list[str] = Field(default_factory=list, description="R20: areas served (KG)")
+    office_id: str = Field(max_length=64)
+    name: str = Field(min_length=1, max_length=100)
+    areas: list[Area] = Field(default_factory=list, max_length=20, description="R20: areas served (KG)")
     apps: list[MeetingApp] = Field(default_factory=list, description="R16: apps hosted; [] = any")
-    weekly: dict[str, list[str]] = Field(default_factory=dict, description="mon..sun -> HH:MM-HH:MM")
-    exceptions: list[DatedException] = Field(default_factory=list)
+    weekly: dict[str, list[SpanText]] = Field(default_factory=dict, description="mon..sun -> HH:MM-HH:MM")
+    exceptions: list[DatedException] = Field(default_factory=list, max_length=400)
     active: bool = True
 
     @field_validator("weekly")

@@ -1,19 +1,25 @@
 """Hardened intake (issue 8) on the real service and FerretDB: HMAC-signed requests with a replay
-window, and rate limits per portal key and per person (429 with Retry-After, then recovery)."""
+window, and rate limits per portal key and per person (429 with Retry-After, then recovery) that hold
+exactly under parallel requests (issue 14)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from pymongo import AsyncMongoClient
 
 from services.booking import examples
 from services.booking.signing import SIGNATURE, TIMESTAMP, sign, signing_secret
+from services.booking.store.guards import WindowSlots
 from tests.booking_support import KG, PORTAL_KEY, Harness, running
+from tests.support import MONGODB_URL, CommandShapes
 
 PATH = f"/v1/offices/{KG}/bookings"
 AUTH = {"Authorization": f"Bearer {PORTAL_KEY}", "content-type": "application/json"}
@@ -100,3 +106,49 @@ async def test_r09_rate_limit_per_person_counts_the_person_not_the_request(
         assert (await post(h, form(h, phone="0154-22-8888", email="other@example.jp"))).status_code == 202
         h.clock.advance(timedelta(hours=1))
         assert (await post(h, form(h, **same))).status_code == 202
+
+
+async def _fifty_at_once(h: Harness, bodies: list[bytes]) -> Counter[int]:
+    return Counter(r.status_code for r in await asyncio.gather(*(post(h, b) for b in bodies)))
+
+
+async def test_rate_limit_per_portal_holds_exactly_under_50_parallel_requests(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    """50 requests at once against a limit of 20: exactly 20 through. (Counted with `$inc`, which
+    FerretDB runs as an unisolated read-modify-write, parallel requests lost increments.)"""
+    async with running(make_settings, amqp_url, rate_limit_portal=20, rate_limit_person=0) as h:
+        answers = await _fifty_at_once(h, [form(h) for _ in range(50)])  # 50 different people
+        assert answers == Counter({202: 20, 429: 30}), answers
+
+
+async def test_r09_rate_limit_per_person_holds_exactly_under_50_parallel_requests(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    async with running(make_settings, amqp_url, rate_limit_portal=0, rate_limit_person=20) as h:
+        same = {"phone": "0154-22-7777", "email": "burst@example.jp"}  # KG: identified by phone + email
+        answers = await _fifty_at_once(h, [form(h, **same) for _ in range(50)])
+        assert answers == Counter({202: 20, 429: 30}), answers
+
+
+async def test_rate_limit_slots_hold_across_two_replicas_racing(db_prefix: str) -> None:
+    """Two processes' slot counters (each hands out its own numbers) on one collection: 2 x 25 at once
+    against a limit of 20 admit exactly 20, with inserts and `_id` lookups only (FerretDB decodes the
+    whole collection for any other filter); the hourly sweep of ended windows is the one scan."""
+    shapes = CommandShapes(("rate_limits",))
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGODB_URL, event_listeners=[shapes])
+    collection = client[f"{db_prefix}booking"]["rate_limits"]
+    replicas = [WindowSlots(collection, sweep_every=timedelta(hours=1)) for _ in range(2)]
+    now = datetime(2026, 11, 22, 1, 0, 30, tzinfo=UTC)
+    try:
+        shapes.on = True
+        hits = [r.admit("portal:p", 20, timedelta(seconds=60), now) for r in replicas for _ in range(25)]
+        admitted = [ok for ok, _ in await asyncio.gather(*hits)]
+        shapes.on = False
+        assert admitted.count(True) == 20
+        assert await collection.count_documents({}) == 20
+        assert {q[0] for q in shapes.scans()} == {"delete"}, shapes.scans()
+        later = await replicas[0].admit("portal:p", 20, timedelta(seconds=60), now + timedelta(seconds=30))
+        assert later == (True, datetime(2026, 11, 22, 1, 2, tzinfo=UTC))  # the next window
+    finally:
+        await client.close()

@@ -474,3 +474,53 @@ async def test_r12_outbox_events_rest_sealed_and_the_relay_publishes_them_opened
         outbox.open_event(swapped, runtime.sealer)
     with pytest.raises(outbox.SealedEventError):
         outbox.open_event(stored["outbox"][0], None)
+
+
+async def test_a_parser_failure_of_any_kind_is_parked_at_once_not_retried_or_requeued(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """A parser is pure: the same body fails the same way every time. A RecursionError escaping it
+    used to be a consumer crash per delivery (nack, requeue) until the broker's delivery_limit."""
+
+    def parser(body: bytes, msg: Any) -> Envelope[Any]:
+        raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES, parser=parser)
+    async with runtime.running():
+        await _publish(amqp_url, b"[[[[", "booking.attended")
+        await eventually(lambda: _settled(runtime, 1), what="parked")
+    [parked] = await _parked(amqp_url)
+    assert parked.headers[topology.REASON_HEADER] == "unparseable"
+    assert "RecursionError" in str(parked.headers[topology.DETAIL_HEADER])
+    assert topology.ATTEMPT_HEADER not in parked.headers
+    assert runtime.consumer.stats["retried"] == 0
+
+
+async def test_a_different_message_with_a_handled_id_is_parked_as_a_conflict_a_copy_is_a_duplicate(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    seen: list[str] = []
+
+    @runtime.consumer.on("booking.attended")
+    async def handle(event: Envelope[Any]) -> None:
+        seen.append(event.payload.booking_id)
+
+    async with runtime.running():
+        first = _event(runtime, "b-first")
+        await runtime.publisher.publish(first)
+        await eventually(lambda: _settled(runtime, 1), what="handled")
+        await runtime.publisher.publish(first)  # a copy
+        other = first.model_copy(
+            update={"payload": first.payload.model_copy(update={"booking_id": "b-other"})}
+        )
+        await runtime.publisher.publish(other)  # the same id, another message
+        await eventually(lambda: _settled(runtime, 3), what="copy and conflict settled")
+    assert seen == ["b-first"]
+    assert runtime.consumer.stats["duplicates"] == 1
+    [parked] = await _parked(amqp_url)
+    assert parked.headers[topology.REASON_HEADER] == "message-id-reused"
+    assert (
+        json.loads(runtime.consumer.open_copy(parked.body, parked.headers))["payload"]["booking_id"]
+        == "b-other"
+    )

@@ -366,16 +366,18 @@ async def _handled(n: Notifier, count: int) -> bool:
 # --------------------------------------------------------------------------- refused before SMTP
 
 
-async def test_header_injection_is_parked_reported_and_sends_nothing(
+async def test_header_injection_is_parked_at_once_and_sends_nothing(
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
+    """The event contract refuses CR/LF in the recipient (shared/text.py): the event is parked as
+    invalid before any mail is composed (the composer's own check stays, tests/unit)."""
     victim = f"{unique('victim-')}@example.org"
-    evil = Recipient(name=f"山田\r\nBcc: {victim}", email=f"{unique('inj-')}@example.org")
+    evil = Recipient.model_construct(name=f"山田\r\nBcc: {victim}", email=f"{unique('inj-')}@example.org")
     await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=evil))
-    failed = await notifier.wait_events("notification.failed")
-    assert failed[0]["payload"]["permanent"] is True
     parked = await eventually(notifier.parked, what="parked message")
-    assert parked[0].headers[topology.REASON_HEADER] == "header-injection"
+    assert parked[0].headers[topology.REASON_HEADER] == "invalid-event"
+    assert "U+000D" in str(parked[0].headers[topology.DETAIL_HEADER])
+    assert topology.ATTEMPT_HEADER not in parked[0].headers
     assert await mailpit.to(victim) == []
     assert await mailpit.to(evil.email) == []
 

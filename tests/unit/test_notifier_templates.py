@@ -7,6 +7,7 @@ import email.policy
 from email.message import EmailMessage
 
 import pytest
+from pydantic import ValidationError
 
 from services.notifier import samples
 from services.notifier.compose import Composer
@@ -159,15 +160,22 @@ def test_html_alternative_escapes_what_the_person_typed() -> None:
     assert "<script>alert(1)</script> 様" in text  # plain text shows it as typed, harmlessly
 
 
-@pytest.mark.parametrize(
-    "who",
-    [
-        Recipient(name="山田\r\nBcc: victim@example.org", email="x@example.org"),
-        Recipient(name="山田", email="x@example.org\r\nBcc: victim@example.org"),
-    ],
-)
-def test_header_injection_through_the_recipient_is_refused(who: Recipient) -> None:
-    notice = notice_of(Kind.CONFIRMATION, KG, recipient=who)
+INJECTIONS = [
+    {"name": "山田\r\nBcc: victim@example.org", "email": "x@example.org"},
+    {"name": "山田", "email": "x@example.org\r\nBcc: victim@example.org"},
+]
+
+
+@pytest.mark.parametrize("fields", INJECTIONS)
+def test_header_injection_through_the_recipient_is_refused_by_the_contract(fields: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="U\\+000D"):
+        Recipient(**fields)
+
+
+@pytest.mark.parametrize("fields", INJECTIONS)
+def test_header_injection_through_the_recipient_is_refused(fields: dict[str, str]) -> None:
+    """The composer's own check, behind the contract's (a recipient built without validation)."""
+    notice = notice_of(Kind.CONFIRMATION, KG, recipient=Recipient.model_construct(**fields))
     with pytest.raises(MessageError) as caught:
         COMPOSER.compose(notice, KG, message_id="<a@x.org>", now=samples.NOW)
     assert caught.value.reason == "header-injection"

@@ -1,4 +1,4 @@
-"""MongoDB state of the intake guards: signatures already seen (replay) and rate-limit counters.
+"""MongoDB state of the intake guards: signatures already seen (replay) and rate-limit slots.
 
 FerretDB has no TTL indexes and serves only `_id` lookups from an index, so both collections are
 keyed by `_id` alone and carry `expires_at`; expired documents are deleted by a periodic sweep
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
@@ -41,27 +40,64 @@ class SeenSignatures(_Swept):
         return True
 
 
-class WindowCounters(_Swept):
-    """Fixed-window counters, one document per key and window: correct across replicas."""
+class WindowSlots(_Swept):
+    """Fixed-window limits counted by unique inserts, correct under parallel requests and replicas.
 
-    async def hit(self, key: str, window: timedelta, now: datetime) -> tuple[int, datetime]:
-        """Count one hit; the count in this window so far and when the window ends."""
+    The n-th request admitted for a key in a window claims the document `<key>@<window start>:<n>`,
+    for n up to the limit; an `_id` is inserted once, so at most `limit` requests are admitted however
+    many arrive at once. (A counter raised with `$inc` lost increments: FerretDB runs an update as an
+    unisolated read-modify-write.) This process hands the numbers out in order, so its own parallel
+    requests never try the same one; a number another replica took is skipped by looking up, by `_id`
+    alone, where the taken numbers end.
+    """
+
+    def __init__(self, collection: AsyncCollection[Doc], sweep_every: timedelta) -> None:
+        super().__init__(collection, sweep_every)
+        self._next: dict[str, tuple[int, datetime]] = {}  # window -> next number to try, window end
+
+    async def admit(self, key: str, limit: int, window: timedelta, now: datetime) -> tuple[bool, datetime]:
+        """Take a slot if one is left in this window; whether one was, and when the window ends."""
         await self.sweep(now)
         seconds = int(window.total_seconds())
         start = int(now.timestamp()) // seconds * seconds
         end = datetime.fromtimestamp(start + seconds, now.tzinfo)
-        for attempt in range(2):  # two first hits racing on the upsert: one inserts, the other retries
+        prefix = f"{key}@{start}"
+        while (n := self._take(prefix, end)) <= limit:
             try:
-                doc = await self.collection.find_one_and_update(
-                    {"_id": f"{key}@{start}"},
-                    {"$inc": {"n": 1}, "$setOnInsert": {"expires_at": end}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-            except DuplicateKeyError:
-                if attempt:
-                    raise
+                await self.collection.insert_one({"_id": f"{prefix}:{n}", "expires_at": end})
+            except DuplicateKeyError:  # another replica took it: go on after the numbers taken
+                self._skip_to(prefix, await self._first_free(prefix, n, limit), end)
                 continue
-            if doc is not None:
-                return int(doc["n"]), end
-        raise RuntimeError("unreachable: the upsert returns the document")
+            except BaseException:
+                self._give_back(prefix, n, end)  # not taken: the next request may have it
+                raise
+            return True, end
+        return False, end
+
+    def _take(self, prefix: str, end: datetime) -> int:
+        n = self._next.get(prefix, (1, end))[0]
+        self._next[prefix] = (n + 1, end)
+        return n
+
+    def _skip_to(self, prefix: str, n: int, end: datetime) -> None:
+        self._next[prefix] = (max(n, self._next.get(prefix, (1, end))[0]), end)
+
+    def _give_back(self, prefix: str, n: int, end: datetime) -> None:
+        self._next[prefix] = (min(n, self._next.get(prefix, (n, end))[0]), end)
+
+    async def _first_free(self, prefix: str, taken: int, limit: int) -> int:
+        """The first number after `taken` not yet taken (numbers are taken in order), by binary search."""
+        lo, hi = taken, limit + 1  # lo is taken; hi is free (past the limit counts as free)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if await self.collection.find_one({"_id": f"{prefix}:{mid}"}, {"_id": 1}) is None:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    async def sweep(self, now: datetime) -> None:
+        due = self._last_sweep is None or now - self._last_sweep >= self.sweep_every
+        await super().sweep(now)
+        if due:  # forget the numbers of windows that have ended
+            self._next = {p: v for p, v in self._next.items() if v[1] > now}
