@@ -16,7 +16,7 @@ venv: .venv/.synced ## install Python dependencies from uv.lock
 
 infra-up: venv ## start RabbitMQ, FerretDB (MongoDB wire) and Mailpit on 127.0.0.1
 	@$(PY) deploy/local.py up
-	@$(PY) -m deploy.rabbitmq_users apply --vhost / --secrets .local/secrets
+	@$(PY) -m deploy.rabbitmq_users apply --vhost / --secrets .local/secrets --portal dev-portal
 
 infra-down: venv ## stop the servers infra-up started
 	@$(PY) deploy/local.py down

@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta
 from datetime import time as daytime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import httpx
@@ -373,19 +374,23 @@ def demo_form(policy: Any, start: datetime, email: str, address: str) -> dict[st
     )
 
 
+DEMO_PORTAL_USER = topology.portal_user("dev-portal")  # the portal the services' dev key is for
+
+
 def portal_amqp_url() -> str:
-    """AMQP_URL if set; else the local `portal` user (publishes intake commands only, R12) once
-    `make infra-up` has made it; else guest."""
-    if url := os.environ.get("AMQP_URL"):
-        return url
-    password = ROOT / ".local" / "secrets" / "rabbitmq-portal.password"
-    if password.exists():
-        return f"amqp://portal:{password.read_text().strip()}@127.0.0.1:5672/"
-    return "amqp://guest:guest@127.0.0.1:5672/"
+    """The dev portal's own broker user (publishes intake commands only, R12; each portal its own,
+    issue 14) on the broker of AMQP_URL (default: the local one), once `make infra-up` has made it."""
+    base = urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@127.0.0.1:5672/")
+    password = ROOT / ".local" / "secrets" / f"rabbitmq-{DEMO_PORTAL_USER}.password"
+    if not password.exists():
+        sys.exit(f"demo: no broker user {DEMO_PORTAL_USER} yet: `make infra-up` makes it")
+    netloc = f"{DEMO_PORTAL_USER}:{password.read_text().strip()}@{base.hostname}:{base.port or 5672}"
+    return urlunsplit((base.scheme, netloc, base.path or "/", base.query, ""))
 
 
 async def publish_intake(routing_key: str, message: dict[str, Any]) -> None:
-    connection = await aio_pika.connect(portal_amqp_url())
+    url = portal_amqp_url()
+    connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(topology.INTAKE)
@@ -394,6 +399,7 @@ async def publish_intake(routing_key: str, message: dict[str, Any]) -> None:
                 json.dumps(message, ensure_ascii=False).encode(),
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                user_id=urlsplit(url).username,  # RabbitMQ checks it; booking checks the portal by it
             ),
             routing_key=routing_key,
             mandatory=True,

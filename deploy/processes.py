@@ -133,8 +133,8 @@ def with_broker_users(services: list[Service]) -> list[Service]:
 
     api = os.environ.get("RABBITMQ_MANAGEMENT_URL", users.DEFAULT_API)
     try:
-        passwords = users.local_passwords(SECRETS)
-        users.apply(api, "/", passwords, wait=5.0)
+        passwords = users.local_passwords(SECRETS, users.roles(users.LOCAL_PORTALS))
+        users.apply(api, "/", passwords, wait=5.0, portals=users.LOCAL_PORTALS)
     except Exception as exc:  # dev convenience: say why, keep guest (httpx, OSError, refused import)
         say("rabbitmq", f"per-service users not applied ({exc}); services connect as guest")
         return services

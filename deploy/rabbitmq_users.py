@@ -1,15 +1,21 @@
 """RabbitMQ users and least-privilege permissions, derived from shared/topology.py (R12).
 
     python -m deploy.rabbitmq_users generate [--check]        # deploy/rabbitmq/definitions.json
-    python -m deploy.rabbitmq_users apply --vhost / --secrets .local/secrets
+    python -m deploy.rabbitmq_users apply --vhost / --secrets .local/secrets [--portal ID ...]
     python -m deploy.rabbitmq_users apply --vhost / --from-env  # compose: RABBITMQ_<USER>_PASSWORD
     python -m deploy.rabbitmq_users render --from-env --out defs.json --admin admin  # load_definitions
     python -m deploy.rabbitmq_users url booking --secrets .local/secrets
+    python -m deploy.rabbitmq_users portal add soumu-portal --secrets .local/secrets   # one portal
+    python -m deploy.rabbitmq_users portal revoke soumu-portal
 
-Users: one per service (booking, scheduler, notifier, audit), `portal` (may only publish the intake
-commands to consult.intake) and `ops` (consultctl: read parked messages, send them back through
-consult.redeliver). Nothing else: no service user has a management tag, none may touch the default
-exchange, none may read another service's queues.
+Users: one per service (booking, scheduler, notifier, audit), one per portal, `portal.<portal id>`
+(may only publish the intake commands to consult.intake, and must set the AMQP `user_id` property to
+its own name, which booking checks against the command's `portal_id`: issue 14), and `ops`
+(consultctl: read parked messages, send them back through consult.redeliver). Nothing else: no
+service user has a management tag (nor `impersonator`, which would let it set another `user_id`),
+none may touch the default exchange, none may read another service's queues. The portals are
+`--portal` (repeatable) or RABBITMQ_PORTALS (comma-separated); the one user all portals once shared,
+`portal`, is deleted by `apply`.
 
 Who declares the topology: both. The definitions carry every exchange, queue and binding, so the
 broker is complete before any service starts (a portal's command is routable even while booking is
@@ -54,7 +60,12 @@ NOTHING = "^$"  # matches no resource: the default exchange is checked as "amq.d
 
 #: Exchanges every service publishes to from shared/messaging.py: events, retries and parking.
 SERVICE_PUBLISHES = (topology.EVENTS, topology.RETRY, topology.DEAD)
-PORTAL, OPS = "portal", "ops"
+OPS = "ops"
+#: the user all portals shared before each had its own (issue 14): `apply` deletes it
+LEGACY_PORTAL = "portal"
+#: the portal the local services register a development key for (services/booking/app.py)
+LOCAL_PORTALS = ("dev-portal",)
+PORTALS_ENV = "RABBITMQ_PORTALS"
 
 
 @dataclass(frozen=True)
@@ -164,7 +175,7 @@ def intake_keys(services: Mapping[str, topology.ServiceQueues] = topology.SERVIC
     return sorted({key for q in services.values() for key in q.intake})
 
 
-def portal_grant(user: str = PORTAL) -> Grant:
+def portal_grant(user: str) -> Grant:
     """Portals send commands to consult.intake with the intake routing keys, and read nothing."""
     keys = _pattern(intake_keys())
     return Grant(
@@ -178,14 +189,30 @@ def ops_grant(user: str = OPS) -> Grant:
     return Grant(user, NOTHING, _pattern([topology.REDELIVER]), _pattern(parking), tags=("management",))
 
 
-def grants(prefix: str = "") -> list[Grant]:
-    """Every user the system needs; `prefix` keeps tests' users apart from the real ones."""
+def grants(prefix: str = "", portals: Iterable[str] = ()) -> list[Grant]:
+    """Every user the system needs, in `roles` order; `prefix` keeps tests' users apart."""
     out = [service_grant(q, prefix + name) for name, q in topology.SERVICES.items()]
-    return [*out, portal_grant(prefix + PORTAL), ops_grant(prefix + OPS)]
+    out += [portal_grant(prefix + topology.portal_user(p)) for p in portals]
+    return [*out, ops_grant(prefix + OPS)]
 
 
-def roles() -> list[str]:
-    return [*topology.SERVICES, PORTAL, OPS]
+def roles(portals: Iterable[str] = ()) -> list[str]:
+    """The users by role name: the services, `portal.<id>` for each portal, ops."""
+    return [*topology.SERVICES, *(topology.portal_user(p) for p in portals), OPS]
+
+
+def check_portal_id(portal_id: str) -> str:
+    """A portal id fit for a user name, a password file and an environment variable."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", portal_id):
+        raise ValueError(f"portal id {portal_id!r}: lower-case letters, digits and '-' only (at most 63)")
+    return portal_id
+
+
+def portals_from(given: Iterable[str] | None, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """`--portal` values, else RABBITMQ_PORTALS (comma-separated), else none."""
+    env = os.environ if env is None else env
+    ids = list(given or []) or [p.strip() for p in env.get(PORTALS_ENV, "").split(",") if p.strip()]
+    return tuple(check_portal_id(p) for p in dict.fromkeys(ids))
 
 
 # --------------------------------------------------------------------------- definitions
@@ -204,6 +231,7 @@ def definitions(
     prefix: str = "",
     admin: tuple[str, str] | None = None,
     with_topology: bool = True,
+    portals: Iterable[str] = (),
 ) -> dict[str, Any]:
     """RabbitMQ definitions: vhost, users, permissions and the whole topology.
 
@@ -213,8 +241,9 @@ def definitions(
     `with_topology=False` leaves exchanges, queues and bindings to the services' own start-up.
     """
     passwords = passwords or {}
+    portals = tuple(portals)
     users: list[dict[str, Any]] = []
-    for g, role in zip(grants(prefix), roles(), strict=True):
+    for g, role in zip(grants(prefix, portals), roles(portals), strict=True):
         pw = passwords.get(role)
         users.append(_user(g.user, pw, list(g.tags)))
     if admin:
@@ -231,11 +260,11 @@ def definitions(
         "vhosts": [{"name": vhost}],
         "permissions": [
             {"user": g.user, **in_vhost, "configure": g.configure, "write": g.write, "read": g.read}
-            for g in grants(prefix)
+            for g in grants(prefix, portals)
         ],
         "topic_permissions": [
             {"user": g.user, **in_vhost, "exchange": ex, "write": w, "read": r}
-            for g in grants(prefix)
+            for g in grants(prefix, portals)
             for ex, (w, r) in sorted(g.topics.items())
         ],
         "exchanges": [{**e, **in_vhost, "internal": False, "arguments": {}} for e in rec.exchanges.values()],
@@ -261,7 +290,8 @@ def dumps(defs: Mapping[str, Any]) -> str:
 
 
 def env_name(role: str) -> str:
-    return f"RABBITMQ_{role.upper()}_PASSWORD"
+    """RABBITMQ_BOOKING_PASSWORD, RABBITMQ_PORTAL_SOUMU_PORTAL_PASSWORD, ..."""
+    return f"RABBITMQ_{re.sub(r'[^A-Z0-9]', '_', role.upper())}_PASSWORD"
 
 
 def secret_file(secrets_dir: Path, role: str) -> Path:
@@ -286,12 +316,13 @@ def local_passwords(secrets_dir: Path, roles_: Iterable[str] | None = None) -> d
     return out
 
 
-def env_passwords(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def env_passwords(env: Mapping[str, str] | None = None, portals: Iterable[str] = ()) -> dict[str, str]:
     env = os.environ if env is None else env
-    missing = [env_name(r) for r in roles() if not env.get(env_name(r))]
+    wanted = roles(portals)
+    missing = [env_name(r) for r in wanted if not env.get(env_name(r))]
     if missing:
         raise SystemExit(f"missing password variables: {', '.join(missing)}")
-    return {r: env[env_name(r)] for r in roles()}
+    return {r: env[env_name(r)] for r in wanted}
 
 
 def amqp_url(base: str, user: str, password: str, vhost: str | None = None) -> str:
@@ -313,21 +344,22 @@ def apply(
     *,
     prefix: str = "",
     with_topology: bool = True,
+    portals: Iterable[str] = (),
     timeout: float = 30.0,
     wait: float = 0.0,
 ) -> dict[str, Any]:
     """Create or update the vhost, users, permissions and topology through the management API.
 
-    Idempotent: existing users get the given password and tags again, existing queues are kept.
-    `api` carries an administrator's credentials (http://user:pass@host:15672/api). `wait`: seconds
-    to keep retrying while the management API does not answer yet (an init container's start).
+    Idempotent: existing users get the given password and tags again, existing queues are kept;
+    the legacy shared `portal` user is deleted. `api` carries an administrator's credentials
+    (http://user:pass@host:15672/api). `wait`: seconds to keep retrying while the management API
+    does not answer yet (an init container's start).
     """
-    if missing := [r for r in roles() if not passwords.get(r)]:
+    portals = tuple(portals)
+    if missing := [r for r in roles(portals) if not passwords.get(r)]:
         raise ValueError(f"no password for {missing}")
-    defs = definitions(vhost, passwords, prefix=prefix, with_topology=with_topology)
-    u = httpx.URL(api)
-    auth = (u.username, u.password) if u.username else None
-    clean = str(u.copy_with(username=None, password=None)).rstrip("/")
+    defs = definitions(vhost, passwords, prefix=prefix, with_topology=with_topology, portals=portals)
+    clean, auth = _api(api)
     deadline = time.monotonic() + wait
     with httpx.Client(auth=auth, timeout=timeout) as c:
         while True:  # a broker that just became healthy may not serve its management API yet
@@ -344,7 +376,47 @@ def apply(
         if r.status_code >= 400:  # the import replaces each user's permissions in this vhost
             raise RuntimeError(f"definitions import refused ({r.status_code}): {r.text[:500]}")
         _drop_legacy_delay_queues(c, clean, vhost, defs)
+        c.delete(f"{clean}/users/{quote(prefix + LEGACY_PORTAL, safe='')}")  # 404 once it is gone
     return defs
+
+
+def _api(api: str) -> tuple[str, tuple[str, str] | None]:
+    """The management API's URL without credentials, and the credentials."""
+    u = httpx.URL(api)
+    auth = (u.username, u.password) if u.username else None
+    return str(u.copy_with(username=None, password=None)).rstrip("/"), auth
+
+
+def add_portal(
+    api: str,
+    vhost: str,
+    portal_id: str,
+    password: str,
+    *,
+    portal_prefix: str = topology.PORTAL_USER_PREFIX,
+    timeout: float = 30.0,
+) -> str:
+    """Create (or update) one portal's broker user with its rights in `vhost`; returns the user name.
+    Onboarding a portal needs no other user's password: only this user is imported. `portal_prefix`
+    is booking's BROKER_PORTAL_PREFIX (tests use their own, so they never touch the real users)."""
+    user = topology.portal_user(check_portal_id(portal_id), portal_prefix)
+    g = portal_grant(user)
+    defs = {
+        "users": [_user(user, password, list(g.tags))],
+        "permissions": [
+            {"user": user, "vhost": vhost, "configure": g.configure, "write": g.write, "read": g.read}
+        ],
+        "topic_permissions": [
+            {"user": user, "vhost": vhost, "exchange": ex, "write": w, "read": r}
+            for ex, (w, r) in sorted(g.topics.items())
+        ],
+    }
+    clean, auth = _api(api)
+    with httpx.Client(auth=auth, timeout=timeout) as c:
+        r = c.post(f"{clean}/definitions", json=defs)
+        if r.status_code >= 400:
+            raise RuntimeError(f"definitions import refused ({r.status_code}): {r.text[:500]}")
+    return user
 
 
 def _drop_legacy_delay_queues(c: httpx.Client, api: str, vhost: str, defs: Mapping[str, Any]) -> None:
@@ -362,9 +434,8 @@ def _drop_legacy_delay_queues(c: httpx.Client, api: str, vhost: str, defs: Mappi
 
 
 def delete_users(api: str, names: Iterable[str], timeout: float = 10.0) -> None:
-    u = httpx.URL(api)
-    auth = (u.username, u.password) if u.username else None
-    clean = str(u.copy_with(username=None, password=None)).rstrip("/")
+    """Delete these users (their connections are closed by the broker); unknown names are ignored."""
+    clean, auth = _api(api)
     with httpx.Client(auth=auth, timeout=timeout) as c:
         for name in names:
             c.delete(f"{clean}/users/{quote(name, safe='')}")
@@ -373,7 +444,7 @@ def delete_users(api: str, names: Iterable[str], timeout: float = 10.0) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m deploy.rabbitmq_users",
         description=__doc__,
@@ -391,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         src.add_argument("--from-env", action="store_true", help="passwords from RABBITMQ_<USER>_PASSWORD")
         p.add_argument("--prefix", default="", help="prefix for user names (tests)")
+        p.add_argument(
+            "--portal",
+            action="append",
+            help=f"a portal's id: user portal.<id> (repeatable; else {PORTALS_ENV})",
+        )
     sub.choices["apply"].add_argument("--wait", type=float, default=60.0, help="seconds to wait for the API")
     sub.choices["apply"].add_argument(
         "--api", default=os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_API), help="admin's management API"
@@ -399,12 +475,25 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["render"].add_argument(
         "--admin", metavar="NAME", help="add an administrator; password from RABBITMQ_ADMIN_PASSWORD"
     )
-    url = sub.add_parser("url", help="print a role's AMQP URL")
-    url.add_argument("role", choices=roles())
+    url = sub.add_parser("url", help="print a role's AMQP URL (a portal's: portal.<id>)")
+    url.add_argument("role")
     url.add_argument("--secrets", type=Path, default=ROOT / ".local" / "secrets")
     url.add_argument("--base", default="amqp://127.0.0.1:5672/")
-    a = ap.parse_args(argv)
+    portal = sub.add_parser("portal", help="give one portal its broker user, or take it away")
+    portal.add_argument("action", choices=("add", "revoke"))
+    portal.add_argument("portal_id")
+    portal.add_argument("--vhost", default="/")
+    portal.add_argument("--secrets", type=Path, default=ROOT / ".local" / "secrets")
+    portal.add_argument("--from-env", action="store_true", help="password from RABBITMQ_PORTAL_<ID>_PASSWORD")
+    portal.add_argument("--base", default="amqp://127.0.0.1:5672/", help="broker URL the printed URL is on")
+    portal.add_argument(
+        "--api", default=os.environ.get("RABBITMQ_MANAGEMENT_URL", DEFAULT_API), help="admin's management API"
+    )
+    return ap
 
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
     if a.cmd == "generate":
         text = dumps(definitions())
         if a.check:
@@ -419,14 +508,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "url":
         print(amqp_url(a.base, a.role, local_passwords(a.secrets, [a.role])[a.role]))
         return 0
-    pw = env_passwords() if a.from_env else local_passwords(a.secrets)
+    if a.cmd == "portal":
+        return _portal_command(a)
+    portals = portals_from(a.portal)
+    pw = env_passwords(portals=portals) if a.from_env else local_passwords(a.secrets, roles(portals))
     if a.cmd == "render":
         admin = None
         if a.admin:
             if not (admin_pw := os.environ.get("RABBITMQ_ADMIN_PASSWORD")):
                 raise SystemExit("RABBITMQ_ADMIN_PASSWORD is not set")
             admin = (a.admin, admin_pw)
-        text = dumps(definitions(a.vhost, pw, prefix=a.prefix, admin=admin))
+        text = dumps(definitions(a.vhost, pw, prefix=a.prefix, admin=admin, portals=portals))
         if a.out:
             a.out.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(a.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -435,9 +527,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sys.stdout.write(text)
         return 0
-    defs = apply(a.api, a.vhost, pw, prefix=a.prefix, wait=a.wait)
+    defs = apply(a.api, a.vhost, pw, prefix=a.prefix, wait=a.wait, portals=portals)
     where = httpx.URL(a.api).host
     print(f"rabbitmq  vhost {a.vhost!r} on {where}: users {', '.join(u['name'] for u in defs['users'])}")
+    return 0
+
+
+def _portal_command(a: argparse.Namespace) -> int:
+    portal_id = check_portal_id(a.portal_id)
+    user = topology.portal_user(portal_id)
+    if a.action == "revoke":
+        delete_users(a.api, [user])
+        print(f"rabbitmq  {user} deleted: the portal can no longer send commands over AMQP")
+        return 0
+    password = (
+        env_passwords(portals=[portal_id])[user] if a.from_env else local_passwords(a.secrets, [user])[user]
+    )
+    add_portal(a.api, a.vhost, portal_id, password)
+    print(f"rabbitmq  {user} may publish intake commands in vhost {a.vhost!r}; it sets user_id={user}")
+    print(amqp_url(a.base, user, password, a.vhost if a.vhost != "/" else None))
     return 0
 
 

@@ -37,6 +37,8 @@ from shared.sealing import Sealer
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
+#: (event, sender) -> None: may the broker-verified sender send this? MessageError parks it
+Verifier = Callable[[Envelope[Any], str | None], Awaitable[None]]
 #: (body, message) -> event; the body is the message's, opened if the copy was sealed
 Parser = Callable[[bytes, RabbitMessage], Envelope[Any]]
 
@@ -204,6 +206,7 @@ class Consumer:
         self.sealer = sealer  # seals the copies this consumer parks or delays (R12)
         self.handlers: dict[str, Handler] = {}
         self.conflict_handlers: dict[str, Handler] = {}
+        self.verifiers: dict[str, Verifier] = {}
         self.stats = {"handled": 0, "duplicates": 0, "retried": 0, "parked": 0}
 
     def on(self, event_type: str) -> Callable[[Handler], Handler]:
@@ -225,6 +228,38 @@ class Consumer:
 
         return register
 
+    def verify(self, *event_types: str) -> Callable[[Verifier], Verifier]:
+        """Decorator: check who sent a message of these types before it is claimed or handled. The
+        verifier gets the sender the broker verified (`sender_of`); a MessageError parks the message
+        with its reason, a database or transient error sends it round again."""
+
+        def register(fn: Verifier) -> Verifier:
+            for event_type in event_types:
+                self.verifiers[event_type] = fn
+            return fn
+
+        return register
+
+    def sender_of(self, msg: RabbitMessage, body: bytes) -> str | None:
+        """Who published the message, as the broker verified it: the AMQP `user_id` property, which
+        RabbitMQ refuses unless it names the publisher's own login. A copy this service delayed or
+        parked (re-published under its own login) carries the original sender in `SENDER_HEADER`,
+        sealed with its key and bound to the message id and body; any other such header is ignored."""
+        carried = (msg.headers or {}).get(topology.SENDER_HEADER)
+        if carried is not None and self.sealer is not None:
+            try:
+                sender, message_id, digest = json.loads(self.sealer.open(str(carried), self._sender_context))
+            except Exception:  # not sealed by this service: somebody's claim, worth nothing
+                sender = message_id = digest = None
+            if message_id == (msg.message_id or "") and digest == hashlib.sha256(body).hexdigest():
+                return str(sender) if sender else None
+        user = getattr(msg.raw_message, "user_id", None)
+        return str(user) if user else None
+
+    @property
+    def _sender_context(self) -> str:
+        return f"sender:{self.queues.service}"
+
     async def __call__(self, msg: RabbitMessage) -> None:
         try:
             await self._process(msg)
@@ -238,7 +273,8 @@ class Consumer:
     async def _process(self, msg: RabbitMessage) -> None:
         attempt = int((msg.headers or {}).get(topology.ATTEMPT_HEADER, 0))
         try:
-            event = self.parser(self.body_of(msg), msg)
+            body = self.body_of(msg)
+            event = self.parser(body, msg)
             handler = self.handlers.get(event.type) or self.handlers.get("*")
             if handler is None:
                 raise MessageError("no-handler", f"{self.queues.service} does not handle {event.type}")
@@ -249,6 +285,15 @@ class Consumer:
             log.exception("%s: could not parse a message", self.queues.inbox)
             await self.park(msg, "unparseable", f"{type(exc).__name__}: {exc}")
             return
+        if (verifier := self.verifiers.get(event.type)) is not None:
+            try:
+                await verifier(event, self.sender_of(msg, body))
+            except MessageError as exc:
+                await self.park(msg, exc.reason, exc.detail)
+                return
+            except (TransientError, PyMongoError, ConnectionError, TimeoutError) as exc:
+                await self.retry(msg, attempt, f"verifying the sender: {type(exc).__name__}: {exc}")
+                return
         event_id = str(event.event_id)
         digest = digest_of(event)
         if self.inbox is not None:
@@ -323,12 +368,18 @@ class Consumer:
         return open_resting_copy(self.sealer, self.queues.service, body, headers)
 
     def _resting(self, msg: RabbitMessage) -> tuple[bytes, dict[str, Any]]:
-        """Body and headers for a copy that rests on the broker: sealed, unless it already is."""
+        """Body and headers for a copy that rests on the broker: sealed, unless it already is (then
+        its sealed sender is kept too); the sender the broker verified goes with it, sealed."""
         headers = dict(msg.headers or {})
         if self.sealer is None or headers.get(topology.SEALED_HEADER) is not None:
             return bytes(msg.body), headers
+        body = bytes(msg.body)
+        headers.pop(topology.SENDER_HEADER, None)
+        if sender := self.sender_of(msg, body):
+            bound = json.dumps([sender, msg.message_id or "", hashlib.sha256(body).hexdigest()])
+            headers[topology.SENDER_HEADER] = self.sealer.seal(bound, self._sender_context)
         headers[topology.SEALED_HEADER] = "1"
-        return seal_resting_copy(self.sealer, self.queues.service, bytes(msg.body)), headers
+        return seal_resting_copy(self.sealer, self.queues.service, body), headers
 
     async def retry(self, msg: RabbitMessage, attempt: int, detail: str, *, count: bool = True) -> None:
         delay = self.queues.delay_for(max(attempt + 1, 1))

@@ -28,6 +28,25 @@ DETAIL_HEADER = "x-park-detail"
 SOURCE_HEADER = "x-source-queue"
 #: on a parked or delayed copy whose body the service sealed (R12); `dlq replay` keeps it
 SEALED_HEADER = "x-consult-sealed"
+#: on a retried or parked copy: who published the original, as the broker verified it (the AMQP
+#: `user_id` property), sealed by the service that set it, so a copy it re-publishes keeps its sender
+SENDER_HEADER = "x-consult-sender"
+
+#: each portal has a broker user of its own, `portal.<portal id>`; it must set the AMQP `user_id`
+#: property to that name, which RabbitMQ checks against the login (issue 14)
+PORTAL_USER_PREFIX = "portal."
+
+
+def portal_user(portal_id: str, prefix: str = PORTAL_USER_PREFIX) -> str:
+    """The broker user a portal publishes its commands as."""
+    return prefix + portal_id
+
+
+def portal_of_user(user: str | None, prefix: str = PORTAL_USER_PREFIX) -> str | None:
+    """The portal id a broker user stands for, or None if it is not a portal's user."""
+    if user and user.startswith(prefix) and len(user) > len(prefix):
+        return user[len(prefix) :]
+    return None
 
 
 @dataclass(frozen=True)

@@ -83,9 +83,22 @@ async def tap(amqp_url: str) -> AsyncIterator[Tap]:
 
 
 async def publish(
-    amqp_url: str, body: dict[str, Any] | bytes, routing_key: str, exchange: str = topology.INTAKE
+    amqp_url: str,
+    body: dict[str, Any] | bytes,
+    routing_key: str,
+    exchange: str = topology.INTAKE,
+    *,
+    portal: str | None = None,
 ) -> None:
+    """To consult.intake as the portal the command names (`portal`: as another, or the dev portal
+    for a body that names none); to any other exchange as the vhost's user."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    if exchange == topology.INTAKE:
+        named = body.get("portal_id") if isinstance(body, dict) else None
+        sender = portal or (named if isinstance(named, str) and named else "dev-portal")
+        message_id = body.get("message_id") if isinstance(body, dict) else None
+        await support.publish_as_portal(amqp_url, raw, routing_key, sender, message_id=message_id)
+        return
     conn = await aio_pika.connect(amqp_url)
     async with conn:
         ch = await conn.channel(publisher_confirms=True)
@@ -156,9 +169,14 @@ class Harness:
         )
 
     async def publish(
-        self, body: dict[str, Any] | bytes, routing_key: str, exchange: str = topology.INTAKE
+        self,
+        body: dict[str, Any] | bytes,
+        routing_key: str,
+        exchange: str = topology.INTAKE,
+        *,
+        portal: str | None = None,
     ) -> None:
-        await publish(self.amqp_url, body, routing_key, exchange)
+        await publish(self.amqp_url, body, routing_key, exchange, portal=portal)
         self.published += 1
 
     async def status_becomes(self, booking_id: str, status: str) -> dict[str, Any]:

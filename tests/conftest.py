@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -20,6 +21,10 @@ from tests import support
 
 S = TypeVar("S", bound=ServiceSettings)
 RUN_ID = uuid.uuid4().hex[:8]
+# Issue 14: booking takes an AMQP command's portal from its broker user `<prefix><portal id>`; this
+# run's portal users have a prefix of their own (the services under test, in-process or spawned with
+# this environment, read it), deleted at the end of the run.
+os.environ.setdefault(support.PORTAL_PREFIX_ENV, f"t{RUN_ID}.portal.")
 _counter = itertools.count(1)
 
 # Property tests never depend on the machine's speed: no per-example deadline, and no health check
@@ -73,6 +78,7 @@ async def _vhosts(servers: None) -> AsyncIterator[list[str]]:
     async with httpx.AsyncClient(timeout=10) as c:
         for name in made:
             await c.delete(f"{support.RABBITMQ_API}/vhosts/{quote(name, safe='')}")
+    await asyncio.to_thread(support.delete_portal_users)  # the run's portal users (issue 14)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import httpx
@@ -40,6 +41,94 @@ def vhost_url(vhost: str) -> str:
     if base.count("/") > 2:  # a vhost is already in the URL
         base = base.rsplit("/", 1)[0]
     return f"{base}/{vhost}"
+
+
+#: the tests' portal users are `<this prefix><portal id>`, booking's BROKER_PORTAL_PREFIX in every
+#: service under test (tests/conftest.py sets it per run), so tests never touch the real users
+PORTAL_PREFIX_ENV = "BROKER_PORTAL_PREFIX"
+_portal_passwords: dict[str, str] = {}  # user -> this run's password
+_portal_grants: set[tuple[str, str]] = set()  # (vhost, user) that has its rights there
+
+
+def vhost_of(amqp_url: str) -> str:
+    return unquote(urlsplit(amqp_url).path[1:]) or "/"
+
+
+def portal_user(portal_id: str) -> str:
+    return topology.portal_user(portal_id, os.environ.get(PORTAL_PREFIX_ENV, topology.PORTAL_USER_PREFIX))
+
+
+async def portal_url(amqp_url: str, portal_id: str = "dev-portal") -> str:
+    """The URL of a portal's own broker user (issue 14) on the vhost of `amqp_url`; the user is made,
+    with its rights there, once per test run and vhost."""
+    from deploy import rabbitmq_users  # the one way portal users are made
+
+    user = portal_user(portal_id)
+    password = _portal_passwords.setdefault(user, uuid.uuid4().hex)
+    vhost = vhost_of(amqp_url)
+    if (vhost, user) not in _portal_grants:
+        prefix = user[: -len(portal_id)]
+        await asyncio.to_thread(
+            rabbitmq_users.add_portal, RABBITMQ_API, vhost, portal_id, password, portal_prefix=prefix
+        )
+        _portal_grants.add((vhost, user))
+    return rabbitmq_users.amqp_url(amqp_url, user, password, vhost)
+
+
+def delete_portal_users() -> None:
+    """At the end of a run: the portal users it made."""
+    from deploy import rabbitmq_users
+
+    if _portal_passwords:
+        rabbitmq_users.delete_users(RABBITMQ_API, list(_portal_passwords))
+        _portal_passwords.clear()
+        _portal_grants.clear()
+
+
+@asynccontextmanager
+async def portal_publisher(
+    amqp_url: str, portal_id: str = "dev-portal", *, user_id: bool = True
+) -> AsyncIterator[Callable[..., Awaitable[None]]]:
+    """`publish(body, routing_key, message_id=None, headers=None)` to consult.intake as a portal
+    does: logged in as its own user, `user_id` set to it (RabbitMQ checks it); `user_id=False`
+    leaves the property out, as a careless portal might."""
+    conn = await aio_pika.connect(await portal_url(amqp_url, portal_id))
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        ex = await ch.get_exchange(topology.INTAKE, ensure=False)
+
+        async def publish(
+            body: bytes,
+            routing_key: str,
+            message_id: str | None = None,
+            headers: dict[str, Any] | None = None,
+        ) -> None:
+            message = aio_pika.Message(
+                body,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+                message_id=message_id,
+                headers=headers or {},
+                user_id=portal_user(portal_id) if user_id else None,
+            )
+            await ex.publish(message, routing_key=routing_key, mandatory=True)
+
+        yield publish
+
+
+async def publish_as_portal(
+    amqp_url: str,
+    body: bytes,
+    routing_key: str,
+    portal_id: str = "dev-portal",
+    *,
+    user_id: bool = True,
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+) -> None:
+    """One message to consult.intake as a portal (see `portal_publisher`)."""
+    async with portal_publisher(amqp_url, portal_id, user_id=user_id) as publish:
+        await publish(body, routing_key, message_id, headers)
 
 
 async def eventually(

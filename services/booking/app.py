@@ -51,10 +51,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         if settings.dev_staff_key:
             await stores.credentials.register(settings.dev_staff_key, "staff", DEV_STAFF, ["*"], now)
 
-    handlers.register(runtime, service, intake)
+    limits = guard.rate_limits(settings, runtime.db, runtime.clock, vault)
+    handlers.register(runtime, service, intake, limits, settings.broker_portal_prefix)
     app = runtime.http_app(title="Booking service", description="Portal intake and the life of a booking")
     credential = authenticator(stores.credentials)
-    intake_guard = guard.build(settings, runtime.db, runtime.clock, stores.bookings.vault, credential)
+    intake_guard = guard.build(settings, runtime.db, runtime.clock, limits, credential)
     app.include_router(api.router(service, intake, credential, intake_guard))
     app.include_router(staff_api.router(service, credential))
     api.document_form(app)

@@ -5,6 +5,7 @@
     consultctl portal-key create --portal <id> --office <office-id> [--office ...]
     consultctl portal-key require-signing <portal-id> [--off]   # HMAC-signed intake (issue 8)
     consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
+    consultctl portal-key revoke <portal-id>                    # every key of the portal
     consultctl staff-key create --staff <id> --office <office-id>
     consultctl jobseekers import <file.csv|.json|.jsonl>
 
@@ -74,6 +75,19 @@ def require_signing(
         raise typer.Exit(1)
     state = "no longer required" if off else "required"
     typer.echo(f"{portal}: signed intake requests {state} ({keys} key{'s' if keys != 1 else ''})")
+
+
+@portal_key.command("revoke")
+def revoke_portal(
+    portal: Annotated[str, typer.Argument(help="portal id, as given to `portal-key create --portal`")],
+) -> None:
+    """Revoke every key of a portal: its HTTP requests get 401 and its AMQP commands are parked
+    (`portal-not-authorised`). Its broker user goes with `python -m deploy.rabbitmq_users portal revoke`."""
+    keys = asyncio.run(ops.revoke_portal(portal))
+    if not keys:
+        typer.echo(f"no portal keys for {portal}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{portal}: {keys} key{'s' if keys != 1 else ''} revoked")
 
 
 @portal_key.command("signing-secret")

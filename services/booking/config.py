@@ -39,6 +39,13 @@ class Settings(ServiceSettings):
     rate_limit_portal_window_seconds: int = Field(60, ge=1)
     rate_limit_person: int = Field(60, ge=0, description="intake requests per person per window; 0 off")
     rate_limit_person_window_seconds: int = Field(3600, ge=1)
+    # issue 14: an AMQP command's portal is the broker user that sent it, `<prefix><portal id>`
+    broker_portal_prefix: str = Field(
+        "portal.",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="broker users `<prefix><portal id>` are portals (deploy/rabbitmq_users.py makes them)",
+    )
 
     @model_validator(mode="after")
     def _no_dev_keys_in_prod(self) -> Settings:

@@ -50,15 +50,19 @@ def intake_guard(signatures: Signatures, limits: RateLimits, credential: Any) ->
     return guard
 
 
-def build(settings: Settings, db: Any, clock: Clock, vault: Vault, credential: Any) -> Guard:
+def rate_limits(settings: Settings, db: Any, clock: Clock, vault: Vault) -> RateLimits:
+    """The intake's rate limits with their MongoDB state, shared by HTTP and AMQP intake."""
+    portal = (settings.rate_limit_portal, timedelta(seconds=settings.rate_limit_portal_window_seconds))
+    person = (settings.rate_limit_person, timedelta(seconds=settings.rate_limit_person_window_seconds))
+    counters = WindowSlots(db["rate_limits"], sweep_every=max(portal[1], person[1]))
+    return RateLimits(counters, clock, settings.policies(), vault, portal=portal, person=person)
+
+
+def build(settings: Settings, db: Any, clock: Clock, limits: RateLimits, credential: Any) -> Guard:
     """The guard with its MongoDB state (`db` is the service's AsyncDatabase)."""
     window = timedelta(seconds=settings.signature_window_seconds)
     seen = SeenSignatures(db["seen_signatures"], sweep_every=window)
     signatures = Signatures(
         settings.secret_key, seen, clock, window=window, required=settings.require_signed_requests
     )
-    portal = (settings.rate_limit_portal, timedelta(seconds=settings.rate_limit_portal_window_seconds))
-    person = (settings.rate_limit_person, timedelta(seconds=settings.rate_limit_person_window_seconds))
-    counters = WindowSlots(db["rate_limits"], sweep_every=max(portal[1], person[1]))
-    limits = RateLimits(counters, clock, settings.policies(), vault, portal=portal, person=person)
     return intake_guard(signatures, limits, credential)

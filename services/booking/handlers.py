@@ -1,12 +1,14 @@
 """Thin subscribers of the booking inbox: portal commands and upstream records from `consult.intake`,
-the scheduler's appointment events from `consult.events`. Parse, call, done."""
+the scheduler's appointment events from `consult.events`. Verify the sender, parse, call, done."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from services.booking.intake import Intake, Submission
+from services.booking.ratelimit import RateLimits
 from services.booking.service import BookingService
+from shared import topology
 from shared.commands import JobseekerRecord, ObserveDevice, RequestBooking
 from shared.events import DeviceRecorded, Envelope, MessageError
 from shared.messaging import TransientError
@@ -21,30 +23,59 @@ APPOINTMENT_EVENTS = (
 )
 
 
-def register(runtime: Runtime, service: BookingService, intake: Intake) -> None:
+def register(
+    runtime: Runtime,
+    service: BookingService,
+    intake: Intake,
+    limits: RateLimits,
+    portal_prefix: str = topology.PORTAL_USER_PREFIX,
+) -> None:
     stores = service.stores
     on = runtime.consumer.on
+
+    @runtime.consumer.verify("booking.request", "device.observed")
+    async def portal_command(event: Envelope[Any], sender: str | None) -> None:
+        """A portal's command comes from that portal's own broker user (issue 14): the `portal_id` in
+        a body is a claim, the `user_id` RabbitMQ verified is not."""
+        cmd: RequestBooking | ObserveDevice = event.payload
+        await authorised(sender, cmd.office_id, claimed=cmd.portal_id)
+
+    @runtime.consumer.verify("jobseeker.registered", "jobseeker.updated")
+    async def upstream_record(event: Envelope[Any], sender: str | None) -> None:
+        """The job-seeker system publishes as a portal user registered for the office it reports for."""
+        await authorised(sender, event.payload.office_id)
+
+    async def authorised(sender: str | None, office_id: str, claimed: str | None = None) -> None:
+        portal = topology.portal_of_user(sender, portal_prefix)
+        if portal is None or (claimed is not None and portal != claimed):
+            expected = topology.portal_user(claimed or "<portal id>", portal_prefix)
+            raise MessageError(
+                "portal-identity",
+                f"sent by broker user {sender or '(no user_id property)'}; must be {expected}, "
+                "with the user_id property set to that user",
+            )
+        if not await stores.credentials.portal_known(portal, office_id):
+            raise MessageError("portal-not-authorised", f"{portal!r} may not send for {office_id!r}")
 
     @on("booking.request")
     async def booking_request(event: Envelope[Any]) -> None:
         cmd: RequestBooking = event.payload
-        if not await stores.credentials.portal_known(cmd.portal_id, cmd.office_id):
-            raise MessageError(
-                "portal-not-authorised", f"{cmd.portal_id!r} may not book for {cmd.office_id!r}"
-            )
-        outcome = await intake.submit(
-            Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
-        )
+        sub = Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
+        # the same limits as over HTTP; a repeat of a request already taken costs nothing
+        taken = await stores.requests.get(cmd.portal_id, cmd.idempotency_key) is not None
+        if not taken and (limited := await limits.admit(cmd.portal_id, cmd.office_id, cmd.body)):
+            await intake.reject_limited(sub, limited)
+            return
+        outcome = await intake.submit(sub)
         if outcome.in_progress:
             raise TransientError("the first request with this key is still being handled")
 
     @runtime.consumer.on_conflict("booking.request")
     async def reused_message_id(event: Envelope[Any]) -> None:
-        cmd: RequestBooking = event.payload
-        if await stores.credentials.portal_known(cmd.portal_id, cmd.office_id):  # else: parked only
-            await intake.reject_reused_message_id(
-                Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
-            )
+        cmd: RequestBooking = event.payload  # its sender was verified: tell that portal
+        await intake.reject_reused_message_id(
+            Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
+        )
 
     async def jobseeker(event: Envelope[Any]) -> None:
         rec: JobseekerRecord = event.payload
@@ -59,11 +90,7 @@ def register(runtime: Runtime, service: BookingService, intake: Intake) -> None:
 
     @on("device.observed")
     async def device(event: Envelope[Any]) -> None:
-        obs: ObserveDevice = event.payload
-        if not await stores.credentials.portal_known(obs.portal_id, obs.office_id):
-            raise MessageError(
-                "portal-not-authorised", f"{obs.portal_id!r} may not report for {obs.office_id!r}"
-            )
+        obs: ObserveDevice = event.payload  # its sender was verified above
         fields = obs.model_dump(
             include={"booking_id", "user_agent", "ip_address", "device_id", "app_version"}
         )

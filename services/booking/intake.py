@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from services.booking import rules
 from services.booking.config import Settings
 from services.booking.domain import Booking, Person, RuleViolation, Status, Window
+from services.booking.ratelimit import Limited
 from services.booking.service import BookingService
 from services.booking.store.requests import request_key
 from shared.commands import BookingForm, FieldError, booking_id_for, form_errors
@@ -136,6 +137,21 @@ class Intake:
         event = self._rejected(sub, sub.idempotency_key, outcome)
         refusal_id = f"{sub.cause.event_id}\x1freused\x1f{sub.portal_id}\x1f{sub.idempotency_key}"
         await self.stores.requests.record_refusal(refusal_id, sub.office_id, [event])
+
+    async def reject_limited(self, sub: Submission, limited: Limited) -> None:
+        """An AMQP command over the portal's or the person's rate limit: refused like HTTP's 429 and
+        told by booking.rejected; its idempotency key is not taken, so the portal sends it again later."""
+        assert sub.cause is not None and sub.idempotency_key is not None
+        outcome = Outcome(
+            429,
+            {
+                "error": "rate-limited",
+                "message": f"{limited.message}; send it again in {limited.retry_after} s",
+                "retry_after": limited.retry_after,
+            },
+        )
+        event = self._rejected(sub, sub.idempotency_key, outcome)
+        await self.stores.requests.record_refusal(f"{sub.cause.event_id}\x1flimited", sub.office_id, [event])
 
     async def _answer_of(self, sub: Submission, key: str, doc: dict[str, Any]) -> Outcome:
         """Wait for the first request's answer; take the claim over if its owner died."""

@@ -74,6 +74,12 @@ async def require_signing(portal_id: str, on: bool = True, settings: Settings | 
         return await stores.credentials.require_signing(portal_id, on)
 
 
+async def revoke_portal(portal_id: str, settings: Settings | None = None) -> int:
+    """Revoke every key of the portal (HTTP and the office check of its AMQP commands). Keys matched."""
+    async with opened(settings) as stores:
+        return await stores.credentials.revoke(portal_id)
+
+
 async def signing_secret_of(portal_id: str, settings: Settings | None = None) -> str | None:
     """The portal's signing secret (derived from SECRET_KEY), or None for a portal without keys."""
     settings = settings or Settings()

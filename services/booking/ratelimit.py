@@ -10,6 +10,7 @@ only (it is refused with 422 anyway).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +26,25 @@ from shared.commands import BookingForm
 from shared.policy import Policies
 
 
+@dataclass(frozen=True)
+class Limited:
+    """A request over a limit: who, the limit, and when to try again."""
+
+    who: str
+    limit: int
+    window: timedelta
+    retry_after: int
+
+    @property
+    def message(self) -> str:
+        seconds = int(self.window.total_seconds())
+        return f"too many requests from {self.who}: at most {self.limit} per {seconds} s"
+
+
 class RateLimits:
+    """The same limits over HTTP (429, `check`) and AMQP (`booking.rejected`, `admit`): a portal's
+    budget is one, whichever way its requests come."""
+
     def __init__(
         self,
         counters: WindowSlots,
@@ -44,10 +63,19 @@ class RateLimits:
         self.person = person
 
     async def check(self, cred: Credential, office_id: str, body: Any) -> None:
-        await self._hit(f"portal:{cred.subject}", *self.portal, "this portal")
+        """HTTP: raise 429 with Retry-After when the portal or the person is over a limit."""
+        if (limited := await self.admit(cred.subject, office_id, body)) is not None:
+            raise HTTPException(429, limited.message, {"Retry-After": str(limited.retry_after)})
+
+    async def admit(self, portal_id: str, office_id: str, body: Any) -> Limited | None:
+        """Count one request of this portal (and person); None if admitted."""
+        limited = await self._hit(f"portal:{portal_id}", *self.portal, "this portal")
+        if limited is not None:
+            return limited
         person = self._person_key(office_id, body)
         if person is not None:
-            await self._hit(f"person:{office_id}:{person}", *self.person, "this person")
+            return await self._hit(f"person:{office_id}:{person}", *self.person, "this person")
+        return None
 
     def _person_key(self, office_id: str, body: Any) -> str | None:
         policy = self.policies.get(office_id)
@@ -59,15 +87,11 @@ class RateLimits:
             return None
         return self.vault.person_key(office_id, rules.person_identity(policy, form))
 
-    async def _hit(self, key: str, limit: int, window: timedelta, who: str) -> None:
+    async def _hit(self, key: str, limit: int, window: timedelta, who: str) -> Limited | None:
         if limit <= 0:  # 0 switches the limit off
-            return
+            return None
         now = self.clock.now()
         admitted, ends = await self.counters.admit(key, limit, window, now)
-        if not admitted:
-            retry = max(1, math.ceil((ends - now).total_seconds()))
-            raise HTTPException(
-                429,
-                f"too many requests from {who}: at most {limit} per {int(window.total_seconds())} s",
-                {"Retry-After": str(retry)},
-            )
+        if admitted:
+            return None
+        return Limited(who, limit, window, max(1, math.ceil((ends - now).total_seconds())))

@@ -131,7 +131,8 @@ async def _replay(settings: OpsSettings, q: topology.ServiceQueues, limit: int) 
                 headers = {
                     k: v
                     for k, v in (msg.headers or {}).items()
-                    if not k.startswith("x-") or k == topology.SEALED_HEADER  # the service opens it
+                    # the service opens the sealed body and trusts the sender it sealed itself
+                    if not k.startswith("x-") or k in (topology.SEALED_HEADER, topology.SENDER_HEADER)
                 }
                 headers["x-replayed-from"] = q.parking
                 await redeliver.publish(

@@ -423,13 +423,8 @@ def _body(queue: str, message: dict[str, Any]) -> bytes:
 
 
 async def publish_intake(amqp_url: str, routing_key: str, body: bytes) -> str:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        exchange = await channel.get_exchange(topology.INTAKE)
-        message_id = f"poison-{uuid.uuid4().hex[:8]}"
-        message = aio_pika.Message(body, content_type="application/json", message_id=message_id)
-        await exchange.publish(message, routing_key=routing_key, mandatory=True)
+    message_id = f"poison-{uuid.uuid4().hex[:8]}"
+    await support.publish_as_portal(amqp_url, body, routing_key, message_id=message_id)
     return message_id
 
 

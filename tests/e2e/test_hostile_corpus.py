@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
 import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -389,14 +388,10 @@ FORM_CASES: dict[str, dict[str, Any]] = {
 async def _published(stack: Stack, cases: dict[str, tuple[str, bytes]]) -> dict[str, str]:
     """Publish each case with a unique AMQP message id (the parked copy keeps it); case -> that id."""
     ids = {}
-    connection = await aio_pika.connect(stack.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(topology.INTAKE)
+    async with support.portal_publisher(stack.amqp_url) as publish:  # as the portal's own user
         for name, (key, raw) in cases.items():
             ids[name] = f"corpus-{uuid.uuid4().hex}"
-            message = aio_pika.Message(raw, content_type="application/json", message_id=ids[name])
-            await exchange.publish(message, routing_key=key)
+            await publish(raw, key, ids[name])
     return ids
 
 

@@ -30,6 +30,8 @@ from tests import support
 from tests.support import eventually
 
 Refused = aiormq.exceptions.ChannelAccessRefused
+PORTALS = ("kg-portal", "hw-portal")  # each portal its own user (issue 14)
+PORTAL = topology.portal_user("kg-portal")
 
 
 @dataclass
@@ -50,7 +52,7 @@ class Users:
 async def _users(amqp_url: str, tmp_path: Any, *, with_topology: bool) -> AsyncIterator[Users]:
     vhost = unquote(amqp_url.rstrip("/").rsplit("/", 1)[1])
     prefix = f"t{uuid.uuid4().hex[:8]}-"
-    passwords = rabbitmq_users.local_passwords(tmp_path / "secrets")
+    passwords = rabbitmq_users.local_passwords(tmp_path / "secrets", rabbitmq_users.roles(PORTALS))
     await asyncio.to_thread(
         rabbitmq_users.apply,
         support.RABBITMQ_API,
@@ -58,11 +60,12 @@ async def _users(amqp_url: str, tmp_path: Any, *, with_topology: bool) -> AsyncI
         passwords,
         prefix=prefix,
         with_topology=with_topology,
+        portals=PORTALS,
     )
     try:
         yield Users(vhost, prefix, passwords)
     finally:
-        names = [prefix + r for r in rabbitmq_users.roles()]
+        names = [prefix + r for r in rabbitmq_users.roles(PORTALS)]
         await asyncio.to_thread(rabbitmq_users.delete_users, support.RABBITMQ_API, names)
 
 
@@ -213,7 +216,7 @@ async def test_r12_a_service_cannot_delete_purge_or_redeclare_other_queues_nor_s
 
 
 async def test_r12_portal_publishes_intake_commands_and_nothing_else(users: Users) -> None:
-    url = users.url("portal")
+    url = users.url(PORTAL)
     conn = await aio_pika.connect(url)
     async with conn:
         await _publish(await conn.channel(), topology.INTAKE, "booking.request", b'{"probe": 1}')
@@ -232,11 +235,27 @@ async def test_r12_portal_publishes_intake_commands_and_nothing_else(users: User
     assert await _depth(users, "notifier.inbox") == 0
 
 
+async def test_r12_a_portal_cannot_claim_another_portals_user_id(users: Users) -> None:
+    """Issue 14: booking trusts the AMQP user_id because RabbitMQ refuses one that is not the login."""
+    me, other = users.prefix + PORTAL, users.prefix + topology.portal_user("hw-portal")
+    conn = await aio_pika.connect(users.url(PORTAL))
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        ex = await ch.get_exchange(topology.INTAKE, ensure=False)
+        await ex.publish(aio_pika.Message(b'{"mine": 1}', user_id=me), routing_key="booking.request")
+        with pytest.raises(aiormq.exceptions.AMQPError) as info:
+            await ex.publish(aio_pika.Message(b'{"theirs": 1}', user_id=other), routing_key="booking.request")
+            await ch.get_exchange(topology.INTAKE, ensure=True)  # the refusal closes the channel
+    assert "user_id" in str(info.value), info.value
+    await eventually(lambda: _depth_is(users, "booking.inbox", 1), what="only the portal's own command")
+    assert await _depth(users, "booking.inbox") == 1
+
+
 async def test_r12_portal_cannot_read_any_queue(users: Users) -> None:
     names = [q for svc in topology.SERVICES.values() for q in rabbitmq_users.record(svc).queues]
     assert {"booking.inbox", "notifier.parking", "audit.delay.1s"} <= set(names)
     for name in names:
-        await _refused(users.url("portal"), lambda ch, name=name: _get(ch, name))  # type: ignore[misc]
+        await _refused(users.url(PORTAL), lambda ch, name=name: _get(ch, name))  # type: ignore[misc]
 
 
 async def test_r12_ops_user_replays_parked_messages_but_reads_no_inbox(users: Users) -> None:

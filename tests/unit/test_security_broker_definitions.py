@@ -12,9 +12,11 @@ from pathlib import Path
 from deploy import rabbitmq_users
 from shared import topology
 
+PORTALS = ("kg-portal", "hw-portal")
+
 
 def _grant(role: str) -> rabbitmq_users.Grant:
-    return {g.user: g for g in rabbitmq_users.grants()}[role]
+    return {g.user: g for g in rabbitmq_users.grants(portals=PORTALS)}[role]
 
 
 def _may(regex: str, name: str) -> bool:
@@ -29,13 +31,13 @@ def test_committed_definitions_are_generated_from_the_current_topology() -> None
 
 def test_r12_committed_definitions_hold_no_password() -> None:
     defs = json.loads(rabbitmq_users.DEFINITIONS.read_text())
-    assert {u["name"] for u in defs["users"]} == {*topology.SERVICES, "portal", "ops"}
+    assert {u["name"] for u in defs["users"]} == {*topology.SERVICES, "ops"}  # portals: per deployment
     assert all(u["password_hash"] == "" for u in defs["users"])
     assert "guest" not in rabbitmq_users.DEFINITIONS.read_text()
 
 
 def test_r12_every_permission_is_anchored() -> None:
-    for g in rabbitmq_users.grants():
+    for g in rabbitmq_users.grants(portals=PORTALS):
         for regex in (g.configure, g.write, g.read):
             assert regex.startswith("^") and regex.endswith("$"), (g.user, regex)
 
@@ -60,7 +62,7 @@ def test_r12_notifier_cannot_publish_to_intake_and_only_booking_binds_to_it() ->
 
 
 def test_r12_portal_writes_only_to_intake_with_intake_keys() -> None:
-    g = _grant("portal")
+    g = _grant("portal.kg-portal")
     assert (g.configure, g.read) == ("^$", "^$")
     assert _may(g.write, topology.INTAKE)
     for name in (topology.EVENTS, topology.DEAD, topology.REDELIVER, "amq.default", "booking.inbox"):
@@ -93,7 +95,10 @@ def test_local_passwords_are_created_once_and_private(tmp_path: Path) -> None:
 
 def test_env_passwords_name_the_missing_variables() -> None:
     env = {rabbitmq_users.env_name(r): "pw-" + r for r in rabbitmq_users.roles()}
-    assert rabbitmq_users.env_passwords(env)["portal"] == "pw-portal"
+    assert rabbitmq_users.env_passwords(env)["ops"] == "pw-ops"
+    portals = {rabbitmq_users.env_name(r): "pw-" + r for r in rabbitmq_users.roles(PORTALS)}
+    assert "RABBITMQ_PORTAL_KG_PORTAL_PASSWORD" in portals
+    assert rabbitmq_users.env_passwords(portals, PORTALS)["portal.hw-portal"] == "pw-portal.hw-portal"
     del env["RABBITMQ_OPS_PASSWORD"]
     try:
         rabbitmq_users.env_passwords(env)
@@ -116,3 +121,21 @@ def test_render_with_passwords_and_admin_for_load_definitions() -> None:
     assert users["admin"]["tags"] == ["administrator"]
     salted = base64.b64decode(users["booking"]["password_hash"])
     assert salted[4:] == hashlib.sha256(salted[:4] + b"pw-booking").digest()
+
+
+def test_each_portal_has_a_user_of_its_own_and_none_is_shared() -> None:
+    """Issue 14: one broker user per portal, named so booking can tell the portal from `user_id`."""
+    defs = rabbitmq_users.definitions(portals=PORTALS)
+    names = {u["name"] for u in defs["users"]}
+    assert {"portal.kg-portal", "portal.hw-portal"} <= names and "portal" not in names
+    assert {topology.portal_of_user(n) for n in names} == {None, *PORTALS}
+    assert all("impersonator" not in u["tags"] for u in defs["users"])  # nobody may set another user_id
+    assert (
+        rabbitmq_users.portals_from(None, {"RABBITMQ_PORTALS": "kg-portal, hw-portal,kg-portal"}) == PORTALS
+    )
+    for bad in ("KG", "a/b", "", "x" * 64, "a.b"):
+        try:
+            rabbitmq_users.portals_from([bad], {})
+        except ValueError:
+            continue
+        raise AssertionError(f"portal id {bad!r} must be refused")

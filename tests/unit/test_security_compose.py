@@ -54,7 +54,8 @@ def test_r12_each_service_logs_in_as_itself(secure: dict[str, Any], app: str) ->
 def test_r12_init_step_sets_every_user_and_every_password_is_required(secure: dict[str, Any]) -> None:
     init = secure["access-init"]
     env = init["environment"]
-    wanted = {rabbitmq_users.env_name(r) for r in rabbitmq_users.roles()}
+    assert rabbitmq_users.PORTALS_ENV in env  # each portal its own broker user (issue 14)
+    wanted = {rabbitmq_users.env_name(r) for r in rabbitmq_users.roles(["dev-portal"])}
     wanted |= {mongo_users.env_name(r) for r in mongo_users.roles()}
     assert wanted <= set(env)
     for value in env.values():
