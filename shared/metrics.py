@@ -48,14 +48,21 @@ class RuntimeCollector(Collector):
             "Documents with unpublished events at the last check",
             labels=["service", "collection"],
         )
+        scans = CounterMetricFamily(
+            "consult_outbox_scans",
+            "Whole passes over the pending events (a pass begun after a write has published it)",
+            labels=["service", "collection"],
+        )
         for relay in rt.relays:
             labels = [rt.name, relay.collection.name]
             published.add_metric(labels, relay.published)
             failures.add_metric(labels, relay.failures)
             backlog.add_metric(labels, relay.last_backlog)
+            scans.add_metric(labels, relay.scans)
         yield published
         yield failures
         yield backlog
+        yield scans
 
 
 def new_registry() -> CollectorRegistry:

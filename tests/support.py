@@ -315,6 +315,48 @@ async def quiet(runtime: Runtime, *, settled: int = 0, timeout: float = 60.0) ->
     await eventually(passed, timeout=timeout, what=f"{runtime.name}: a whole outbox pass")
 
 
+async def metrics_of(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A service process's /metrics: (sample name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(timeout=10) as c:
+        r = await c.get(f"{base_url}/metrics")
+        r.raise_for_status()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(r.text)
+        for sample in family.samples
+    }
+
+
+async def process_quiet(
+    base_url: str, *, also: Callable[[dict[Any, float]], bool] | None = None, timeout: float = 60.0
+) -> None:
+    """Negative checks on a service PROCESS (`quiet` is the in-process one): `also` holds (e.g. no
+    timer left to fire) and each outbox relay has then finished two whole passes, the last with no
+    backlog, so whatever the service had to publish has been published and confirmed."""
+
+    def passes(m: dict[Any, float]) -> dict[Any, float]:
+        return {labels: v for (name, labels), v in m.items() if name == "consult_outbox_scans_total"}
+
+    def idle(m: dict[Any, float]) -> bool:
+        backlog = [v for (name, _), v in m.items() if name == "consult_outbox_backlog"]
+        return all(v == 0 for v in backlog) and (also is None or also(m))
+
+    async def ready() -> tuple[dict[Any, float]] | None:
+        m = await metrics_of(base_url)
+        return (passes(m),) if idle(m) else None  # a tuple: truthy even for a service without relays
+
+    (begun,) = await eventually(ready, timeout=timeout, what=f"{base_url}: nothing left to do or publish")
+
+    async def passed() -> bool:
+        m = await metrics_of(base_url)
+        done = passes(m)
+        return idle(m) and all(done.get(labels, 0) >= n + 2 for labels, n in begun.items())
+
+    await eventually(passed, timeout=timeout, what=f"{base_url}: two whole outbox passes, no backlog")
+
+
 def sentinel_of(message: aio_pika.abc.AbstractIncomingMessage) -> str | None:
     value = (message.headers or {}).get(SENTINEL_HEADER)
     return str(value) if value is not None else None

@@ -29,7 +29,7 @@ import yaml
 
 from shared.clock import SystemClock
 from tests import support
-from tests.integration.scheduler_helpers import DEMO, DEMO_OFFICES, STAFF, Booking, Probe, jst, probe, settle
+from tests.integration.scheduler_helpers import DEMO, DEMO_OFFICES, STAFF, Booking, Probe, jst, probe
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +107,18 @@ class Replica:
 
         await support.eventually(up, timeout=timeout, interval=0.1, what=f"{self.name} ready")
         return time.monotonic() - started
+
+    async def quiet(self, seen: Probe, office: str, now: datetime) -> None:
+        """Negative checks: no timer of the office is pending that is due by `now`, this replica's
+        outbox relays have then published everything, and the probe has seen all of it."""
+
+        async def nothing_due() -> bool:
+            pending = await self.get("/v1/staff/timers", office_id=office, status="pending")
+            return all(datetime.fromisoformat(t["due_at"]) > now for t in pending)
+
+        await support.eventually(nothing_due, timeout=60, what=f"{self.name}: no {office} timer due")
+        await support.process_quiet(self.url)
+        await seen.flush()
 
     async def get(self, path: str, **params: Any) -> Any:
         async with httpx.AsyncClient(base_url=self.url, timeout=10, headers=STAFF) as c:
@@ -204,7 +216,7 @@ async def test_timers_survive_sigkill_and_fire_exactly_once_after_restart(
         assert _once_each(seen, late) == Counter()  # not due yet
         clock.set(min(due[b] for b in late) - timedelta(seconds=1))  # the late ones come due in ~1 s
         await support.eventually(lambda: _all_fired(seen, late), timeout=60, what="10 on-time hold expiries")
-        await settle(3.0)  # anything doubled would show up now
+        await scheduler.quiet(seen, OFFICE, clock.now())  # anything doubled would show up now
         fired = await scheduler.get("/v1/staff/timers", office_id=OFFICE, status="fired")
         lease = await scheduler.get("/v1/staff/timers/lease")
 
@@ -256,7 +268,7 @@ async def test_two_replicas_never_double_book_and_fire_each_timer_once(
         leader.kill()
         clock.move(HOLD_SECONDS + 1)  # the other replica takes the expired lease and fires the holds
         await support.eventually(lambda: _all_fired(seen, proposed), timeout=40, what="27 hold expiries")
-        await settle(3.0)
+        await other.quiet(seen, OFFICE, clock.now())
         took_over = await other.get("/v1/staff/timers/lease")
         fired = await other.get("/v1/staff/timers", office_id=OFFICE, status="fired")
 
@@ -320,7 +332,7 @@ async def test_demo_office_confirms_notices_recoordinates_and_fires_the_no_show_
         (notice,) = await seen.wait("appointment.notice_due", absent.payload.booking_id, timeout=90)
         clock.set(start + timedelta(seconds=4))  # the no-show (5 s after the start) in ~1 s
         (no_show,) = await seen.wait("appointment.no_show", absent.payload.booking_id, timeout=90)
-        await settle(2.0)
+        await scheduler.quiet(seen, DEMO, clock.now())
         assert seen.of("appointment.no_show", present.payload.booking_id) == []  # attended: disarmed
     assert notice.payload.due_at == start - timedelta(seconds=10)
     assert no_show.payload.due_at == start + timedelta(seconds=5) and no_show.payload.grace_seconds == 5.0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -188,9 +187,3 @@ async def put_counsellor(
 async def request_doc(client: httpx.AsyncClient, booking_id: str) -> dict[str, Any]:
     r = await client.get(f"/v1/staff/requests/{booking_id}", headers=STAFF)
     return r.json() if r.status_code == 200 else {}
-
-
-async def settle(seconds: float = 0.3) -> None:
-    """Give service PROCESSES a moment to show that something did NOT happen (in-process tests
-    use `Running.quiet`, which waits for the service to be done instead)."""
-    await asyncio.sleep(seconds)
