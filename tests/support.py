@@ -320,7 +320,7 @@ async def metrics_of(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ..
     from prometheus_client.parser import text_string_to_metric_families
 
     async with httpx.AsyncClient(timeout=10) as c:
-        r = await c.get(f"{base_url}/metrics")
+        r = await c.get(f"{base_url}/metrics/")  # the mounted app answers at the slash
         r.raise_for_status()
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -50,6 +50,7 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
         horizon=timedelta(seconds=settings.timer_horizon_seconds),
         on_due=keeper.fire,
         on_sweep=keeper.sweep,
+        takeover_read_timeout=settings.takeover_read_timeout_seconds,
     )
     ctx.timers.on_arm = wheel.arm
 

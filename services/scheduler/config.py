@@ -23,6 +23,12 @@ class Settings(ServiceSettings):
     )
     lease_seconds: float = Field(15.0, description="the timer lease expires this long after its last renewal")
     timer_poll_seconds: float = Field(1.0, description="lease renewal and due-timer sweep interval")
+    takeover_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="bound on a take-over's reads of the timers; a stalled take-over starts again "
+        "with twice the bound",
+    )
     timer_horizon_seconds: float = Field(
         3600.0, description="timers due within this are armed in APScheduler"
     )

@@ -37,6 +37,10 @@ class LeaseLost(Exception):
     """The lease ran out during a take-over (a scan longer than the lease)."""
 
 
+class TakeOverStalled(Exception):
+    """A take-over's reads did not finish within their bound: abandoned, tried again next tick."""
+
+
 T = TypeVar("T")
 OnDue = Callable[[Doc], Awaitable[object]]
 OnSweep = Callable[[], Awaitable[None]]
@@ -58,6 +62,7 @@ class TimerWheel:
         rescan_every: int = 30,
         feed_grace: timedelta = timedelta(minutes=5),
         fire_batch: int = 500,
+        takeover_read_timeout: float = 30.0,
     ) -> None:
         self.timers, self.lease, self.clock = timers, lease, clock
         self.replica_id = replica_id
@@ -66,10 +71,21 @@ class TimerWheel:
         self.rescan_every = rescan_every
         # an announced timer not written after this is dropped (its writer crashed in between)
         self.feed_grace, self.fire_batch = feed_grace, fire_batch
+        # A take-over's reads once hung for 90 s on FerretDB right at start-up, while the first
+        # timers were being written, and finished only when the consumer stopped at shutdown; so they
+        # are bounded, and a stalled take-over starts again with twice the bound (a history whose
+        # scan really takes longer still gets read).
+        self.takeover_read_timeout = self._read_bound = takeover_read_timeout
         self.leader = False
         self.armed: set[str] = set()
         self.index = DueIndex()
-        self.stats: dict[str, Any] = {"takeovers": 0, "fired": 0, "last_takeover": None, "feed_dropped": 0}
+        self.stats: dict[str, Any] = {
+            "takeovers": 0,
+            "fired": 0,
+            "last_takeover": None,
+            "feed_dropped": 0,
+            "stalled_takeovers": 0,
+        }
         self._scheduler: AsyncIOScheduler | None = None
         self._task: asyncio.Task[None] | None = None
         self._ticks = 0
@@ -128,17 +144,34 @@ class TimerWheel:
     async def _take_over(self) -> None:
         started = time.perf_counter()
         self.leader = True  # from now on this replica's own arms go to memory at once
+        step = "reading the feed"
         try:
-            feed = await self.timers.feed_entries()  # before the scan: what it misses, the feed has
-            pending = await self._renewing(self.timers.pending())
-            scanned = time.perf_counter() - started
-            for timer_id, due_at in pending:
-                self.index.add(timer_id, due_at)
-            await self.merge_feed(feed)  # those the scan found are known now: deleted without a read
+            async with asyncio.timeout(self._read_bound):
+                feed = await self.timers.feed_entries()  # before the scan: what it misses, the feed has
+                step = "scanning the pending timers"
+                pending = await self._renewing(self.timers.pending())
+                scanned = time.perf_counter() - started
+                for timer_id, due_at in pending:
+                    self.index.add(timer_id, due_at)
+                step = "merging the feed"
+                await self.merge_feed(feed)  # those the scan found are known now: deleted without a read
             late = await self.fire_due()
+        except TimeoutError as exc:
+            self._step_down(quiet=True)
+            self.stats["stalled_takeovers"] += 1
+            bound, self._read_bound = self._read_bound, self._read_bound * 2
+            log.warning(
+                "%s: take-over stalled over %.0fs while %s; starting again (bound now %.0fs)",
+                self.replica_id,
+                bound,
+                step,
+                self._read_bound,
+            )
+            raise TakeOverStalled(f"stalled while {step}") from exc
         except BaseException:
             self._step_down(quiet=True)  # the next tick takes over again, from a fresh read
             raise
+        self._read_bound = self.takeover_read_timeout
         armed = self.arm_horizon()
         took = time.perf_counter() - started
         self.stats["takeovers"] += 1
@@ -169,8 +202,7 @@ class TimerWheel:
             result = await work
         finally:
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await asyncio.wait({renewer}, timeout=self.lease_ttl.total_seconds())  # never held up by it
         if lost or not await self.lease.acquire(self.replica_id, self.clock.now(), self.lease_ttl):
             raise LeaseLost(f"{self.replica_id} lost the lease while reading the timers")
         return result

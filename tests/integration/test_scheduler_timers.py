@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from services.scheduler.keeper import Context, Keeper
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.timing import TimerKind, TimerSpec
-from services.scheduler.wheel import TimerWheel
+from services.scheduler.wheel import TakeOverStalled, TimerWheel
 from shared.clock import FixedClock
 from shared.mongo import connect
 from shared.policy import Policies
@@ -164,6 +164,44 @@ async def test_take_over_fires_the_late_timers_and_arms_the_rest(db: Any) -> Non
     assert stats["late_fired"] == 50 and armed == 1000
     assert await db["timer_outcomes"].count_documents({"outcome": "fired"}) == 50
     print(f"\ntake-over: 50 late timers fired and 1000 armed in {stats['seconds']:.2f}s")
+
+
+async def test_a_stalled_take_over_is_abandoned_and_the_next_tick_takes_over(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: a take-over's scan once hung for 90 s (FerretDB, at start-up) and no timer fired
+    meanwhile. Its reads are bounded: a stalled one steps down, and the next tick reads afresh."""
+    clock = FixedClock(NOW)
+    ctx = _context(db, clock, "r")
+    await _confirmed(ctx, "late-after-stall", NOW - timedelta(minutes=30))
+    wheel = TimerWheel(
+        ctx.timers,
+        LeaseStore(db),
+        clock,
+        replica_id="r",
+        lease_ttl=timedelta(seconds=10),
+        poll_seconds=3600,  # ticks are driven by the test
+        horizon=timedelta(hours=1),
+        on_due=Keeper(ctx).fire,
+        takeover_read_timeout=0.5,
+    )
+    real_pending, never = ctx.timers.pending, asyncio.Event()
+    calls = {"n": 0}
+
+    async def stalls_once() -> list[tuple[str, Any]]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            await never.wait()  # a read that never answers
+        return await real_pending()
+
+    monkeypatch.setattr(ctx.timers, "pending", stalls_once)
+    with pytest.raises(TakeOverStalled, match="scanning the pending timers"):
+        await wheel.tick()
+    assert (wheel.leader, wheel.stats["stalled_takeovers"], wheel._read_bound) == (False, 1, 1.0)
+    await wheel.tick()  # the lease is still ours: take over again, from a fresh read
+    assert wheel.leader and wheel.stats["last_takeover"]["late_fired"] == 1
+    assert wheel._read_bound == 0.5  # back to the configured bound once a take-over succeeds
+    assert await db["timer_outcomes"].count_documents({"outcome": "fired"}) == 1
 
 
 # --------------------------------------------------------------------------- no scans per tick or message
