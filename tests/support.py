@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import smtplib
@@ -47,7 +48,8 @@ def vhost_url(vhost: str) -> str:
 #: service under test (tests/conftest.py sets it per run), so tests never touch the real users
 PORTAL_PREFIX_ENV = "BROKER_PORTAL_PREFIX"
 _portal_passwords: dict[str, str] = {}  # user -> this run's password
-_portal_grants: set[tuple[str, str]] = set()  # (vhost, user) that has its rights there
+_portal_grants: set[tuple[str, str, str]] = set()  # (management API, vhost, user) with its rights there
+_portal_apis: set[str] = {RABBITMQ_API}  # the brokers the run made portal users on (chaos: its own)
 
 
 def vhost_of(amqp_url: str) -> str:
@@ -58,20 +60,21 @@ def portal_user(portal_id: str) -> str:
     return topology.portal_user(portal_id, os.environ.get(PORTAL_PREFIX_ENV, topology.PORTAL_USER_PREFIX))
 
 
-async def portal_url(amqp_url: str, portal_id: str = "dev-portal") -> str:
+async def portal_url(amqp_url: str, portal_id: str = "dev-portal", api: str = RABBITMQ_API) -> str:
     """The URL of a portal's own broker user (issue 14) on the vhost of `amqp_url`; the user is made,
-    with its rights there, once per test run and vhost."""
+    with its rights there, once per test run and vhost, through `api` (that broker's management API)."""
     from deploy import rabbitmq_users  # the one way portal users are made
 
     user = portal_user(portal_id)
     password = _portal_passwords.setdefault(user, uuid.uuid4().hex)
     vhost = vhost_of(amqp_url)
-    if (vhost, user) not in _portal_grants:
+    if (api, vhost, user) not in _portal_grants:
         prefix = user[: -len(portal_id)]
         await asyncio.to_thread(
-            rabbitmq_users.add_portal, RABBITMQ_API, vhost, portal_id, password, portal_prefix=prefix
+            rabbitmq_users.add_portal, api, vhost, portal_id, password, portal_prefix=prefix
         )
-        _portal_grants.add((vhost, user))
+        _portal_grants.add((api, vhost, user))
+        _portal_apis.add(api)
     return rabbitmq_users.amqp_url(amqp_url, user, password, vhost)
 
 
@@ -80,19 +83,21 @@ def delete_portal_users() -> None:
     from deploy import rabbitmq_users
 
     if _portal_passwords:
-        rabbitmq_users.delete_users(RABBITMQ_API, list(_portal_passwords))
+        for api in _portal_apis:
+            with contextlib.suppress(httpx.HTTPError):  # a drill's own broker may be gone already
+                rabbitmq_users.delete_users(api, list(_portal_passwords))
         _portal_passwords.clear()
         _portal_grants.clear()
 
 
 @asynccontextmanager
 async def portal_publisher(
-    amqp_url: str, portal_id: str = "dev-portal", *, user_id: bool = True
+    amqp_url: str, portal_id: str = "dev-portal", *, user_id: bool = True, api: str = RABBITMQ_API
 ) -> AsyncIterator[Callable[..., Awaitable[None]]]:
     """`publish(body, routing_key, message_id=None, headers=None)` to consult.intake as a portal
     does: logged in as its own user, `user_id` set to it (RabbitMQ checks it); `user_id=False`
     leaves the property out, as a careless portal might."""
-    conn = await aio_pika.connect(await portal_url(amqp_url, portal_id))
+    conn = await aio_pika.connect(await portal_url(amqp_url, portal_id, api))
     async with conn:
         ch = await conn.channel(publisher_confirms=True, on_return_raises=True)
         ex = await ch.get_exchange(topology.INTAKE, ensure=False)
@@ -125,9 +130,10 @@ async def publish_as_portal(
     user_id: bool = True,
     message_id: str | None = None,
     headers: dict[str, Any] | None = None,
+    api: str = RABBITMQ_API,
 ) -> None:
     """One message to consult.intake as a portal (see `portal_publisher`)."""
-    async with portal_publisher(amqp_url, portal_id, user_id=user_id) as publish:
+    async with portal_publisher(amqp_url, portal_id, user_id=user_id, api=api) as publish:
         await publish(body, routing_key, message_id, headers)
 
 

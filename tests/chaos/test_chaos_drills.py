@@ -422,9 +422,12 @@ def _body(queue: str, message: dict[str, Any]) -> bytes:
     return parked_body(queue, message)
 
 
-async def publish_intake(amqp_url: str, routing_key: str, body: bytes) -> str:
+async def publish_intake(chaos: Chaos, routing_key: str, body: bytes) -> str:
+    """As the dev portal's own user on the drill's own broker."""
     message_id = f"poison-{uuid.uuid4().hex[:8]}"
-    await support.publish_as_portal(amqp_url, body, routing_key, message_id=message_id)
+    await support.publish_as_portal(
+        chaos.stack.amqp_url, body, routing_key, message_id=message_id, api=chaos.rabbit.api
+    )
     return message_id
 
 
@@ -441,7 +444,7 @@ async def test_stream_starts(chaos: Chaos) -> None:
 
 async def test_poison_booking_request_is_parked_while_the_rest_flow(chaos: Chaos) -> None:
     mark = uuid.uuid4().hex.encode()
-    await publish_intake(chaos.stack.amqp_url, "booking.request", b"\xff\xfe{not json " + mark)
+    await publish_intake(chaos, "booking.request", b"\xff\xfe{not json " + mark)
 
     async def poison() -> list[dict[str, Any]]:  # the parked copy keeps the body (not the message_id)
         got = await parked(chaos.rabbit.api, chaos.vhost, "booking.parking")
