@@ -43,6 +43,18 @@ Hook = Callable[[], Awaitable[None]]
 SHUTDOWN_STEP_SECONDS = 10.0
 
 
+def task_stacks(limit: int = 6) -> str:
+    """Where every task of the running loop waits: for the log when something is stuck."""
+    lines = []
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=limit)
+        where = " <- ".join(
+            f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})" for f in frames
+        )
+        lines.append(f"  {task.get_name()}: {where or 'not started'}")
+    return "\n".join(sorted(lines))
+
+
 async def _raw_body(msg: Any) -> bytes:
     """Hand the handler the undecoded body, so unreadable input is parked by us with a reason."""
     return bytes(msg.body)
@@ -194,8 +206,8 @@ class Runtime:
             # Stop consuming (in-flight handlers finish first) but keep the connection: what the
             # handlers, hooks and last requests (access logs) wrote to the outboxes is published by
             # the relays' final drain before the broker closes, not left for the next start.
-            for subscriber in self.broker.subscribers:
-                await subscriber.stop()
+            for subscriber in self.broker.subscribers:  # bounded too: a cancel the broker never answers
+                await self._bounded(subscriber.stop(), "stopping the consumer")
             # Every step is bounded: a stuck peer must not keep the process from exiting, and
             # whatever is not done stays in MongoDB (outboxes, timers) for the next start.
             for hook in reversed(self._shutdown):
@@ -215,7 +227,12 @@ class Runtime:
         try:
             await asyncio.wait_for(step, SHUTDOWN_STEP_SECONDS)
         except TimeoutError:
-            self.log.warning("%s did not finish within %ss at shutdown", what, SHUTDOWN_STEP_SECONDS)
+            self.log.warning(
+                "%s did not finish within %ss at shutdown; the tasks then:\n%s",
+                what,
+                SHUTDOWN_STEP_SECONDS,
+                task_stacks(),
+            )
         except Exception as exc:  # broker unreachable at shutdown: the events wait in MongoDB
             self.log.warning("%s left pending at shutdown (sent at the next start): %s", what, exc)
 

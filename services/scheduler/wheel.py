@@ -29,6 +29,7 @@ from services.scheduler.store import LeaseStore, TimerStore
 from services.scheduler.store.timers import PENDING
 from shared.clock import Clock
 from shared.mongo import Doc
+from shared.runtime import task_stacks
 
 log = logging.getLogger("consult.scheduler.wheel")
 
@@ -161,11 +162,12 @@ class TimerWheel:
             self.stats["stalled_takeovers"] += 1
             bound, self._read_bound = self._read_bound, self._read_bound * 2
             log.warning(
-                "%s: take-over stalled over %.0fs while %s; starting again (bound now %.0fs)",
+                "%s: take-over stalled over %.0fs while %s; starting again (bound now %.0fs); tasks:\n%s",
                 self.replica_id,
                 bound,
                 step,
                 self._read_bound,
+                task_stacks(),
             )
             raise TakeOverStalled(f"stalled while {step}") from exc
         except BaseException:
