@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -417,11 +418,22 @@ def main() -> None:
     RUN.mkdir(parents=True, exist_ok=True)
     with (RUN / "local.lock").open("w") as lock:  # one up/down at a time (make test runs `up` too)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for n in names if a.command == "up" else reversed(names):
-            if a.command == "up":
-                up(SERVERS[n], a.timeout)
-            else:
+        if a.command == "down":
+            for n in reversed(names):
                 down(SERVERS[n])
+            return
+        # A fresh machine: the Go builds (downloads, then compiles) run while apt installs RabbitMQ
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            builds = {n: pool.submit(ensure_binary, SERVERS[n]) for n in names if _will_start(SERVERS[n])}
+            for n in names:
+                if n in builds:
+                    builds[n].result()  # raises what the build raised
+                up(SERVERS[n], a.timeout)
+
+
+def _will_start(s: Server) -> bool:
+    """A server of ours that `up` will start from a binary (no URL given, nothing answering yet)."""
+    return bool(s.binary) and not os.environ.get(s.env) and s.probe(s.url, 0.5) is not None
 
 
 if __name__ == "__main__":
