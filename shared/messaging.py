@@ -47,6 +47,10 @@ class TransientError(Exception):
     """Worth another attempt later: a peer is down, a lock is held, a timeout."""
 
 
+#: errors worth another attempt (a delay queue), not a parking: a peer away, a lock held, a timeout
+RETRYABLE = (TransientError, PyMongoError, ConnectionError, TimeoutError)
+
+
 class EventPublisher:
     """Persistent, mandatory publishes with publisher confirms; unroutable raises."""
 
@@ -291,7 +295,7 @@ class Consumer:
             except MessageError as exc:
                 await self.park(msg, exc.reason, exc.detail)
                 return
-            except (TransientError, PyMongoError, ConnectionError, TimeoutError) as exc:
+            except RETRYABLE as exc:
                 await self.retry(msg, attempt, f"verifying the sender: {type(exc).__name__}: {exc}")
                 return
         event_id = str(event.event_id)
@@ -351,7 +355,7 @@ class Consumer:
         except MessageError as exc:
             await self.park(msg, exc.reason, exc.detail)
             return False
-        except (TransientError, PyMongoError, ConnectionError, TimeoutError) as exc:
+        except RETRYABLE as exc:
             await self.retry(msg, attempt, f"{type(exc).__name__}: {exc}")
             return False
         except Exception as exc:  # a bug: retry a few times, then park it for a human
