@@ -33,6 +33,7 @@ SEARCH_INDEXES = (
 )
 DUPLICATE_KEY = 11000
 CHUNK = 500
+ORDERED_BATCH = 100  # FerretDB's own write batch: an ordered insert is ordered only within one
 
 
 def _only_duplicates(exc: BulkWriteError) -> None:
@@ -77,14 +78,21 @@ class AuditStore:
             _only_duplicates(exc)  # a redelivered event: its values are sealed already
 
     async def insert_chained(self, docs: Sequence[Doc]) -> tuple[int, int | None]:
-        """Ordered, so nothing lands after a refused record: (how many went in, index refused or None)."""
-        try:
-            await self.records.insert_many(list(docs), ordered=True)
-        except BulkWriteError as exc:
-            first = exc.details["writeErrors"][0]
-            if first.get("code") != DUPLICATE_KEY:
-                raise
-            return int(exc.details["nInserted"]), int(first["index"])
+        """Ordered, so nothing lands after a refused record: (how many went in, index refused or None).
+
+        In inserts of at most ORDERED_BATCH, the next only once the one before went in whole:
+        FerretDB 1.24 writes an insert in batches of 100 and, after a refusal, stops only the batch
+        it is in, then writes the later batches; one refusal in a larger insert left a gap in the chain.
+        """
+        docs = list(docs)
+        for start in range(0, len(docs), ORDERED_BATCH):
+            try:
+                await self.records.insert_many(docs[start : start + ORDERED_BATCH], ordered=True)
+            except BulkWriteError as exc:
+                first = exc.details["writeErrors"][0]
+                if first.get("code") != DUPLICATE_KEY:
+                    raise
+                return start + int(exc.details["nInserted"]), start + int(first["index"])
         return len(docs), None
 
     async def has_record(self, record_id: str) -> bool:

@@ -181,6 +181,29 @@ async def test_audit_two_writers_on_one_stream_cannot_fork_the_chain(audit: Audi
     assert report["streams"][0]["last_seq"] == 160
 
 
+async def test_audit_an_already_recorded_event_early_in_a_large_batch_leaves_no_gap(audit: Audit) -> None:
+    """A redelivered event at position 10 of 250: the rest go in right after the chain's end.
+
+    FerretDB writes an ordered insert in batches of 100 and goes on with the later batches after a
+    refusal; in one insert of all 250, records 100..249 landed behind a gap (seen in the chaos drill).
+    """
+    svc = audit.service
+
+    def entry(i: int) -> Any:
+        return internal("test.write", actor="a", details={"i": i}, now=T0, stream=OFFICE)
+
+    first = [entry(i) for i in range(3)]
+    await svc.appender.append(first)
+    batch = [entry(i) for i in range(3, 252)]
+    batch.insert(10, first[1])
+    await svc.appender.append(batch)
+    assert svc.appender.stats.duplicates == 1
+    assert await audit.count({"stream": OFFICE}) == 252
+    report = (await check_chains(svc.store, svc.keys.chain, OFFICE)).to_dict()
+    assert report["ok"], report["first_problem"]
+    assert report["streams"][0]["last_seq"] == 252
+
+
 @pytest.mark.slow
 async def test_audit_ingest_rate_through_the_broker(audit: Audit) -> None:
     """Figure for the report: events/s from publish to stored, duplicates and 3 offices mixed in."""
