@@ -75,6 +75,7 @@ from shared.messaging import EventPublisher
 from shared.outbox import OutboxRelay, new_document_fields
 from shared.settings import ServiceSettings
 from tests import support
+from tests.chaos import figure
 from tests.conftest import RUN_ID
 from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, parked_body, stack_env
 from tests.support import free_port
@@ -493,7 +494,7 @@ async def test_broker_connections_force_closed_mid_stream_reconnect(chaos: Chaos
         return names if len(set(names) - before) >= len(SERVICES) else []
 
     await support.eventually(reconnected, timeout=30, interval=0.5, what="every service reconnected")
-    print(f"\nchaos: force-closed {closed} connections; 503 seen {seen}; all reconnected")
+    figure(f"\nchaos: force-closed {closed} connections; 503 seen {seen}; all reconnected")
 
 
 async def test_broker_kill_9_with_confirmed_publishes_in_flight(chaos: Chaos) -> None:
@@ -515,7 +516,7 @@ async def test_broker_kill_9_with_confirmed_publishes_in_flight(chaos: Chaos) ->
     await chaos.rabbit.wait_ready(90)
     for service in SERVICES:
         await chaos.stack.wait_ready(service, timeout=90)
-    print(f"\nchaos: broker kill -9; 503 after {seen}; all ready {time.monotonic() - t0:.0f}s later")
+    figure(f"\nchaos: broker kill -9; 503 after {seen}; all ready {time.monotonic() - t0:.0f}s later")
     stayed = set(SERVICES) - set(seen)
     assert not stayed, f"/readyz stayed 200 with the broker dead for {stayed}"
 
@@ -534,7 +535,7 @@ async def test_mongodb_wire_server_stopped_10s(chaos: Chaos) -> None:
         ready[service] = round(time.monotonic() - resumed, 1)
 
     await asyncio.gather(*(wait(s) for s in SERVICES))
-    print(f"\nchaos: FerretDB paused 10 s; ready again after SIGCONT (s): {ready}")
+    figure(f"\nchaos: FerretDB paused 10 s; ready again after SIGCONT (s): {ready}")
 
 
 async def test_smtp_down_30s(chaos: Chaos) -> None:
@@ -573,7 +574,7 @@ async def test_unroutable_publish_raises_and_the_outbox_event_stays_pending(chao
         event = new_event(payload, office_id=OFFICE, producer="booking", clock=SystemClock())
         with pytest.raises(DeliveryError) as raised:
             await publisher.publish(event)
-        print(f"\nchaos: unroutable publish raised {type(raised.value).__name__}: {raised.value}")
+        figure(f"\nchaos: unroutable publish raised {type(raised.value).__name__}: {raised.value}")
         coll = mongo[f"chaos{RUN_ID}_outboxdrill"]["docs"]
         await coll.insert_one({"_id": "doc-1", **new_document_fields([event])})
         relay = OutboxRelay(coll, publisher, poll_seconds=0.2)
@@ -643,7 +644,7 @@ async def check_mail(chaos: Chaos, email_of: dict[str, str], confirmed: list[str
     in_flight: set[str] = set().union(*chaos.in_flight.values())
     by_email = {e: b for b, e in email_of.items()}
     duplicates = {by_email[e]: n for e, n in got.items() if n > 1 and e in by_email}
-    print(
+    figure(
         f"\nchaos: email duplicates {len(duplicates)}, ambiguous resends counted {sum(ambiguous.values())}, "
         f"in flight at the kills { ({k: len(v) for k, v in chaos.in_flight.items()}) }"
     )
@@ -695,7 +696,7 @@ async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_o
         confirmations = Counter(r["booking_id"] for r in await _all_records(audit, "booking.confirmed"))
         report = (await audit.get("/v1/audit/verify")).json()
     elapsed = time.monotonic() - chaos.timings["start"]
-    print(
+    figure(
         f"\nchaos: {len(chaos.submitted)} submitted, {len(accepted)} accepted, final states {dict(counts)}; "
         f"{mails} mails; audit booking.requested {sum(requested.values())}; "
         f"submit {chaos.timings.get('stream_submit_s', 0):.0f}s, whole run {elapsed:.0f}s; answers "
