@@ -260,7 +260,7 @@ class Runtime:
 
         @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of this service's messages")
         async def asyncapi_document() -> dict[str, Any]:
-            from shared.docs import asyncapi
+            from shared.asyncapi import asyncapi
 
             return asyncapi((self.name,))
 
