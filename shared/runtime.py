@@ -109,7 +109,7 @@ class Runtime:
         self._shutdown: list[Hook] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.started = False
-        self.metrics.register(RuntimeCollector(self))
+        self.metrics.register(RuntimeCollector(self.name, queues.inbox, self.consumer, self.relays))
         subscriber = self.broker.subscriber(
             RabbitQueue(queues.inbox, declare=False),
             ack_policy=AckPolicy.MANUAL,
