@@ -54,7 +54,7 @@ test-e2e: infra-up ## the running services, driven over HTTP and AMQP as a porta
 	@$(PYTEST) tests/e2e
 
 docs: venv ## write the AsyncAPI and OpenAPI documents to docs/
-	@$(PY) -m shared.docs
+	@$(PY) -m ops.docs
 
 bench: infra-up ## benchmarks with raw aio-pika and PyMongo baselines measured in the same run
 	@$(PY) -m bench

@@ -24,7 +24,7 @@ import httpx
 
 from bench import env
 from bench.results import Figure, Run, latency_ms, rate
-from bench.services import AUDITOR_KEY, PORTAL_KEY, Tap, histogram, mongo_time, pids, quantile
+from bench.stack import AUDITOR_KEY, PORTAL_KEY, Tap, histogram, mongo_time, pids, quantile
 
 PART = "e2e"
 OFFICE = "kushiro-gyosei"

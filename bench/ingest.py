@@ -20,7 +20,7 @@ import aio_pika
 from bench import env
 from bench.baseline import publish_pipelined, raw_message
 from bench.results import Figure, Run, rate
-from bench.services import counter, pids
+from bench.stack import counter, pids
 from shared import topology
 from shared.clock import SystemClock
 from shared.events import AccessLogged, DeviceRecorded, Envelope, NotificationSent, Payload, new_event

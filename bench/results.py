@@ -38,7 +38,7 @@ class Run:
     figures: list[Figure] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     profiles: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    #: MongoDB time of the services during the e2e part (`bench.services.mongo_time`), largest first
+    #: MongoDB time of the services during the e2e part (`bench.stack.mongo_time`), largest first
     mongo_time: list[dict[str, Any]] = field(default_factory=list)
     #: load average (1, 5, 15 min) when each part started: other work on the machine skews figures
     loads: dict[str, tuple[float, float, float]] = field(default_factory=dict)

@@ -27,7 +27,7 @@ import httpx
 
 from bench import env
 from bench.results import Figure, Run, latency_ms, rate
-from bench.services import Tap, pids, rss_of
+from bench.stack import Tap, pids, rss_of
 from shared import outbox
 from shared.mongo import connect
 

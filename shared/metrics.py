@@ -8,7 +8,7 @@ duplicate, retried, parked) and the outbox backlog. Services register their own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -16,24 +16,30 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from shared.runtime import Runtime
+    from shared.messaging import Consumer
+    from shared.outbox import OutboxRelay
 
 
 class RuntimeCollector(Collector):
-    """Reads the runtime's counters at scrape time, so the hot path only bumps integers."""
+    """Reads the runtime's counters at scrape time, so the hot path only bumps integers.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    `relays` is the runtime's own list: relays added after this collector is registered are read too.
+    """
+
+    def __init__(self, service: str, inbox: str, consumer: Consumer, relays: Sequence[OutboxRelay]) -> None:
+        self.service = service
+        self.inbox = inbox
+        self.consumer = consumer
+        self.relays = relays
 
     def collect(self) -> Iterator[Metric]:
-        rt = self.runtime
         outcomes = CounterMetricFamily(
             "consult_deliveries",
             "How deliveries to the service's inbox ended",
             labels=["service", "queue", "outcome"],
         )
-        for outcome, n in rt.consumer.stats.items():
-            outcomes.add_metric([rt.name, rt.queues.inbox, outcome], n)
+        for outcome, n in self.consumer.stats.items():
+            outcomes.add_metric([self.service, self.inbox, outcome], n)
         yield outcomes
         published = CounterMetricFamily(
             "consult_outbox_published", "Events the outbox relays published", labels=["service", "collection"]
@@ -53,8 +59,8 @@ class RuntimeCollector(Collector):
             "Whole passes over the pending events (a pass begun after a write has published it)",
             labels=["service", "collection"],
         )
-        for relay in rt.relays:
-            labels = [rt.name, relay.collection.name]
+        for relay in self.relays:
+            labels = [self.service, relay.collection.name]
             published.add_metric(labels, relay.published)
             failures.add_metric(labels, relay.failures)
             backlog.add_metric(labels, relay.last_backlog)

@@ -1,43 +1,40 @@
-"""One service's wiring: broker, database, consumer, outbox relays, HTTP app and lifespan.
+"""One service's wiring: broker, database, consumer, outbox relays, background tasks and lifespan.
 
 Each service's `app.py` builds a Runtime, registers its handlers and routes, and hands
-`runtime.http_app()` to uvicorn. Start-up order: declare topology, prepare stores, start relays,
-start consuming. Shutdown is the reverse, and FastStream waits for in-flight messages.
+`runtime.http_app()` (shared/http.py; its access log: shared/access_log.py) to uvicorn. Start-up
+order: declare topology, prepare stores, start relays, start consuming. Shutdown is the reverse, and
+FastStream waits for in-flight messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from faststream.middlewares import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
-from prometheus_client import make_asgi_app
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from shared import limits, logsafe, outbox, topology
+from shared import logsafe, topology
+from shared.access_log import AccessLog
 from shared.clock import Clock
-from shared.events import AccessLogged, Envelope, Payload, new_event
-from shared.httperrors import LastResort
+from shared.events import Envelope, Payload, new_event
+from shared.http import service_app
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
 from shared.outbox import MarkedRelay, OutboxRelay
 from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
-from shared.text import is_clean, shown
 
 Hook = Callable[[], Awaitable[None]]
 SHUTDOWN_STEP_SECONDS = 10.0
@@ -58,14 +55,6 @@ def task_stacks(limit: int = 6) -> str:
 async def _raw_body(msg: Any) -> bytes:
     """Hand the handler the undecoded body, so unreadable input is parked by us with a reason."""
     return bytes(msg.body)
-
-
-def _request_id(given: str | None) -> str:
-    """The caller's X-Request-Id if it is plain printable ASCII (it is answered in a header, logged and
-    published); otherwise one of ours."""
-    if given and len(given) <= 100 and given.isascii() and is_clean(given):
-        return given
-    return uuid.uuid4().hex
 
 
 class Runtime:
@@ -105,11 +94,14 @@ class Runtime:
         self.consumer = Consumer(queues, self.publisher, Inbox(self.db["inbox"]), parser, sealer=self.sealer)
         self.relays: list[OutboxRelay] = []
         self.access_log = self.relay(self.db["access_outbox"], delete_sent=True)
+        self.access = AccessLog(
+            self.name, self.access_log, clock=self.clock, sealer=self.sealer, spawn=self.spawn, log=self.log
+        )
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
         self._background: set[asyncio.Task[Any]] = set()
         self.started = False
-        self.metrics.register(RuntimeCollector(self))
+        self.metrics.register(RuntimeCollector(self.name, queues.inbox, self.consumer, self.relays))
         subscriber = self.broker.subscriber(
             RabbitQueue(queues.inbox, declare=False),
             ack_policy=AckPolicy.MANUAL,
@@ -245,88 +237,5 @@ class Runtime:
     # ----------------------------------------------------------------- HTTP
 
     def http_app(self, *, title: str, version: str = "1.0.0", **kwargs: Any) -> FastAPI:
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            async with self.running():
-                yield
-
-        app = FastAPI(title=title, version=version, lifespan=lifespan, **kwargs)
-        app.state.runtime = self
-        app.mount("/metrics", make_asgi_app(self.metrics))
-
-        @app.get("/healthz", tags=["ops"], summary="The process is up")
-        async def healthz() -> dict[str, str]:
-            return {"status": "ok", "service": self.name}
-
-        @app.get("/asyncapi.json", tags=["ops"], summary="AsyncAPI document of this service's messages")
-        async def asyncapi_document() -> dict[str, Any]:
-            from shared.docs import asyncapi
-
-            return asyncapi((self.name,))
-
-        @app.get("/readyz", tags=["ops"], summary="Broker and database reachable")
-        async def readyz() -> JSONResponse:
-            checks = await self.readiness()
-            ok = all(checks.values())
-            return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
-
-        @app.middleware("http")
-        async def access_log(
-            request: Request, call_next: Callable[[Request], Awaitable[Response]]
-        ) -> Response:
-            started = time.perf_counter()
-            request_id = _request_id(request.headers.get("x-request-id"))
-            request.state.request_id = request_id
-
-            def record(status: int) -> None:
-                if request.url.path not in ("/healthz", "/readyz", "/metrics"):
-                    self.spawn(self._record_access(request, status, started, request_id), "access")
-
-            try:
-                response = await call_next(request)
-            except Exception:  # the server answers 500: the access is recorded all the same
-                record(500)
-                raise
-            record(response.status_code)
-            response.headers["x-request-id"] = request_id
-            return response
-
-        async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-            if isinstance(exc, DuplicateKeyError):  # a conflict no route handled: a defect, not an outage
-                raise exc
-            self.log.warning("%s %s: database error: %s", request.method, request.url.path, exc)
-            body = {"error": "database-unavailable", "message": "the database did not answer; retry later"}
-            return JSONResponse(body, 503, headers={"Retry-After": "1"})
-
-        app.add_exception_handler(PyMongoError, database_unavailable)
-        limits.limit_body(app, self.settings.max_body_bytes)  # 413 before a body is read
-        app.add_middleware(LastResort, service=self.name)  # outermost: any other error, a JSON 500
-        return app
-
-    async def _record_access(self, request: Request, status: int, started: float, request_id: str) -> None:
-        route = request.scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
-        # from the request (a path parameter, a header): escaped to the text rules, so the access
-        # record is kept whatever was sent (R10)
-        actor = shown(str(getattr(request.state, "actor", None) or "anonymous"), 100)
-        office = shown(str(getattr(request.state, "office_id", None) or "-"), 64)
-        event = self.event(
-            AccessLogged(
-                service=self.name,
-                actor=actor,
-                method=request.method,
-                route=template,
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 3),
-                request_id=request_id,
-                at=self.clock.now(),
-            ),
-            office_id=office,
-        )
-        try:
-            await self.access_log.collection.insert_one(
-                {"_id": str(event.event_id), **outbox.new_document_fields([event], sealer=self.sealer)}
-            )
-            self.access_log.poke(str(event.event_id))
-        except Exception as exc:
-            self.log.error("access record not stored: %s", exc)
+        """The service's HTTP app (shared/http.py): its lifespan is this runtime's."""
+        return service_app(self, title=title, version=version, **kwargs)

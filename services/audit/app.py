@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     service = AuditService(runtime, settings)
     runtime.on_startup(service.start)
     runtime.on_shutdown(service.stop)
-    handlers.register(runtime, service)
+    handlers.register(runtime.consumer, service)
     app = runtime.http_app(
         title="Audit service",
         description="Tamper-evident, pseudonymised access and device logs (R10-R12), for auditors only",

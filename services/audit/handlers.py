@@ -10,7 +10,7 @@ from pydantic import ConfigDict, ValidationError
 from services.audit import records
 from services.audit.service import AuditService
 from shared.events import Envelope, Payload, UnknownEventType, parse_event
-from shared.runtime import Runtime
+from shared.messaging import Consumer
 
 
 class Unregistered(Payload):
@@ -31,8 +31,8 @@ def parse_any(body: bytes, msg: RabbitMessage) -> Envelope[Any]:
             raise unknown from exc  # not even an envelope: parked, as unknown-event-type
 
 
-def register(runtime: Runtime, service: AuditService) -> None:
-    @runtime.consumer.on("*")
+def register(consumer: Consumer, service: AuditService) -> None:
+    @consumer.on("*")
     async def record(event: Envelope[Any]) -> None:
         # returns (and the message is acked) only once the record is written
         await service.record(records.from_event(event, now=service.now(), pseudonymise=service.pseudonymise))

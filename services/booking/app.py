@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await stores.credentials.register(settings.dev_staff_key, "staff", DEV_STAFF, ["*"], now)
 
     limits = guard.rate_limits(settings, runtime.db, runtime.clock, vault)
-    handlers.register(runtime, service, intake, limits, settings.broker_portal_prefix)
+    handlers.register(runtime.consumer, service, intake, limits, settings.broker_portal_prefix)
     app = runtime.http_app(title="Booking service", description="Portal intake and the life of a booking")
     credential = authenticator(stores.credentials)
     intake_guard = guard.build(settings, runtime.db, runtime.clock, limits, credential)

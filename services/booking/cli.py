@@ -1,4 +1,4 @@
-"""consultctl commands of the booking service (mounted by shared/cli.py).
+"""consultctl commands of the booking service (mounted by ops/cli.py).
 
     consultctl booking show <booking-id> [--pii]
     consultctl booking seal-outboxes                            # R12: once, after upgrading

@@ -3,6 +3,7 @@ the scheduler's appointment events from `consult.events`. Verify the sender, par
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from services.booking.intake import Intake, Submission
@@ -11,8 +12,7 @@ from services.booking.service import BookingService
 from shared import topology
 from shared.commands import JobseekerRecord, ObserveDevice, RequestBooking
 from shared.events import DeviceRecorded, Envelope, MessageError
-from shared.messaging import TransientError
-from shared.runtime import Runtime
+from shared.messaging import Consumer, TransientError
 
 APPOINTMENT_EVENTS = (
     "appointment.confirmed",
@@ -24,23 +24,24 @@ APPOINTMENT_EVENTS = (
 
 
 def register(
-    runtime: Runtime,
+    consumer: Consumer,
     service: BookingService,
     intake: Intake,
     limits: RateLimits,
     portal_prefix: str = topology.PORTAL_USER_PREFIX,
 ) -> None:
     stores = service.stores
-    on = runtime.consumer.on
+    log = logging.getLogger(f"consult.{consumer.queues.service}")  # the runtime's logger
+    on = consumer.on
 
-    @runtime.consumer.verify("booking.request", "device.observed")
+    @consumer.verify("booking.request", "device.observed")
     async def portal_command(event: Envelope[Any], sender: str | None) -> None:
         """A portal's command comes from that portal's own broker user (issue 14): the `portal_id` in
         a body is a claim, the `user_id` RabbitMQ verified is not."""
         cmd: RequestBooking | ObserveDevice = event.payload
         await authorised(sender, cmd.office_id, claimed=cmd.portal_id)
 
-    @runtime.consumer.verify("jobseeker.registered", "jobseeker.updated")
+    @consumer.verify("jobseeker.registered", "jobseeker.updated")
     async def upstream_record(event: Envelope[Any], sender: str | None) -> None:
         """The job-seeker system publishes as a portal user registered for the office it reports for."""
         await authorised(sender, event.payload.office_id)
@@ -70,7 +71,7 @@ def register(
         if outcome.in_progress:
             raise TransientError("the first request with this key is still being handled")
 
-    @runtime.consumer.on_conflict("booking.request")
+    @consumer.on_conflict("booking.request")
     async def reused_message_id(event: Envelope[Any]) -> None:
         cmd: RequestBooking = event.payload  # its sender was verified: tell that portal
         await intake.reject_reused_message_id(
@@ -83,7 +84,7 @@ def register(
             raise MessageError("unknown-office", rec.office_id)
         applied = await stores.jobseekers.upsert(rec)
         if not applied:
-            runtime.log.info("jobseeker record older than the one held: ignored")
+            log.info("jobseeker record older than the one held: ignored")
 
     on("jobseeker.registered")(jobseeker)
     on("jobseeker.updated")(jobseeker)
@@ -96,7 +97,7 @@ def register(
         )
         payload = DeviceRecorded(portal_id=obs.portal_id, observed_at=obs.sent_at, **fields)
         await stores.devices.record(
-            str(obs.message_id), obs.office_id, [runtime.event(payload, obs.office_id, cause=event)]
+            str(obs.message_id), obs.office_id, [service.runtime.event(payload, obs.office_id, cause=event)]
         )
 
     for event_type in APPOINTMENT_EVENTS:

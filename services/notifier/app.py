@@ -24,7 +24,7 @@ def create_app(
     # re-emitted event); the generic inbox would only add two FerretDB round trips per message.
     runtime.consumer.inbox = None
     service = DeliveryService(runtime, settings)
-    handlers.register(runtime, service)
+    handlers.register(runtime.consumer, service)
     app = runtime.http_app(title="Notifier service")
     app.state.delivery = service
     return app

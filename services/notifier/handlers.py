@@ -6,13 +6,13 @@ from typing import Any
 
 from services.notifier.delivery import DeliveryService
 from shared.events import Envelope
-from shared.runtime import Runtime
+from shared.messaging import Consumer
 
 
-def register(runtime: Runtime, service: DeliveryService) -> None:
+def register(consumer: Consumer, service: DeliveryService) -> None:
     async def deliver(event: Envelope[Any]) -> None:
         await service.handle(event)
 
     # The bindings of shared/topology.py NOTIFIER; anything else reaching the inbox is parked.
-    for event_type in runtime.queues.events:
-        runtime.consumer.on(event_type)(deliver)
+    for event_type in consumer.queues.events:
+        consumer.on(event_type)(deliver)

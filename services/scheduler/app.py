@@ -68,7 +68,7 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
     keeper.on_fired = SchedulerMetrics(runtime.metrics, coordinator, wheel).timer_fired
     runtime.on_shutdown(wheel.stop)
     runtime.on_shutdown(keeper.stop)
-    handlers.register(runtime, coordinator, Answers(coordinator), keeper)
+    handlers.register(runtime.consumer, coordinator, Answers(coordinator), keeper)
     return runtime, coordinator, wheel
 
 

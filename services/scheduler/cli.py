@@ -171,5 +171,5 @@ def revoke_staff_key(staff: Annotated[str, typer.Option(help="staff member or de
 
 
 app.command("timers")(timers)
-#: mounted at the top level by shared/cli.py: `consultctl timers`
+#: mounted at the top level by ops/cli.py: `consultctl timers`
 TOP_LEVEL = {"timers": timers}

@@ -8,13 +8,12 @@ from services.scheduler.answers import Answers
 from services.scheduler.coordinator import Conflict, Coordinator
 from services.scheduler.keeper import Keeper
 from shared.events import Envelope
-from shared.messaging import TransientError
-from shared.runtime import Runtime
+from shared.messaging import Consumer, TransientError
 
 
-def register(runtime: Runtime, coordinator: Coordinator, answers: Answers, keeper: Keeper) -> None:
+def register(consumer: Consumer, coordinator: Coordinator, answers: Answers, keeper: Keeper) -> None:
     ctx = coordinator.ctx
-    on = runtime.consumer.on
+    on = consumer.on
 
     @on("booking.requested")
     async def requested(event: Envelope[Any]) -> None:

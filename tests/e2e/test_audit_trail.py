@@ -73,7 +73,7 @@ async def test_audit_chains_verify_in_the_running_system(stack: Stack) -> None:
         report = (await audit.get("/v1/audit/verify")).json()
     assert report["ok"], report["first_problem"]
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "shared.cli", "audit", "verify"], cwd=ROOT, env=stack.env,
+        subprocess.run, [sys.executable, "-m", "ops.cli", "audit", "verify"], cwd=ROOT, env=stack.env,
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr

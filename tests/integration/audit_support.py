@@ -98,7 +98,7 @@ def consultctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         SECRET_KEY=settings.secret_key,
     )
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "audit", *args],
+        [sys.executable, "-m", "ops.cli", "audit", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

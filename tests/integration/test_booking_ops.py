@@ -120,7 +120,7 @@ async def test_dev_key_cli_and_jobseeker_import(
         booking_id = r.json()["booking_id"]
 
     def consultctl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env,
+        return subprocess.run([sys.executable, "-m", "ops.cli", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
 
     shown = consultctl("booking", "show", booking_id)

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
+from ops.broker_cli import OpsSettings, _replay
 from shared import outbox, topology
 from shared.events import BookingAttended, Envelope, MessageError
 from shared.messaging import Inbox, TransientError
-from shared.ops.broker_cli import OpsSettings, _replay
 from shared.runtime import Runtime
 from shared.sealing import SealError, SecretSealer
 from shared.settings import ServiceSettings

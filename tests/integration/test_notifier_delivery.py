@@ -20,6 +20,7 @@ import aio_pika
 import pytest
 from typer.testing import CliRunner
 
+from ops.cli import app as cli_app
 from services.notifier import samples
 from services.notifier.app import create_app
 from services.notifier.config import Settings
@@ -27,7 +28,6 @@ from services.notifier.delivery import DeliveryService
 from services.notifier.domain import Kind, message_id, plan
 from services.notifier.store import Claim
 from shared import topology
-from shared.cli import app as cli_app
 from shared.clock import FixedClock
 from shared.events import Envelope, Recipient
 from shared.policy import OfficePolicy

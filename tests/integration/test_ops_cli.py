@@ -9,8 +9,8 @@ import aio_pika
 import pytest
 from typer.testing import CliRunner
 
+from ops.cli import app
 from shared import topology
-from shared.cli import app
 from tests.support import RABBITMQ_API
 
 

@@ -9,9 +9,9 @@ import pytest
 from pymongo import AsyncMongoClient
 from typer.testing import CliRunner
 
+from ops.cli import app
 from services.scheduler.store import TimerStore
 from services.scheduler.timing import TimerKind, TimerSpec
-from shared.cli import app
 from shared.mongo import Doc
 from tests.integration.scheduler_helpers import DEMO_OFFICES, ROOT, jst
 from tests.support import MONGODB_URL

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from deploy import rabbitmq_users
+from ops import broker_cli
 from shared import topology
 from shared.events import AccessLogged, Envelope, MessageError
 from shared.messaging import TransientError
-from shared.ops import broker_cli
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 from tests import support

@@ -17,8 +17,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from ops.cli import app
 from services.scheduler.config import Settings
-from shared.cli import app
 from tests.integration.scheduler_helpers import DEMO_OFFICES, HW, KG, STAFF, jst, request_doc
 from tests.integration.test_scheduler_flow import Running, scheduler
 from tests.support import MONGODB_URL, eventually

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
+from ops.cli import app
 from services.booking import examples
 from services.booking.signing import SIGNATURE, TIMESTAMP, sign
-from shared.cli import app
 from tests import support
 from tests.booking_support import KG, PORTAL_KEY, Harness, running
 

@@ -92,7 +92,7 @@ def test_invalid_payload_names_the_field() -> None:
 
 
 def test_asyncapi_document_describes_every_event_with_its_schema() -> None:
-    from shared.docs import asyncapi
+    from shared.asyncapi import asyncapi
 
     doc = asyncapi()
     schemas = doc["components"]["schemas"]

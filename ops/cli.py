@@ -1,16 +1,21 @@
 """consultctl: the operators' command line. Each service contributes its own sub-commands.
 
-Service sub-apps live in `services/<service>/cli.py` as a typer `app`; they are added here when
-present, so the services' engineers never edit the same file. Do not add service commands here.
+Service sub-apps live in `services/<service>/cli.py` as a typer `app`, and a dict `TOP_LEVEL` there
+adds top-level commands; they are mounted here, so the services' engineers never edit this file. Do
+not add service commands here. `ops/` sits above the services: it may import them, they never import it.
 """
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 
 import typer
 
-from shared.ops import broker_cli
+from ops import broker_cli
+from services.audit import cli as audit_cli
+from services.booking import cli as booking_cli
+from services.notifier import cli as notifier_cli
+from services.scheduler import cli as scheduler_cli
 
 app = typer.Typer(
     name="consultctl",
@@ -21,23 +26,15 @@ app.command("queues")(broker_cli.queues)
 app.add_typer(broker_cli.dlq, name="dlq")
 
 #: (module, command name) of the services' sub-apps
-SERVICE_CLIS = (
-    ("services.booking.cli", "booking"),
-    ("services.scheduler.cli", "scheduler"),
-    ("services.audit.cli", "audit"),
-    ("services.notifier.cli", "notifier"),
+SERVICE_CLIS: tuple[tuple[ModuleType, str], ...] = (
+    (booking_cli, "booking"),
+    (scheduler_cli, "scheduler"),
+    (audit_cli, "audit"),
+    (notifier_cli, "notifier"),
 )
 
-for module_name, name in SERVICE_CLIS:
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        continue
-    sub = getattr(module, "app", None)
-    if isinstance(sub, typer.Typer):
-        app.add_typer(sub, name=name)
+for module, name in SERVICE_CLIS:
+    app.add_typer(module.app, name=name)
     for extra_name, extra in getattr(module, "TOP_LEVEL", {}).items():
         if isinstance(extra, typer.Typer):  # a top-level group, e.g. `consultctl portal-key create`
             app.add_typer(extra, name=extra_name)
