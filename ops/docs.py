@@ -23,7 +23,8 @@ def write_all(out: Path) -> list[Path]:
     """Write docs/asyncapi.json and docs/openapi-<service>.json."""
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "asyncapi.json"]
-    written[0].write_text(json.dumps(asyncapi(), ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    document = json.dumps(asyncapi(), ensure_ascii=False, indent=2, sort_keys=True)  # stable order
+    written[0].write_text(document + "\n", encoding="utf-8")
     for name, factory in (
         ("booking", booking_app),
         ("scheduler", scheduler_app),
