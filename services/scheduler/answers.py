@@ -6,14 +6,16 @@ decides. An acceptance after the hold ended confirms nothing; the expiry is repo
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from services.scheduler.coordinator import Conflict, Coordinator
-from services.scheduler.keeper import log
 from services.scheduler.slots import SlotGrid
 from services.scheduler.timing import TimerKind, TimerSpec
 from shared.events import Envelope, MessageError
 from shared.mongo import Doc
+
+log = logging.getLogger("consult.scheduler.answers")
 
 
 class Answers:

@@ -7,6 +7,7 @@ are held for the office's hold period and proposed (R05). Staff can confirm or p
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.scheduler.availability import Counsellor
-from services.scheduler.keeper import Context, Keeper, log
+from services.scheduler.keeper import Context, Keeper
 from services.scheduler.meeting import create_room
 from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
 from services.scheduler.store.reservations import BOOKED, HELD, cell_id
@@ -30,6 +31,8 @@ from shared.events import (
 )
 from shared.mongo import Doc
 from shared.policy import OfficePolicy
+
+log = logging.getLogger("consult.scheduler.coordinator")
 
 MAX_ROUNDS = 50  # lost races before a search gives up on a range
 
