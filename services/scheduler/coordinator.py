@@ -18,7 +18,7 @@ from services.scheduler.availability import Counsellor
 from services.scheduler.keeper import Context, Keeper
 from services.scheduler.meeting import create_room
 from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
-from services.scheduler.store.reservations import BOOKED, HELD, cell_id
+from services.scheduler.store.reservations import BOOKED, HELD
 from shared.clock import JST
 from shared.events import (
     Alternative,
@@ -169,7 +169,7 @@ class Coordinator:
             "status": "confirmed",
             "version": version,
             "appointment": appointment.model_dump(),
-            "appointment_cells": [cell_id(slot.counsellor_id, t) for t in slot.cells],
+            "appointment_cells": slot.cell_ids,
             "proposal": None,
             "confirmed_by": by,
             "accepted_option": accepted,
@@ -239,8 +239,7 @@ class Coordinator:
             booking_id=doc["_id"], alternatives=alternatives, hold_expires_at=until
         )
         options = [
-            {**a.model_dump(), "cells": [cell_id(s.counsellor_id, t) for t in s.cells]}
-            for a, (_, s) in zip(alternatives, held, strict=True)
+            {**a.model_dump(), "cells": s.cell_ids} for a, (_, s) in zip(alternatives, held, strict=True)
         ]
         fields = {
             "status": "proposed" if held else "needs_staff",
