@@ -80,7 +80,7 @@ class Keeper:
             keep = [cell for o in doc["proposal"]["options"] for cell in o["cells"]]
             await c.reservations.release(bid, keep=keep)
             await c.timers.cancel(bid, reason="superseded", now=now, version=version, below=version)
-            spec = hold_timer(self._policy(doc), bid, doc["proposal"]["hold_until"], version)
+            spec = hold_timer(self._policy(doc).office_id, bid, doc["proposal"]["hold_until"], version)
             await c.timers.arm(spec, correlation_id=doc["correlation_id"], now=now)
         elif status in ("cancelled", "needs_staff", "declined", "hold_expired"):
             await c.reservations.release(bid)  # the slot is free again
