@@ -44,7 +44,7 @@ from shared.events import (
     RecoordinationProposed,
 )
 from shared.mongo import Doc
-from shared.policy import OfficePolicy
+from shared.policy import OfficePolicy, Policies
 
 
 class Status(StrEnum):
@@ -339,13 +339,14 @@ class Coordination:
 
     # ----------------------------------------------------------------- what the state wants
 
-    def upkeep(self, policy: OfficePolicy, now: datetime) -> Upkeep:
+    def upkeep(self, policies: Policies, now: datetime) -> Upkeep:
         """Cells and timers as this state wants them: a confirmed request keeps its appointment's
-        cells and its notice (R06) and no-show (R08) timers; a proposal keeps its held cells and hold
-        timer (R05); a closed request frees its cells and disarms its timers."""
+        cells and its notice (R06) and no-show (R08) timers (when they are due is the office's
+        policy); a proposal keeps its held cells and hold timer (R05); a closed request frees its
+        cells and disarms its timers."""
         if self.status is S.CONFIRMED:
             assert self.appointment is not None
-            a = self.appointment
+            a, policy = self.appointment, policies[self.office_id]
             wanted = tuple(
                 spec
                 for spec in appointment_timers(policy, self.booking_id, a.start, a.version)

@@ -96,7 +96,7 @@ def test_r01_a_new_request_is_coordinating_for_at_most_30_minutes() -> None:
     c, doc = opened(minutes=60)
     assert (c.status, c.version, c.minutes) == (Status.COORDINATING, 0, 30)
     assert (doc["status"], doc["asked_minutes"], doc["correlation_id"]) == ("coordinating", 60, CORRELATION)
-    assert c.upkeep(HW, NOW) == Upkeep()  # being placed: no cells, no timers yet
+    assert c.upkeep(POLICIES, NOW) == Upkeep()  # being placed: no cells, no timers yet
 
 
 def test_r05_r16_confirming_the_earliest_slot_is_version_1_with_its_event_cells_and_timers() -> None:
@@ -115,7 +115,7 @@ def test_r05_r16_confirming_the_earliest_slot_is_version_1_with_its_event_cells_
     assert (
         step.fields["appointment_cells"] == ["hw-one@2026-11-30T00:00Z"] and step.fields["proposal"] is None
     )
-    up = c.upkeep(HW, NOW)
+    up = c.upkeep(POLICIES, NOW)
     assert up.keep_cells == ("hw-one@2026-11-30T00:00Z",)
     assert (up.disarm, up.disarm_below) == ("superseded", 1)  # an earlier version's timers go
     assert [(t.kind, t.version) for t in up.arm] == [(TimerKind.NO_SHOW, 1), (TimerKind.NOTICE, 1)]
@@ -126,7 +126,7 @@ def test_r06_kg_confirmation_arms_no_notice_timer() -> None:
     s, who = slot(jst(2026, 11, 30, 10, 0), "kg-kushiro", KG), counsellor("kg-kushiro", KG)
     room = create_room(KG, MeetingApp.TEAMS, booking_id="b-1", start=s.start, end=s.end)
     c.confirm(s, who, room, by="scheduler", now=NOW)
-    assert [t.kind for t in c.upkeep(KG, NOW).arm] == [TimerKind.NO_SHOW]
+    assert [t.kind for t in c.upkeep(POLICIES, NOW).arm] == [TimerKind.NO_SHOW]
 
 
 def test_r05_staff_move_a_confirmed_appointment_as_the_next_version() -> None:
@@ -135,7 +135,7 @@ def test_r05_staff_move_a_confirmed_appointment_as_the_next_version() -> None:
     (event,) = step.events
     assert isinstance(event, AppointmentConfirmed) and event.appointment.version == 2
     assert step.fields["confirmed_by"] == "staff:kg-desk"
-    assert c.upkeep(HW, NOW).disarm_below == 2
+    assert c.upkeep(POLICIES, NOW).disarm_below == 2
     with pytest.raises(IllegalTransition, match="the request is confirmed"):
         propose(c, 1)  # staff propose only while the request waits
 
@@ -156,7 +156,7 @@ def test_r05_no_free_slot_holds_alternatives_until_the_hold_ends() -> None:
         "scheduler",
     )
     assert step.fields["proposal"]["options"][0]["cells"] == ["hw-one@2026-12-01T00:00Z"]
-    up = c.upkeep(HW, NOW)
+    up = c.upkeep(POLICIES, NOW)
     assert up.keep_cells == (
         "hw-one@2026-12-01T00:00Z",
         "hw-one@2026-12-02T00:00Z",
@@ -177,7 +177,7 @@ def test_r05_nothing_to_offer_leaves_the_request_to_staff() -> None:
     (event,) = step.events
     assert isinstance(event, RecoordinationProposed) and c.status is Status.NEEDS_STAFF
     assert event.alternatives == [] and event.hold_expires_at == NOW  # "the office will coordinate"
-    assert c.upkeep(HW, NOW).keep_cells == () and c.upkeep(HW, NOW).disarm == "needs_staff"
+    assert c.upkeep(POLICIES, NOW).keep_cells == () and c.upkeep(POLICIES, NOW).disarm == "needs_staff"
 
 
 def test_r05_accepting_a_held_option_books_it_as_version_2() -> None:
@@ -206,7 +206,7 @@ def test_r05_an_acceptance_once_the_hold_ended_confirms_nothing() -> None:
 def test_r05_declining_releases_the_held_times() -> None:
     c = in_state(Status.PROPOSED)
     assert c.decline(NOW).fields == {"status": "declined", "updated_at": NOW}
-    assert c.upkeep(HW, NOW).keep_cells == () and c.upkeep(HW, NOW).disarm == "declined"
+    assert c.upkeep(POLICIES, NOW).keep_cells == () and c.upkeep(POLICIES, NOW).disarm == "declined"
     with pytest.raises(IllegalTransition, match="the request is declined"):
         c.decline(NOW)
 
@@ -214,7 +214,7 @@ def test_r05_declining_releases_the_held_times() -> None:
 def test_r05_hold_expiry_releases_the_current_proposal_only() -> None:
     c = in_state(Status.PROPOSED)
     assert c.holds(1) and c.expire_hold(1, NOW).fields == {"status": "hold_expired", "updated_at": NOW}
-    assert c.upkeep(HW, NOW).keep_cells == () and c.upkeep(HW, NOW).disarm == "hold_expired"
+    assert c.upkeep(POLICIES, NOW).keep_cells == () and c.upkeep(POLICIES, NOW).disarm == "hold_expired"
     staff = in_state(Status.PROPOSED)
     propose(staff, 7, by="staff:hw-desk")  # staff replaced the proposal (version 2)
     assert not staff.expire_hold(1, NOW) and staff.status is Status.PROPOSED  # version 1's timer: stale
@@ -229,7 +229,7 @@ def test_cancellation_wins_over_every_state_and_nothing_moves_after_it() -> None
         c = in_state(status)
         step = c.cancel("no_show", NOW, NOW)
         assert c.status is Status.CANCELLED and step.fields == cancellation("no_show", NOW, NOW).fields
-        assert (c.upkeep(HW, NOW).keep_cells, c.upkeep(HW, NOW).disarm) == ((), "cancelled")
+        assert (c.upkeep(POLICIES, NOW).keep_cells, c.upkeep(POLICIES, NOW).disarm) == ((), "cancelled")
     c = in_state(Status.CANCELLED)
     refused: list[Callable[[], Step]] = [
         lambda: confirm(c, jst(2026, 11, 30, 9, 0)),
@@ -280,7 +280,7 @@ def test_refused_transitions_follow_the_table() -> None:
 def test_r08_attendance_keeps_the_no_show_timer_disarmed() -> None:
     c = in_state(Status.CONFIRMED)
     c.attended = True
-    assert [t.kind for t in c.upkeep(HW, NOW).arm] == [TimerKind.NOTICE]
+    assert [t.kind for t in c.upkeep(POLICIES, NOW).arm] == [TimerKind.NOTICE]
     assert not c.needs_timer(TimerKind.NO_SHOW, 1, jst(2026, 11, 30, 9, 0))
     assert c.needs_timer(TimerKind.NOTICE, 1, jst(2026, 11, 30, 9, 0))
 
@@ -298,8 +298,8 @@ def test_r08_a_due_timer_fires_only_for_the_appointment_on_record() -> None:
 def test_a_long_past_appointment_arms_no_timers_housekeeping_may_have_dropped() -> None:
     c = in_state(Status.CONFIRMED)
     later = jst(2026, 11, 30, 9, 10) + KEEP_PAST + timedelta(seconds=1)
-    assert c.upkeep(HW, later).arm == ()
-    assert c.upkeep(HW, later).keep_cells == c.upkeep(HW, NOW).keep_cells
+    assert c.upkeep(POLICIES, later).arm == ()
+    assert c.upkeep(POLICIES, later).keep_cells == c.upkeep(POLICIES, NOW).keep_cells
 
 
 # ----------------------------------------------------------------- what is written is what it is
