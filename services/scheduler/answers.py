@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import Conflict
 from services.scheduler.slots import SlotGrid
 from services.scheduler.timing import TimerKind, TimerSpec
 from shared.events import Envelope, MessageError

@@ -19,7 +19,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.scheduler.availability import Area, Counsellor, DatedException, SpanText, check_against_policy
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import Conflict
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
 from services.scheduler.staff import StaffDesk

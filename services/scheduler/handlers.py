@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.scheduler.answers import Answers
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import Conflict
 from services.scheduler.keeper import Keeper
 from shared.events import Envelope
 from shared.messaging import TransientError

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import Conflict
 from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.store.requests import PENDING
 from services.scheduler.store.reservations import HELD
@@ -55,7 +56,7 @@ class StaffDesk:
                 raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
             held.append((option_id, slot))
         # record_proposal's tidy disarms the earlier hold and frees its cells
-        return await self.c.record_proposal(doc, held, hold_until, version, by=by)
+        return await self.c.record_proposal(doc, held, hold_until, by=by)
 
     async def _for_staff(self, booking_id: str, statuses: Sequence[str]) -> tuple[Doc, OfficePolicy]:
         doc = await self.c.ctx.requests.get(booking_id)
