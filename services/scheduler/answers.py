@@ -47,7 +47,7 @@ class Answers:
         slot = SlotGrid(policy).slot(option.counsellor_id, option.start, coordination.minutes)
         if not await self.c.reserve(slot, doc):  # the held cells become booked ones
             raise Conflict(f"{bid}: the held time {option_id} was lost")
-        await self.c.confirm(policy, doc, slot, cause=event, accepted=option_id)
+        await self.c.confirm(policy, doc, coordination, slot, cause=event, accepted=option_id)
 
     async def hold_timer(self, coordination: Coordination) -> Doc:
         """The proposal's hold timer (armed if a crash kept it from being armed), as stored."""

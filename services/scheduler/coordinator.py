@@ -63,8 +63,8 @@ class Coordinator:
 
         slot = await self._reserve_earliest(doc, find, *_span(windows))
         if slot is not None:
-            return await self.confirm(policy, doc, slot, cause=event)
-        return await self._propose_alternatives(policy, doc, counsellors, cause=event)
+            return await self.confirm(policy, doc, coordination, slot, cause=event)
+        return await self._propose_alternatives(policy, doc, coordination, counsellors, cause=event)
 
     async def _open(self, event: Envelope[BookingRequested], policy: OfficePolicy) -> Doc:
         p, now = event.payload, self.ctx.clock.now()
@@ -117,22 +117,22 @@ class Coordinator:
         self,
         policy: OfficePolicy,
         doc: Doc,
+        coordination: Coordination,
         slot: Slot,
         *,
         cause: Envelope[Any] | None = None,
         by: str = "scheduler",
         accepted: str | None = None,
     ) -> Doc:
-        """Record the appointment and its event in one write, then align cells and timers."""
+        """Record the appointment and its event in one write, then align cells and timers.
+        `coordination` is the request `doc` as read (staff may have reopened it)."""
         c = self.ctx
         counsellor = await c.counsellors.get(slot.counsellor_id)
         if counsellor is None:
             raise Conflict(f"counsellor {slot.counsellor_id} vanished")
         app = counsellor.app_for(policy)  # R16
         room = create_room(policy, app, booking_id=doc["_id"], start=slot.start, end=slot.end)
-        step = Coordination.of(doc).confirm(
-            slot, counsellor, room, by=by, now=c.clock.now(), accepted=accepted
-        )
+        step = coordination.confirm(slot, counsellor, room, by=by, now=c.clock.now(), accepted=accepted)
         fresh = await self._save(doc, step, cause)
         log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
         return fresh
@@ -153,10 +153,15 @@ class Coordinator:
     # ----------------------------------------------------------------- re-coordination (R05)
 
     async def _propose_alternatives(
-        self, policy: OfficePolicy, doc: Doc, counsellors: Sequence[Counsellor], *, cause: Envelope[Any]
+        self,
+        policy: OfficePolicy,
+        doc: Doc,
+        coordination: Coordination,
+        counsellors: Sequence[Counsellor],
+        *,
+        cause: Envelope[Any],
     ) -> Doc:
         c, grid, now = self.ctx, SlotGrid(policy), self.ctx.clock.now()
-        coordination = Coordination.of(doc)
         hold_until = coordination.hold_until(policy, now)
         windows = coordination.windows
         held: list[tuple[str, Slot]] = []
@@ -183,11 +188,12 @@ class Coordinator:
             slot = await self._reserve_earliest(doc, find, lo, lo + timedelta(days=1), spread=True, **how)
             if slot is not None:
                 held.append((option_id, slot))
-        return await self.record_proposal(doc, held, hold_until, cause=cause)
+        return await self.record_proposal(doc, coordination, held, hold_until, cause=cause)
 
     async def record_proposal(
         self,
         doc: Doc,
+        coordination: Coordination,
         held: list[tuple[str, Slot]],
         hold_until: datetime,
         *,
@@ -195,7 +201,7 @@ class Coordinator:
         by: str = "scheduler",
     ) -> Doc:
         """Record the held alternatives (or that there are none) and the proposal event in one write."""
-        step = Coordination.of(doc).propose(held, hold_until, by=by, now=self.ctx.clock.now())
+        step = coordination.propose(held, hold_until, by=by, now=self.ctx.clock.now())
         fresh = await self._save(doc, step, cause)
         log.info("%s: %d alternatives proposed", doc["_id"], len(held))
         return fresh

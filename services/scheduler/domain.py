@@ -302,6 +302,15 @@ class Coordination:
         )
         return Step(fields, [event])
 
+    def offer(self, slots: Sequence[Slot], policy: OfficePolicy) -> list[tuple[str, Slot]]:
+        """Times staff chose to propose (R05), labelled as the next proposal's options: 1 to the
+        office's `max_alternatives`, no two sharing a cell."""
+        if not 1 <= len(slots) <= policy.max_alternatives:
+            raise Conflict(f"propose 1 to {policy.max_alternatives} times")
+        if len({k for s in slots for k in s.keys}) < sum(len(s.keys) for s in slots):
+            raise Conflict("the proposed times overlap")
+        return [(self.option_id(k), s) for k, s in enumerate(slots, 1)]
+
     def accept(self, option_id: str) -> Option | None:
         """The person chose a held option (R05): the one to book, once its hold timer is disarmed and
         its cells booked; then `confirm(..., accepted=option_id)` records it. None: this acceptance

@@ -15,6 +15,7 @@ from services.scheduler.domain import (
     KEEP_PAST,
     LEFT_TO_STAFF,
     TRANSITIONS,
+    Conflict,
     Coordination,
     IllegalTransition,
     Status,
@@ -219,6 +220,15 @@ def test_r05_hold_expiry_releases_the_current_proposal_only() -> None:
     propose(staff, 7, by="staff:hw-desk")  # staff replaced the proposal (version 2)
     assert not staff.expire_hold(1, NOW) and staff.status is Status.PROPOSED  # version 1's timer: stale
     assert not in_state(Status.CONFIRMED).expire_hold(1, NOW)  # accepted meanwhile
+
+
+def test_r05_staff_offer_1_to_3_times_that_share_no_cell() -> None:
+    c = in_state(Status.PROPOSED)
+    times = [slot(jst(2026, 12, 7, h, 0)) for h in (13, 14)]
+    assert [o for o, _ in c.offer(times, HW)] == ["2-1", "2-2"]  # the next proposal's options
+    for refused, why in (([], "propose 1 to 3"), (times * 2, "propose 1 to 3"), (times[:1] * 2, "overlap")):
+        with pytest.raises(Conflict, match=why):
+            c.offer(refused, HW)
 
 
 # ----------------------------------------------------------------- cancel and reopen
