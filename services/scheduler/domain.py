@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from services.scheduler.availability import Counsellor
 from services.scheduler.meeting import MeetingRoom
@@ -43,7 +44,6 @@ from shared.events import (
     Payload,
     RecoordinationProposed,
 )
-from shared.mongo import Doc
 from shared.policy import OfficePolicy, Policies
 
 
@@ -73,6 +73,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.COMPLETED: frozenset({S.CANCELLED}),
     S.CANCELLED: frozenset({S.CANCELLED}),  # a redelivered cancellation
 }
+Doc = dict[str, Any]  # a request document, or the fields of one write to it
 #: cells and finished timers stay this long after their time; housekeeping then drops them, so an
 #: appointment timer due longer ago is not armed again (its outcome may be gone already)
 KEEP_PAST = timedelta(days=2)
