@@ -6,14 +6,16 @@ decides. An acceptance after the hold ended confirms nothing; the expiry is repo
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from services.scheduler.coordinator import Conflict, Coordinator
-from services.scheduler.keeper import log
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import Conflict, Coordination, IllegalTransition, UnknownOption
 from services.scheduler.slots import SlotGrid
-from services.scheduler.timing import TimerKind, TimerSpec
 from shared.events import Envelope, MessageError
 from shared.mongo import Doc
+
+log = logging.getLogger("consult.scheduler.answers")
 
 
 class Answers:
@@ -26,31 +28,31 @@ class Answers:
         doc = await c.requests.get(bid)
         if doc is None:
             raise Conflict(f"{bid} is not known yet")
-        if doc["status"] == "confirmed" and doc.get("accepted_option") == option_id:
+        coordination = Coordination.of(doc)
+        try:
+            option = coordination.accept(option_id)
+        except IllegalTransition:
+            log.warning("%s: option %s accepted while %s; ignored", bid, option_id, coordination.status)
+            return
+        except UnknownOption as exc:
+            raise MessageError("unknown-option", str(exc)) from exc
+        if option is None:  # a redelivery of the acceptance that made the appointment
             await self.c.keeper.tidy(doc)
             return
-        if doc["status"] != "proposed":
-            log.warning("%s: option %s accepted while %s; ignored", bid, option_id, doc["status"])
-            return
-        option = next((o for o in doc["proposal"]["options"] if o["option_id"] == option_id), None)
-        if option is None:
-            raise MessageError("unknown-option", f"{bid} has no option {option_id!r}")
-        hold = await self.hold_timer(doc)
-        if c.clock.now() >= doc["proposal"]["hold_until"] or not await self._claim_hold(hold, option_id):
+        hold = await self.hold_timer(coordination)
+        if not coordination.held_at(c.clock.now()) or not await self._claim_hold(hold, option_id):
             await self.c.keeper.fire(hold)  # too late: the hold expires now, if it has not already
             return
-        policy = self.c.policy(doc["office_id"])
-        slot = SlotGrid(policy).slot(option["counsellor_id"], option["start"], doc["minutes"])
+        policy = self.c.policy(coordination.office_id)
+        slot = SlotGrid(policy).slot(option.counsellor_id, option.start, coordination.minutes)
         if not await self.c.reserve(slot, doc):  # the held cells become booked ones
             raise Conflict(f"{bid}: the held time {option_id} was lost")
-        await self.c.confirm(policy, doc, slot, cause=event, accepted=option_id)
+        await self.c.confirm(policy, doc, coordination, slot, cause=event, accepted=option_id)
 
-    async def hold_timer(self, doc: Doc) -> Doc:
-        c = self.c.ctx
-        spec = TimerSpec(
-            TimerKind.HOLD, doc["_id"], doc["office_id"], doc["version"], doc["proposal"]["hold_until"]
-        )
-        await c.timers.arm(spec, correlation_id=doc["correlation_id"], now=c.clock.now())
+    async def hold_timer(self, coordination: Coordination) -> Doc:
+        """The proposal's hold timer (armed if a crash kept it from being armed), as stored."""
+        c, spec = self.c.ctx, coordination.hold_timer()
+        await c.timers.arm(spec, correlation_id=coordination.correlation_id, now=c.clock.now())
         timer = await c.timers.get(spec.timer_id)
         assert timer is not None
         return timer
@@ -66,11 +68,16 @@ class Answers:
     async def declined(self, booking_id: str) -> None:
         c = self.c.ctx
         doc = await c.requests.get(booking_id)
-        if doc is None or doc["status"] != "proposed":
+        if doc is None:
+            return
+        coordination = Coordination.of(doc)
+        try:
+            step = coordination.decline(c.clock.now())
+        except IllegalTransition:  # accepted, expired, replaced or cancelled meanwhile
             await self.c.keeper.tidy(doc)
             return
-        hold = await self.hold_timer(doc)
+        hold = await self.hold_timer(coordination)
         await c.timers.cancel_one(hold["_id"], reason="declined", now=c.clock.now())
-        if not await c.requests.update(doc, {"status": "declined", "updated_at": c.clock.now()}):
+        if not await c.requests.update(doc, step.fields):
             raise Conflict("the request changed meanwhile")
         await self.c.keeper.tidy(await c.requests.get(booking_id))

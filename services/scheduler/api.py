@@ -19,11 +19,12 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from pydantic import AwareDatetime, BaseModel, Field
 
 from services.scheduler.availability import Area, Counsellor, DatedException, SpanText, check_against_policy
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import WAITING, Conflict
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
 from services.scheduler.staff import StaffDesk
-from services.scheduler.store.requests import PENDING, RequestStore
+from services.scheduler.store.requests import RequestStore
 from services.scheduler.store.staff_keys import StaffKey, StaffKeyStore
 from services.scheduler.wheel import TimerWheel
 from shared.authfirst import AuthFirstRoute
@@ -196,7 +197,8 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
     ) -> list[dict[str, Any]]:
         """Requests waiting for the office by default (R05: coordinate again)."""
         _policy_of(ctx, office_id)
-        return [view(d) for d in await ctx.requests.of_office(office_id, status or PENDING)]
+        statuses = status or [s.value for s in WAITING]
+        return [view(d) for d in await ctx.requests.of_office(office_id, statuses)]
 
     @api.get("/requests/{booking_id}")
     async def get_request(booking_id: str) -> dict[str, Any]:

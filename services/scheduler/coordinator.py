@@ -3,10 +3,14 @@
 The earliest free slot inside the wished windows of a suitable counsellor is reserved (unique cells,
 the loser moves on) and confirmed; when there is none, up to three alternatives on later open days
 are held for the office's hold period and proposed (R05). Staff can confirm or propose by hand.
+The search and the claims on the cells are here; what the request becomes is the domain's
+(`Coordination.confirm`, `.propose`): the coordinator reads the request, claims, lets the domain
+act, and writes its step conditionally, then the keeper aligns cells and timers with what is stored.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -14,28 +18,19 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.scheduler.availability import Counsellor
-from services.scheduler.keeper import Context, Keeper, log
+from services.scheduler.domain import Conflict, Coordination, Status, Step
+from services.scheduler.keeper import Context, Keeper
 from services.scheduler.meeting import create_room
 from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
-from services.scheduler.store.reservations import BOOKED, HELD, cell_id
+from services.scheduler.store.reservations import BOOKED, HELD
 from shared.clock import JST
-from shared.events import (
-    Alternative,
-    Appointment,
-    AppointmentConfirmed,
-    BookingRequested,
-    Envelope,
-    MessageError,
-    RecoordinationProposed,
-)
+from shared.events import BookingRequested, Envelope, MessageError
 from shared.mongo import Doc
 from shared.policy import OfficePolicy
 
+log = logging.getLogger("consult.scheduler.coordinator")
+
 MAX_ROUNDS = 50  # lost races before a search gives up on a range
-
-
-class Conflict(Exception):
-    """A staff action or a concurrent change that cannot go through as asked."""
 
 
 class Coordinator:
@@ -55,41 +50,25 @@ class Coordinator:
         p, c = event.payload, self.ctx
         policy = self.policy(event.office_id)
         doc = await c.requests.get(p.booking_id) or await self._open(event, policy)
-        if doc["status"] != "coordinating":
+        coordination = Coordination.of(doc)
+        if coordination.status is not Status.COORDINATING:
             await self.keeper.tidy(doc)  # a redelivery: make sure the side effects are complete
             return doc
         grid, now = SlotGrid(policy), c.clock.now()
-        counsellors = await self._suitable(policy, doc.get("area"))
-        windows = _windows(doc)
+        counsellors = await self._suitable(policy, coordination.area)
+        windows, minutes = coordination.windows, coordination.minutes
 
         def find(taken: set[Cell]) -> list[Slot]:
-            return in_windows(
-                grid, counsellors, windows=windows, minutes=doc["minutes"], now=now, taken=taken
-            )
+            return in_windows(grid, counsellors, windows=windows, minutes=minutes, now=now, taken=taken)
 
         slot = await self._reserve_earliest(doc, find, *_span(windows))
         if slot is not None:
-            return await self.confirm(policy, doc, slot, cause=event)
-        return await self._propose_alternatives(policy, doc, counsellors, cause=event)
+            return await self.confirm(policy, doc, coordination, slot, cause=event)
+        return await self._propose_alternatives(policy, doc, coordination, counsellors, cause=event)
 
     async def _open(self, event: Envelope[BookingRequested], policy: OfficePolicy) -> Doc:
         p, now = event.payload, self.ctx.clock.now()
-        await self.ctx.requests.create(
-            {
-                "_id": p.booking_id,
-                "office_id": policy.office_id,
-                "status": "coordinating",
-                "version": 0,
-                "windows": [{"start": w.start, "end": w.end} for w in p.windows],
-                "minutes": SlotGrid(policy).minutes(p.duration_minutes),  # R01: at most 30 minutes
-                "asked_minutes": p.duration_minutes,
-                "area": p.area,
-                "interpreter": p.interpreter,
-                "correlation_id": str(event.correlation_id),
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
+        await self.ctx.requests.create(Coordination.open(p, policy, str(event.correlation_id), now))
         doc = await self.ctx.requests.get(p.booking_id)
         assert doc is not None
         return doc
@@ -138,58 +117,53 @@ class Coordinator:
         self,
         policy: OfficePolicy,
         doc: Doc,
+        coordination: Coordination,
         slot: Slot,
         *,
         cause: Envelope[Any] | None = None,
         by: str = "scheduler",
         accepted: str | None = None,
     ) -> Doc:
-        """Record the appointment and its event in one write, then align cells and timers."""
+        """Record the appointment and its event in one write, then align cells and timers.
+        `coordination` is the request `doc` as read (staff may have reopened it)."""
         c = self.ctx
         counsellor = await c.counsellors.get(slot.counsellor_id)
         if counsellor is None:
             raise Conflict(f"counsellor {slot.counsellor_id} vanished")
         app = counsellor.app_for(policy)  # R16
         room = create_room(policy, app, booking_id=doc["_id"], start=slot.start, end=slot.end)
-        version = int(doc.get("version", 0)) + 1
-        appointment = Appointment(
-            counsellor_id=counsellor.counsellor_id,
-            counsellor_name=counsellor.name,
-            start=slot.start,
-            end=slot.end,
-            meeting_url=room.url,
-            app=room.app.value,
-            version=version,
-        )
-        event = c.event(AppointmentConfirmed(booking_id=doc["_id"], appointment=appointment), doc, cause)
-        fields = {
-            "status": "confirmed",
-            "version": version,
-            "appointment": appointment.model_dump(),
-            "appointment_cells": [cell_id(slot.counsellor_id, t) for t in slot.cells],
-            "proposal": None,
-            "confirmed_by": by,
-            "accepted_option": accepted,
-            "updated_at": c.clock.now(),
-        }
-        ok = await c.requests.update(doc, fields, [event])
+        step = coordination.confirm(slot, counsellor, room, by=by, now=c.clock.now(), accepted=accepted)
+        fresh = await self._save(doc, step, cause)
+        log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
+        return fresh
+
+    async def _save(self, doc: Doc, step: Step, cause: Envelope[Any] | None) -> Doc:
+        """The step in one write, conditional on the revision read, with its events; then cells and
+        timers are aligned with what is stored (it frees what the loser of a concurrent change
+        reserved). Conflict if another writer changed the request first."""
+        c = self.ctx
+        ok = await c.requests.update(doc, step.fields, [c.event(p, doc, cause) for p in step.events])
         fresh = await c.requests.get(doc["_id"])
-        await self.keeper.tidy(fresh)  # frees what the loser of a concurrent change reserved
+        await self.keeper.tidy(fresh)
         if not ok or fresh is None:
             raise Conflict("the request changed meanwhile")
-        self.stats["confirmed"] += 1
-        log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
+        self.stats[step.fields["status"]] += 1  # confirmed, proposed, needs_staff
         return fresh
 
     # ----------------------------------------------------------------- re-coordination (R05)
 
     async def _propose_alternatives(
-        self, policy: OfficePolicy, doc: Doc, counsellors: Sequence[Counsellor], *, cause: Envelope[Any]
+        self,
+        policy: OfficePolicy,
+        doc: Doc,
+        coordination: Coordination,
+        counsellors: Sequence[Counsellor],
+        *,
+        cause: Envelope[Any],
     ) -> Doc:
         c, grid, now = self.ctx, SlotGrid(policy), self.ctx.clock.now()
-        version = int(doc.get("version", 0)) + 1
-        hold_until = now + policy.hold_alternatives_for
-        windows = _windows(doc)
+        hold_until = coordination.hold_until(policy, now)
+        windows = coordination.windows
         held: list[tuple[str, Slot]] = []
         for day in alternative_days(windows, now, c.search_days):
             if len(held) >= policy.max_alternatives:
@@ -202,61 +176,35 @@ class Coordinator:
                     grid,
                     counsellors,
                     day=day,
-                    minutes=doc["minutes"],
+                    minutes=coordination.minutes,
                     now=now,
                     taken=taken,
                     near=windows[0][0],
                 )
 
             lo = datetime.combine(day, datetime.min.time(), tzinfo=JST)
-            option_id = f"{version}-{len(held) + 1}"
+            option_id = coordination.option_id(len(held) + 1)
             how = {"kind": HELD, "option_id": option_id, "hold_until": hold_until}
             slot = await self._reserve_earliest(doc, find, lo, lo + timedelta(days=1), spread=True, **how)
             if slot is not None:
                 held.append((option_id, slot))
-        return await self.record_proposal(doc, held, hold_until, version, cause=cause)
+        return await self.record_proposal(doc, coordination, held, hold_until, cause=cause)
 
     async def record_proposal(
         self,
         doc: Doc,
+        coordination: Coordination,
         held: list[tuple[str, Slot]],
         hold_until: datetime,
-        version: int,
         *,
         cause: Envelope[Any] | None = None,
         by: str = "scheduler",
     ) -> Doc:
-        c = self.ctx
-        alternatives = [
-            Alternative(option_id=o, start=s.start, end=s.end, counsellor_id=s.counsellor_id) for o, s in held
-        ]
-        # nothing to offer: the person hears that the office will coordinate (staff list it)
-        until = hold_until if held else c.clock.now()
-        payload = RecoordinationProposed(
-            booking_id=doc["_id"], alternatives=alternatives, hold_expires_at=until
-        )
-        options = [
-            {**a.model_dump(), "cells": [cell_id(s.counsellor_id, t) for t in s.cells]}
-            for a, (_, s) in zip(alternatives, held, strict=True)
-        ]
-        fields = {
-            "status": "proposed" if held else "needs_staff",
-            "version": version,
-            "proposal": {"options": options, "hold_until": until, "by": by},
-            "updated_at": c.clock.now(),
-        }
-        ok = await c.requests.update(doc, fields, [c.event(payload, doc, cause)])
-        fresh = await c.requests.get(doc["_id"])
-        await self.keeper.tidy(fresh)
-        if not ok or fresh is None:
-            raise Conflict("the request changed meanwhile")
-        self.stats["proposed" if held else "needs_staff"] += 1
+        """Record the held alternatives (or that there are none) and the proposal event in one write."""
+        step = coordination.propose(held, hold_until, by=by, now=self.ctx.clock.now())
+        fresh = await self._save(doc, step, cause)
         log.info("%s: %d alternatives proposed", doc["_id"], len(held))
         return fresh
-
-
-def _windows(doc: Doc) -> list[tuple[datetime, datetime]]:
-    return [(w["start"], w["end"]) for w in doc["windows"]]
 
 
 def _span(windows: Sequence[tuple[datetime, datetime]]) -> tuple[datetime, datetime]:

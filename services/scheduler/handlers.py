@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.scheduler.answers import Answers
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import Conflict, cancellation
 from services.scheduler.keeper import Keeper
 from shared.events import Envelope
 from shared.messaging import Consumer, TransientError
@@ -40,8 +41,8 @@ def register(consumer: Consumer, coordinator: Coordinator, answers: Answers, kee
     async def cancelled(event: Envelope[Any]) -> None:
         """R07, R08: the slot is free again and every timer of the booking is disarmed."""
         p = event.payload
-        fields = {"cancel_reason": p.reason, "cancelled_at": event.occurred_at, "updated_at": ctx.clock.now()}
-        await ctx.requests.cancel(p.booking_id, event.office_id, fields)
+        step = cancellation(p.reason, event.occurred_at, ctx.clock.now())  # wins over any state: no read
+        await ctx.requests.cancel(p.booking_id, event.office_id, step.fields)
         await keeper.tidy(await ctx.requests.get(p.booking_id))
 
     @on("booking.attended")

@@ -1,10 +1,12 @@
 """Keeps cells and timers in line with each request's state, and fires the timers.
 
 Every handler first moves the request document (one conditional write carrying its events), then
-calls `tidy`, which makes the reservations and timers agree with that state: a confirmed request
-keeps its appointment's cells and has its notice and no-show timers; a proposal keeps its held cells
-and hold timer; anything else frees its cells and disarms its timers. `tidy` is idempotent, so a
-redelivered event or a crash between two writes converges on the next run.
+calls `tidy`, which makes the reservations and timers agree with that state as stored, as the
+domain's `Coordination.upkeep` says: a confirmed request keeps its appointment's cells and has its
+notice and no-show timers; a proposal keeps its held cells and hold timer; anything else frees its
+cells and disarms its timers. `tidy` is idempotent, so a redelivered event or a crash between two
+writes converges on the next run. Whether a due timer still has something to say is the domain's
+`needs_timer`; a hold expiry is its `expire_hold`.
 """
 
 from __future__ import annotations
@@ -18,18 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.scheduler.domain import KEEP_PAST, Coordination
 from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
-from services.scheduler.timing import TimerKind, appointment_timers, hold_timer
+from services.scheduler.timing import TimerKind
 from shared.clock import Clock
 from shared.events import Envelope, HoldExpired, NoShow, NoticeDue, Payload, new_event
 from shared.mongo import Doc
-from shared.policy import OfficePolicy, Policies
+from shared.policy import Policies
 
 log = logging.getLogger("consult.scheduler")
 
 HOUSEKEEPING_EVERY = timedelta(minutes=10)
 HOUSEKEEPING_FIRST = timedelta(minutes=1)  # after taking the lease
-KEEP_PAST = timedelta(days=2)  # cells and finished timers stay this long after their time
 
 
 @dataclass
@@ -66,27 +68,19 @@ class Keeper:
         self.on_fired: Callable[[str, float], None] = lambda kind, lateness: None  # metrics
 
     async def tidy(self, doc: Doc | None) -> None:
-        """Make cells and timers agree with the request's state (idempotent)."""
+        """Make cells and timers agree with the request's state as stored (idempotent)."""
         if doc is None:
             return
-        c, bid, status = self.ctx, doc["_id"], doc.get("status")
-        now = c.clock.now()
-        version = int(doc.get("version", 0))
-        if status == "confirmed":
-            await c.reservations.release(bid, keep=doc["appointment_cells"])
-            await c.timers.cancel(bid, reason="superseded", now=now, version=version, below=version)
-            await self._arm_appointment(doc)
-        elif status == "proposed":
-            keep = [cell for o in doc["proposal"]["options"] for cell in o["cells"]]
-            await c.reservations.release(bid, keep=keep)
-            await c.timers.cancel(bid, reason="superseded", now=now, version=version, below=version)
-            spec = hold_timer(self._policy(doc), bid, doc["proposal"]["hold_until"], version)
-            await c.timers.arm(spec, correlation_id=doc["correlation_id"], now=now)
-        elif status in ("cancelled", "needs_staff", "declined", "hold_expired"):
-            await c.reservations.release(bid)  # the slot is free again
-            await c.timers.cancel(bid, reason=str(status), now=now, version=version)
-        elif status == "completed":
-            await c.timers.cancel(bid, reason="completed", now=now, version=version)
+        c, now = self.ctx, self.ctx.clock.now()
+        coordination = Coordination.of(doc)
+        bid, wants = coordination.booking_id, coordination.upkeep(c.policies, now)
+        if wants.keep_cells is not None:
+            await c.reservations.release(bid, keep=list(wants.keep_cells))
+        if wants.disarm is not None:
+            version, below = coordination.version, wants.disarm_below
+            await c.timers.cancel(bid, reason=wants.disarm, now=now, version=version, below=below)
+        for spec in wants.arm:
+            await c.timers.arm(spec, correlation_id=coordination.correlation_id, now=now)
 
     async def disarm_no_show(self, booking_id: str, reason: str) -> int:
         """R08: attendance (or the end of the session) disarms the booking's no-show timers."""
@@ -97,18 +91,6 @@ class Keeper:
         return await c.timers.cancel(
             booking_id, reason=reason, now=c.clock.now(), version=version, kinds=kinds
         )
-
-    async def _arm_appointment(self, doc: Doc) -> None:
-        a, now = doc["appointment"], self.ctx.clock.now()
-        for spec in appointment_timers(self._policy(doc), doc["_id"], a["start"], int(a["version"])):
-            if spec.kind is TimerKind.NO_SHOW and doc.get("attended_at"):
-                continue  # R08: joined or contacted already
-            if spec.due_at < now - KEEP_PAST:
-                continue  # long past (a very late redelivery): its outcome may be housekept already
-            await self.ctx.timers.arm(spec, correlation_id=doc["correlation_id"], now=now)
-
-    def _policy(self, doc: Doc) -> OfficePolicy:
-        return self.ctx.policies[doc["office_id"]]
 
     # ----------------------------------------------------------------- firing
 
@@ -140,7 +122,8 @@ class Keeper:
             if not _holding(doc, timer):
                 break
             assert doc is not None
-            if await c.requests.update(doc, {"status": "hold_expired", "updated_at": c.clock.now()}):
+            step = Coordination.of(doc).expire_hold(timer["version"], c.clock.now())
+            if await c.requests.update(doc, step.fields):
                 doc = await c.requests.get(timer["booking_id"])
                 break
         await self.tidy(doc)
@@ -179,20 +162,14 @@ class Keeper:
 
 
 def _holding(doc: Doc | None, timer: Doc) -> bool:
-    return doc is not None and doc.get("status") == "proposed" and doc.get("version") == timer["version"]
+    return doc is not None and Coordination.of(doc).holds(timer["version"])
 
 
 def _still_needed(timer: Doc, request: Doc | None) -> bool:
-    if request is None or request.get("version") != timer["version"]:
-        return False
-    if timer["kind"] == TimerKind.HOLD:
-        return bool(request.get("status") == "proposed")
-    if timer["kind"] == TimerKind.NO_SHOW and request.get("attended_at"):
-        return False
     start = (timer.get("data") or {}).get("start")
-    if start is not None and start != (request.get("appointment") or {}).get("start"):
-        return False  # armed by a write that lost a race: not the appointment on record
-    return bool(request.get("status") == "confirmed")
+    return request is not None and Coordination.of(request).needs_timer(
+        timer["kind"], timer["version"], start
+    )
 
 
 def _payload(timer: Doc, lateness: float) -> Payload:

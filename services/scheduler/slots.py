@@ -33,6 +33,16 @@ class Slot:
     def keys(self) -> list[Cell]:
         return [(self.counsellor_id, c) for c in self.cells]
 
+    @property
+    def cell_ids(self) -> list[str]:
+        """The ids of the reservations that hold this slot's cells."""
+        return [cell_id(self.counsellor_id, c) for c in self.cells]
+
+
+def cell_id(counsellor_id: str, start: datetime) -> str:
+    """A reserved cell's id: one counsellor at one cell start (unique: no double booking)."""
+    return f"{counsellor_id}@{start:%Y-%m-%dT%H:%MZ}"
+
 
 class SlotGrid:
     def __init__(self, policy: OfficePolicy, calendar: OfficeCalendar | None = None) -> None:

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from services.scheduler.coordinator import Conflict, Coordinator
+from services.scheduler.coordinator import Coordinator
+from services.scheduler.domain import LEFT_TO_STAFF, Conflict, Coordination, Status
 from services.scheduler.slots import Slot, SlotGrid
-from services.scheduler.store.requests import PENDING
 from services.scheduler.store.reservations import HELD
 from shared.mongo import Doc
 from shared.policy import OfficePolicy
@@ -27,52 +27,58 @@ class StaffDesk:
         self, booking_id: str, counsellor_id: str, start: datetime, minutes: int | None, by: str
     ) -> Doc:
         """Staff fix a counsellor and a time by hand (also moving a confirmed appointment)."""
-        doc, policy = await self._for_staff(booking_id, ("confirmed", *PENDING))
-        slot = await self._staff_slot(policy, doc, counsellor_id, start, minutes)
+        doc, coordination, policy = await self._for_staff(booking_id, Status.CONFIRMED)
+        slot = await self._staff_slot(policy, coordination, counsellor_id, start, minutes)
         if not await self.c.reserve(slot, doc):
             raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
-        return await self.c.confirm(policy, doc, slot, by=by)  # tidy disarms an earlier hold
+        # tidy disarms an earlier hold
+        return await self.c.confirm(policy, doc, coordination, slot, by=by)
 
     async def propose(
         self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
     ) -> Doc:
         """Staff offer other times (R05); they are held for the office's hold period."""
         c = self.c.ctx
-        doc, policy = await self._for_staff(booking_id, PENDING)
-        if not 1 <= len(options) <= policy.max_alternatives:
-            raise Conflict(f"propose 1 to {policy.max_alternatives} times")
-        slots = [await self._staff_slot(policy, doc, cid, start, minutes) for cid, start in options]
-        if len({k for s in slots for k in s.keys}) < sum(len(s.keys) for s in slots):
-            raise Conflict("the proposed times overlap")
-        version, now = int(doc["version"]) + 1, c.clock.now()
-        hold_until = now + policy.hold_alternatives_for
+        doc, coordination, policy = await self._for_staff(booking_id, Status.PROPOSED)
+        slots = [await self._staff_slot(policy, coordination, cid, start, minutes) for cid, start in options]
+        offered = coordination.offer(slots, policy)
+        hold_until = coordination.hold_until(policy, c.clock.now())
         held: list[tuple[str, Slot]] = []
-        for k, slot in enumerate(slots, 1):
-            option_id = f"{version}-{k}"
+        for option_id, slot in offered:
             how: dict[str, Any] = {"kind": HELD, "option_id": option_id, "hold_until": hold_until}
             if not await self.c.reserve(slot, doc, **how):  # let go of what this attempt held
                 await c.reservations.release(booking_id, option_ids=[o for o, _ in held])
                 raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
             held.append((option_id, slot))
         # record_proposal's tidy disarms the earlier hold and frees its cells
-        return await self.c.record_proposal(doc, held, hold_until, version, by=by)
+        return await self.c.record_proposal(doc, coordination, held, hold_until, by=by)
 
-    async def _for_staff(self, booking_id: str, statuses: Sequence[str]) -> tuple[Doc, OfficePolicy]:
+    async def _for_staff(self, booking_id: str, to: Status) -> tuple[Doc, Coordination, OfficePolicy]:
+        """The request, taken up again if automatic coordination left it to staff (`reopen`: its
+        fields go out with the confirm or propose that follows, which sets them anew), and allowed
+        to move `to` (409 otherwise)."""
         doc = await self.c.ctx.requests.get(booking_id)
         if doc is None:
             raise LookupError(booking_id)
-        if doc["status"] not in statuses:
-            raise Conflict(f"the request is {doc['status']}")
-        return doc, self.c.policy(doc["office_id"])
+        coordination = Coordination.of(doc)
+        if coordination.status in LEFT_TO_STAFF:
+            coordination.reopen(self.c.ctx.clock.now())
+        coordination.check(to)
+        return doc, coordination, self.c.policy(coordination.office_id)
 
     async def _staff_slot(
-        self, policy: OfficePolicy, doc: Doc, counsellor_id: str, start: datetime, minutes: int | None
+        self,
+        policy: OfficePolicy,
+        coordination: Coordination,
+        counsellor_id: str,
+        start: datetime,
+        minutes: int | None,
     ) -> Slot:
         counsellor = await self.c.ctx.counsellors.get(counsellor_id)
-        if counsellor is None or not counsellor.serves(policy, doc.get("area")):
+        if counsellor is None or not counsellor.serves(policy, coordination.area):
             raise Conflict(f"R20: {counsellor_id} is not an active counsellor of this office for this area")
         grid = SlotGrid(policy)
-        length = minutes or doc["minutes"]
+        length = minutes or coordination.minutes
         problem = grid.problem(start.astimezone(UTC), length, self.c.ctx.clock.now())
         if problem:
             raise Conflict(problem)

@@ -82,5 +82,5 @@ def appointment_timers(
     return specs
 
 
-def hold_timer(policy: OfficePolicy, booking_id: str, until: datetime, version: int) -> TimerSpec:
-    return TimerSpec(TimerKind.HOLD, booking_id, policy.office_id, version, until.astimezone(UTC))
+def hold_timer(office_id: str, booking_id: str, until: datetime, version: int) -> TimerSpec:
+    return TimerSpec(TimerKind.HOLD, booking_id, office_id, version, until.astimezone(UTC))

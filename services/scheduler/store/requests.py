@@ -1,10 +1,10 @@
 """One document per booking: where its coordination stands, plus the outbox of the events it caused.
 
-Statuses: coordinating (being placed), confirmed, proposed (alternatives held, R05), needs_staff
-(nothing to offer automatically), declined, hold_expired, cancelled, completed. Every change is
-conditional on the revision read (`rev`): optimistic concurrency, exact on MongoDB; on FerretDB two
-concurrent writers of one request can both pass (last write wins, the document stays one writer's
-whole state), so callers re-read after writing and align cells and timers with what is stored.
+The statuses and the moves between them are the domain's (services/scheduler/domain.py); this
+store persists what it decided. Every change is conditional on the revision read (`rev`):
+optimistic concurrency, exact on MongoDB; on FerretDB two concurrent writers of one request can both
+pass (last write wins, the document stays one writer's whole state), so callers re-read after
+writing and align cells and timers with what is stored.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.scheduler.domain import Status
 from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc, update_if
 
-#: statuses staff look at: a person waits for the office to coordinate (R05)
-PENDING = ("coordinating", "proposed", "needs_staff", "declined", "hold_expired")
+CANCELLED = Status.CANCELLED.value
 
 
 class RequestStore:
@@ -36,9 +36,9 @@ class RequestStore:
     async def get(self, booking_id: str) -> Doc | None:
         """The request; a recorded cancellation always shows, even over a racing write."""
         doc = await self.collection.find_one({"_id": booking_id}, {"outbox": 0})
-        if doc is not None and doc.get("status") != "cancelled" and await self._tombstone(booking_id):
-            await self.collection.update_one({"_id": booking_id}, {"$set": {"status": "cancelled"}})
-            doc["status"] = "cancelled"
+        if doc is not None and doc.get("status") != CANCELLED and await self._tombstone(booking_id):
+            await self.collection.update_one({"_id": booking_id}, {"$set": {"status": CANCELLED}})
+            doc["status"] = CANCELLED
         return doc
 
     async def _tombstone(self, booking_id: str) -> bool:
@@ -76,7 +76,7 @@ class RequestStore:
         await self.collection.update_one(
             {"_id": booking_id},
             {
-                "$set": {"status": "cancelled", **fields},
+                "$set": {"status": CANCELLED, **fields},
                 "$inc": {"rev": 1},
                 "$setOnInsert": {"office_id": office_id, "version": 0, **outbox.new_document_fields([])},
             },

@@ -16,7 +16,7 @@ from datetime import datetime
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.scheduler.slots import Cell, Slot
+from services.scheduler.slots import Cell, Slot, cell_id
 from shared.mongo import Doc, delete_if, find_one_and_update_if, update_if
 
 BOOKED, HELD = "booked", "held"
@@ -24,10 +24,6 @@ BOOKED, HELD = "booked", "held"
 
 def _label(doc: Doc) -> Doc:
     return {k: doc.get(k) for k in ("kind", "option_id", "hold_until", "appointment_start", "at")}
-
-
-def cell_id(counsellor_id: str, start: datetime) -> str:
-    return f"{counsellor_id}@{start:%Y-%m-%dT%H:%MZ}"
 
 
 class Reservations:
