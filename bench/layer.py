@@ -23,12 +23,13 @@ from bench.baseline import (
     sample_event,
 )
 from bench.results import Figure, Run, rate
-from shared import outbox, topology
+from shared import topology
 from shared.events import Envelope, parse_event
 from shared.mongo import connect, update_if
-from shared.outbox import MarkedRelay, OutboxRelay
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
+from shared.store import outbox
+from shared.store.outbox import MarkedRelay, OutboxRelay
 
 PART = "layer"
 PUB = topology.ServiceQueues("benchpub")

@@ -8,7 +8,7 @@ handful survive (measured). Only an insert's unique `_id` is a reliable compare-
   that version and the events of the change (outbox). Inserting version v+1 is the commit: of two
   writers that read version v, exactly one inserts v+1; the other gets Conflict, reads again, retries.
   Nothing updates these documents: the relay's pending work is a marker per change in
-  `<name>_changes_pending` (`shared.outbox.announce`, inserted before the change).
+  `<name>_changes_pending` (`shared.store.outbox.announce`, inserted before the change).
 - `<name>` holds the latest state per id, as a cache for listing and filtering. It is replaced after
   each commit and may lag (or briefly step back) under races: reads probe forward by `_id` lookups
   (`<id>:<v+1>`, the one query FerretDB answers from an index) until there is no newer version.
@@ -22,10 +22,10 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
 from shared.sealing import Sealer
+from shared.store import outbox
 
 
 class Conflict(Exception):

@@ -16,9 +16,9 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc, update_if
+from shared.store import outbox
 
 #: statuses staff look at: a person waits for the office to coordinate (R05)
 PENDING = ("coordinating", "proposed", "needs_staff", "declined", "hold_expired")
