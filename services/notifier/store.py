@@ -34,8 +34,9 @@ from services.notifier.domain import Notice
 from shared.clock import Clock
 from shared.events import Envelope
 from shared.logsafe import redact_text
-from shared.mongo import Doc, find_one_and_update_if, update_if
+from shared.mongo import Doc
 from shared.store import outbox
+from shared.store.conditional import find_one_and_update_if, update_if
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from shared.events import Envelope
-from shared.mongo import Doc, update_if
+from shared.mongo import Doc
 from shared.store import outbox
+from shared.store.conditional import update_if
 
 #: statuses staff look at: a person waits for the office to coordinate (R05)
 PENDING = ("coordinating", "proposed", "needs_staff", "declined", "hold_expired")
