@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit.chain import GENESIS
 from shared.mongo import Doc
+from shared.store.backend import is_ferretdb
 
 ORDER = [("occurred_at", ASCENDING), ("_id", ASCENDING)]
 CHAIN_ORDER = [("stream", ASCENDING), ("seq", ASCENDING)]
@@ -55,17 +56,13 @@ class AuditStore:
     async def ensure_indexes(self) -> None:
         # _id is the event id: the unique index that makes ingest idempotent
         await self.records.create_index(CHAIN_ORDER, unique=True, name="chain_position")
-        self.scans_only = await self._scans_only()
+        # FerretDB's SQLite backend answers every query with a scan: search indexes would only slow
+        # the inserts there. MongoDB gets them.
+        self.scans_only = await is_ferretdb(self.db.client)
         if self.scans_only:
             return
         for keys in SEARCH_INDEXES:
             await self.records.create_index(keys)
-
-    async def _scans_only(self) -> bool:
-        """FerretDB's SQLite backend answers every query with a scan: search indexes would only slow
-        the inserts there. MongoDB gets them."""
-        info = await self.db.client.admin.command("buildInfo")
-        return "ferretdbVersion" in info
 
     # ----------------------------------------------------------------- chain writes
 
