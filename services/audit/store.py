@@ -21,6 +21,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from services.audit.chain import GENESIS
 from shared.mongo import Doc
 from shared.store.backend import is_ferretdb
+from shared.store.conditional import update_if
 
 ORDER = [("occurred_at", ASCENDING), ("_id", ASCENDING)]
 CHAIN_ORDER = [("stream", ASCENDING), ("seq", ASCENDING)]
@@ -105,10 +106,10 @@ class AuditStore:
         upsert lacks fields PyMongo needs); the callers save heads at most about once a second.
         """
         for stream, (seq, hash_) in heads.items():
-            moved = await self.heads.update_one(
-                {"_id": stream, "seq": {"$lt": seq}}, {"$set": {"seq": seq, "hash": hash_}}
+            moved = await update_if(
+                self.heads, stream, {"seq": {"$lt": seq}}, {"$set": {"seq": seq, "hash": hash_}}
             )
-            if moved.matched_count == 0:
+            if not moved:
                 with contextlib.suppress(DuplicateKeyError):  # exists already, further on
                     await self.heads.insert_one({"_id": stream, "seq": seq, "hash": hash_})
 
@@ -210,8 +211,7 @@ class AuditStore:
 
     async def transition(self, disclosure_id: str, status: str, changes: dict[str, Any]) -> bool:
         """Conditional on the status read before: two approvers cannot both decide."""
-        done = await self.disclosures.update_one({"_id": disclosure_id, "status": status}, {"$set": changes})
-        return done.matched_count == 1
+        return await update_if(self.disclosures, disclosure_id, {"status": status}, {"$set": changes})
 
     async def count_disclosure(self, disclosure_id: str, records: int) -> None:
         await self.disclosures.update_one(
