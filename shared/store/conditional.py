@@ -1,9 +1,9 @@
 """Conditional writes by `_id`: `update_if`, `find_one_and_update_if`, `delete_if`.
 
 FerretDB 1.x pushes a filter down to SQLite only when it is `{_id: value}` alone. Any other filter,
-`{_id: x, rev: 3}` included, decodes the collection's documents from the first one until a match:
-a revision-checked update of the newest request took 85 ms at 1,000 documents, 415 ms at 5,000 and
-1.7 s at 20,000 (docs/performance.md, finding 10), about 2.5 ms by `_id` alone. So on FerretDB the
+`{_id: x, rev: 3}` included, decodes the collection's documents from the first one until a match,
+a cost that grows with the collection and that no index helps (figures: docs/performance.md,
+finding 10), where a write by `_id` alone is an index lookup. So on FerretDB the
 helpers below read the document by `_id`, check the condition here, and write by `_id` alone. That
 is the read-then-write FerretDB performs inside its own conditional update (it never made one
 atomic), a round trip wider; callers already re-read or use unique inserts where a race matters.

@@ -1,8 +1,9 @@
 """Aggregates without lost updates on FerretDB: every change is an insert keyed by (id, version).
 
-FerretDB 1.x applies an update as read-modify-write of the whole document without isolation: of 20
-concurrent `update_one({_id, version: 1})` several report success, and of 50 concurrent `$push` only a
-handful survive (measured). Only an insert's unique `_id` is a reliable compare-and-set. So:
+FerretDB 1.x applies an update as read-modify-write of the whole document without isolation:
+concurrent conditional updates of one document can several report success, and concurrent `$push`es
+lose entries (docs/performance.md, finding 13). Only an insert's unique `_id` is a reliable
+compare-and-set. So:
 
 - `<name>_changes` holds one document per version, `_id = "<id>:<version>"`, with the whole state at
   that version and the events of the change (outbox). Inserting version v+1 is the commit: of two
