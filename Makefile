@@ -5,7 +5,7 @@ PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 .venv/.synced: pyproject.toml uv.lock
 	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv==0.13.9
@@ -53,6 +53,10 @@ test-integration: infra-up ## stores and handlers against the real servers
 test-e2e: infra-up ## the running services, driven over HTTP and AMQP as a portal would
 	@$(PYTEST) tests/e2e
 
+test-chaos: infra-up ## the chaos drills: servers and services killed and paused under a booking stream
+	@$(PY) deploy/local.py build --only mongo,smtp
+	@$(PYTEST) tests/chaos
+
 docs: venv ## write the AsyncAPI and OpenAPI documents to docs/
 	@$(PY) -m ops.docs
 
@@ -68,4 +72,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e lint format
+.PHONY: help docs bench venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-chaos lint format

@@ -23,12 +23,14 @@ from bench.baseline import (
     sample_event,
 )
 from bench.results import Figure, Run, rate
-from shared import outbox, topology
+from shared import topology
 from shared.events import Envelope, parse_event
-from shared.mongo import connect, update_if
-from shared.outbox import MarkedRelay, OutboxRelay
+from shared.mongo import connect
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
+from shared.store import outbox
+from shared.store.conditional import update_if
+from shared.store.outbox import MarkedRelay, OutboxRelay
 
 PART = "layer"
 PUB = topology.ServiceQueues("benchpub")
@@ -256,7 +258,7 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
 
 
 async def run_conditional(run_: Run, box: env.Sandbox, docs: int) -> None:
-    """`shared.mongo.update_if` on the baseline's big collection, against the raw conditional
+    """`shared.store.conditional.update_if` on the baseline's big collection, against the raw conditional
     `update_one({_id, outbox_seq})` the baseline measured on the same documents."""
     client = connect(env.MONGODB_URL, app_name="bench-layer")
     try:

@@ -28,8 +28,8 @@ import httpx
 from bench import env
 from bench.results import Figure, Run, latency_ms, rate
 from bench.stack import Tap, pids, rss_of
-from shared import outbox
 from shared.mongo import connect
+from shared.store import outbox
 
 PART = "timers"
 OFFICE = "kushiro-gyosei"

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from deploy.pids import pid_alive  # the repository is on sys.path: the venv installs it
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL = ROOT / ".local"
 BIN, RUN, LOGS = LOCAL / "bin", LOCAL / "run", LOCAL / "logs"
@@ -195,19 +197,6 @@ def ensure_binary(s: Server) -> Path:
 
 
 # --- processes ---
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # e.g. beam.smp runs as user rabbitmq
-        return True
-    try:  # a zombie (our own child that just died) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def our_pid(s: Server) -> int | None:

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
+from deploy.pids import pid_alive  # the repository is on sys.path: the venv installs it
+
 if TYPE_CHECKING:
     from shared.settings import ServiceSettings
 
@@ -143,17 +145,6 @@ def with_broker_users(services: list[Service]) -> list[Service]:
 
 
 # --- processes: ours are the ones whose environment carries MARK=<this checkout> ---
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    except OSError:  # alive, but not ours to read
-        return True
-    return state != "Z"  # a zombie has exited
 
 
 def is_ours(pid: int, name: str) -> bool:

@@ -18,11 +18,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
-from shared import outbox
 from shared.clock import Clock
 from shared.events import AccessLogged, new_event
-from shared.outbox import OutboxRelay
 from shared.sealing import Sealer
+from shared.store import outbox
+from shared.store.outbox import OutboxRelay
 from shared.text import is_clean, shown
 
 #: runs a coroutine as a background task of the runtime, under the given name

@@ -31,8 +31,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from shared import topology
 from shared.events import Envelope, MessageError, parse_event
 from shared.logsafe import redact_text
-from shared.mongo import Doc, delete_if
+from shared.mongo import Doc
 from shared.sealing import Sealer
+from shared.store.conditional import delete_if
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from shared.messaging import Consumer
-    from shared.outbox import OutboxRelay
+    from shared.store.outbox import OutboxRelay
 
 
 class RuntimeCollector(Collector):

@@ -32,9 +32,9 @@ from shared.http import service_app
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
 from shared.mongo import CommandTimer, Doc, ServerWatch, connect, ping
-from shared.outbox import MarkedRelay, OutboxRelay
 from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
+from shared.store.outbox import MarkedRelay, OutboxRelay
 
 Hook = Callable[[], Awaitable[None]]
 SHUTDOWN_STEP_SECONDS = 10.0

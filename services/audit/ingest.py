@@ -89,7 +89,8 @@ class Appender:
             if catch_ups > MAX_CATCH_UPS:
                 raise TransientError("audit chain contended by another writer; try again later")
         # The head is a hint and the anchor against cutting the tail: under load, saved once per
-        # `head_every` seconds rather than per batch (it costs as much as the insert on FerretDB).
+        # `head_every` seconds rather than per batch: on FerretDB a head save is a write-lock round of
+        # its own, as dear as the batch's insert (docs/performance.md, finding 13).
         if time.monotonic() - self._saved_at >= self.head_every:
             await self.save_heads()
         self.stats.batches += 1

@@ -136,23 +136,36 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         "/bookings/{booking_id}",
         tags=["bookings"],
         summary="A booking's state; the meeting URL once confirmed",
+        **views.shows(views.PortalView | views.StaffView, "the portal's view, or staff's with the person"),
     )
     async def get_booking(booking: Mine, cred: Caller) -> dict[str, Any]:
         return views.staff_view(booking) if cred.kind == "staff" else views.portal_view(booking)
 
-    @api.post("/bookings/{booking_id}/alternatives/{option_id}/acceptance", tags=["bookings"])
+    @api.post(
+        "/bookings/{booking_id}/alternatives/{option_id}/acceptance",
+        tags=["bookings"],
+        **views.shows(views.PortalView),
+    )
     async def accept(booking_id: str, option_id: str, booking: Mine) -> dict[str, Any]:
         """The person takes one of the proposed times (R05)."""
         cal = service.calendar(booking.office_id)
         b = await service.change(booking_id, lambda b: b.accept(option_id, service.now, cal))
         return views.portal_view(b)
 
-    @api.post("/bookings/{booking_id}/alternatives/decline", tags=["bookings"])
+    @api.post(
+        "/bookings/{booking_id}/alternatives/decline", tags=["bookings"], **views.shows(views.PortalView)
+    )
     async def decline(booking_id: str, booking: Mine) -> dict[str, Any]:
         """The person takes none of the proposed times; the held slots are released."""
         return views.portal_view(await service.change(booking_id, lambda b: b.decline(service.now)))
 
-    @api.post("/bookings/{booking_id}/cancellations", tags=["bookings"])
+    @api.post(
+        "/bookings/{booking_id}/cancellations",
+        tags=["bookings"],
+        **views.shows(
+            views.PortalView | views.StaffView, "the cancelled booking: the portal's or staff's view"
+        ),
+    )
     async def cancel(booking_id: str, booking: Mine, cred: Caller, body: CancelIn) -> dict[str, Any]:
         """R07: by a channel the office accepts; phone (and KG email) cancellations are recorded by staff.
         A refusal (409 R07) carries `how_to_cancel` with the office's phone number."""

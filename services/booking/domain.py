@@ -34,6 +34,7 @@ from shared.events import (
     Recipient,
 )
 from shared.policy import Channel, OfficePolicy
+from shared.wording import how_to_cancel
 
 
 class Status(StrEnum):
@@ -134,25 +135,6 @@ class Change:
     status: Status
     at: datetime
     note: str = ""
-
-
-def how_to_cancel(policy: OfficePolicy, same_day: bool) -> str:
-    """R07, for the person: which channels reach the office, with its number and address."""
-    channels = policy.cancellation.same_day_channels if same_day else policy.cancellation.channels
-    ways = []
-    if Channel.PHONE in channels:
-        ways.append(f"電話（{policy.phone}）")
-    if Channel.EMAIL in channels and policy.email:
-        ways.append(f"メール（{policy.email}）")
-    if Channel.PORTAL in channels:
-        ways.append("申込みサイト")
-    text = f"キャンセルは{'又は'.join(ways)}で{policy.name}へご連絡ください。"
-    if set(policy.cancellation.same_day_channels) != set(policy.cancellation.channels):
-        same = "・".join(
-            "電話" if c == Channel.PHONE else c.value for c in policy.cancellation.same_day_channels
-        )
-        text += f"相談当日のキャンセルは{same}のみです。"
-    return text
 
 
 @dataclass

@@ -20,10 +20,10 @@ from services.booking.config import Settings
 from services.booking.signing import signing_secret
 from services.booking.store import Stores
 from services.booking.store.access import Kind, new_key
-from shared import outbox
 from shared.clock import SystemClock
 from shared.commands import JobseekerRecord
 from shared.mongo import connect
+from shared.store import outbox
 
 
 @asynccontextmanager

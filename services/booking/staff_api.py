@@ -45,7 +45,9 @@ def router(service: BookingService, credential: Any) -> APIRouter:
     Caller = Annotated[Credential, Depends(credential)]
 
     @api.get(
-        "/offices/{office_id}/bookings", summary="Bookings of the office, by date of the appointment or wish"
+        "/offices/{office_id}/bookings",
+        summary="Bookings of the office, by date of the appointment or wish",
+        **views.shows(list[views.StaffView], "the bookings, as staff see them"),
     )
     async def list_bookings(  # noqa: PLR0917 (FastAPI passes query parameters by name)
         office_id: str,
@@ -77,7 +79,11 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         )
         return [views.staff_view(b) for b in found]
 
-    @api.post("/bookings/{booking_id}/attendance", summary="Joined or contacted: not a no-show (R08)")
+    @api.post(
+        "/bookings/{booking_id}/attendance",
+        summary="Joined or contacted: not a no-show (R08)",
+        **views.shows(views.StaffView),
+    )
     async def attendance(
         booking_id: str, booking: StaffBooking, cred: Caller, body: AttendanceIn
     ) -> dict[str, Any]:
@@ -89,7 +95,9 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         return views.staff_view(b)
 
     @api.post(
-        "/bookings/{booking_id}/completion", summary="The consultation took place: its usage window (R10)"
+        "/bookings/{booking_id}/completion",
+        summary="The consultation took place: its usage window (R10)",
+        **views.shows(views.StaffView),
     )
     async def completion(booking_id: str, booking: StaffBooking, body: CompletionIn) -> dict[str, Any]:
         b = await service.change(
@@ -97,12 +105,20 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         )
         return views.staff_view(b)
 
-    @api.post("/bookings/{booking_id}/refusal", summary="Refuse the person for misconduct (R13)")
+    @api.post(
+        "/bookings/{booking_id}/refusal",
+        summary="Refuse the person for misconduct (R13)",
+        **views.shows(views.StaffView),
+    )
     async def refuse(booking_id: str, booking: StaffBooking, cred: Caller, body: RefusalIn) -> dict[str, Any]:
         b = await service.refuse(booking_id, body.reason, body.until, cred.subject)
         return views.staff_view(b)
 
-    @api.get("/offices/{office_id}/refusals", summary="People refused now (R09, R13), by pseudonym")
+    @api.get(
+        "/offices/{office_id}/refusals",
+        summary="People refused now (R09, R13), by pseudonym",
+        **views.shows(list[views.RefusalView], "the people refused now"),
+    )
     async def refusals(office_id: str, cred: Staff) -> list[dict[str, Any]]:
         return [views.refusal_view(p) for p in await service.stores.people.refused(office_id, service.now)]
 

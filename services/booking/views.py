@@ -6,12 +6,115 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from services.booking.domain import Booking, Status
 from services.booking.refusals import PersonRecord
 from shared.clock import format_jst
 
 #: states in which the appointment (and its meeting URL) is the person's to use
 SHOW_APPOINTMENT = {Status.CONFIRMED, Status.ATTENDED, Status.COMPLETED}
+
+
+# ------------------------------------------------------------------ what the routes return (OpenAPI)
+#
+# The views below build plain dicts; these models describe them for the OpenAPI documents, and
+# tests/unit/test_booking_views.py checks that every view validates against its model. Times are
+# ISO 8601 strings with their offset.
+
+
+class Span(BaseModel):
+    start: str
+    end: str
+
+
+class AppointmentView(Span):
+    when: str = Field(description="the time as the person reads it (JST)")
+    meeting_url: str = Field(description="join URL in the office's meeting app (R16)")
+    app: str
+    counsellor_name: str
+    version: int
+
+
+class AlternativeView(Span):
+    option_id: str = Field(description="what the person names to accept this time (R05)")
+    when: str
+
+
+class CancellationView(BaseModel):
+    reason: str = Field(description="person, staff, no_show, refused or rejected")
+    channel: str | None
+    at: str
+
+
+class PortalView(BaseModel):
+    """A booking as the portal that made it sees it: the appointment only once it is the person's."""
+
+    booking_id: str
+    office_id: str
+    status: str
+    created_at: str
+    updated_at: str
+    windows: list[Span] = Field(description="the times the person asked for")
+    duration_minutes: int
+    companions: list[str]
+    terms_version: str
+    terms_agreed_at: str = Field(description="R17: when the person agreed to the terms of that version")
+    appointment: AppointmentView | None = Field(
+        description="once confirmed (and after): time and meeting URL"
+    )
+    alternatives: list[AlternativeView] = Field(description="the proposed times while re-coordinating (R05)")
+    hold_expires_at: str | None
+    cancellation: CancellationView | None
+    rejection: dict[str, str] | None = Field(description="rule and message when the office could not take it")
+
+
+class StaffCancellationView(CancellationView):
+    recorded_by: str | None
+    note: str | None
+
+
+class HistoryEntry(BaseModel):
+    status: str
+    at: str
+    note: str
+
+
+class StaffView(PortalView):
+    """A booking as office staff see it: the person's details (they phone people, R07) and the history."""
+
+    portal_id: str
+    request_id: str
+    area: str | None
+    person: dict[str, str] = Field(description="the person's details as given on the form")
+    person_key: str = Field(description="the person's pseudonym (R09 counts, R13 refusals)")
+    appointment_record: dict[str, Any] | None = Field(description="the appointment as the scheduler sent it")
+    attendance: dict[str, str] | None = Field(
+        description="how and when the person joined or was reached (R08)"
+    )
+    completion: dict[str, str] | None = Field(description="the usage window: started_at, ended_at (R10)")
+    history: list[HistoryEntry]
+    version: int
+    cancellation: StaffCancellationView | None
+
+
+class RefusalView(BaseModel):
+    """A person refused now (R09, R13), by pseudonym."""
+
+    person_key: str
+    office_id: str
+    rule: str | None
+    reason: str | None
+    since: str | None
+    until: str | None
+    by: str | None
+    no_shows: int
+
+
+def shows(model: Any, description: str = "the booking as the caller may see it") -> dict[str, Any]:
+    """Route options documenting what a route returns (its view's model) without re-validating the
+    view it builds: `@api.get(..., **shows(PortalView))`."""
+    return {"response_model": None, "responses": {200: {"model": model, "description": description}}}
 
 
 def _iso(v: Any) -> Any:

@@ -28,13 +28,13 @@ from services.notifier.domain import (
     Kind,
     Notice,
     app_label,
-    cancel_guidance,
     check_header,
     check_meeting_url,
 )
 from shared.clock import format_jst
 from shared.events import Appointment, MessageError
 from shared.policy import Channel, OfficePolicy
+from shared.wording import cancel_guidance
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 

@@ -33,9 +33,9 @@ from services.notifier.store import Busy, Claim, Deliveries, Settled
 from shared.events import Envelope, MessageError, NotificationFailed, NotificationSent
 from shared.logsafe import redact_text
 from shared.messaging import TransientError
-from shared.outbox import OutboxRelay
 from shared.policy import Policies
 from shared.runtime import Runtime
+from shared.store.outbox import OutboxRelay
 from shared.text import PROSE_ALLOWED, shown
 
 log = logging.getLogger("consult.notifier")

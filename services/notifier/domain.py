@@ -27,7 +27,7 @@ from shared.events import (
     PersonRefused,
     Recipient,
 )
-from shared.policy import Channel, OfficePolicy
+from shared.policy import OfficePolicy
 
 
 class Kind(StrEnum):
@@ -182,48 +182,6 @@ def check_header(name: str, value: str) -> str:
     if _CONTROL.search(value) or len(value) > 900:
         raise HeaderInjection(name)
     return value
-
-
-# --------------------------------------------------------------------------- R07 guidance
-
-
-@dataclass(frozen=True)
-class CancelGuidance:
-    """R07: how this office takes cancellations, phrased from its policy."""
-
-    channels: list[str]
-    same_day: list[str] | None  # None: the same channels also on the day itself
-
-    @property
-    def channels_text(self) -> str:
-        return join_or(self.channels)
-
-    @property
-    def same_day_text(self) -> str:
-        return join_or(self.same_day or [])
-
-
-def join_or(items: list[str]) -> str:
-    """A、B又はC — the way the terms list alternatives."""
-    if len(items) <= 1:
-        return "".join(items)
-    return "、".join(items[:-1]) + "又は" + items[-1]
-
-
-def cancel_guidance(policy: OfficePolicy) -> CancelGuidance:
-    channels = [_channel_label(c, policy) for c in policy.cancellation.channels]
-    same_day = [_channel_label(c, policy) for c in policy.cancellation.same_day_channels]
-    return CancelGuidance(channels, None if same_day == channels else same_day)
-
-
-def _channel_label(channel: Channel, policy: OfficePolicy) -> str:
-    if channel is Channel.PHONE:
-        return f"電話（{policy.phone}）"
-    if channel is Channel.EMAIL and policy.email:
-        return f"メール（{policy.email}）"
-    if channel is Channel.EMAIL:
-        return "メール"
-    return "お申込みいただいたウェブサイト"
 
 
 APP_LABELS = {

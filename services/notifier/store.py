@@ -31,11 +31,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from services.notifier.domain import Notice
-from shared import outbox
 from shared.clock import Clock
 from shared.events import Envelope
 from shared.logsafe import redact_text
-from shared.mongo import Doc, find_one_and_update_if, update_if
+from shared.mongo import Doc
+from shared.store import outbox
+from shared.store.conditional import find_one_and_update_if, update_if
 
 
 @dataclass(frozen=True)

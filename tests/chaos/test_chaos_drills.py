@@ -72,8 +72,8 @@ from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
 from shared.events import DeviceRecorded, new_event
 from shared.messaging import EventPublisher
-from shared.outbox import OutboxRelay, new_document_fields
 from shared.settings import ServiceSettings
+from shared.store.outbox import OutboxRelay, new_document_fields
 from tests import support
 from tests.chaos import figure
 from tests.conftest import RUN_ID

@@ -18,8 +18,9 @@ import pytest
 from services.booking import examples
 from services.booking.config import Settings
 from services.booking.ops import ensure_dev_key, import_jobseekers, seal_outboxes
-from shared import outbox, topology
+from shared import topology
 from shared.events import AppointmentConfirmed, BookingConfirmed, Envelope, Recipient, new_event
+from shared.store import outbox
 from tests.booking_support import HW, KG, STAFF_KEY, Harness, running
 from tests.integration.test_booking_lifecycle import appointment
 from tests.support import eventually

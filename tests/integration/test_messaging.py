@@ -15,12 +15,13 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from ops.broker_cli import OpsSettings, _replay
-from shared import outbox, topology
+from shared import topology
 from shared.events import BookingAttended, Envelope, MessageError
 from shared.messaging import Inbox, TransientError
 from shared.runtime import Runtime
 from shared.sealing import SealError, SecretSealer
 from shared.settings import ServiceSettings
+from shared.store import outbox
 from tests import support
 from tests.support import eventually
 

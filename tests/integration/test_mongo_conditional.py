@@ -1,4 +1,4 @@
-"""Conditional writes by `_id` (shared.mongo.update_if and friends) on the real server.
+"""Conditional writes by `_id` (shared.store.conditional.update_if and friends) on the real server.
 
 On FerretDB 1.x any filter other than `{_id: value}` decodes the collection from its first document
 to the match: a revision-checked update of the newest of 20,000 requests took 1.7 s. The helpers
@@ -18,15 +18,9 @@ from services.notifier.domain import Kind, Notice, Recipient
 from services.notifier.store import Busy, Claim, Deliveries
 from services.scheduler.store.requests import RequestStore
 from shared.clock import FixedClock
-from shared.mongo import (
-    Doc,
-    connect,
-    delete_if,
-    find_one_and_update_if,
-    is_ferretdb,
-    matches,
-    update_if,
-)
+from shared.mongo import Doc, connect
+from shared.store.backend import is_ferretdb
+from shared.store.conditional import delete_if, find_one_and_update_if, matches, update_if
 from tests import support
 from tests.support import CommandShapes
 

@@ -8,10 +8,11 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from shared import outbox, topology
+from shared import topology
 from shared.events import BookingAttended
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
+from shared.store import outbox
 from tests.support import event_sink, eventually, received, serve
 
 # The runtime's own inbox binds nothing the tests publish: the sink is the only queue that sees them.

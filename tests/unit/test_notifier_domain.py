@@ -10,7 +10,6 @@ from services.notifier import samples
 from services.notifier.domain import (
     HeaderInjection,
     Kind,
-    cancel_guidance,
     check_header,
     check_meeting_url,
     message_id,
@@ -20,6 +19,7 @@ from shared.clock import FixedClock
 from shared.events import MessageError, Recipient
 from shared.policy import OfficePolicy
 from shared.settings import ServiceSettings
+from shared.wording import cancel_guidance
 
 POLICIES = ServiceSettings().policies()
 KG: OfficePolicy = POLICIES["kushiro-gyosei"]
@@ -131,7 +131,7 @@ def test_the_recipient_travels_unchanged_into_the_notice() -> None:
 
 
 def test_r07_three_channels_are_listed_as_the_terms_list_them() -> None:
-    from services.notifier.domain import join_or
+    from shared.wording import join_or
 
     assert join_or(["電話", "メール", "ウェブサイト"]) == "電話、メール又はウェブサイト"
     assert join_or(["電話", "メール"]) == "電話又はメール"

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from services.booking.crypto import Vault
-from shared import outbox
 from shared.clock import FixedClock
 from shared.events import DeviceRecorded, Envelope, MessageError, new_event
 from shared.messaging import open_resting_copy, seal_resting_copy
 from shared.sealing import Sealer, SealError, SecretSealer
+from shared.store import outbox
 from shared.topology import SEALED_HEADER
 
 NOW = datetime(2026, 11, 22, 1, 0, tzinfo=UTC)

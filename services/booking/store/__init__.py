@@ -11,8 +11,8 @@ from services.booking.store.access import Credential, CredentialStore, DeviceSto
 from services.booking.store.bookings import BookingStore
 from services.booking.store.people import JobseekerStore, PersonStore
 from services.booking.store.requests import RequestStore
-from services.booking.store.versioned import Conflict, VersionedStore
 from shared.mongo import Doc
+from shared.store.versioned import Conflict, VersionedStore
 
 __all__ = ["Conflict", "Credential", "Stores"]
 

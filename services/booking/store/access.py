@@ -13,10 +13,10 @@ from typing import Any, Literal
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
 from shared.sealing import Sealer
+from shared.store import outbox
 
 Kind = Literal["portal", "staff"]
 PREFIX: dict[str, str] = {"portal": "cpk", "staff": "csk"}

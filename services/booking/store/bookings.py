@@ -2,7 +2,7 @@
 
 Every change of a booking is one insert carrying the whole state and its events (outbox), keyed by
 (booking, version): of two concurrent writers that read the same version only one commits, the other
-reads again (see versioned.py for why not a conditional update on FerretDB).
+reads again (see shared/store/versioned.py for why not a conditional update on FerretDB).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from services.booking.domain import (
     Status,
     Window,
 )
-from services.booking.store.versioned import Conflict, VersionedStore
 from shared.events import Alternative, Appointment, Envelope
 from shared.mongo import Doc
+from shared.store.versioned import Conflict, VersionedStore
 
 #: sealed per field (R12)
 PII_FIELDS = ("name", "name_kana", "address", "phone", "email", "jobseeker_number", "topic", "notice_email")

@@ -12,10 +12,10 @@ from services.booking.crypto import Vault
 from services.booking.locks import KeyedLocks
 from services.booking.refusals import NoShowMark, PersonRecord, Refusal
 from services.booking.rules import RegisteredJobseeker
-from services.booking.store.versioned import VersionedStore
 from shared.commands import JobseekerRecord
 from shared.events import Envelope
 from shared.mongo import Doc
+from shared.store.versioned import VersionedStore
 
 
 class PersonStore:

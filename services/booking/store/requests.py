@@ -17,10 +17,11 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from shared import outbox
 from shared.events import Envelope
-from shared.mongo import Doc, as_stored, update_if
+from shared.mongo import Doc, as_stored
 from shared.sealing import Sealer
+from shared.store import outbox
+from shared.store.conditional import update_if
 
 #: the claim time of a released claim: stale for any `stale`
 RELEASED = datetime(1970, 1, 1, tzinfo=UTC)

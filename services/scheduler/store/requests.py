@@ -17,9 +17,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.domain import Status
-from shared import outbox
 from shared.events import Envelope
-from shared.mongo import Doc, update_if
+from shared.mongo import Doc
+from shared.store import outbox
+from shared.store.conditional import update_if
 
 CANCELLED = Status.CANCELLED.value
 

@@ -17,7 +17,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.slots import Cell, Slot, cell_id
-from shared.mongo import Doc, delete_if, find_one_and_update_if, update_if
+from shared.mongo import Doc
+from shared.store.conditional import delete_if, find_one_and_update_if, update_if
 
 BOOKED, HELD = "booked", "held"
 

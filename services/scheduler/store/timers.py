@@ -37,9 +37,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.timing import TimerKind, TimerSpec, timer_id
-from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
+from shared.store import outbox
 
 PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
 #: a booking's timers may be one version ahead of its request: two writers of one request can both

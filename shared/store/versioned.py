@@ -1,14 +1,15 @@
 """Aggregates without lost updates on FerretDB: every change is an insert keyed by (id, version).
 
-FerretDB 1.x applies an update as read-modify-write of the whole document without isolation: of 20
-concurrent `update_one({_id, version: 1})` several report success, and of 50 concurrent `$push` only a
-handful survive (measured). Only an insert's unique `_id` is a reliable compare-and-set. So:
+FerretDB 1.x applies an update as read-modify-write of the whole document without isolation:
+concurrent conditional updates of one document can several report success, and concurrent `$push`es
+lose entries (docs/performance.md, finding 13). Only an insert's unique `_id` is a reliable
+compare-and-set. So:
 
 - `<name>_changes` holds one document per version, `_id = "<id>:<version>"`, with the whole state at
   that version and the events of the change (outbox). Inserting version v+1 is the commit: of two
   writers that read version v, exactly one inserts v+1; the other gets Conflict, reads again, retries.
   Nothing updates these documents: the relay's pending work is a marker per change in
-  `<name>_changes_pending` (`shared.outbox.announce`, inserted before the change).
+  `<name>_changes_pending` (`shared.store.outbox.announce`, inserted before the change).
 - `<name>` holds the latest state per id, as a cache for listing and filtering. It is replaced after
   each commit and may lag (or briefly step back) under races: reads probe forward by `_id` lookups
   (`<id>:<v+1>`, the one query FerretDB answers from an index) until there is no newer version.
@@ -22,10 +23,10 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from shared import outbox
 from shared.events import Envelope
 from shared.mongo import Doc
 from shared.sealing import Sealer
+from shared.store import outbox
 
 
 class Conflict(Exception):
