@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +15,6 @@ from services.audit.export import csv_chunks
 from services.audit.ingest import Batcher
 from services.audit.search import BadCursor, Filters, after, encode_cursor
 from services.audit.stats import Tally
-from services.audit.store import seq_ranges
 
 NOW = datetime(2026, 12, 1, 3, tzinfo=UTC)
 ALICE = Caller("ak-alice", "Alice", frozenset({AUDITOR}))
@@ -132,11 +130,3 @@ async def test_an_export_that_fails_midway_says_so() -> None:
     text = b"".join(chunks).decode("utf-8-sig")
     assert text.splitlines()[1].startswith("e1,t,")
     assert text.splitlines()[-1] == "# EXPORT INCOMPLETE after 1 rows: ConnectionError"
-
-
-def test_an_export_reads_each_stream_in_seq_ranges_that_cover_it_in_order() -> None:
-    assert list(seq_ranges(0, 0, 10)) == [{"$gt": 0}]
-    assert list(seq_ranges(4, 24, 10)) == [{"$gt": 4, "$lte": 14}, {"$gt": 14}]
-    ranges = list(seq_ranges(0, 100_000, 20_000))
-    assert len(ranges) == 5 and ranges[-1] == {"$gt": 80_000}  # open: the head may lag the stream
-    assert all(a["$lte"] == b["$gt"] for a, b in itertools.pairwise(ranges))
