@@ -33,10 +33,8 @@ from pydantic import (
     ValidationError,
 )
 
-from shared import safejson
-from shared.events import Envelope, InvalidEvent, MessageError, Payload, UtcDatetime, iso_only, parse_event
+from shared.events import Envelope, MessageError, Payload, UtcDatetime, iso_only
 from shared.text import PROSE_ALLOWED, CleanText, IpAddress, no_controls, shown
-from shared.topology import INTAKE
 
 # --------------------------------------------------------------------------- normalisation
 
@@ -322,23 +320,3 @@ def parse_intake(data: dict[str, Any]) -> Envelope[Any]:
         payload=msg,
     )
     return envelope
-
-
-def parse_message(body: bytes, exchange: str | None = None) -> Envelope[Any]:
-    """Intake messages and events share the booking inbox: dispatch on the message's `type`.
-
-    A message published to the intake exchange must be an intake message: a portal cannot pass
-    off an event (say appointment.confirmed) as if a service had emitted it. Retried copies come
-    back through the redeliver exchange and were checked on their first delivery.
-    """
-    try:
-        data = safejson.loads(body)
-    except safejson.UnsafeJson as exc:  # permanent: parked at once, never retried
-        raise InvalidEvent(f"{exc.field}: {exc.message}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise InvalidEvent("no envelope: an object with a string 'type' is required")
-    if data["type"] in INTAKE_TYPES:
-        return parse_intake(data)
-    if exchange == INTAKE:
-        raise MessageError("not-an-intake-message", f"{data['type']!r} may not be sent to {INTAKE}")
-    return parse_event(data)

@@ -128,14 +128,20 @@ def new_event(
     return envelope
 
 
-def parse_event(body: bytes | str | dict[str, Any]) -> Envelope[Any]:
-    """Bytes to a typed envelope; an unknown type or invalid payload raises, never passes quietly."""
+def read_message(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """A message's JSON object, which names its `type`; anything else raises InvalidEvent."""
     try:
         data = body if isinstance(body, dict) else safejson.loads(body)
     except safejson.UnsafeJson as exc:  # permanent: parked at once, never retried
         raise InvalidEvent(f"{exc.field}: {exc.message}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise InvalidEvent("no envelope: an object with a string 'type' is required")
+    return data
+
+
+def parse_event(body: bytes | str | dict[str, Any]) -> Envelope[Any]:
+    """Bytes to a typed envelope; an unknown type or invalid payload raises, never passes quietly."""
+    data = read_message(body)
     model = REGISTRY.get(data["type"])
     if model is None:
         raise UnknownEventType(data["type"])

@@ -10,8 +10,8 @@ from services.booking.intake import Intake, Submission
 from services.booking.ratelimit import RateLimits
 from services.booking.service import BookingService
 from shared import topology
-from shared.commands import JobseekerRecord, ObserveDevice, RequestBooking
-from shared.events import DeviceRecorded, Envelope, MessageError
+from shared.commands import INTAKE_TYPES, JobseekerRecord, ObserveDevice, RequestBooking, parse_intake
+from shared.events import DeviceRecorded, Envelope, MessageError, parse_event, read_message
 from shared.messaging import Consumer, TransientError
 
 APPOINTMENT_EVENTS = (
@@ -21,6 +21,21 @@ APPOINTMENT_EVENTS = (
     "appointment.notice_due",
     "appointment.no_show",
 )
+
+
+def parse_message(body: bytes, exchange: str | None = None) -> Envelope[Any]:
+    """Intake messages and events share the booking inbox: dispatch on the message's `type`.
+
+    A message published to the intake exchange must be an intake message: a portal cannot pass
+    off an event (say appointment.confirmed) as if a service had emitted it. Retried copies come
+    back through the redeliver exchange and were checked on their first delivery.
+    """
+    data = read_message(body)
+    if data["type"] in INTAKE_TYPES:
+        return parse_intake(data)
+    if exchange == topology.INTAKE:
+        raise MessageError("not-an-intake-message", f"{data['type']!r} may not be sent to {topology.INTAKE}")
+    return parse_event(data)
 
 
 def register(
