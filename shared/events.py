@@ -345,10 +345,15 @@ class AccessLogged(Payload):
 
 
 # --------------------------------------------------------------------------- scheduler service
+#
+# What the scheduler tells booking. Booking records it on the booking and tells the others in events of
+# its own, so the classes are named for the scheduler's step, not for booking's outcome: SlotAssigned
+# -> BookingConfirmed, AlternativesHeld -> BookingRecoordinationProposed, NoticeTimerFired ->
+# BookingNoticeDue, NoShow -> BookingCancelled. Their wire names stay `appointment.*`.
 
 
 @event("appointment.confirmed")
-class AppointmentConfirmed(Payload):
+class SlotAssigned(Payload):
     """A counsellor, a time and a meeting URL are fixed (R05, R16). scheduler -> booking, audit."""
 
     booking_id: str
@@ -356,7 +361,7 @@ class AppointmentConfirmed(Payload):
 
 
 @event("appointment.recoordination_proposed")
-class RecoordinationProposed(Payload):
+class AlternativesHeld(Payload):
     """No free slot in the wished windows; alternatives held tentatively (R05). scheduler -> booking."""
 
     booking_id: str
@@ -374,7 +379,7 @@ class HoldExpired(Payload):
 
 
 @event("appointment.notice_due")
-class NoticeDue(Payload):
+class NoticeTimerFired(Payload):
     """The notice timer fired (R06). scheduler -> booking."""
 
     booking_id: str
