@@ -61,6 +61,12 @@ class Payload(Contract):
     TYPE: ClassVar[str]
     VERSION: ClassVar[int] = 1
 
+    @classmethod
+    def routing_keys(cls) -> tuple[str, ...]:
+        """The routing keys a message with this payload travels under: the type it is registered as.
+        Every binding and subscription names the class, so each key is written once, on its class."""
+        return (cls.TYPE,)
+
 
 PayloadT = TypeVar("PayloadT", bound=Payload)
 

@@ -15,6 +15,26 @@ from dataclasses import dataclass, field
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from shared.commands import JobseekerRecord, ObserveDevice, RequestBooking
+from shared.events import (
+    AlternativeAccepted,
+    AlternativeDeclined,
+    AlternativesHeld,
+    BookingAttended,
+    BookingCancelled,
+    BookingCompleted,
+    BookingConfirmed,
+    BookingNoticeDue,
+    BookingRecoordinationProposed,
+    BookingRequested,
+    HoldExpired,
+    NoShow,
+    NoticeTimerFired,
+    Payload,
+    PersonRefused,
+    SlotAssigned,
+)
+
 EVENTS = "consult.events"
 INTAKE = "consult.intake"
 RETRY = "consult.retry"
@@ -49,12 +69,19 @@ def portal_of_user(user: str | None, prefix: str = PORTAL_USER_PREFIX) -> str | 
     return None
 
 
+def keys(*payloads: type[Payload]) -> tuple[str, ...]:
+    """The routing keys of these payload classes, as each class names them (`Payload.routing_keys`)."""
+    return tuple(key for payload in payloads for key in payload.routing_keys())
+
+
 @dataclass(frozen=True)
 class ServiceQueues:
     """One service's queues and what it listens to."""
 
     service: str
+    #: binding keys on consult.events: the payload classes' keys (`keys(...)`), or a pattern ("#")
     events: tuple[str, ...] = ()
+    #: binding keys on consult.intake, from the intake message classes
     intake: tuple[str, ...] = ()
     retry_delays: tuple[int, ...] = (1, 5, 30)
     delivery_limit: int = 5
@@ -81,34 +108,24 @@ class ServiceQueues:
 
 BOOKING = ServiceQueues(
     "booking",
-    events=(
-        "appointment.confirmed",
-        "appointment.recoordination_proposed",
-        "appointment.hold_expired",
-        "appointment.notice_due",
-        "appointment.no_show",
-    ),
-    intake=("booking.request", "jobseeker.registered", "jobseeker.updated", "device.observed"),
+    events=keys(SlotAssigned, AlternativesHeld, HoldExpired, NoticeTimerFired, NoShow),
+    intake=keys(RequestBooking, JobseekerRecord, ObserveDevice),
 )
 SCHEDULER = ServiceQueues(
     "scheduler",
-    events=(
-        "booking.requested",
-        "booking.cancelled",
-        "booking.attended",
-        "booking.completed",
-        "booking.alternative_accepted",
-        "booking.alternative_declined",
+    events=keys(
+        BookingRequested,
+        BookingCancelled,
+        BookingAttended,
+        BookingCompleted,
+        AlternativeAccepted,
+        AlternativeDeclined,
     ),
 )
 NOTIFIER = ServiceQueues(
     "notifier",
-    events=(
-        "booking.confirmed",
-        "booking.recoordination_proposed",
-        "booking.notice_due",
-        "booking.cancelled",
-        "person.refused",
+    events=keys(
+        BookingConfirmed, BookingRecoordinationProposed, BookingNoticeDue, BookingCancelled, PersonRefused
     ),
     # Survives an SMTP outage of ~9 minutes; early steps short, so a brief outage costs seconds.
     # These are fresh messages, not redeliveries: the inbox's delivery limit (crash loops) is unchanged.
