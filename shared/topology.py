@@ -15,25 +15,8 @@ from dataclasses import dataclass, field
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
-from shared.commands import JobseekerRecord, ObserveDevice, RequestBooking
-from shared.events import (
-    AlternativeAccepted,
-    AlternativeDeclined,
-    AlternativesHeld,
-    BookingAttended,
-    BookingCancelled,
-    BookingCompleted,
-    BookingConfirmed,
-    BookingNoticeDue,
-    BookingRecoordinationProposed,
-    BookingRequested,
-    HoldExpired,
-    NoShow,
-    NoticeTimerFired,
-    Payload,
-    PersonRefused,
-    SlotAssigned,
-)
+from shared import commands
+from shared import events as contracts
 
 EVENTS = "consult.events"
 INTAKE = "consult.intake"
@@ -69,7 +52,7 @@ def portal_of_user(user: str | None, prefix: str = PORTAL_USER_PREFIX) -> str | 
     return None
 
 
-def keys(*payloads: type[Payload]) -> tuple[str, ...]:
+def keys(*payloads: type[contracts.Payload]) -> tuple[str, ...]:
     """The routing keys of these payload classes, as each class names them (`Payload.routing_keys`)."""
     return tuple(key for payload in payloads for key in payload.routing_keys())
 
@@ -108,24 +91,34 @@ class ServiceQueues:
 
 BOOKING = ServiceQueues(
     "booking",
-    events=keys(SlotAssigned, AlternativesHeld, HoldExpired, NoticeTimerFired, NoShow),
-    intake=keys(RequestBooking, JobseekerRecord, ObserveDevice),
+    events=keys(
+        contracts.SlotAssigned,
+        contracts.AlternativesHeld,
+        contracts.HoldExpired,
+        contracts.NoticeTimerFired,
+        contracts.NoShow,
+    ),
+    intake=keys(commands.RequestBooking, commands.JobseekerRecord, commands.ObserveDevice),
 )
 SCHEDULER = ServiceQueues(
     "scheduler",
     events=keys(
-        BookingRequested,
-        BookingCancelled,
-        BookingAttended,
-        BookingCompleted,
-        AlternativeAccepted,
-        AlternativeDeclined,
+        contracts.BookingRequested,
+        contracts.BookingCancelled,
+        contracts.BookingAttended,
+        contracts.BookingCompleted,
+        contracts.AlternativeAccepted,
+        contracts.AlternativeDeclined,
     ),
 )
 NOTIFIER = ServiceQueues(
     "notifier",
     events=keys(
-        BookingConfirmed, BookingRecoordinationProposed, BookingNoticeDue, BookingCancelled, PersonRefused
+        contracts.BookingConfirmed,
+        contracts.BookingRecoordinationProposed,
+        contracts.BookingNoticeDue,
+        contracts.BookingCancelled,
+        contracts.PersonRefused,
     ),
     # Survives an SMTP outage of ~9 minutes; early steps short, so a brief outage costs seconds.
     # These are fresh messages, not redeliveries: the inbox's delivery limit (crash loops) is unchanged.
