@@ -24,7 +24,7 @@ from bench.baseline import (
 )
 from bench.results import Figure, Run, rate
 from shared import topology
-from shared.events import Envelope, parse_event
+from shared.events import BookingAttended, Envelope, parse_event
 from shared.mongo import connect
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -123,7 +123,7 @@ async def measure_consume(box: env.Sandbox, n: int, *, dedupe: bool, timeout: fl
     if not dedupe:
         runtime.consumer.inbox = None
     clocked = Clocked(n)
-    runtime.consumer.on("booking.attended")(clocked)
+    runtime.consumer.on(BookingAttended)(clocked)
     async with runtime.running():
         await asyncio.wait_for(clocked.done.wait(), timeout)
     return clocked.seconds

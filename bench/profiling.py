@@ -17,7 +17,7 @@ from typing import Any
 from bench import env, layer
 from bench.baseline import sample_event
 from bench.results import Figure, Run, rate
-from shared.events import Envelope
+from shared.events import BookingAttended, Envelope
 from shared.runtime import Runtime
 
 PART = "profile"
@@ -110,7 +110,7 @@ async def profile_consume(box: env.Sandbox, n: int) -> tuple[cProfile.Profile, f
     runtime = Runtime(layer.settings(box), layer.SUB)
     profile = cProfile.Profile()
     handler = ProfiledHandler(n, profile)
-    runtime.consumer.on("booking.attended")(handler)
+    runtime.consumer.on(BookingAttended)(handler)
     async with runtime.running():
         await asyncio.wait_for(handler.done.wait(), 300)
     await layer.delete_queue(box.amqp_url, layer.SUB.inbox)

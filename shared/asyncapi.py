@@ -4,10 +4,10 @@ Each service serves its part at `/asyncapi.json`; `ops/docs.py` writes the whole
 
 The services consume raw bytes (so unreadable input can be parked with a reason); for the documents,
 a broker that is never connected declares the same queues and exchanges with typed handlers and
-publishers, one per event contract, so FastStream generates schemas from the pydantic models.
+publishers, one per event contract, so FastStream generates schemas from the pydantic models. This
+module does without `from __future__ import annotations`: the documentation handlers' annotations
+are the envelope types themselves, as FastStream reads them.
 """
-
-from __future__ import annotations
 
 import json
 from typing import Any
@@ -16,7 +16,7 @@ from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, Rabbit
 from faststream.specification import AsyncAPI
 
 from shared import topology
-from shared.events import REGISTRY, Envelope
+from shared.events import REGISTRY, AccessLogged, Envelope, Payload
 
 #: event-type prefixes each service emits (everyone emits access.logged)
 PRODUCES: dict[str, tuple[str, ...]] = {
@@ -53,7 +53,7 @@ def asyncapi_broker(services: tuple[str, ...] = tuple(topology.SERVICES)) -> Rab
                 broker, queue=queue, exchange=events, event_type=event_type, model=model, service=name
             )
         for event_type, model in sorted(REGISTRY.items()):
-            if event_type == "access.logged" or event_type.startswith(PRODUCES.get(name, ())):
+            if event_type == AccessLogged.TYPE or event_type.startswith(PRODUCES.get(name, ())):
                 broker.publisher(
                     exchange=events,
                     routing_key=event_type,
@@ -71,14 +71,13 @@ def _document_subscriber(
     queue: RabbitQueue,
     exchange: RabbitExchange,
     event_type: str,
-    model: Any,
+    model: type[Payload],
     service: str,
 ) -> None:
-    async def handler(body: Any) -> None:  # never called: documentation only
+    # never called: documentation only. FastStream generates the message schema from the body's
+    # annotation, which this module evaluates where the handler is defined (no postponed annotations)
+    async def handler(body: Envelope[model]) -> None:  # type: ignore[valid-type]
         return None
-
-    # the annotation FastStream reads to generate the message schema
-    handler.__annotations__ = {"body": Envelope[model], "return": None}
 
     broker.subscriber(
         RabbitQueue(queue.name, declare=False, routing_key=event_type),

@@ -19,7 +19,7 @@ import re
 import unicodedata
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -33,10 +33,8 @@ from pydantic import (
     ValidationError,
 )
 
-from shared import safejson
-from shared.events import Envelope, InvalidEvent, MessageError, Payload, UtcDatetime, iso_only, parse_event
+from shared.events import Envelope, MessageError, Payload, UtcDatetime, iso_only
 from shared.text import PROSE_ALLOWED, CleanText, IpAddress, no_controls, shown
-from shared.topology import INTAKE
 
 # --------------------------------------------------------------------------- normalisation
 
@@ -240,11 +238,15 @@ class IntakeMessage(Payload):
     def producer(self) -> str:
         return "intake"
 
+    @classmethod
+    def routing_keys(cls) -> tuple[str, ...]:
+        """The routing keys on consult.intake: the values its `type` field admits."""
+        return get_args(cls.model_fields["type"].annotation)
+
 
 class RequestBooking(IntakeMessage):
     """Routing key `booking.request`: a portal asks for a booking; `body` is a `BookingForm`."""
 
-    TYPE: ClassVar[str] = "booking.request"
     CHECKED_LATER: ClassVar[frozenset[str]] = frozenset({"body"})  # as a BookingForm, with its rules
     type: Literal["booking.request"]
     portal_id: str = Field(min_length=1, max_length=64)
@@ -259,7 +261,6 @@ class JobseekerRecord(IntakeMessage):
     """Routing keys `jobseeker.registered` / `jobseeker.updated` (HW, R02/R03): the whole current record.
     A record older than the one held is ignored, so out-of-order delivery is harmless."""
 
-    TYPE: ClassVar[str] = "jobseeker.record"
     type: Literal["jobseeker.registered", "jobseeker.updated"]
     source: str = Field(min_length=1, max_length=100, description="upstream system that sent it")
     jobseeker_number: JobseekerNumber
@@ -275,7 +276,6 @@ class JobseekerRecord(IntakeMessage):
 class ObserveDevice(IntakeMessage):
     """Routing key `device.observed`: a portal reports the device a person used (R10)."""
 
-    TYPE: ClassVar[str] = "device.observed"
     type: Literal["device.observed"]
     portal_id: str = Field(min_length=1, max_length=64)
     booking_id: str | None = Field(None, max_length=64)
@@ -288,11 +288,9 @@ class ObserveDevice(IntakeMessage):
         return f"portal:{self.portal_id}"
 
 
+#: routing key on consult.intake -> message model
 INTAKE_TYPES: dict[str, type[IntakeMessage]] = {
-    "booking.request": RequestBooking,
-    "jobseeker.registered": JobseekerRecord,
-    "jobseeker.updated": JobseekerRecord,
-    "device.observed": ObserveDevice,
+    key: model for model in (RequestBooking, JobseekerRecord, ObserveDevice) for key in model.routing_keys()
 }
 
 #: namespace of booking ids derived from (portal, idempotency key)
@@ -322,23 +320,3 @@ def parse_intake(data: dict[str, Any]) -> Envelope[Any]:
         payload=msg,
     )
     return envelope
-
-
-def parse_message(body: bytes, exchange: str | None = None) -> Envelope[Any]:
-    """Intake messages and events share the booking inbox: dispatch on the message's `type`.
-
-    A message published to the intake exchange must be an intake message: a portal cannot pass
-    off an event (say appointment.confirmed) as if a service had emitted it. Retried copies come
-    back through the redeliver exchange and were checked on their first delivery.
-    """
-    try:
-        data = safejson.loads(body)
-    except safejson.UnsafeJson as exc:  # permanent: parked at once, never retried
-        raise InvalidEvent(f"{exc.field}: {exc.message}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        raise InvalidEvent("no envelope: an object with a string 'type' is required")
-    if data["type"] in INTAKE_TYPES:
-        return parse_intake(data)
-    if exchange == INTAKE:
-        raise MessageError("not-an-intake-message", f"{data['type']!r} may not be sent to {INTAKE}")
-    return parse_event(data)

@@ -61,6 +61,12 @@ class Payload(Contract):
     TYPE: ClassVar[str]
     VERSION: ClassVar[int] = 1
 
+    @classmethod
+    def routing_keys(cls) -> tuple[str, ...]:
+        """The routing keys a message with this payload travels under: the type it is registered as.
+        Every binding and subscription names the class, so each key is written once, on its class."""
+        return (cls.TYPE,)
+
 
 PayloadT = TypeVar("PayloadT", bound=Payload)
 
@@ -128,14 +134,20 @@ def new_event(
     return envelope
 
 
-def parse_event(body: bytes | str | dict[str, Any]) -> Envelope[Any]:
-    """Bytes to a typed envelope; an unknown type or invalid payload raises, never passes quietly."""
+def read_message(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """A message's JSON object, which names its `type`; anything else raises InvalidEvent."""
     try:
         data = body if isinstance(body, dict) else safejson.loads(body)
     except safejson.UnsafeJson as exc:  # permanent: parked at once, never retried
         raise InvalidEvent(f"{exc.field}: {exc.message}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise InvalidEvent("no envelope: an object with a string 'type' is required")
+    return data
+
+
+def parse_event(body: bytes | str | dict[str, Any]) -> Envelope[Any]:
+    """Bytes to a typed envelope; an unknown type or invalid payload raises, never passes quietly."""
+    data = read_message(body)
     model = REGISTRY.get(data["type"])
     if model is None:
         raise UnknownEventType(data["type"])
@@ -339,10 +351,15 @@ class AccessLogged(Payload):
 
 
 # --------------------------------------------------------------------------- scheduler service
+#
+# What the scheduler tells booking. Booking records it on the booking and tells the others in events of
+# its own, so the classes are named for the scheduler's step, not for booking's outcome: SlotAssigned
+# -> BookingConfirmed, AlternativesHeld -> BookingRecoordinationProposed, NoticeTimerFired ->
+# BookingNoticeDue, NoShow -> BookingCancelled. Their wire names stay `appointment.*`.
 
 
 @event("appointment.confirmed")
-class AppointmentConfirmed(Payload):
+class SlotAssigned(Payload):
     """A counsellor, a time and a meeting URL are fixed (R05, R16). scheduler -> booking, audit."""
 
     booking_id: str
@@ -350,7 +367,7 @@ class AppointmentConfirmed(Payload):
 
 
 @event("appointment.recoordination_proposed")
-class RecoordinationProposed(Payload):
+class AlternativesHeld(Payload):
     """No free slot in the wished windows; alternatives held tentatively (R05). scheduler -> booking."""
 
     booking_id: str
@@ -368,7 +385,7 @@ class HoldExpired(Payload):
 
 
 @event("appointment.notice_due")
-class NoticeDue(Payload):
+class NoticeTimerFired(Payload):
     """The notice timer fired (R06). scheduler -> booking."""
 
     booking_id: str

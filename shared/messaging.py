@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.message import RabbitMessage
@@ -29,7 +29,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import topology
-from shared.events import Envelope, MessageError, parse_event
+from shared.events import Envelope, MessageError, Payload, parse_event
 from shared.logsafe import redact_text
 from shared.mongo import Doc
 from shared.sealing import Sealer
@@ -37,9 +37,17 @@ from shared.store.conditional import delete_if
 
 log = logging.getLogger(__name__)
 
+P = TypeVar("P", bound=Payload)
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+#: a handler of the envelopes of one payload class (`Handler`: of any)
+Typed = Callable[[Envelope[P]], Awaitable[None]]
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
 #: (event, sender) -> None: may the broker-verified sender send this? MessageError parks it
+TypedVerifier = Callable[[Envelope[P], str | None], Awaitable[None]]
 Verifier = Callable[[Envelope[Any], str | None], Awaitable[None]]
+#: the key of the handler of every message without a handler of its own (`Consumer.on_any`)
+ANY = "*"
 #: (body, message) -> event; the body is the message's, opened if the copy was sealed
 Parser = Callable[[bytes, RabbitMessage], Envelope[Any]]
 
@@ -214,33 +222,36 @@ class Consumer:
         self.verifiers: dict[str, Verifier] = {}
         self.stats = {"handled": 0, "duplicates": 0, "retried": 0, "parked": 0}
 
-    def on(self, event_type: str) -> Callable[[Handler], Handler]:
-        """Decorator: handle events of this routing key ("*": every event without its own handler)."""
+    def on(self, *payloads: type[P]) -> Callable[[Typed[P]], Typed[P]]:
+        """Decorator: handle messages carrying these payload classes, under the routing keys each class
+        names (`Payload.routing_keys`); the handler receives the envelope of its payload class."""
+        return self._register(self.handlers, payloads)
 
-        def register(fn: Handler) -> Handler:
-            self.handlers[event_type] = fn
-            return fn
+    def on_any(self) -> Callable[[Handler], Handler]:
+        """Decorator: handle every message that has no handler of its own (audit records them all)."""
+        return self._register(self.handlers, (), ANY)
 
-        return register
-
-    def on_conflict(self, event_type: str) -> Callable[[Handler], Handler]:
-        """Decorator: also tell the sender when a message of this type reuses another's id (it is
+    def on_conflict(self, *payloads: type[P]) -> Callable[[Typed[P]], Typed[P]]:
+        """Decorator: also tell the sender when a message of these classes reuses another's id (it is
         parked with the reason `message-id-reused` in any case)."""
+        return self._register(self.conflict_handlers, payloads)
 
-        def register(fn: Handler) -> Handler:
-            self.conflict_handlers[event_type] = fn
-            return fn
-
-        return register
-
-    def verify(self, *event_types: str) -> Callable[[Verifier], Verifier]:
-        """Decorator: check who sent a message of these types before it is claimed or handled. The
+    def verify(self, *payloads: type[P]) -> Callable[[TypedVerifier[P]], TypedVerifier[P]]:
+        """Decorator: check who sent a message of these classes before it is claimed or handled. The
         verifier gets the sender the broker verified (`sender_of`); a MessageError parks the message
         with its reason, a database or transient error sends it round again."""
+        return self._register(self.verifiers, payloads)
 
-        def register(fn: Verifier) -> Verifier:
-            for event_type in event_types:
-                self.verifiers[event_type] = fn
+    @staticmethod
+    def _register(table: dict[str, F], payloads: tuple[type[Payload], ...], *keys: str) -> Callable[[F], F]:
+        """Put the decorated function in `table` under the payload classes' routing keys (or `keys`)."""
+        keys = keys or topology.keys(*payloads)
+        if not keys:
+            raise ValueError("name the payload classes to handle")
+
+        def register(fn: F) -> F:
+            for key in keys:
+                table[key] = fn
             return fn
 
         return register
@@ -280,7 +291,7 @@ class Consumer:
         try:
             body = self.body_of(msg)
             event = self.parser(body, msg)
-            handler = self.handlers.get(event.type) or self.handlers.get("*")
+            handler = self.handlers.get(event.type) or self.handlers.get(ANY)
             if handler is None:
                 raise MessageError("no-handler", f"{self.queues.service} does not handle {event.type}")
         except MessageError as exc:

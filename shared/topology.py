@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import aio_pika
 from aio_pika.abc import AbstractChannel
 
+from shared import commands
+from shared import events as contracts
+
 EVENTS = "consult.events"
 INTAKE = "consult.intake"
 RETRY = "consult.retry"
@@ -49,12 +52,19 @@ def portal_of_user(user: str | None, prefix: str = PORTAL_USER_PREFIX) -> str | 
     return None
 
 
+def keys(*payloads: type[contracts.Payload]) -> tuple[str, ...]:
+    """The routing keys of these payload classes, as each class names them (`Payload.routing_keys`)."""
+    return tuple(key for payload in payloads for key in payload.routing_keys())
+
+
 @dataclass(frozen=True)
 class ServiceQueues:
     """One service's queues and what it listens to."""
 
     service: str
+    #: binding keys on consult.events: the payload classes' keys (`keys(...)`), or a pattern ("#")
     events: tuple[str, ...] = ()
+    #: binding keys on consult.intake, from the intake message classes
     intake: tuple[str, ...] = ()
     retry_delays: tuple[int, ...] = (1, 5, 30)
     delivery_limit: int = 5
@@ -81,34 +91,34 @@ class ServiceQueues:
 
 BOOKING = ServiceQueues(
     "booking",
-    events=(
-        "appointment.confirmed",
-        "appointment.recoordination_proposed",
-        "appointment.hold_expired",
-        "appointment.notice_due",
-        "appointment.no_show",
+    events=keys(
+        contracts.SlotAssigned,
+        contracts.AlternativesHeld,
+        contracts.HoldExpired,
+        contracts.NoticeTimerFired,
+        contracts.NoShow,
     ),
-    intake=("booking.request", "jobseeker.registered", "jobseeker.updated", "device.observed"),
+    intake=keys(commands.RequestBooking, commands.JobseekerRecord, commands.ObserveDevice),
 )
 SCHEDULER = ServiceQueues(
     "scheduler",
-    events=(
-        "booking.requested",
-        "booking.cancelled",
-        "booking.attended",
-        "booking.completed",
-        "booking.alternative_accepted",
-        "booking.alternative_declined",
+    events=keys(
+        contracts.BookingRequested,
+        contracts.BookingCancelled,
+        contracts.BookingAttended,
+        contracts.BookingCompleted,
+        contracts.AlternativeAccepted,
+        contracts.AlternativeDeclined,
     ),
 )
 NOTIFIER = ServiceQueues(
     "notifier",
-    events=(
-        "booking.confirmed",
-        "booking.recoordination_proposed",
-        "booking.notice_due",
-        "booking.cancelled",
-        "person.refused",
+    events=keys(
+        contracts.BookingConfirmed,
+        contracts.BookingRecoordinationProposed,
+        contracts.BookingNoticeDue,
+        contracts.BookingCancelled,
+        contracts.PersonRefused,
     ),
     # Survives an SMTP outage of ~9 minutes; early steps short, so a brief outage costs seconds.
     # These are fresh messages, not redeliveries: the inbox's delivery limit (crash loops) is unchanged.

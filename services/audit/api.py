@@ -13,6 +13,7 @@ from services.audit.search import BadCursor, Filters, after, encode_cursor, publ
 from services.audit.service import AuditService
 from services.audit.stats import Tally
 from services.audit.verify import check_chains
+from shared.events import BookingCompleted
 
 Opt = Annotated[str | None, Query()]
 
@@ -96,7 +97,7 @@ def router(service: AuditService) -> APIRouter:
     )
     async def stats(
         caller: Annotated[auth.Caller, reader],
-        type: str = "booking.completed",
+        type: str = BookingCompleted.TYPE,
         office_id: str | None = None,
         since: Annotated[AwareDatetime | None, Query(alias="from")] = None,
         until: Annotated[AwareDatetime | None, Query(alias="to")] = None,

@@ -32,7 +32,7 @@ def parse_any(body: bytes, msg: RabbitMessage) -> Envelope[Any]:
 
 
 def register(consumer: Consumer, service: AuditService) -> None:
-    @consumer.on("*")
+    @consumer.on_any()
     async def record(event: Envelope[Any]) -> None:
         # returns (and the message is acked) only once the record is written
         await service.record(records.from_event(event, now=service.now(), pseudonymise=service.pseudonymise))

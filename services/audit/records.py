@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.clock import jst
-from shared.events import Envelope
+from shared.events import AccessLogged, BookingAttended, BookingCompleted, DeviceRecorded, Envelope
 from shared.mongo import Doc, as_stored
 
 Pseudonymise = Callable[[str, str], str]
@@ -28,10 +28,10 @@ CONTACT_FIELDS = {"email": "email", "phone": "phone"}
 PERSON_OBJECTS = frozenset({"recipient", "person", "contact"})
 
 KINDS = {
-    "access.logged": "access",
-    "device.recorded": "device",
-    "booking.attended": "usage",
-    "booking.completed": "usage",
+    AccessLogged.TYPE: "access",
+    DeviceRecorded.TYPE: "device",
+    BookingAttended.TYPE: "usage",
+    BookingCompleted.TYPE: "usage",
 }
 ACTOR_FIELDS = ("actor", "recorded_by", "lifted_by")
 SYSTEM_STREAM = "_system"  # events without an office (anonymous access logs)
@@ -100,7 +100,7 @@ class _Redactor:
 
 def _usage(event_type: str, payload: Doc) -> Doc:
     """R10: the usage time window of a consultation."""
-    if event_type == "booking.completed":
+    if event_type == BookingCompleted.TYPE:
         start = datetime.fromisoformat(payload["started_at"])
         end = datetime.fromisoformat(payload["ended_at"])
         return {
@@ -108,7 +108,7 @@ def _usage(event_type: str, payload: Doc) -> Doc:
             "usage_end": ms(end),
             "usage_minutes": round((end - start).total_seconds() / 60, 1),
         }
-    if event_type == "booking.attended":
+    if event_type == BookingAttended.TYPE:
         return {"usage_start": ms(datetime.fromisoformat(payload["at"]))}
     return {}
 

@@ -12,7 +12,7 @@ from services.booking.domain import IllegalTransition, RuleViolation
 from services.booking.intake import Intake
 from services.booking.service import BookingService, NotFound
 from services.booking.store import Stores
-from shared import commands, topology
+from shared import topology
 from shared.clock import Clock
 from shared.messaging import TransientError
 from shared.runtime import Runtime
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         topology.BOOKING,
         clock=clock,
         # intake commands and appointment events share the inbox: dispatch on the message type
-        parser=lambda body, msg: commands.parse_message(body, msg.raw_message.exchange),
+        parser=lambda body, msg: handlers.parse_message(body, msg.raw_message.exchange),
         # R12: outbox events and parked copies sealed with the keys of the person's fields
         sealer=vault,
     )

@@ -10,17 +10,35 @@ from services.booking.intake import Intake, Submission
 from services.booking.ratelimit import RateLimits
 from services.booking.service import BookingService
 from shared import topology
-from shared.commands import JobseekerRecord, ObserveDevice, RequestBooking
-from shared.events import DeviceRecorded, Envelope, MessageError
+from shared.commands import INTAKE_TYPES, JobseekerRecord, ObserveDevice, RequestBooking, parse_intake
+from shared.events import (
+    AlternativesHeld,
+    DeviceRecorded,
+    Envelope,
+    HoldExpired,
+    MessageError,
+    NoShow,
+    NoticeTimerFired,
+    SlotAssigned,
+    parse_event,
+    read_message,
+)
 from shared.messaging import Consumer, TransientError
 
-APPOINTMENT_EVENTS = (
-    "appointment.confirmed",
-    "appointment.recoordination_proposed",
-    "appointment.hold_expired",
-    "appointment.notice_due",
-    "appointment.no_show",
-)
+
+def parse_message(body: bytes, exchange: str | None = None) -> Envelope[Any]:
+    """Intake messages and events share the booking inbox: dispatch on the message's `type`.
+
+    A message published to the intake exchange must be an intake message: a portal cannot pass
+    off an event (say appointment.confirmed) as if a service had emitted it. Retried copies come
+    back through the redeliver exchange and were checked on their first delivery.
+    """
+    data = read_message(body)
+    if data["type"] in INTAKE_TYPES:
+        return parse_intake(data)
+    if exchange == topology.INTAKE:
+        raise MessageError("not-an-intake-message", f"{data['type']!r} may not be sent to {topology.INTAKE}")
+    return parse_event(data)
 
 
 def register(
@@ -34,15 +52,15 @@ def register(
     log = logging.getLogger(f"consult.{consumer.queues.service}")  # the runtime's logger
     on = consumer.on
 
-    @consumer.verify("booking.request", "device.observed")
+    @consumer.verify(RequestBooking, ObserveDevice)
     async def portal_command(event: Envelope[Any], sender: str | None) -> None:
         """A portal's command comes from that portal's own broker user (issue 14): the `portal_id` in
         a body is a claim, the `user_id` RabbitMQ verified is not."""
         cmd: RequestBooking | ObserveDevice = event.payload
         await authorised(sender, cmd.office_id, claimed=cmd.portal_id)
 
-    @consumer.verify("jobseeker.registered", "jobseeker.updated")
-    async def upstream_record(event: Envelope[Any], sender: str | None) -> None:
+    @consumer.verify(JobseekerRecord)
+    async def upstream_record(event: Envelope[JobseekerRecord], sender: str | None) -> None:
         """The job-seeker system publishes as a portal user registered for the office it reports for."""
         await authorised(sender, event.payload.office_id)
 
@@ -58,9 +76,9 @@ def register(
         if not await stores.credentials.portal_known(portal, office_id):
             raise MessageError("portal-not-authorised", f"{portal!r} may not send for {office_id!r}")
 
-    @on("booking.request")
-    async def booking_request(event: Envelope[Any]) -> None:
-        cmd: RequestBooking = event.payload
+    @on(RequestBooking)
+    async def booking_request(event: Envelope[RequestBooking]) -> None:
+        cmd = event.payload
         sub = Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
         # the same limits as over HTTP; a repeat of a request already taken costs nothing
         taken = await stores.requests.get(cmd.portal_id, cmd.idempotency_key) is not None
@@ -71,27 +89,25 @@ def register(
         if outcome.in_progress:
             raise TransientError("the first request with this key is still being handled")
 
-    @consumer.on_conflict("booking.request")
-    async def reused_message_id(event: Envelope[Any]) -> None:
-        cmd: RequestBooking = event.payload  # its sender was verified: tell that portal
+    @consumer.on_conflict(RequestBooking)
+    async def reused_message_id(event: Envelope[RequestBooking]) -> None:
+        cmd = event.payload  # its sender was verified: tell that portal
         await intake.reject_reused_message_id(
             Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
         )
 
-    async def jobseeker(event: Envelope[Any]) -> None:
-        rec: JobseekerRecord = event.payload
+    @on(JobseekerRecord)  # jobseeker.registered and jobseeker.updated
+    async def jobseeker(event: Envelope[JobseekerRecord]) -> None:
+        rec = event.payload
         if rec.office_id not in service.policies:
             raise MessageError("unknown-office", rec.office_id)
         applied = await stores.jobseekers.upsert(rec)
         if not applied:
             log.info("jobseeker record older than the one held: ignored")
 
-    on("jobseeker.registered")(jobseeker)
-    on("jobseeker.updated")(jobseeker)
-
-    @on("device.observed")
-    async def device(event: Envelope[Any]) -> None:
-        obs: ObserveDevice = event.payload  # its sender was verified above
+    @on(ObserveDevice)
+    async def device(event: Envelope[ObserveDevice]) -> None:
+        obs = event.payload  # its sender was verified above
         fields = obs.model_dump(
             include={"booking_id", "user_agent", "ip_address", "device_id", "app_version"}
         )
@@ -100,5 +116,9 @@ def register(
             str(obs.message_id), obs.office_id, [service.runtime.event(payload, obs.office_id, cause=event)]
         )
 
-    for event_type in APPOINTMENT_EVENTS:
-        on(event_type)(service.on_event)
+    # what the scheduler says about a booking
+    on(SlotAssigned)(service.slot_assigned)
+    on(AlternativesHeld)(service.alternatives_held)
+    on(HoldExpired)(service.hold_expired)
+    on(NoticeTimerFired)(service.notice_timer_fired)
+    on(NoShow)(service.no_show)

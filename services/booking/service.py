@@ -20,7 +20,15 @@ from services.booking.locks import KeyedLocks
 from services.booking.refusals import PersonRecord
 from services.booking.store import Conflict, Stores
 from shared.calendar import OfficeCalendar
-from shared.events import Envelope, Payload
+from shared.events import (
+    AlternativesHeld,
+    Envelope,
+    HoldExpired,
+    NoShow,
+    NoticeTimerFired,
+    Payload,
+    SlotAssigned,
+)
 from shared.messaging import TransientError
 from shared.policy import OfficePolicy, Policies
 from shared.runtime import Runtime
@@ -28,6 +36,8 @@ from shared.runtime import Runtime
 log = logging.getLogger(__name__)
 
 Action = Callable[[Booking], list[Payload]]
+#: (booking, now, the office's calendar) -> the events of the change
+FromScheduler = Callable[[Booking, datetime, OfficeCalendar], list[Payload]]
 ATTEMPTS = 8
 T = TypeVar("T")
 
@@ -102,21 +112,33 @@ class BookingService:
 
     # ----------------------------------------------------------------- events from the scheduler
 
-    async def on_event(self, event: Envelope[Any]) -> None:
+    async def slot_assigned(self, event: Envelope[SlotAssigned]) -> None:
         p = event.payload
+        await self._scheduler_says(event, lambda b, now, cal: b.confirm(p.appointment, now, cal))
+
+    async def alternatives_held(self, event: Envelope[AlternativesHeld]) -> None:
+        p = event.payload
+        await self._scheduler_says(
+            event, lambda b, now, cal: b.propose(p.alternatives, p.hold_expires_at, now)
+        )
+
+    async def hold_expired(self, event: Envelope[HoldExpired]) -> None:
+        await self._scheduler_says(event, lambda b, now, cal: b.hold_expired(now))
+
+    async def notice_timer_fired(self, event: Envelope[NoticeTimerFired]) -> None:
+        p = event.payload
+        await self._scheduler_says(event, lambda b, now, cal: b.notice_due(p.appointment_version))
+
+    async def no_show(self, event: Envelope[NoShow]) -> None:
+        p = event.payload
+        await self._scheduler_says(event, lambda b, now, cal: b.no_show(p.appointment_version, now))
+
+    async def _scheduler_says(self, event: Envelope[Any], act: FromScheduler) -> None:
+        """Apply what the scheduler says to its booking, at one `now` and in the office's calendar."""
         now = self.now
         cal = self.calendar(event.office_id)
-        actions: dict[str, Action] = {
-            "appointment.confirmed": lambda b: b.confirm(p.appointment, now, cal),
-            "appointment.recoordination_proposed": lambda b: b.propose(
-                p.alternatives, p.hold_expires_at, now
-            ),
-            "appointment.hold_expired": lambda b: b.hold_expired(now),
-            "appointment.notice_due": lambda b: b.notice_due(p.appointment_version),
-            "appointment.no_show": lambda b: b.no_show(p.appointment_version, now),
-        }
         try:
-            booking = await self.change(p.booking_id, actions[event.type], cause=event)
+            booking = await self.change(event.payload.booking_id, lambda b: act(b, now, cal), cause=event)
         except NotFound as exc:  # our own booking ids only: it may not be visible yet
             raise TransientError(str(exc)) from exc
         if booking.was_no_show:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from services.notifier.delivery import DeliveryService
-from shared.events import Envelope
+from shared.events import (
+    BookingCancelled,
+    BookingConfirmed,
+    BookingNoticeDue,
+    BookingRecoordinationProposed,
+    Envelope,
+    PersonRefused,
+)
 from shared.messaging import Consumer
 
 
@@ -14,5 +21,6 @@ def register(consumer: Consumer, service: DeliveryService) -> None:
         await service.handle(event)
 
     # The bindings of shared/topology.py NOTIFIER; anything else reaching the inbox is parked.
-    for event_type in consumer.queues.events:
-        consumer.on(event_type)(deliver)
+    consumer.on(
+        BookingConfirmed, BookingRecoordinationProposed, BookingNoticeDue, BookingCancelled, PersonRefused
+    )(deliver)

@@ -38,11 +38,11 @@ from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.timing import TimerKind, TimerSpec, appointment_timers, hold_timer
 from shared.events import (
     Alternative,
+    AlternativesHeld,
     Appointment,
-    AppointmentConfirmed,
     BookingRequested,
     Payload,
-    RecoordinationProposed,
+    SlotAssigned,
 )
 from shared.policy import OfficePolicy, Policies
 
@@ -274,7 +274,7 @@ class Coordination:
             "confirmed_by": by,
             "accepted_option": accepted,
         }
-        return Step(fields, [AppointmentConfirmed(booking_id=self.booking_id, appointment=appointment)])
+        return Step(fields, [SlotAssigned(booking_id=self.booking_id, appointment=appointment)])
 
     def propose(
         self, held: Sequence[tuple[str, Slot]], hold_until: datetime, *, by: str, now: datetime
@@ -298,9 +298,7 @@ class Coordination:
             "version": self.version,
             "proposal": {"options": stored, "hold_until": until, "by": by},
         }
-        event = RecoordinationProposed(
-            booking_id=self.booking_id, alternatives=alternatives, hold_expires_at=until
-        )
+        event = AlternativesHeld(booking_id=self.booking_id, alternatives=alternatives, hold_expires_at=until)
         return Step(fields, [event])
 
     def offer(self, slots: Sequence[Slot], policy: OfficePolicy) -> list[tuple[str, Slot]]:

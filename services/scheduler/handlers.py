@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from services.scheduler.answers import Answers
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.domain import Conflict, cancellation
 from services.scheduler.keeper import Keeper
-from shared.events import Envelope
+from shared.events import (
+    AlternativeAccepted,
+    AlternativeDeclined,
+    BookingAttended,
+    BookingCancelled,
+    BookingCompleted,
+    BookingRequested,
+    Envelope,
+)
 from shared.messaging import Consumer, TransientError
 
 
@@ -16,44 +22,44 @@ def register(consumer: Consumer, coordinator: Coordinator, answers: Answers, kee
     ctx = coordinator.ctx
     on = consumer.on
 
-    @on("booking.requested")
-    async def requested(event: Envelope[Any]) -> None:
+    @on(BookingRequested)
+    async def requested(event: Envelope[BookingRequested]) -> None:
         try:
             await coordinator.requested(event)
         except Conflict as exc:  # another replica moved the request: look again shortly
             raise TransientError(str(exc)) from exc
 
-    @on("booking.alternative_accepted")
-    async def accepted(event: Envelope[Any]) -> None:
+    @on(AlternativeAccepted)
+    async def accepted(event: Envelope[AlternativeAccepted]) -> None:
         try:
             await answers.accepted(event, event.payload.option_id)
         except Conflict as exc:
             raise TransientError(str(exc)) from exc
 
-    @on("booking.alternative_declined")
-    async def declined(event: Envelope[Any]) -> None:
+    @on(AlternativeDeclined)
+    async def declined(event: Envelope[AlternativeDeclined]) -> None:
         try:
             await answers.declined(event.payload.booking_id)
         except Conflict as exc:
             raise TransientError(str(exc)) from exc
 
-    @on("booking.cancelled")
-    async def cancelled(event: Envelope[Any]) -> None:
+    @on(BookingCancelled)
+    async def cancelled(event: Envelope[BookingCancelled]) -> None:
         """R07, R08: the slot is free again and every timer of the booking is disarmed."""
         p = event.payload
         step = cancellation(p.reason, event.occurred_at, ctx.clock.now())  # wins over any state: no read
         await ctx.requests.cancel(p.booking_id, event.office_id, step.fields)
         await keeper.tidy(await ctx.requests.get(p.booking_id))
 
-    @on("booking.attended")
-    async def attended(event: Envelope[Any]) -> None:
+    @on(BookingAttended)
+    async def attended(event: Envelope[BookingAttended]) -> None:
         """R08: joined or contacted, so the no-show timer is disarmed."""
         p = event.payload
         await ctx.requests.note(p.booking_id, {"attended_at": p.at, "attended_how": p.how})
         await keeper.disarm_no_show(p.booking_id, reason=f"attended:{p.how}")
 
-    @on("booking.completed")
-    async def completed(event: Envelope[Any]) -> None:
+    @on(BookingCompleted)
+    async def completed(event: Envelope[BookingCompleted]) -> None:
         p = event.payload
         await ctx.requests.note(p.booking_id, {"completed_at": p.ended_at})
         await keeper.disarm_no_show(p.booking_id, reason="completed")

@@ -24,7 +24,7 @@ from services.scheduler.domain import KEEP_PAST, Coordination
 from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
 from services.scheduler.timing import TimerKind
 from shared.clock import Clock
-from shared.events import Envelope, HoldExpired, NoShow, NoticeDue, Payload, new_event
+from shared.events import Envelope, HoldExpired, NoShow, NoticeTimerFired, Payload, new_event
 from shared.mongo import Doc
 from shared.policy import Policies
 
@@ -175,7 +175,9 @@ def _still_needed(timer: Doc, request: Doc | None) -> bool:
 def _payload(timer: Doc, lateness: float) -> Payload:
     bid, version, due = timer["booking_id"], int(timer["version"]), timer["due_at"]
     if timer["kind"] == TimerKind.NOTICE:  # R06
-        return NoticeDue(booking_id=bid, appointment_version=version, due_at=due, lateness_seconds=lateness)
+        return NoticeTimerFired(
+            booking_id=bid, appointment_version=version, due_at=due, lateness_seconds=lateness
+        )
     if timer["kind"] == TimerKind.NO_SHOW:  # R08
         grace = float(timer["data"]["grace_seconds"])
         return NoShow(

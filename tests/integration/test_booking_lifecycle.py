@@ -20,13 +20,13 @@ from shared.clock import JST
 from shared.events import Alternative as Option
 from shared.events import (
     AlternativeDeclined,
+    AlternativesHeld,
     Appointment,
-    AppointmentConfirmed,
     HoldExpired,
     NoShow,
-    NoticeDue,
+    NoticeTimerFired,
     Payload,
-    RecoordinationProposed,
+    SlotAssigned,
     new_event,
 )
 from tests.booking_support import HW, KG, NOW, STAFF_KEY, Harness, running
@@ -74,9 +74,7 @@ async def kg_booking(h: Harness, day: date = TUE, **fields: Any) -> str:
 async def confirmed(
     h: Harness, booking_id: str, office: str = KG, day: date = TUE, hhmm: str = "10:00"
 ) -> None:
-    await scheduler_says(
-        h, AppointmentConfirmed(booking_id=booking_id, appointment=appointment(day, hhmm)), office
-    )
+    await scheduler_says(h, SlotAssigned(booking_id=booking_id, appointment=appointment(day, hhmm)), office)
     await h.status_becomes(booking_id, "confirmed")
 
 
@@ -105,12 +103,8 @@ async def test_r05_confirmation_gives_the_meeting_url_and_the_recipient_once_per
     assert view["appointment"]["meeting_url"].endswith("/1")
     assert view["appointment"]["when"] == "2026年11月24日(火) 10:00〜10:30"
     # the same version again (redelivery or a retried scheduler) changes nothing; a newer one does
-    await scheduler_says(
-        h, AppointmentConfirmed(booking_id=booking_id, appointment=appointment(TUE)), times=2
-    )
-    await scheduler_says(
-        h, AppointmentConfirmed(booking_id=booking_id, appointment=appointment(TUE, "11:00", 2))
-    )
+    await scheduler_says(h, SlotAssigned(booking_id=booking_id, appointment=appointment(TUE)), times=2)
+    await scheduler_says(h, SlotAssigned(booking_id=booking_id, appointment=appointment(TUE, "11:00", 2)))
     await h.events.wait("booking.confirmed", n=2, booking_id=booking_id)
     await h.quiet()
     assert len(h.events.of("booking.confirmed", booking_id=booking_id)) == 2
@@ -131,9 +125,7 @@ async def test_r05_recoordination_accepted_declined_or_left_to_expire(h: Harness
     hold = NOW + timedelta(days=2)
     accepted, declined, lapsed = [await kg_booking(h) for _ in range(3)]
     for b in (accepted, declined, lapsed):
-        await scheduler_says(
-            h, RecoordinationProposed(booking_id=b, alternatives=options, hold_expires_at=hold)
-        )
+        await scheduler_says(h, AlternativesHeld(booking_id=b, alternatives=options, hold_expires_at=hold))
         await h.status_becomes(b, "recoordination_proposed")
     [proposal] = await h.events.wait("booking.recoordination_proposed", booking_id=accepted)
     assert proposal["payload"]["recipient"]["name"] == "釧路 太郎"
@@ -157,7 +149,7 @@ async def test_r05_recoordination_accepted_declined_or_left_to_expire(h: Harness
 async def test_r04_a_confirmation_after_the_hw_deadline_rejects_the_booking(h: Harness) -> None:
     booking_id = await hw_booking(h)
     h.clock.set(datetime(2026, 11, 25, 9, 0, tzinfo=JST))  # Thursday's deadline was Tuesday
-    await scheduler_says(h, AppointmentConfirmed(booking_id=booking_id, appointment=appointment(THU)), HW)
+    await scheduler_says(h, SlotAssigned(booking_id=booking_id, appointment=appointment(THU)), HW)
     view = await h.status_becomes(booking_id, "rejected")
     assert view["rejection"]["rule"] == "R04"
     [cancelled] = await h.events.wait("booking.cancelled", booking_id=booking_id)
@@ -188,9 +180,10 @@ async def test_r06_hw_notice_goes_to_the_current_my_page_address_once_per_versio
 
     await eventually(moved_in, what="My Page address updated")
     due = datetime(2026, 11, 25, 10, 0, tzinfo=JST)
-    await scheduler_says(h, NoticeDue(booking_id=booking_id, appointment_version=0, due_at=due), HW)  # stale
-    await scheduler_says(h, NoticeDue(booking_id=booking_id, appointment_version=1, due_at=due), HW)
-    await scheduler_says(h, NoticeDue(booking_id=booking_id, appointment_version=1, due_at=due), HW)
+    stale = NoticeTimerFired(booking_id=booking_id, appointment_version=0, due_at=due)
+    await scheduler_says(h, stale, HW)
+    await scheduler_says(h, NoticeTimerFired(booking_id=booking_id, appointment_version=1, due_at=due), HW)
+    await scheduler_says(h, NoticeTimerFired(booking_id=booking_id, appointment_version=1, due_at=due), HW)
     [notice] = await h.events.wait("booking.notice_due", booking_id=booking_id)
     assert notice["payload"]["recipient"] == {"name": "港北 花子", "email": "new@mypage.example.jp"}
     await h.quiet()

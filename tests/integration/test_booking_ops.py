@@ -19,7 +19,7 @@ from services.booking import examples
 from services.booking.config import Settings
 from services.booking.ops import ensure_dev_key, import_jobseekers, seal_outboxes
 from shared import topology
-from shared.events import AppointmentConfirmed, BookingConfirmed, Envelope, Recipient, new_event
+from shared.events import BookingConfirmed, Envelope, Recipient, SlotAssigned, new_event
 from shared.store import outbox
 from tests.booking_support import HW, KG, STAFF_KEY, Harness, running
 from tests.integration.test_booking_lifecycle import appointment
@@ -39,7 +39,7 @@ async def test_staff_list_filters_by_status_date_and_phone(h: Harness) -> None:
     kg = h.policy(KG)
     a = (await h.book(KG, examples.kg_form(kg, TUE, h.now, phone="0154-11-2222"))).json()["booking_id"]
     b = (await h.book(KG, examples.kg_form(kg, date(2026, 11, 25), h.now))).json()["booking_id"]
-    event = new_event(AppointmentConfirmed(booking_id=a, appointment=appointment(TUE)), office_id=KG,
+    event = new_event(SlotAssigned(booking_id=a, appointment=appointment(TUE)), office_id=KG,
                       producer="scheduler", clock=h.clock)  # fmt: skip
     await h.publish(event.model_dump(mode="json"), event.type, topology.EVENTS)
     await h.status_becomes(a, "confirmed")

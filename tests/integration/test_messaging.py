@@ -62,7 +62,7 @@ async def test_handled_event_is_marked_and_a_duplicate_is_not_handled_again(
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
     seen: list[str] = []
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         seen.append(str(event.event_id))
 
@@ -86,7 +86,7 @@ async def test_unreadable_message_is_parked_with_its_reason_and_the_consumer_goe
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
     handled: list[str] = []
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         handled.append(event.payload.booking_id)
 
@@ -108,7 +108,7 @@ async def test_transient_failure_is_retried_through_the_delay_queue(
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
     attempts: list[int] = []
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         attempts.append(1)
         if len(attempts) < 2:
@@ -130,7 +130,7 @@ async def test_retries_exhausted_and_domain_errors_are_parked(
 ) -> None:
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         if event.payload.booking_id == "always-down":
             raise TransientError("still down")
@@ -155,7 +155,7 @@ async def test_outbox_relay_publishes_pending_events_once_and_clears_the_flag(
     runtime = Runtime(settings, QUEUES)
     received: list[str] = []
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         received.append(event.payload.booking_id)
 
@@ -347,7 +347,7 @@ async def test_a_handler_cut_off_by_a_dropped_connection_is_handled_again_at_onc
     entered, release, cut = asyncio.Event(), asyncio.Event(), asyncio.Event()
     handled: list[str] = []
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         entered.set()
         try:
@@ -408,7 +408,7 @@ async def test_r12_retried_and_parked_copies_rest_sealed_and_the_service_opens_t
     attempts: list[str] = []
     healthy = asyncio.Event()
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         attempts.append(event.payload.booking_id)
         if not healthy.is_set():
@@ -510,7 +510,7 @@ async def test_a_different_message_with_a_handled_id_is_parked_as_a_conflict_a_c
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
     seen: list[str] = []
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         seen.append(event.payload.booking_id)
 

@@ -19,7 +19,7 @@ async def test_metrics_endpoint_counts_deliveries_and_broker_traffic(
 ) -> None:
     runtime = Runtime(make_settings(ServiceSettings), QUEUES)
 
-    @runtime.consumer.on("booking.attended")
+    @runtime.consumer.on(BookingAttended)
     async def handle(event: Envelope[Any]) -> None:
         return None
 

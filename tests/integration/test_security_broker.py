@@ -114,7 +114,7 @@ async def test_r12_service_user_declares_its_topology_consumes_publishes_retries
     runtime = Runtime(make_settings(ServiceSettings, amqp_url=bare_users.url(service)), q)
     attempts: Counter[str] = Counter()
 
-    @runtime.consumer.on("*")
+    @runtime.consumer.on_any()
     async def handle(event: Envelope[Any]) -> None:
         rid = event.payload.request_id
         attempts[rid] += 1

@@ -167,7 +167,7 @@ async def test_r12_amqps_with_a_private_ca_in_the_url(
         runtime = Runtime(make_settings(ServiceSettings, amqp_url=f"{base}?cafile={pki.ca}"), queues)
         seen: list[str] = []
 
-        @runtime.consumer.on("access.logged")
+        @runtime.consumer.on(AccessLogged)
         async def handle(event: Envelope[Any]) -> None:
             seen.append(event.payload.request_id)
 

@@ -12,7 +12,8 @@ from cryptography.exceptions import InvalidTag
 from pydantic import ValidationError
 
 from services.booking.crypto import Vault, VaultError
-from shared.commands import BookingForm, RequestBooking, booking_id_for, form_errors, parse_message
+from services.booking.handlers import parse_message
+from shared.commands import BookingForm, RequestBooking, booking_id_for, form_errors
 from shared.events import InvalidEvent, MessageError
 from shared.topology import EVENTS, INTAKE
 

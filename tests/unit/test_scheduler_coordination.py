@@ -28,7 +28,7 @@ from services.scheduler.meeting import create_room
 from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.timing import TimerKind
 from shared.clock import JST
-from shared.events import AppointmentConfirmed, BookingRequested, RecoordinationProposed, TimeWindow
+from shared.events import AlternativesHeld, BookingRequested, SlotAssigned, TimeWindow
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy, Policies
 
@@ -104,7 +104,7 @@ def test_r05_r16_confirming_the_earliest_slot_is_version_1_with_its_event_cells_
     c, _ = opened()
     step = confirm(c, jst(2026, 11, 30, 9, 0))
     (event,) = step.events
-    assert isinstance(event, AppointmentConfirmed)
+    assert isinstance(event, SlotAssigned)
     a = event.appointment
     assert (a.counsellor_id, a.start, a.version, a.app) == (
         "hw-one",
@@ -134,7 +134,7 @@ def test_r05_staff_move_a_confirmed_appointment_as_the_next_version() -> None:
     c = in_state(Status.CONFIRMED)
     step = confirm(c, jst(2026, 11, 30, 15, 0), by="staff:kg-desk")
     (event,) = step.events
-    assert isinstance(event, AppointmentConfirmed) and event.appointment.version == 2
+    assert isinstance(event, SlotAssigned) and event.appointment.version == 2
     assert step.fields["confirmed_by"] == "staff:kg-desk"
     assert c.upkeep(POLICIES, NOW).disarm_below == 2
     with pytest.raises(IllegalTransition, match="the request is confirmed"):
@@ -148,7 +148,7 @@ def test_r05_no_free_slot_holds_alternatives_until_the_hold_ends() -> None:
     c, _ = opened()
     step = propose(c, 1, 2, 3)
     (event,) = step.events
-    assert isinstance(event, RecoordinationProposed)
+    assert isinstance(event, AlternativesHeld)
     assert [a.option_id for a in event.alternatives] == ["1-1", "1-2", "1-3"]
     assert event.hold_expires_at == NOW + timedelta(days=2)
     assert (step.fields["status"], step.fields["version"], step.fields["proposal"]["by"]) == (
@@ -176,7 +176,7 @@ def test_r05_nothing_to_offer_leaves_the_request_to_staff() -> None:
     c, _ = opened()
     step = propose(c)
     (event,) = step.events
-    assert isinstance(event, RecoordinationProposed) and c.status is Status.NEEDS_STAFF
+    assert isinstance(event, AlternativesHeld) and c.status is Status.NEEDS_STAFF
     assert event.alternatives == [] and event.hold_expires_at == NOW  # "the office will coordinate"
     assert c.upkeep(POLICIES, NOW).keep_cells == () and c.upkeep(POLICIES, NOW).disarm == "needs_staff"
 
