@@ -79,6 +79,9 @@ class TimerWheel:
         self.takeover_read_timeout = self._read_bound = takeover_read_timeout
         self.leader = False
         self.armed: set[str] = set()
+        # timers being fired now: a tick and an APScheduler job both find a timer due at its due
+        # time, and only one of them may run it (the other's resolve would be refused anyway)
+        self.firing: set[str] = set()
         self.index = DueIndex()
         self.stats: dict[str, Any] = {
             "takeovers": 0,
@@ -300,7 +303,17 @@ class TimerWheel:
             await self._fire(timer_id)  # if it cannot fire now, a tick finds it due
 
     async def _fire(self, timer_id: str) -> bool:
-        """Fire one known timer, read back by `_id`; False if it is still to fire."""
+        """Fire one known timer, read back by `_id`; False if it is still to fire (or being fired
+        by the other path: the tick looks again and finds it fired or still due)."""
+        if timer_id in self.firing:
+            return False
+        self.firing.add(timer_id)
+        try:
+            return await self._fire_now(timer_id)
+        finally:
+            self.firing.discard(timer_id)
+
+    async def _fire_now(self, timer_id: str) -> bool:
         doc = await self.timers.get(timer_id)
         if doc is None or doc["status"] != PENDING:
             self._disarm(timer_id)  # fired or cancelled meanwhile (by any replica)

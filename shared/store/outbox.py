@@ -284,7 +284,8 @@ async def announce(collection: AsyncCollection[Doc], doc_id: Any, events: Sequen
 
     Called by the writer before its insert or update, so a crash after the write loses nothing: the
     relay publishes the events once it sees them in the document, and drops a marker whose events
-    never arrive (the write failed or lost a race) after its grace period.
+    never arrive after its grace period (the writer crashed between the two; a writer whose write
+    was refused `withdraw`s its marker).
     """
     if not events:
         return
@@ -293,6 +294,23 @@ async def announce(collection: AsyncCollection[Doc], doc_id: Any, events: Sequen
         await pending_markers(collection).insert_one(
             {"_id": f"{doc_id}|{ids[0]}", "doc": doc_id, "events": ids, "at": time.time()}
         )
+
+
+async def withdraw(collection: AsyncCollection[Doc], doc_id: Any, events: Sequence[Envelope[Any]]) -> bool:
+    """After a write announced with `events` was refused (a unique insert or a revision check lost
+    its race): drop its marker at once, rather than leave the relay waiting out the grace period
+    for events that will never arrive. Returns whether the marker went.
+
+    The document is read first: if the events are in it after all (a retry of a write that had
+    landed), the marker stays and the relay publishes them."""
+    if not events:
+        return False
+    ids = [str(e.event_id) for e in events]
+    doc = await collection.find_one({"_id": doc_id}, {"outbox": 1})
+    if any(str(raw.get("event_id")) == ids[0] for raw in (doc or {}).get("outbox", [])):
+        return False
+    deleted = await pending_markers(collection).delete_one({"_id": f"{doc_id}|{ids[0]}"})
+    return deleted.deleted_count == 1
 
 
 class MarkedRelay(OutboxRelay):
@@ -308,8 +326,8 @@ class MarkedRelay(OutboxRelay):
     backlog.
 
     A marker is settled when all its events are in the document and published; one whose events
-    never appear (the write failed, a conditional update lost its race) is dropped after
-    `grace_seconds`. Documents of one aggregate (`<id>:<version>`, e.g. versioned changes) are
+    never appear is dropped after `grace_seconds` (its writer crashed; one whose write lost a race
+    withdrew it). Documents of one aggregate (`<id>:<version>`, e.g. versioned changes) are
     published one after another in id order; a marker whose document does not exist yet (its writer
     is between `announce` and the insert) holds back the later ones of its aggregate.
     """

@@ -54,6 +54,7 @@ class VersionedStore:
         try:
             await self.changes.insert_one({**doc, **outbox.new_document_fields(events, sealer=self.sealer)})
         except DuplicateKeyError as exc:
+            await outbox.withdraw(self.changes, cid, events)
             raise Conflict(cid) from exc
         if events:
             self.on_write(cid)

@@ -22,6 +22,7 @@ from shared.runtime import Runtime
 from shared.sealing import SealError, SecretSealer
 from shared.settings import ServiceSettings
 from shared.store import outbox
+from shared.store.versioned import Conflict, VersionedStore
 from tests import support
 from tests.support import eventually
 
@@ -310,9 +311,37 @@ async def test_marked_relay_leaves_a_changing_document_to_its_writer_and_loses_n
 
         await eventually(settled_but_the_lost_one, what="every marker settled but the lost write's")
         assert await relay.backlog() == 1  # only the lost write's marker, until its grace period
+        assert await outbox.withdraw(things, "a", lost)  # its writer knows it lost: gone at once
+        assert await relay.backlog() == 0
+        landed = [_event(runtime, "e20")]  # a write reported refused that had in fact landed
+        await outbox.announce(things, "a", landed)
+        await things.update_one({"_id": "a"}, outbox.merge({"$inc": {"rev": 1}}, landed))
+        assert not await outbox.withdraw(things, "a", landed)  # its events are in the document
+        relay.poke("a")
+        await _tap_until(tap, got, 21, "the landed write's event published")
+        await eventually(lambda: _backlog_is(relay, 0), what="the landed write's marker settled")
         await relay.drain_once()  # a further round: whatever it published is in the tap (confirmed)
         await _drain_tap(tap, got)
-    assert got == [f"e{i}" for i in range(20)]  # in order, once each
+    assert got == [f"e{i}" for i in range(21)]  # in order, once each
+
+
+async def _backlog_is(relay: outbox.OutboxRelay, n: int) -> bool:
+    return await relay.backlog() == n
+
+
+async def test_a_versioned_commit_that_loses_its_version_leaves_no_marker_behind(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    """Two writers of one aggregate's next version: one wins, the other gets Conflict and takes its
+    marker back, so the relay has nothing to wait out (a quiet check no longer waits 300 s)."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    store = VersionedStore(runtime.db["heads"], runtime.db["changes"])
+    winner, loser = [_event(runtime, "won")], [_event(runtime, "lost")]
+    await store.commit("agg", 1, {"n": 1}, winner)
+    with pytest.raises(Conflict):
+        await store.commit("agg", 1, {"n": 2}, loser)
+    markers = await outbox.pending_markers(runtime.db["changes"]).find({}).to_list()
+    assert [m["events"] for m in markers] == [[str(winner[0].event_id)]]
 
 
 async def test_marked_relay_adopts_documents_a_flag_based_relay_left_unsent_once(

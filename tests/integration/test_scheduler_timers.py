@@ -16,8 +16,10 @@ from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, 
 from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TakeOverStalled, TimerWheel
 from shared.clock import FixedClock
+from shared.events import BookingAttended, new_event
 from shared.mongo import connect
 from shared.policy import Policies
+from shared.store.outbox import pending_markers
 from tests.integration.scheduler_helpers import DEMO_OFFICES, HW, ROOT, jst
 from tests.support import MONGODB_URL, CommandShapes, eventually
 
@@ -116,6 +118,38 @@ async def test_a_timer_fires_once_however_many_replicas_try(db: Any) -> None:
     assert outcome["outbox"][0]["type"] == "appointment.no_show" and outcome["lateness_seconds"] == 60.0
     timer = await contexts[0].timers.get("b-race:no_show:v1")  # the timer with its outcome
     assert timer["status"] == "fired" and timer["event_id"] == outcome["event_id"]
+    # the nine refused took their markers back: the relay has only the winner's event to settle
+    # (a left marker kept the backlog up for its 300 s grace, and a quiet check timed out)
+    markers = await db["timer_outcomes_pending"].find({}).to_list()
+    assert [m["events"] for m in markers] == [[outcome["event_id"]]]
+
+
+async def test_a_timer_due_to_a_tick_and_to_its_job_at_once_is_run_by_one_of_them(db: Any) -> None:
+    """At its due time a timer is both in the tick's due list and an APScheduler job: one runs it."""
+    clock = FixedClock(NOW)
+    ctx = _context(db, clock, "r")
+    await _confirmed(ctx, "b-both", NOW)
+    clock.advance(timedelta(minutes=11))
+    keeper, runs, release = Keeper(ctx), [], asyncio.Event()
+
+    async def on_due(doc: dict[str, Any]) -> bool:
+        runs.append(doc["_id"])
+        if len(runs) == 1:
+            await release.wait()  # the job's run is under way while the tick looks
+        return await keeper.fire(doc)
+
+    wheel = _wheel(ctx, keeper)
+    wheel.on_due = on_due
+    wheel.leader = True
+    wheel.index.add("b-both:no_show:v1", NOW + timedelta(minutes=10))
+    job = asyncio.create_task(wheel._job("b-both:no_show:v1"))
+    await eventually(lambda: _true(bool(runs)), what="the job running the timer")
+    await wheel.fire_due()  # the tick finds it due too
+    release.set()
+    await job
+    assert runs == ["b-both:no_show:v1"]
+    await wheel.fire_due()  # the tick that stood aside looks again: fired, forgotten
+    assert "b-both:no_show:v1" not in wheel.index and runs == ["b-both:no_show:v1"]
 
 
 async def test_r08_a_stale_timer_is_cancelled_not_fired(db: Any) -> None:
@@ -244,6 +278,24 @@ async def test_a_timer_armed_by_a_non_leader_is_fired_by_the_leader_via_the_feed
     finally:
         for w in (wa, wb):
             await w.stop()
+
+
+async def test_a_request_update_that_loses_its_revision_takes_its_marker_back(db: Any) -> None:
+    clock = FixedClock(NOW)
+    ctx = _context(db, clock, "r")
+    await _confirmed(ctx, "b-rev", NOW)
+    read = await ctx.requests.get("b-rev")
+    assert read is not None
+    won = new_event(
+        BookingAttended(booking_id="b-rev", how="joined", at=NOW), office_id=HW, producer="t", clock=clock
+    )
+    lost = new_event(
+        BookingAttended(booking_id="b-rev", how="contacted", at=NOW), office_id=HW, producer="t", clock=clock
+    )
+    assert await ctx.requests.update(read, {"note": "first"}, [won])
+    assert not await ctx.requests.update(read, {"note": "second"}, [lost])  # read before the first
+    markers = await pending_markers(ctx.requests.collection).find({}).to_list()
+    assert [m["events"] for m in markers] == [[str(won.event_id)]]
 
 
 async def _true(value: bool) -> bool:

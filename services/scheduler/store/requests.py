@@ -63,7 +63,9 @@ class RequestStore:
         changed = await update_if(
             self.collection, doc["_id"], {"rev": doc["rev"]}, outbox.merge(change, list(events))
         )
-        if changed and events:
+        if not changed:
+            await outbox.withdraw(self.collection, doc["_id"], events)
+        elif events:
             self.on_write(doc["_id"])
         return changed
 

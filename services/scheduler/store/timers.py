@@ -137,7 +137,8 @@ class TimerStore:
             await self.outcomes.insert_one(
                 {"_id": timer_id, "outcome": outcome, **fields, **outbox.new_document_fields(events)}
             )
-        except DuplicateKeyError:
+        except DuplicateKeyError:  # resolved already (fired or cancelled, by this replica or another)
+            await outbox.withdraw(self.outcomes, timer_id, events)
             return False
         return True
 
