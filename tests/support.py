@@ -349,11 +349,18 @@ async def process_quiet(
         backlog = [v for (name, _), v in m.items() if name == "consult_outbox_backlog"]
         return all(v == 0 for v in backlog) and (also is None or also(m))
 
+    seen: dict[Any, float] = {}
+
     async def ready() -> tuple[dict[Any, float]] | None:
         m = await metrics_of(base_url)
+        seen.clear()
+        seen.update({labels: v for (name, labels), v in m.items() if name == "consult_outbox_backlog" and v})
         return (passes(m),) if idle(m) else None  # a tuple: truthy even for a service without relays
 
-    (begun,) = await eventually(ready, timeout=timeout, what=f"{base_url}: nothing left to do or publish")
+    try:
+        (begun,) = await eventually(ready, timeout=timeout, what=f"{base_url}: nothing left to do or publish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; outbox backlogs at the last look: {seen or 'none'}") from None
 
     async def passed() -> bool:
         m = await metrics_of(base_url)
