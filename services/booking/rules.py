@@ -166,7 +166,8 @@ def lead_time_refusal(
 def eligibility_refusal(
     policy: OfficePolicy, form: BookingForm, jobseeker: RegisteredJobseeker | None
 ) -> RuleViolation | None:
-    """R03 (HW): registered at this office, My Page opened, and the registered phone (R02)."""
+    """R03 (HW): registered at this office with My Page opened; then R02: the phone given is the one
+    registered with the job-seeker record (HW 第6条(2): a changed number is reported to the office)."""
     rules = policy.eligibility
     if not rules.requires_jobseeker_registration:
         return None
@@ -176,7 +177,7 @@ def eligibility_refusal(
         return RuleViolation("R03", "the job-seeker My Page has not been opened", field="jobseeker_number")
     if rules.phone_must_match_registration and form.phone != jobseeker.phone:
         return RuleViolation(
-            "R03",
+            "R02",
             "the phone differs from the one registered with the job seeker; report the change to the office",
             field="phone",
             phone=policy.phone,

@@ -199,7 +199,7 @@ async def test_r03_hw_needs_a_registered_job_seeker_with_my_page_and_the_registe
     no_mypage = await answer("12345-00000002", "090-2222-3333")
     assert (no_mypage["rule"], "My Page" in no_mypage["message"]) == ("R03", True)
     other_phone = await answer("12345-00000003", "090-9999-9999")
-    assert (other_phone["rule"], other_phone["field"]) == ("R03", "phone")
+    assert (other_phone["rule"], other_phone["field"]) == ("R02", "phone")  # the registered phone
     ok = await answer("12345-00000003", "09033334444")
     assert ok["http"] == 202
     staff_view = await h.get(ok["booking_id"], STAFF_KEY)
