@@ -213,6 +213,11 @@ class OfficePolicy(Strict):
     notice: NoticePolicy
     cancellation: CancellationPolicy
     no_show_grace: timedelta = Field(timedelta(minutes=10), description="R08")
+    identity_check: bool = Field(
+        False,
+        description="R02: staff confirm at the session that the person is who booked (KG 第4条(1)); "
+        "a consultation is completed only after staff recorded it",
+    )
     refusal: RefusalPolicy = RefusalPolicy()
     meeting: list[MeetingConfig] = Field(min_length=1, description="R16; the first is the default")
     terms: list[TermsVersion] = Field(min_length=1)

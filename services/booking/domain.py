@@ -122,6 +122,16 @@ class Attendance:
 
 
 @dataclass
+class IdentityCheck:
+    """Staff confirmed (or could not confirm) at the session that the person is who booked (KG 第4条(1))."""
+
+    method: Literal["name_and_contact", "photo_id", "jobseeker_card", "other"]
+    confirmed: bool
+    at: datetime
+    recorded_by: str
+
+
+@dataclass
 class Cancellation:
     reason: Literal["person", "staff", "no_show", "refused", "rejected"]
     at: datetime
@@ -159,6 +169,7 @@ class Booking:
     alternatives: list[Alternative] = field(default_factory=list)
     hold_expires_at: datetime | None = None
     attendance: Attendance | None = None
+    identity_check: IdentityCheck | None = None
     cancellation: Cancellation | None = None
     completion: Window | None = None
     rejection: dict[str, str] | None = None
@@ -374,9 +385,38 @@ class Booking:
         self.cancellation = Cancellation("no_show", now, None, "system", "R08")
         return [self._cancelled()]
 
-    def complete(self, started_at: datetime, ended_at: datetime, now: datetime) -> list[Payload]:
+    def check_identity(
+        self,
+        method: Literal["name_and_contact", "photo_id", "jobseeker_card", "other"],
+        confirmed: bool,
+        at: datetime,
+        now: datetime,
+        recorded_by: str,
+    ) -> list[Payload]:
+        """At the start of the session staff confirm the person's identity (KG 第4条(1), R02): once
+        the person has joined (attendance recorded), between the attendance and now. A later check
+        replaces an earlier one (an unconfirmed identity confirmed after all)."""
+        if self.status != S.ATTENDED or self.attendance is None:
+            raise IllegalTransition(self.status, "identity checked")
+        if at > now + timedelta(minutes=1) or at < self.attendance.at - timedelta(minutes=1):
+            raise RuleViolation("R02", "the identity is checked between the attendance and now", field="at")
+        self.identity_check = IdentityCheck(method, confirmed, at, recorded_by)
+        self.updated_at = now
+        result = "confirmed" if confirmed else "not confirmed"
+        self.history.append(Change(self.status, now, f"identity {result} ({method})"))
+        return []
+
+    def complete(
+        self, started_at: datetime, ended_at: datetime, now: datetime, *, identity_required: bool = False
+    ) -> list[Payload]:
+        """The consultation took place (R10). Where the office confirms identity at the session
+        (KG 第4条(1)), only after staff recorded that they did."""
         if self.status != S.ATTENDED:
             raise IllegalTransition(self.status, "completed")
+        if identity_required and not (self.identity_check and self.identity_check.confirmed):
+            raise RuleViolation(
+                "R02", "the person's identity was not confirmed at the session", field="identity_check"
+            )
         if ended_at <= started_at or ended_at > now + timedelta(minutes=1) or started_at < self.created_at:
             raise RuleViolation("R10", "the usage window lies between the booking and now, start before end")
         self._move(S.COMPLETED, now)

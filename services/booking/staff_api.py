@@ -1,4 +1,5 @@
-"""HTTP for office staff and the meeting side: the booking list, attendance (R08), completion (R10),
+"""HTTP for office staff and the meeting side: the booking list, attendance (R08), the identity check
+(R02, KG 第4条(1)), completion (R10),
 refusing (R13) and lifting refusals (R09/R13). Staff keys are per office."""
 
 from datetime import date, datetime, time, timedelta
@@ -23,6 +24,15 @@ class AttendanceIn(CleanText):
     at: AwareDatetime | None = Field(
         None, description="when; default now. After start + grace is too late (R08)"
     )
+
+
+class IdentityCheckIn(CleanText):
+    method: Literal["name_and_contact", "photo_id", "jobseeker_card", "other"] = Field(
+        description="how staff confirmed it: the booked name and contact details asked back, an ID "
+        "document shown on camera, the job-seeker card, or otherwise"
+    )
+    confirmed: bool = Field(True, description="false: the identity could not be confirmed")
+    at: AwareDatetime | None = Field(None, description="when; default now")
 
 
 class CompletionIn(CleanText):
@@ -95,13 +105,30 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         return views.staff_view(b)
 
     @api.post(
+        "/bookings/{booking_id}/identity-check",
+        summary="The person's identity confirmed at the start of the session (KG 第4条(1), R02)",
+        **views.shows(views.StaffView),
+    )
+    async def identity_check(
+        booking_id: str, booking: StaffBooking, cred: Caller, body: IdentityCheckIn
+    ) -> dict[str, Any]:
+        now = service.now
+        b = await service.change(
+            booking_id,
+            lambda b: b.check_identity(body.method, body.confirmed, body.at or now, now, cred.subject),
+        )
+        return views.staff_view(b)
+
+    @api.post(
         "/bookings/{booking_id}/completion",
         summary="The consultation took place: its usage window (R10)",
         **views.shows(views.StaffView),
     )
     async def completion(booking_id: str, booking: StaffBooking, body: CompletionIn) -> dict[str, Any]:
+        required = service.policy(booking.office_id).identity_check
         b = await service.change(
-            booking_id, lambda b: b.complete(body.started_at, body.ended_at, service.now)
+            booking_id,
+            lambda b: b.complete(body.started_at, body.ended_at, service.now, identity_required=required),
         )
         return views.staff_view(b)
 

@@ -92,6 +92,9 @@ class StaffView(PortalView):
     attendance: dict[str, str] | None = Field(
         description="how and when the person joined or was reached (R08)"
     )
+    identity_check: dict[str, Any] | None = Field(
+        None, description="method, confirmed, at, recorded_by: the identity check at the session (R02)"
+    )
     completion: dict[str, str] | None = Field(description="the usage window: started_at, ended_at (R10)")
     history: list[HistoryEntry]
     version: int
@@ -177,6 +180,9 @@ def staff_view(b: Booking) -> dict[str, Any]:
         person_key=b.person_key,
         appointment_record=appt.model_dump(mode="json") if appt else None,
         attendance={k: _iso(v) for k, v in asdict(b.attendance).items()} if b.attendance else None,
+        identity_check={k: _iso(v) for k, v in asdict(b.identity_check).items()}
+        if b.identity_check
+        else None,
         completion={"started_at": _iso(b.completion.start), "ended_at": _iso(b.completion.end)}
         if b.completion
         else None,

@@ -61,6 +61,10 @@ ROUTES: dict[Route, tuple[str, dict[str, Any]]] = {
         BOOKING_STAFF_KEY,
         {"how": "joined", "at": ISO},
     ),
+    ("booking", "POST", "/v1/bookings/{booking_id}/identity-check"): (
+        BOOKING_STAFF_KEY,
+        {"method": "name_and_contact", "confirmed": True, "at": ISO},
+    ),
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): (
         BOOKING_STAFF_KEY,
         {"started_at": ISO, "ended_at": ISO},

@@ -134,6 +134,7 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("booking", "GET", "/v1/offices/{office_id}"): (PUBLIC, frozenset()),
     ("booking", "GET", "/v1/offices/{office_id}/bookings"): (BOOKING_STAFF, frozenset()),
     ("booking", "POST", "/v1/bookings/{booking_id}/attendance"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
+    ("booking", "POST", "/v1/bookings/{booking_id}/identity-check"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "GET", "/v1/offices/{office_id}/refusals"): (BOOKING_STAFF, frozenset()),
@@ -173,6 +174,7 @@ ISO = "2030-01-07T10:00:00+09:00"
 VALID_BODIES: dict[Route, dict[str, Any]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/cancellations"): {"channel": "portal"},
     ("booking", "POST", "/v1/bookings/{booking_id}/attendance"): {"how": "joined"},
+    ("booking", "POST", "/v1/bookings/{booking_id}/identity-check"): {"method": "photo_id"},
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): {"started_at": ISO, "ended_at": ISO},
     ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): {"reason": "role matrix test"},
 }

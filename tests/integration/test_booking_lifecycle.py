@@ -258,11 +258,13 @@ async def test_r08_joining_or_contacting_in_time_stops_the_no_show(h: Harness) -
     assert (await h.get(joined, STAFF_KEY))["status"] == "attended"  # booking is the authority
 
     h.clock.set(datetime(2026, 11, 24, 10, 40, tzinfo=JST))
-    r = await h.staff(
-        "POST",
-        f"/v1/bookings/{joined}/completion",
-        json={"started_at": "2026-11-24T10:04:00+09:00", "ended_at": "2026-11-24T10:31:00+09:00"},
-    )
+    usage = {"started_at": "2026-11-24T10:04:00+09:00", "ended_at": "2026-11-24T10:31:00+09:00"}
+    r = await h.staff("POST", f"/v1/bookings/{joined}/completion", json=usage)
+    assert (r.status_code, r.json()["rule"], r.json()["field"]) == (409, "R02", "identity_check")  # KG 4(1)
+    check = {"method": "name_and_contact", "at": "2026-11-24T10:05:00+09:00"}
+    r = await h.staff("POST", f"/v1/bookings/{joined}/identity-check", json=check)
+    assert r.json()["identity_check"]["confirmed"] is True, r.text
+    r = await h.staff("POST", f"/v1/bookings/{joined}/completion", json=usage)
     assert r.json()["status"] == "completed"
     [done] = await h.events.wait("booking.completed", booking_id=joined)
     assert done["payload"]["ended_at"] == "2026-11-24T01:31:00Z"

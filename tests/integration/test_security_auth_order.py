@@ -52,6 +52,7 @@ async def test_wrong_caller_with_a_bad_body_is_refused_not_validated(h: Harness,
     body = BAD_BODIES[bad]
     routes = [
         ("POST", f"/v1/bookings/{booking_id}/attendance"),
+        ("POST", f"/v1/bookings/{booking_id}/identity-check"),
         ("POST", f"/v1/bookings/{booking_id}/completion"),
         ("POST", f"/v1/bookings/{booking_id}/refusal"),
         ("POST", f"/v1/bookings/{booking_id}/cancellations"),

@@ -173,6 +173,31 @@ def test_r08_attendance_before_the_mark_stops_the_no_show() -> None:
     assert done.TYPE == "booking.completed" and b.status == Status.COMPLETED
 
 
+def test_r02_where_the_office_confirms_identity_a_session_completes_only_after_staff_did() -> None:
+    """KG 第4条(1): 相談の際、御本人であることを確認させていただきます."""
+    assert KG.identity_check and not HW.identity_check
+    b = confirmed()
+    with pytest.raises(IllegalTransition):  # not joined yet: nobody to check
+        b.check_identity("photo_id", True, at(TUE, 10, 1), at(TUE, 10, 2), "s")
+    b.attend("joined", at(TUE, 10, 2), at(TUE, 10, 2), "s", GRACE)
+    with pytest.raises(RuleViolation, match="R02"):
+        b.complete(at(TUE, 10, 2), at(TUE, 10, 30), at(TUE, 10, 31), identity_required=True)
+    b.check_identity("name_and_contact", False, at(TUE, 10, 3), at(TUE, 10, 3), "s")  # could not, yet
+    with pytest.raises(RuleViolation, match="R02") as refused:
+        b.complete(at(TUE, 10, 2), at(TUE, 10, 30), at(TUE, 10, 31), identity_required=True)
+    assert refused.value.field == "identity_check"
+    with pytest.raises(RuleViolation, match="R02"):  # before the person joined
+        b.check_identity("photo_id", True, at(TUE, 9, 50), at(TUE, 10, 4), "s")
+    b.check_identity("photo_id", True, at(TUE, 10, 4), at(TUE, 10, 4), "staff-kg")
+    assert b.identity_check is not None and b.identity_check.recorded_by == "staff-kg"
+    assert [c.note for c in b.history[-2:]] == [
+        "identity not confirmed (name_and_contact)",
+        "identity confirmed (photo_id)",
+    ]
+    [done] = b.complete(at(TUE, 10, 2), at(TUE, 10, 30), at(TUE, 10, 31), identity_required=True)
+    assert done.TYPE == "booking.completed"
+
+
 def test_r08_no_show_cancels_unless_stale() -> None:
     b = confirmed()
     assert b.no_show(2, at(TUE, 10, 10)) == []  # a timer for another appointment version
