@@ -206,6 +206,11 @@ class OfficePolicy(Strict):
     phone: str
     email: str | None = None
     address: str
+    contact_example: bool = Field(
+        False,
+        description="the phone, email and address are examples, not the office's published ones: "
+        "fine for development and tests, refused in prod",
+    )
     max_minutes: int = Field(30, ge=1, le=30, description="R01: at most 30 minutes")
     form: list[FormField] = Field(description="R02: required booking fields")
     eligibility: Eligibility = Eligibility()
@@ -246,6 +251,15 @@ class OfficePolicy(Strict):
         timedelta(days=2), description="R05: how long proposed alternative times stay held"
     )
     max_alternatives: int = 3
+
+    def example_details(self) -> list[str]:
+        """What in this policy is an example rather than the office's own (refused in prod): the
+        contact details if marked so, and any address on a domain reserved for examples (RFC 2606)."""
+        found = ["phone, email and address (contact_example: true)"] if self.contact_example else []
+        if self.email and _reserved_host(self.email.rpartition("@")[2]):
+            found.append(f"email {self.email}")
+        found += [f"meeting base_url {m.base_url}" for m in self.meeting if _reserved_host(_host(m.base_url))]
+        return found
 
     @field_validator("terms")
     @classmethod
@@ -312,6 +326,18 @@ def load_file(path: Path) -> OfficePolicy:
     if policy.office_id != path.stem:
         raise PolicyError(f"{path}: office_id {policy.office_id!r} must match the file name")
     return policy
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+
+
+def _reserved_host(host: str) -> bool:
+    """RFC 2606 / 6761 names for examples and tests."""
+    host = host.lower().rstrip(".")
+    labels = host.split(".")
+    reserved_sld = {"example.com", "example.net", "example.org"}
+    return labels[-1] in {"example", "invalid", "test", "localhost"} or ".".join(labels[-2:]) in reserved_sld
 
 
 class Policies:

@@ -73,7 +73,15 @@ class ServiceSettings(BaseSettings):
     def policies(self) -> Policies:
         """Every office's validated policy (loaded once per set of directories)."""
         extra = (self.extra_offices_dir,) if self.extra_offices_dir else ()
-        return load_policies(self.offices_dir, extra)
+        policies = load_policies(self.offices_dir, extra)
+        if self.environment == "prod":
+            examples = {office: policies[office].example_details() for office in policies.ids()}
+            if named := {office: found for office, found in examples.items() if found}:
+                raise ValueError(
+                    "office policies hold examples, not the offices' published details; set them "
+                    f"before running with ENVIRONMENT=prod: {named}"
+                )
+        return policies
 
     def database(self, name: str) -> str:
         """The database name for this service, isolated by prefix in tests."""

@@ -126,3 +126,26 @@ def test_the_file_name_is_the_office_id(tmp_path: Path) -> None:
     shutil.copy(OFFICES / "kushiro-gyosei.yaml", tmp_path / "kushiro.yaml")
     with pytest.raises(PolicyError, match="must match the file name"):
         load_file(tmp_path / "kushiro.yaml")
+
+
+def test_prod_refuses_to_start_with_example_contact_details(tmp_path: Path) -> None:
+    """The shipped offices' phone numbers and emails are examples (the seeds publish none): fine in
+    development, refused with ENVIRONMENT=prod until the office sets its own."""
+    from shared.settings import ServiceSettings
+
+    prod = {"environment": "prod", "secret_key": "a-real-secret-0123456789", "amqp_url": "amqp://s:pw@mq/"}
+    with pytest.raises(ValueError, match="kushiro-gyosei") as refused:
+        ServiceSettings(**prod).policies()  # type: ignore[arg-type]
+    assert "kohoku-hellowork" in str(refused.value) and "contact_example" in str(refused.value)
+    assert ServiceSettings().policies()["kushiro-gyosei"].contact_example  # development: loads
+
+    own = yaml.safe_load((OFFICES / "kushiro-gyosei.yaml").read_text(encoding="utf-8"))
+    own |= {"contact_example": False, "phone": "0154-23-0000", "email": "soudan@kushiro.example.org"}
+    (tmp_path / "kushiro-gyosei.yaml").write_text(yaml.safe_dump(own, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"email soudan@kushiro\.example\.org"):  # RFC 2606: still an example
+        ServiceSettings(**prod, offices_dir=tmp_path).policies()  # type: ignore[arg-type]
+    own["email"] = "soudan@kushiro-gyosei.go.jp"
+    published = tmp_path / "published"  # another folder: policies are loaded once per folder
+    published.mkdir()
+    (published / "kushiro-gyosei.yaml").write_text(yaml.safe_dump(own, allow_unicode=True), encoding="utf-8")
+    assert ServiceSettings(**prod, offices_dir=published).policies().ids() == ["kushiro-gyosei"]  # type: ignore[arg-type]
