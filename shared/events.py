@@ -185,6 +185,11 @@ class Appointment(Contract):
     meeting_url: str = Field(description="join URL in the office's meeting app (R16)")
     app: str = Field(description="meeting app: teams, skype-for-business or teleoffice (R16)")
     version: int = Field(1, description="appointment version; a re-coordination increments it")
+    late_reason: str | None = Field(
+        None,
+        description="R04: staff confirmed it later than the office's deadline, for this recorded reason "
+        "(HW 第6条(1) 原則として); None: within the deadline. Only staff can; a portal never can",
+    )
 
 
 class Alternative(Contract):

@@ -215,6 +215,11 @@ class OfficePolicy(Strict):
     form: list[FormField] = Field(description="R02: required booking fields")
     eligibility: Eligibility = Eligibility()
     lead_time_open_days: int = Field(0, ge=0, description="R04: HW 2, KG none")
+    lead_time_exception: bool = Field(
+        False,
+        description="R04: staff may confirm later than the deadline, giving a reason that is recorded and "
+        "audited (HW 第6条(1): 原則として); a portal never can",
+    )
     notice: NoticePolicy
     cancellation: CancellationPolicy
     no_show_grace: timedelta = Field(timedelta(minutes=10), description="R08")

@@ -212,7 +212,8 @@ class Booking:
             return []
         if self.status not in OPEN | {S.CONFIRMED}:
             return []  # cancelled meanwhile: the scheduler frees the slot on booking.cancelled
-        if not calendar.can_confirm_on(jst_date(appointment.start), jst_date(now)):
+        late = not calendar.can_confirm_on(jst_date(appointment.start), jst_date(now))
+        if late and not (appointment.late_reason and calendar.policy.lead_time_exception):
             # R04: confirmed later than the office's lead time allows; the person is told.
             deadline = calendar.confirmation_deadline(jst_date(appointment.start))
             self.appointment = appointment
@@ -220,7 +221,11 @@ class Booking:
             self.rejection = {"rule": "R04", "message": f"not confirmed by {deadline}"}
             self.cancellation = Cancellation("rejected", now, recorded_by="system", note="R04")
             return [self._cancelled()]
-        self._move(S.CONFIRMED, now, f"appointment v{appointment.version}")
+        note = f"appointment v{appointment.version}"
+        if late:  # HW 第6条(1) 原則として: staff made the exception, for the reason recorded
+            note += f"; R04 exception past {calendar.confirmation_deadline(jst_date(appointment.start))}: "
+            note += str(appointment.late_reason)
+        self._move(S.CONFIRMED, now, note)
         self.appointment = appointment
         self.alternatives, self.hold_expires_at = [], None
         return [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
@@ -44,9 +44,18 @@ class CounsellorIn(CleanText):
 
 
 class ConfirmIn(CleanText):
+    PROSE: ClassVar[frozenset[str]] = frozenset({"late_reason"})
+
     counsellor_id: str = Field(max_length=64)
     start: AwareDatetime
     duration_minutes: int | None = Field(None, ge=1, le=30, description="R01; default: as requested")
+    late_reason: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="R04: why staff confirm later than the office's deadline, where the office allows "
+        "it (HW 第6条(1) 原則として); recorded with the appointment and audited",
+    )
 
 
 class OptionIn(CleanText):
@@ -216,7 +225,14 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
         """Fix a counsellor and a time by hand; emits appointment.confirmed (next version)."""
         by = caller.actor
         try:
-            doc = await desk.confirm(booking_id, body.counsellor_id, body.start, body.duration_minutes, by)
+            doc = await desk.confirm(
+                booking_id,
+                body.counsellor_id,
+                body.start,
+                body.duration_minutes,
+                by,
+                late_reason=body.late_reason,
+            )
         except LookupError as exc:
             raise HTTPException(404, "no such request") from exc
         except Conflict as exc:

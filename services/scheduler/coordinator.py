@@ -123,6 +123,7 @@ class Coordinator:
         cause: Envelope[Any] | None = None,
         by: str = "scheduler",
         accepted: str | None = None,
+        late_reason: str | None = None,
     ) -> Doc:
         """Record the appointment and its event in one write, then align cells and timers.
         `coordination` is the request `doc` as read (staff may have reopened it)."""
@@ -132,7 +133,10 @@ class Coordinator:
             raise Conflict(f"counsellor {slot.counsellor_id} vanished")
         app = counsellor.app_for(policy)  # R16
         room = create_room(policy, app, booking_id=doc["_id"], start=slot.start, end=slot.end)
-        step = coordination.confirm(slot, counsellor, room, by=by, now=c.clock.now(), accepted=accepted)
+        now = c.clock.now()
+        step = coordination.confirm(
+            slot, counsellor, room, by=by, now=now, accepted=accepted, late_reason=late_reason
+        )
         fresh = await self._save(doc, step, cause)
         log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
         return fresh

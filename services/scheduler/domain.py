@@ -249,9 +249,11 @@ class Coordination:
         by: str,
         now: datetime,
         accepted: str | None = None,
+        late_reason: str | None = None,
     ) -> Step:
         """The slot (its cells reserved as booked) becomes the appointment, version + 1 (R05, R16).
-        From coordinating, from a proposal (accepted, or staff), or moving a confirmed one (staff)."""
+        From coordinating, from a proposal (accepted, or staff), or moving a confirmed one (staff);
+        `late_reason`: staff confirm it past the office's R04 deadline, for that reason."""
         moved = self._move(S.CONFIRMED, now)
         self.version += 1
         appointment = Appointment(
@@ -262,6 +264,7 @@ class Coordination:
             meeting_url=room.url,
             app=room.app.value,
             version=self.version,
+            late_reason=late_reason,
         )
         self.appointment = Booked(slot.start, self.version, tuple(slot.cell_ids))
         self.proposal, self.confirmed_by, self.accepted_option = None, by, accepted

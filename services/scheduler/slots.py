@@ -74,8 +74,9 @@ class SlotGrid:
             yield t.astimezone(UTC)
             t += timedelta(minutes=self.step)
 
-    def problem(self, start: datetime, minutes: int, now: datetime) -> str | None:
-        """Why a start cannot be booked (rule id first), or None; used for staff-chosen times."""
+    def problem(self, start: datetime, minutes: int, now: datetime, *, lead_time: bool = True) -> str | None:
+        """Why a start cannot be booked (rule id first), or None; used for staff-chosen times.
+        `lead_time=False`: staff make an exception to the R04 deadline (the caller checked it may)."""
         if minutes > self.policy.max_minutes:
             return f"R01: at most {self.policy.max_minutes} minutes"
         day = jst(start).date()
@@ -85,10 +86,14 @@ class SlotGrid:
             return "not a start on the office's slot grid within office hours"
         if start <= now:
             return "in the past"
-        if not self.calendar.can_confirm_on(day, jst(now).date()):
+        if lead_time and not self.calendar.can_confirm_on(day, jst(now).date()):
             deadline = self.calendar.confirmation_deadline(day)
             return f"R04: a consultation on {day} must be confirmed by {deadline}"
         return None
+
+    def within_deadline(self, start: datetime, now: datetime) -> bool:
+        """R04: a consultation starting at `start` may still be confirmed today."""
+        return self.calendar.can_confirm_on(jst(start).date(), jst(now).date())
 
     def bookable_day(self, day: date, now: datetime) -> bool:
         """Open, and still confirmable today (R04: HW confirms at least 2 open days before)."""

@@ -1,8 +1,9 @@
 """Staff coordinate by hand (R05): fix a counsellor and a time, or offer other times.
 
 Staff choices pass the same checks as automatic ones: the office's grid and hours, an open day, the
-R04 deadline, R01, and a counsellor of the office serving the person's area (R20); a taken cell is
-a 409, never a double booking.
+R04 deadline (unless staff make the exception the office allows, giving a reason), R01, and a
+counsellor of the office serving the person's area (R20); a taken cell is a 409, never a double
+booking.
 """
 
 from __future__ import annotations
@@ -24,15 +25,31 @@ class StaffDesk:
         self.c = coordinator
 
     async def confirm(
-        self, booking_id: str, counsellor_id: str, start: datetime, minutes: int | None, by: str
+        self,
+        booking_id: str,
+        counsellor_id: str,
+        start: datetime,
+        minutes: int | None,
+        by: str,
+        *,
+        late_reason: str | None = None,
     ) -> Doc:
-        """Staff fix a counsellor and a time by hand (also moving a confirmed appointment)."""
+        """Staff fix a counsellor and a time by hand (also moving a confirmed appointment).
+
+        R04 holds "in principle" where the office says so (HW 第6条(1) 原則として,
+        `lead_time_exception`): staff may then confirm past the deadline by giving `late_reason`,
+        which the appointment carries (booking records it, audit keeps the event). A reason given
+        for a time within the deadline is not recorded: there is no exception to record."""
         doc, coordination, policy = await self._for_staff(booking_id, Status.CONFIRMED)
-        slot = await self._staff_slot(policy, coordination, counsellor_id, start, minutes)
+        if not policy.lead_time_exception:
+            late_reason = None  # no exception here: a late time is refused with R04 as without a reason
+        slot = await self._staff_slot(policy, coordination, counsellor_id, start, minutes, late=late_reason)
+        if late_reason is not None and SlotGrid(policy).within_deadline(slot.start, self.c.ctx.clock.now()):
+            late_reason = None
         if not await self.c.reserve(slot, doc):
             raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
         # tidy disarms an earlier hold
-        return await self.c.confirm(policy, doc, coordination, slot, by=by)
+        return await self.c.confirm(policy, doc, coordination, slot, by=by, late_reason=late_reason)
 
     async def propose(
         self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
@@ -73,13 +90,15 @@ class StaffDesk:
         counsellor_id: str,
         start: datetime,
         minutes: int | None,
+        *,
+        late: str | None = None,
     ) -> Slot:
         counsellor = await self.c.ctx.counsellors.get(counsellor_id)
         if counsellor is None or not counsellor.serves(policy, coordination.area):
             raise Conflict(f"R20: {counsellor_id} is not an active counsellor of this office for this area")
         grid = SlotGrid(policy)
         length = minutes or coordination.minutes
-        problem = grid.problem(start.astimezone(UTC), length, self.c.ctx.clock.now())
+        problem = grid.problem(start.astimezone(UTC), length, self.c.ctx.clock.now(), lead_time=late is None)
         if problem:
             raise Conflict(problem)
         return grid.slot(counsellor_id, start, length)

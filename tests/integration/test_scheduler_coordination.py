@@ -214,6 +214,34 @@ async def test_staff_list_confirm_and_propose_by_hand(
         assert (await s.timers(bid))["hold"]["status"] == "cancelled"
 
 
+async def test_r04_in_principle_staff_may_confirm_past_the_deadline_for_a_recorded_reason(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    """HW 第6条(1) 原則: the deadline bends for staff who say why; the appointment carries the reason."""
+    async with scheduler(make_settings, amqp_url) as s:
+        await _take(s, HW, MON_9)
+        bid = (await _propose(s, HW, MON_9)).payload.booking_id
+        url = f"/v1/staff/requests/{bid}/confirm"
+        wednesday = {"counsellor_id": "hw-one", "start": jst(2026, 11, 25, 9, 0).isoformat()}
+        r = await s.client.post(url, json=wednesday, headers=STAFF)
+        assert r.status_code == 409 and "R04" in r.text  # no reason, no exception
+        reason = "面接が27日のため、求職者の希望で直前に実施"
+        r = await s.client.post(url, json={**wednesday, "late_reason": reason}, headers=STAFF)
+        assert r.status_code == 200, r.text
+        (confirmed,) = await s.probe.wait("appointment.confirmed", bid)
+        assert confirmed.payload.appointment.late_reason == reason
+        assert confirmed.payload.appointment.start == jst(2026, 11, 25, 9)
+        within = {
+            "counsellor_id": "hw-one",
+            "start": jst(2026, 11, 30, 15, 0).isoformat(),
+            "late_reason": reason,
+        }
+        r = await s.client.post(url, json=within, headers=STAFF)  # moved to a time within the deadline
+        assert r.status_code == 200, r.text
+        moved = (await s.probe.wait("appointment.confirmed", bid, n=2))[-1]
+        assert moved.payload.appointment.late_reason is None  # nothing to except: not recorded
+
+
 async def test_staff_manage_counsellors_and_see_free_slots(
     make_settings: Callable[..., Any], amqp_url: str
 ) -> None:

@@ -103,6 +103,20 @@ def test_r04_a_late_confirmation_rejects_the_booking_and_tells_the_person() -> N
     assert event.TYPE == "booking.cancelled" and event.reason == "rejected"  # type: ignore[attr-defined]
 
 
+def test_r04_in_principle_staff_may_confirm_later_for_a_recorded_reason() -> None:
+    """HW 第6条(1): 原則相談日から2開庁日前までに予約を確定. The scheduler's staff API sets the reason."""
+    thursday, wednesday = date(2026, 11, 26), at(date(2026, 11, 25), 9)
+    late = appt(thursday).model_copy(update={"late_reason": "求職者から電話: 面接前の相談"})
+    b = booking("kohoku-hellowork")
+    [event] = b.confirm(late, wednesday, OfficeCalendar(HW))
+    assert b.status == Status.CONFIRMED and event.TYPE == "booking.confirmed"
+    assert b.history[-1].note.endswith("R04 exception past 2026-11-24: 求職者から電話: 面接前の相談")
+    strict = HW.model_copy(update={"lead_time_exception": False})  # an office whose deadline is firm
+    c = booking("kohoku-hellowork")
+    [refused] = c.confirm(late, wednesday, OfficeCalendar(strict))
+    assert c.status == Status.REJECTED and refused.reason == "rejected"  # type: ignore[attr-defined]
+
+
 def test_r05_alternatives_accepted_declined_or_expired() -> None:
     options = [Alternative(option_id="o1", start=at(TUE, 14), end=at(TUE, 14, 30), counsellor_id="c")]
     hold = NOW + timedelta(days=2)
