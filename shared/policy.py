@@ -94,6 +94,11 @@ class RefusalPolicy(Strict):
     no_shows: int = Field(2, ge=1, description="no-shows without contact that lead to refusal")
     within: timedelta = Field(timedelta(days=365), description="counting period")
     refuse_for: timedelta = Field(timedelta(days=180), description="how long the refusal lasts")
+    decide: Literal["automatic", "staff"] = Field(
+        "automatic",
+        description="both terms say the office MAY refuse: 'automatic' refuses at the threshold; 'staff' "
+        "puts the person on the office's review list, where staff refuse (R09) or dismiss",
+    )
     identify_by: list[FormField] | None = Field(
         None,
         min_length=1,

@@ -239,6 +239,7 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
                 "same_day_channels": [c.value for c in p.cancellation.same_day_channels],
             },
             "notes": {"fee": p.fee_note, "private_room": p.private_room_note, "recording": p.recording_note},
+            "misconduct": p.misconduct,  # R13: what may stop a consultation or refuse its use
         }
 
     return api

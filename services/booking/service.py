@@ -181,17 +181,46 @@ class BookingService:
             cause,
         )
 
-    async def refuse(self, booking_id: str, reason: str, until: datetime | None, by: str) -> Booking:
-        """R13: refuse the person of this booking and cancel the booking if it is still ahead."""
+    async def refuse(
+        self, booking_id: str, ground: str, detail: str | None, until: datetime | None, by: str
+    ) -> Booking:
+        """R13: refuse the person of this booking for one of the office's listed grounds, and cancel
+        the booking if it is still ahead."""
         booking = await self.get(booking_id)
         now = self.now
+        grounds = self.policy(booking.office_id).misconduct
+        if ground not in grounds:
+            raise RuleViolation(
+                "R13", f"not a ground the office's terms list: one of {grounds}", field="ground"
+            )
         if until is not None and until <= now:
             raise RuleViolation("R13", "a refusal ends in the future", field="until")
         recipient = booking.person.recipient()
         await self._change_person(
-            booking.person_key, booking.office_id, lambda p: p.refuse(reason, until, by, now, recipient), None
+            booking.person_key,
+            booking.office_id,
+            lambda p: p.refuse(ground, detail, until=until, by=by, now=now, recipient=recipient),
+            None,
         )
         return await self.change(booking_id, lambda b: b.refuse(now, by))
+
+    async def decide_review(
+        self, office_id: str, person_key: str, *, refuse: bool, until: datetime | None, by: str
+    ) -> PersonRecord:
+        """R09 with `decide: staff`: staff refuse the person under review, or dismiss the review."""
+        person = await self.stores.people.get(person_key)
+        if person is None or person.office_id != office_id or person.review is None:
+            raise NotFound(f"no person {person_key!r} under review at {office_id}")
+        now = self.now
+        if refuse and until is None:
+            until = now + self.policy(office_id).refusal.refuse_for
+        if until is not None and until <= now:
+            raise RuleViolation("R09", "a refusal ends in the future", field="until")
+        last = await self.stores.bookings.get(person.review.last_booking_id)
+        recipient = last.person.recipient() if last is not None else None
+        return await self._change_person(
+            person_key, office_id, lambda p: p.decide_review(refuse, until, by, now, recipient), None
+        )
 
     async def lift(self, office_id: str, person_key: str, by: str) -> bool:
         person = await self.stores.people.get(person_key)

@@ -1,6 +1,6 @@
 """HTTP for office staff and the meeting side: the booking list, attendance (R08), the identity check
-(R02, KG 第4条(1)), completion (R10),
-refusing (R13) and lifting refusals (R09/R13). Staff keys are per office."""
+(R02, KG 第4条(1)), completion (R10), refusing (R13), deciding the no-show reviews (R09 where the office
+decides) and lifting refusals (R09/R13). Staff keys are per office."""
 
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, ClassVar, Literal
@@ -41,10 +41,24 @@ class CompletionIn(CleanText):
 
 
 class RefusalIn(CleanText):
-    PROSE: ClassVar[frozenset[str]] = frozenset({"reason"})
+    PROSE: ClassVar[frozenset[str]] = frozenset({"detail"})
 
-    reason: str = Field(min_length=1, max_length=500, description="R13: what happened")
+    ground: str = Field(
+        min_length=1,
+        max_length=200,
+        description="R13: one of the grounds the office's terms list (`misconduct` in GET /v1/offices/{id})",
+    )
+    detail: str | None = Field(
+        None, min_length=1, max_length=500, description="what happened, in staff's words"
+    )
     until: AwareDatetime | None = Field(None, description="end of the refusal; none: until lifted")
+
+
+class ReviewDecisionIn(CleanText):
+    decision: Literal["refuse", "dismiss"]
+    until: AwareDatetime | None = Field(
+        None, description="refuse: end of the refusal; default the office's refuse_for from now"
+    )
 
 
 def router(service: BookingService, credential: Any) -> APIRouter:
@@ -138,8 +152,27 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         **views.shows(views.StaffView),
     )
     async def refuse(booking_id: str, booking: StaffBooking, cred: Caller, body: RefusalIn) -> dict[str, Any]:
-        b = await service.refuse(booking_id, body.reason, body.until, cred.subject)
+        b = await service.refuse(booking_id, body.ground, body.detail, body.until, cred.subject)
         return views.staff_view(b)
+
+    @api.get(
+        "/offices/{office_id}/refusal-reviews",
+        summary="People whose no-shows reached the threshold, for staff to decide (R09)",
+        **views.shows(list[views.ReviewView], "the people under review"),
+    )
+    async def reviews(office_id: str, cred: Staff) -> list[dict[str, Any]]:
+        return [views.review_view(p) for p in await service.stores.people.in_review(office_id)]
+
+    @api.post(
+        "/offices/{office_id}/refusal-reviews/{person_key}",
+        summary="Refuse the person under review (R09), or dismiss the review",
+        **views.shows(views.ReviewView),
+    )
+    async def decide(office_id: str, person_key: str, cred: Staff, body: ReviewDecisionIn) -> dict[str, Any]:
+        person = await service.decide_review(
+            office_id, person_key, refuse=body.decision == "refuse", until=body.until, by=cred.subject
+        )
+        return views.review_view(person)
 
     @api.get(
         "/offices/{office_id}/refusals",

@@ -111,7 +111,20 @@ class RefusalView(BaseModel):
     since: str | None
     until: str | None
     by: str | None
+    ground: str | None = Field(None, description="R13: the ground of the office's terms")
     no_shows: int
+
+
+class ReviewView(BaseModel):
+    """A person whose no-shows reached the office's threshold, for staff to decide (R09)."""
+
+    person_key: str
+    office_id: str
+    under_review: bool = Field(description="false once decided")
+    since: str | None
+    no_shows: int = Field(description="no-shows counted towards the threshold")
+    last_booking_id: str | None
+    refusal: RefusalView | None = Field(description="the refusal, if staff refused")
 
 
 def shows(model: Any, description: str = "the booking as the caller may see it") -> dict[str, Any]:
@@ -194,6 +207,19 @@ def staff_view(b: Booking) -> dict[str, Any]:
     return view
 
 
+def review_view(p: PersonRecord) -> dict[str, Any]:
+    r, refusal = p.review, p.refusal
+    return {
+        "person_key": p.person_key,
+        "office_id": p.office_id,
+        "under_review": r is not None,
+        "since": _iso(r.since) if r else None,
+        "no_shows": r.no_shows if r else len(p.no_shows),
+        "last_booking_id": r.last_booking_id if r else None,
+        "refusal": refusal_view(p) if refusal else None,
+    }
+
+
 def refusal_view(p: PersonRecord) -> dict[str, Any]:
     r = p.refusal
     return {
@@ -204,5 +230,6 @@ def refusal_view(p: PersonRecord) -> dict[str, Any]:
         "since": _iso(r.since) if r else None,
         "until": _iso(r.until) if r else None,
         "by": r.by if r else None,
+        "ground": r.ground if r else None,
         "no_shows": len(p.no_shows),
     }

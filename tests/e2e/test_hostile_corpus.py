@@ -71,7 +71,11 @@ ROUTES: dict[Route, tuple[str, dict[str, Any]]] = {
     ),
     ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): (
         BOOKING_STAFF_KEY,
-        {"reason": "暴言があったため", "until": ISO},
+        {"ground": "暴言", "detail": "暴言があったため", "until": ISO},
+    ),
+    ("booking", "POST", "/v1/offices/{office_id}/refusal-reviews/{person_key}"): (
+        BOOKING_STAFF_KEY,
+        {"decision": "refuse", "until": ISO},
     ),
     ("scheduler", "PUT", "/v1/staff/offices/{office_id}/counsellors/{counsellor_id}"): (
         SCHEDULER_STAFF_KEY,
@@ -86,7 +90,7 @@ ROUTES: dict[Route, tuple[str, dict[str, Any]]] = {
     ),
     ("scheduler", "POST", "/v1/staff/requests/{booking_id}/confirm"): (
         SCHEDULER_STAFF_KEY,
-        {"counsellor_id": "corpus-c1", "start": ISO, "duration_minutes": 30},
+        {"counsellor_id": "corpus-c1", "start": ISO, "duration_minutes": 30, "late_reason": "電話で依頼"},
     ),
     ("scheduler", "POST", "/v1/staff/requests/{booking_id}/propose"): (
         SCHEDULER_STAFF_KEY,
@@ -264,6 +268,7 @@ async def things(stack: Stack) -> dict[str, str]:
         "office_id": KG,
         "booking_id": booking_id,
         "counsellor_id": "corpus-c1",
+        "person_key": "corpus-person",
         "disclosure_id": r.json()["disclosure_id"],
     }
 

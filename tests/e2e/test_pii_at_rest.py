@@ -246,7 +246,8 @@ async def _through_the_system(stack: Stack, run: Run, kg_id: str, hw_id: str) ->
         cancel = {"channel": "email", "recorded_by": "pii-e2e"}
         r = await staff.post(f"/v1/bookings/{kg_id}/cancellations", json=cancel)
         assert r.status_code == 200, r.text
-        r = await staff.post(f"/v1/bookings/{hw_id}/refusal", json={"reason": "R13 e2e: 暴言"})
+        refusal = {"ground": "脅迫、暴言、威圧的な言動", "detail": "R13 e2e"}
+        r = await staff.post(f"/v1/bookings/{hw_id}/refusal", json=refusal)
         assert r.status_code == 200, r.text
     await eventually(lambda: emails(run.kg["email"], 2), timeout=45, what="the KG cancellation email")
     await eventually(lambda: emails(run.hw_email, 1), timeout=45, what="the HW refusal email")

@@ -138,6 +138,8 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): (BOOKING_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "GET", "/v1/offices/{office_id}/refusals"): (BOOKING_STAFF, frozenset()),
+    ("booking", "GET", "/v1/offices/{office_id}/refusal-reviews"): (BOOKING_STAFF, frozenset()),
+    ("booking", "POST", "/v1/offices/{office_id}/refusal-reviews/{person_key}"): (BOOKING_STAFF, frozenset()),
     ("booking", "DELETE", "/v1/offices/{office_id}/refusals/{person_key}"): (BOOKING_STAFF, frozenset()),
     # scheduler: staff keys of the office named in the path, or of the request's office
     ("scheduler", "GET", "/v1/staff/offices/{office_id}/counsellors"): (SCHEDULER_STAFF, frozenset()),
@@ -176,7 +178,8 @@ VALID_BODIES: dict[Route, dict[str, Any]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/attendance"): {"how": "joined"},
     ("booking", "POST", "/v1/bookings/{booking_id}/identity-check"): {"method": "photo_id"},
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): {"started_at": ISO, "ended_at": ISO},
-    ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): {"reason": "role matrix test"},
+    ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): {"ground": "暴言", "detail": "roles"},
+    ("booking", "POST", "/v1/offices/{office_id}/refusal-reviews/{person_key}"): {"decision": "dismiss"},
 }
 
 APPS: dict[str, Callable[[], FastAPI]] = {

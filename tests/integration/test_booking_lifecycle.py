@@ -320,14 +320,67 @@ async def test_r09_no_shows_refuse_the_person_until_lifted(h: Harness) -> None:
     assert (await h.book(KG, examples.kg_form(h.policy(KG), TUE, h.now, **person))).status_code == 202
 
 
+async def test_r09_where_the_office_decides_staff_refuse_or_dismiss_from_the_review_list(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """お断りする場合があります: with `refusal.decide: staff` the threshold only puts the person on the
+    office's review list; nothing is sent until staff refuse (the refusal mail then goes out)."""
+    kg = h.policy(KG)
+    staff_decide = kg.model_copy(update={"refusal": kg.refusal.model_copy(update={"decide": "staff"})})
+    monkeypatch.setitem(service_of(h).policies._by_id, KG, staff_decide)
+    person = {"phone": "0154-33-5555", "email": "review.person@example.jp"}
+    start = datetime(2026, 11, 24, 10, 0, tzinfo=JST)
+    missed = [await kg_booking(h, **person) for _ in range(4)]
+    for b in missed:
+        await confirmed(h, b)
+    for b in missed[:2]:
+        await scheduler_says(h, NoShow(booking_id=b, appointment_version=1, start=start, grace_minutes=10))
+        await h.status_becomes(b, "cancelled")
+
+    async def listed() -> list[dict[str, Any]]:
+        return list((await h.staff("GET", f"/v1/offices/{KG}/refusal-reviews")).json())
+
+    [review] = await eventually(listed, what="the person on the review list")
+    assert (review["no_shows"], review["last_booking_id"]) == (2, missed[1])
+    await h.quiet()
+    assert h.events.of("person.refused") == []  # the office has not decided yet
+    assert (await h.book(KG, examples.kg_form(kg, TUE, h.now, **person))).status_code == 202  # may book
+    url = f"/v1/offices/{KG}/refusal-reviews/{review['person_key']}"
+    r = await h.staff("POST", url, json={"decision": "dismiss"})
+    assert r.json()["under_review"] is False and r.json()["refusal"] is None, r.text
+    assert await listed() == []
+
+    for b in missed[2:]:  # two more: on the list again, and this time staff refuse
+        await scheduler_says(h, NoShow(booking_id=b, appointment_version=1, start=start, grace_minutes=10))
+        await h.status_becomes(b, "cancelled")
+    [again] = await eventually(listed, what="the person on the review list again")
+    r = await h.staff("POST", url, json={"decision": "refuse"})
+    assert again["person_key"] == review["person_key"] and again["no_shows"] == 2  # dismissed ones not again
+    assert r.json()["refusal"]["rule"] == "R09" and r.json()["refusal"]["by"] != "system", r.text
+    [refused] = await h.events.wait("person.refused")
+    assert refused["payload"]["recipient"]["email"] == "review.person@example.jp"
+    assert refused["payload"]["until"].startswith("2027-05-2")  # the office's refuse_for from now
+    r = await h.book(KG, examples.kg_form(kg, TUE, h.now, **person))
+    assert (r.status_code, r.json()["rule"]) == (409, "R09")
+    r = await h.staff("POST", url, json={"decision": "dismiss"})
+    assert r.status_code == 404  # decided: no longer under review
+
+
 async def test_r13_staff_refuse_a_person_for_misconduct(h: Harness) -> None:
     booking_id = await hw_booking(h, "12345-00000014")
     await confirmed(h, booking_id, HW, THU, "13:00")
-    r = await h.staff("POST", f"/v1/bookings/{booking_id}/refusal", json={"reason": "暴言（第12条(1)）"})
+    r = await h.staff("POST", f"/v1/bookings/{booking_id}/refusal", json={"ground": "暴言", "detail": "x"})
+    assert (r.status_code, r.json()["rule"], r.json()["field"]) == (409, "R13", "ground")  # not HW's wording
+    ground = "脅迫、暴言、威圧的な言動"  # HW 第12条(1), as the office's terms list it
+    refusal = {"ground": ground, "detail": "相談員に対し大声で威圧した"}
+    r = await h.staff("POST", f"/v1/bookings/{booking_id}/refusal", json=refusal)
     assert r.json()["status"] == "cancelled"
     assert r.json()["cancellation"]["reason"] == "refused"
     [refused] = await h.events.wait("person.refused")
     assert (refused["payload"]["rule"], refused["payload"]["until"]) == ("R13", None)
+    assert refused["payload"]["reason"] == f"{ground}（相談員に対し大声で威圧した）"
+    [listed] = (await h.staff("GET", f"/v1/offices/{HW}/refusals")).json()
+    assert (listed["rule"], listed["ground"]) == ("R13", ground)
     body = examples.hw_form(
         h.policy(HW), THU, h.now, jobseeker_number="12345-00000014", phone="090-1111-0000"
     )

@@ -241,6 +241,32 @@ def test_r09_two_no_shows_in_a_year_refuse_for_180_days() -> None:
     assert p.record_no_show("b3", NOW + timedelta(days=220), KG, recipient) == []
 
 
+def test_r09_where_staff_decide_the_threshold_puts_the_person_on_review_not_refused() -> None:
+    """Both terms: お断りする場合があります (may refuse). With `decide: staff` the office decides."""
+    policy = KG.model_copy(update={"refusal": KG.refusal.model_copy(update={"decide": "staff"})})
+    p, recipient = PersonRecord("p_x", "kushiro-gyosei"), Recipient(name="n", email="e@x.jp")
+    assert p.record_no_show("b1", NOW, policy, recipient) == []
+    assert p.record_no_show("b2", NOW + timedelta(days=1), policy, recipient) == []  # no refusal
+    assert p.refusal is None and p.review is not None
+    assert (p.review.no_shows, p.review.last_booking_id) == (2, "b2")
+    assert p.decide_review(False, None, "staff-1", NOW + timedelta(days=2), recipient) == []  # dismissed
+    assert p.review is None and p.counted(NOW + timedelta(days=2), policy) == []  # not counted again
+    assert p.record_no_show("b3", NOW + timedelta(days=3), policy, recipient) == []
+    p.record_no_show("b4", NOW + timedelta(days=4), policy, recipient)
+    later = NOW + timedelta(days=5)
+    [refused] = p.decide_review(True, later + timedelta(days=90), "staff-2", later, recipient)
+    assert (refused.rule, refused.until) == ("R09", later + timedelta(days=90))  # type: ignore[attr-defined]
+    assert p.refusal is not None and p.refusal.by == "staff-2" and p.review is None
+    assert p.decide_review(True, None, "staff-3", later, recipient) == []  # decided already
+
+
+def test_r13_a_misconduct_refusal_names_the_ground_of_the_terms() -> None:
+    p = PersonRecord("p_x", "kushiro-gyosei")
+    [refused] = p.refuse("暴言", "職員を罵倒", until=None, by="s", now=NOW, recipient=None)
+    assert refused.reason == "暴言（職員を罵倒）"  # type: ignore[attr-defined]
+    assert p.refusal is not None and p.refusal.ground == "暴言"
+
+
 def test_r09_no_shows_further_apart_than_the_period_do_not_add_up() -> None:
     p = PersonRecord("p_x", "kushiro-gyosei")
     p.record_no_show("b1", NOW, KG, None)
@@ -249,7 +275,7 @@ def test_r09_no_shows_further_apart_than_the_period_do_not_add_up() -> None:
 
 def test_r13_staff_refuse_until_lifted_and_a_lift_resets_the_count() -> None:
     p = PersonRecord("p_x", "kohoku-hellowork")
-    [refused] = p.refuse("暴言", None, "staff-1", NOW, None)
+    [refused] = p.refuse("脅迫、暴言、威圧的な言動", None, until=None, by="staff-1", now=NOW, recipient=None)
     assert (refused.rule, refused.until) == ("R13", None)  # type: ignore[attr-defined]
     assert p.refusal_in_force(NOW + timedelta(days=3650)) is not None
     [lifted] = p.lift("staff-2", NOW + timedelta(days=1))

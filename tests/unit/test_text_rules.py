@@ -83,9 +83,9 @@ def test_r12_a_raw_value_with_controls_is_refused_even_if_normalisation_would_dr
 
 
 def test_r12_free_text_fields_may_hold_line_feeds_and_tabs_only() -> None:
-    assert RefusalIn(reason="一行目\n\t二行目").reason == "一行目\n\t二行目"
+    assert RefusalIn(ground="暴言", detail="一行目\n\t二行目").detail == "一行目\n\t二行目"
     with pytest.raises(ValidationError):
-        RefusalIn(reason="一行目\r\n二行目")
+        RefusalIn(ground="暴言", detail="一行目\r\n二行目")
     with pytest.raises(ValidationError):
         CancelIn(channel="phone", recorded_by="窓口\n山田")  # a name is one line
 

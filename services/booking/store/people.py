@@ -10,7 +10,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from services.booking.crypto import Vault
 from services.booking.locks import KeyedLocks
-from services.booking.refusals import NoShowMark, PersonRecord, Refusal
+from services.booking.refusals import NoShowMark, PersonRecord, Refusal, Review
 from services.booking.rules import RegisteredJobseeker
 from shared.commands import JobseekerRecord
 from shared.events import Envelope
@@ -38,6 +38,7 @@ class PersonStore:
             no_shows=[NoShowMark(**m) for m in d.get("no_shows", [])],
             counted_from=d.get("counted_from"),
             refusal=Refusal(**d["refusal"]) if d.get("refusal") else None,
+            review=Review(**d["review"]) if d.get("review") else None,
             version=d["version"],
         )
 
@@ -48,6 +49,13 @@ class PersonStore:
         people = [self._record(d) for d in docs]
         return [p for p in people if p.refusal_in_force(now)]
 
+    async def in_review(self, office_id: str) -> list[PersonRecord]:
+        """People whose no-shows reached the threshold, for staff to decide (R09, `decide: staff`)."""
+        docs = await self.versions.find(
+            {"office_id": office_id, "review": {"$ne": None}}, sort="_id", limit=1000
+        )
+        return [self._record(d) for d in docs]
+
     async def save(self, person: PersonRecord, events: list[Envelope[Any]]) -> None:
         """The next version with its events; Conflict if another writer committed it first."""
         state: Doc = {
@@ -55,6 +63,7 @@ class PersonStore:
             "no_shows": [asdict(m) for m in person.no_shows],
             "counted_from": person.counted_from,
             "refusal": asdict(person.refusal) if person.refusal else None,
+            "review": asdict(person.review) if person.review else None,
         }
         await self.versions.commit(person.person_key, person.version + 1, state, events)
         person.version += 1
