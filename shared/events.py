@@ -247,6 +247,18 @@ class BookingRecoordinationProposed(Payload):
     terms_version: str
 
 
+@event("booking.awaiting_coordination")
+class BookingAwaitingCoordination(Payload):
+    """The office coordinates a time by hand and will contact the person (R05, KG 第4条(2)
+    改めて日程調整させていただきます): no time could be offered, or the person declined the
+    proposed ones. booking -> notifier (where the office tells the person), audit."""
+
+    booking_id: str
+    reason: Literal["no_free_counsellor", "office_coordinates", "declined"]
+    recipient: Recipient
+    terms_version: str
+
+
 @event("booking.alternative_accepted")
 class AlternativeAccepted(Payload):
     """The person chose one proposed time. booking -> scheduler."""
@@ -378,6 +390,16 @@ class AlternativesHeld(Payload):
     booking_id: str
     alternatives: list[Alternative]
     hold_expires_at: UtcDatetime
+
+
+@event("appointment.left_to_staff")
+class LeftToStaff(Payload):
+    """Nothing to offer automatically: no counsellor free in the wished windows nor on the days
+    searched, or the office proposes times only by hand (R05). Staff coordinate; the booking waits
+    for them and is never sent a proposal without times. scheduler -> booking."""
+
+    booking_id: str
+    reason: Literal["no_free_counsellor", "office_coordinates"]
 
 
 @event("appointment.hold_expired")

@@ -72,6 +72,22 @@ class NoticePolicy(Strict):
     to_registered_address: bool = Field(False, description="HW: to the My Page address on record")
 
 
+class CoordinationPolicy(Strict):
+    """R05: what happens when the wished windows cannot be met."""
+
+    alternatives: Literal["automatic", "staff"] = Field(
+        "automatic",
+        description="'automatic': the scheduler holds and proposes other times itself; 'staff': such a "
+        "request always goes to staff, who propose or confirm by hand",
+    )
+    tell_person_when_left_to_staff: bool = Field(
+        True,
+        description="send the person a short 'we are arranging a time and will contact you' message "
+        "when staff take over (nothing to offer, or the person declined); false: nothing until staff "
+        "propose or confirm",
+    )
+
+
 class CancellationPolicy(Strict):
     """R07: channels accepted, and the narrower set on the consultation day itself."""
 
@@ -226,6 +242,7 @@ class OfficePolicy(Strict):
         "audited (HW 第6条(1): 原則として); a portal never can",
     )
     notice: NoticePolicy
+    coordination: CoordinationPolicy = CoordinationPolicy()
     cancellation: CancellationPolicy
     no_show_grace: timedelta = Field(timedelta(minutes=10), description="R08")
     identity_check: bool = Field(

@@ -95,6 +95,7 @@ BOOKING = ServiceQueues(
         contracts.SlotAssigned,
         contracts.AlternativesHeld,
         contracts.HoldExpired,
+        contracts.LeftToStaff,
         contracts.NoticeTimerFired,
         contracts.NoShow,
     ),
@@ -116,6 +117,7 @@ NOTIFIER = ServiceQueues(
     events=keys(
         contracts.BookingConfirmed,
         contracts.BookingRecoordinationProposed,
+        contracts.BookingAwaitingCoordination,
         contracts.BookingNoticeDue,
         contracts.BookingCancelled,
         contracts.PersonRefused,

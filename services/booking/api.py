@@ -156,8 +156,10 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         "/bookings/{booking_id}/alternatives/decline", tags=["bookings"], **views.shows(views.PortalView)
     )
     async def decline(booking_id: str, booking: Mine) -> dict[str, Any]:
-        """The person takes none of the proposed times; the held slots are released."""
-        return views.portal_view(await service.change(booking_id, lambda b: b.decline(service.now)))
+        """The person takes none of the proposed times; the held slots are released and the office
+        coordinates again (R05): the booking waits for staff to propose or confirm."""
+        policy = service.policy(booking.office_id)
+        return views.portal_view(await service.change(booking_id, lambda b: b.decline(service.now, policy)))
 
     @api.post(
         "/bookings/{booking_id}/cancellations",

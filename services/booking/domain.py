@@ -5,10 +5,15 @@ stores both in one write (outbox). An action that the state does not allow raise
 (HTTP 409); one a rule forbids raises RuleViolation with the rule id (HTTP 409).
 
 requested ─┬─> confirmed ─> attended ─> completed
-           └─> recoordination_proposed ─┬─> alternative_accepted ─> confirmed
-                                        ├─> declined
-                                        └─> awaiting_coordination (hold expired) ─> confirmed
+           ├─> recoordination_proposed ─┬─> alternative_accepted ─> confirmed
+           │                            └─> awaiting_coordination (declined, or the hold expired)
+           └─> awaiting_coordination (nothing to offer: staff coordinate) ─┬─> confirmed
+                                                                             └─> recoordination_proposed
 any active state ─> cancelled (person R07, staff, no-show R08, refused R13) or rejected (R04)
+
+A person who declines the proposed times is coordinated again (R05, KG 第4条(2) 改めて日程調整
+させていただきます): the booking waits for staff, who propose or confirm. `declined` is no longer
+reached (bookings from before this rule keep it).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from shared.events import (
     AlternativeDeclined,
     Appointment,
     BookingAttended,
+    BookingAwaitingCoordination,
     BookingCancelled,
     BookingCompleted,
     BookingConfirmed,
@@ -54,9 +60,11 @@ S = Status
 #: coordination still open or appointment ahead: these can be cancelled and confirmed
 OPEN = frozenset({S.REQUESTED, S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED, S.AWAITING_COORDINATION})
 TRANSITIONS: dict[Status, frozenset[Status]] = {
-    S.REQUESTED: frozenset({S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.CANCELLED, S.REJECTED}),
+    S.REQUESTED: frozenset(
+        {S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.AWAITING_COORDINATION, S.CANCELLED, S.REJECTED}
+    ),
     S.RECOORDINATION_PROPOSED: frozenset(
-        {S.ALTERNATIVE_ACCEPTED, S.DECLINED, S.AWAITING_COORDINATION, S.CONFIRMED, S.CANCELLED}
+        {S.ALTERNATIVE_ACCEPTED, S.AWAITING_COORDINATION, S.CONFIRMED, S.CANCELLED}
     ),
     S.ALTERNATIVE_ACCEPTED: frozenset({S.CONFIRMED, S.AWAITING_COORDINATION, S.CANCELLED, S.REJECTED}),
     S.AWAITING_COORDINATION: frozenset({S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.CANCELLED, S.REJECTED}),
@@ -268,11 +276,38 @@ class Booking:
         self._move(S.ALTERNATIVE_ACCEPTED, now, option_id)
         return [AlternativeAccepted(booking_id=self.booking_id, option_id=option_id)]
 
-    def decline(self, now: datetime) -> list[Payload]:
+    def decline(self, now: datetime, policy: OfficePolicy) -> list[Payload]:
+        """None of the proposed times suits the person: the office coordinates again (R05)."""
         if self.status != S.RECOORDINATION_PROPOSED:
             raise IllegalTransition(self.status, "declined")
-        self._move(S.DECLINED, now)
-        return [AlternativeDeclined(booking_id=self.booking_id)]
+        self._move(S.AWAITING_COORDINATION, now, "declined the proposed times")
+        self.alternatives, self.hold_expires_at = [], None
+        return [AlternativeDeclined(booking_id=self.booking_id), *self._waiting("declined", policy)]
+
+    def left_to_staff(
+        self, reason: Literal["no_free_counsellor", "office_coordinates"], now: datetime, policy: OfficePolicy
+    ) -> list[Payload]:
+        """The scheduler has nothing to offer automatically: staff coordinate (R05). The person is
+        told the office will contact them (office policy), never sent a proposal without times."""
+        if self.status not in {S.REQUESTED, S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED}:
+            return []  # waiting already (a redelivery), confirmed or closed meanwhile
+        self._move(S.AWAITING_COORDINATION, now, f"left to staff: {reason}")
+        self.alternatives, self.hold_expires_at = [], None
+        return self._waiting(reason, policy)
+
+    def _waiting(
+        self, reason: Literal["no_free_counsellor", "office_coordinates", "declined"], policy: OfficePolicy
+    ) -> list[Payload]:
+        if not policy.coordination.tell_person_when_left_to_staff:
+            return []
+        return [
+            BookingAwaitingCoordination(
+                booking_id=self.booking_id,
+                reason=reason,
+                recipient=self.person.recipient(),
+                terms_version=self.terms_version,
+            )
+        ]
 
     def hold_expired(self, now: datetime) -> list[Payload]:
         """The held alternatives lapsed: staff coordinate by hand (R05)."""

@@ -16,6 +16,7 @@ from shared.events import (
     DeviceRecorded,
     Envelope,
     HoldExpired,
+    LeftToStaff,
     MessageError,
     NoShow,
     NoticeTimerFired,
@@ -120,5 +121,6 @@ def register(
     on(SlotAssigned)(service.slot_assigned)
     on(AlternativesHeld)(service.alternatives_held)
     on(HoldExpired)(service.hold_expired)
+    on(LeftToStaff)(service.left_to_staff)
     on(NoticeTimerFired)(service.notice_timer_fired)
     on(NoShow)(service.no_show)

@@ -24,6 +24,7 @@ from shared.events import (
     AlternativesHeld,
     Envelope,
     HoldExpired,
+    LeftToStaff,
     NoShow,
     NoticeTimerFired,
     Payload,
@@ -121,6 +122,10 @@ class BookingService:
         await self._scheduler_says(
             event, lambda b, now, cal: b.propose(p.alternatives, p.hold_expires_at, now)
         )
+
+    async def left_to_staff(self, event: Envelope[LeftToStaff]) -> None:
+        p = event.payload
+        await self._scheduler_says(event, lambda b, now, cal: b.left_to_staff(p.reason, now, cal.policy))
 
     async def hold_expired(self, event: Envelope[HoldExpired]) -> None:
         await self._scheduler_says(event, lambda b, now, cal: b.hold_expired(now))

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.events import (
     Appointment,
+    BookingAwaitingCoordination,
     BookingCancelled,
     BookingConfirmed,
     BookingNoticeDue,
@@ -34,6 +35,7 @@ class Kind(StrEnum):
     CONFIRMATION = "confirmation"  # R05, R06 (KG): date, time and URL once coordinated
     NOTICE = "notice"  # R06 (HW): the day-before notice
     RECOORDINATION = "recoordination"  # R05: the wished time could not be met
+    AWAITING = "awaiting_coordination"  # R05: the office coordinates by hand and will contact the person
     CANCELLATION = "cancellation"  # R07
     NO_SHOW = "no_show"  # R08, R09
     REFUSAL = "refusal"  # R09, R13
@@ -42,6 +44,7 @@ class Kind(StrEnum):
 #: Subjects of the kinds an office policy does not name (R06 names the confirmation/notice subject).
 SUBJECT_LABELS: dict[Kind, str] = {
     Kind.RECOORDINATION: "実施日時の再調整のお願い",
+    Kind.AWAITING: "実施日時の調整についてのお知らせ",
     Kind.CANCELLATION: "予約取消しのお知らせ",
     Kind.NO_SHOW: "予約をキャンセル扱いとしたお知らせ",
     Kind.REFUSAL: "今後のご利用についてのお知らせ",
@@ -83,6 +86,8 @@ def plan(event: Envelope[Any], policy: OfficePolicy) -> Notice | None:
         return _booking_notice(Kind.NOTICE, policy, p)
     if isinstance(p, BookingRecoordinationProposed):
         return _recoordination(policy, p)
+    if isinstance(p, BookingAwaitingCoordination):
+        return _awaiting(policy, p, event)
     if isinstance(p, BookingCancelled):
         return _cancellation(policy, p)
     if isinstance(p, PersonRefused):
@@ -119,6 +124,20 @@ def _recoordination(policy: OfficePolicy, p: BookingRecoordinationProposed) -> N
             "alternatives": list(p.alternatives),
             "hold_expires_at": p.hold_expires_at,
         },
+    )
+
+
+def _awaiting(policy: OfficePolicy, p: BookingAwaitingCoordination, event: Envelope[Any]) -> Notice:
+    # Each time staff take over is its own notice (after a decline, again after a later one): the
+    # event that says so names the round; a redelivery of it is the same notice.
+    return Notice(
+        kind=Kind.AWAITING,
+        key=delivery_key(p.booking_id, Kind.AWAITING, "e" + _digest(str(event.event_id))[:12]),
+        office_id=policy.office_id,
+        booking_id=p.booking_id,
+        recipient=p.recipient,
+        subject=subject(policy, Kind.AWAITING),
+        facts={"terms_version": p.terms_version, "reason": p.reason},
     )
 
 

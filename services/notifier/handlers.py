@@ -6,6 +6,7 @@ from typing import Any
 
 from services.notifier.delivery import DeliveryService
 from shared.events import (
+    BookingAwaitingCoordination,
     BookingCancelled,
     BookingConfirmed,
     BookingNoticeDue,
@@ -22,5 +23,10 @@ def register(consumer: Consumer, service: DeliveryService) -> None:
 
     # The bindings of shared/topology.py NOTIFIER; anything else reaching the inbox is parked.
     consumer.on(
-        BookingConfirmed, BookingRecoordinationProposed, BookingNoticeDue, BookingCancelled, PersonRefused
+        BookingConfirmed,
+        BookingRecoordinationProposed,
+        BookingAwaitingCoordination,
+        BookingNoticeDue,
+        BookingCancelled,
+        PersonRefused,
     )(deliver)

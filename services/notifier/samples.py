@@ -14,6 +14,7 @@ from shared.clock import JST, Clock, FixedClock
 from shared.events import (
     Alternative,
     Appointment,
+    BookingAwaitingCoordination,
     BookingCancelled,
     BookingConfirmed,
     BookingNoticeDue,
@@ -34,6 +35,7 @@ EVENT_OF_KIND = {
     Kind.CONFIRMATION: "booking.confirmed",
     Kind.NOTICE: "booking.notice_due",
     Kind.RECOORDINATION: "booking.recoordination_proposed",
+    Kind.AWAITING: "booking.awaiting_coordination",
     Kind.CANCELLATION: "booking.cancelled",
     Kind.NO_SHOW: "booking.cancelled",
     Kind.REFUSAL: "person.refused",
@@ -87,6 +89,9 @@ def payload(
             "recipient": who,
             "terms_version": terms,
         }
+    elif kind is Kind.AWAITING:
+        model = BookingAwaitingCoordination
+        fields = {"booking_id": bid, "reason": "no_free_counsellor", "recipient": who, "terms_version": terms}
     elif kind in (Kind.CANCELLATION, Kind.NO_SHOW):
         model = BookingCancelled
         reason = "no_show" if kind is Kind.NO_SHOW else "person"

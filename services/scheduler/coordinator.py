@@ -64,6 +64,9 @@ class Coordinator:
         slot = await self._reserve_earliest(doc, find, *_span(windows))
         if slot is not None:
             return await self.confirm(policy, doc, coordination, slot, cause=event)
+        if policy.coordination.alternatives == "staff":  # the office proposes other times by hand
+            step = coordination.leave_to_staff("office_coordinates", by="scheduler", now=now)
+            return await self._save(doc, step, event)
         return await self._propose_alternatives(policy, doc, coordination, counsellors, cause=event)
 
     async def _open(self, event: Envelope[BookingRequested], policy: OfficePolicy) -> Doc:
@@ -204,7 +207,8 @@ class Coordinator:
         cause: Envelope[Any] | None = None,
         by: str = "scheduler",
     ) -> Doc:
-        """Record the held alternatives (or that there are none) and the proposal event in one write."""
+        """Record the held alternatives and the proposal event in one write (none held: the request
+        is left to staff, and booking is told so, never sent an empty proposal)."""
         step = coordination.propose(held, hold_until, by=by, now=self.ctx.clock.now())
         fresh = await self._save(doc, step, cause)
         log.info("%s: %d alternatives proposed", doc["_id"], len(held))

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from services.scheduler.availability import Counsellor
 from services.scheduler.meeting import MeetingRoom
@@ -41,6 +41,7 @@ from shared.events import (
     AlternativesHeld,
     Appointment,
     BookingRequested,
+    LeftToStaff,
     Payload,
     SlotAssigned,
 )
@@ -280,13 +281,22 @@ class Coordination:
         return Step(fields, [SlotAssigned(booking_id=self.booking_id, appointment=appointment)])
 
     def propose(
-        self, held: Sequence[tuple[str, Slot]], hold_until: datetime, *, by: str, now: datetime
+        self,
+        held: Sequence[tuple[str, Slot]],
+        hold_until: datetime,
+        *,
+        by: str,
+        now: datetime,
+        left: Literal["no_free_counsellor", "office_coordinates"] = "no_free_counsellor",
     ) -> Step:
-        """R05: the held slots (labelled with `option_id`) are offered until `hold_until`; with none
-        to offer the person hears that the office will coordinate, and the request waits for staff."""
-        moved = self._move(S.PROPOSED if held else S.NEEDS_STAFF, now)
+        """R05: the held slots (labelled with `option_id`) are offered until `hold_until`. With none
+        to offer (`left` says why) the request waits for staff, and booking hears `LeftToStaff`:
+        never a proposal without times."""
+        if not held:
+            return self.leave_to_staff(left, by=by, now=now)
+        moved = self._move(S.PROPOSED, now)
         self.version += 1
-        until = hold_until if held else now
+        until = hold_until
         options = tuple(Option(o, s.counsellor_id, s.start, s.end, tuple(s.cell_ids)) for o, s in held)
         self.proposal = Proposal(options, until, by)
         alternatives = [
@@ -303,6 +313,16 @@ class Coordination:
         }
         event = AlternativesHeld(booking_id=self.booking_id, alternatives=alternatives, hold_expires_at=until)
         return Step(fields, [event])
+
+    def leave_to_staff(
+        self, reason: Literal["no_free_counsellor", "office_coordinates"], *, by: str, now: datetime
+    ) -> Step:
+        """Nothing is offered automatically: staff coordinate (R05). Booking waits for them."""
+        moved = self._move(S.NEEDS_STAFF, now)
+        self.version += 1
+        self.proposal = None
+        fields = {**moved, "version": self.version, "proposal": None, "left_to_staff": reason, "left_by": by}
+        return Step(fields, [LeftToStaff(booking_id=self.booking_id, reason=reason)])
 
     def offer(self, slots: Sequence[Slot], policy: OfficePolicy) -> list[tuple[str, Slot]]:
         """Times staff chose to propose (R05), labelled as the next proposal's options: 1 to the

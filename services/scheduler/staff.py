@@ -78,6 +78,8 @@ class StaffDesk:
         if doc is None:
             raise LookupError(booking_id)
         coordination = Coordination.of(doc)
+        if coordination.attended:  # booking would not take a new time now: refuse, never drop
+            raise Conflict("the person has joined the consultation (attendance recorded): it cannot be moved")
         if coordination.status in LEFT_TO_STAFF:
             coordination.reopen(self.c.ctx.clock.now())
         coordination.check(to)

@@ -23,6 +23,7 @@ from shared.events import (
     AlternativesHeld,
     Appointment,
     HoldExpired,
+    LeftToStaff,
     NoShow,
     NoticeTimerFired,
     Payload,
@@ -137,13 +138,33 @@ async def test_r05_recoordination_accepted_declined_or_left_to_expire(h: Harness
     await confirmed(h, accepted, day=date(2026, 11, 25), hhmm="15:00")
 
     r = await h.portal("POST", f"/v1/bookings/{declined}/alternatives/decline")
-    assert r.json()["status"] == "declined"
+    assert r.json()["status"] == "awaiting_coordination"  # KG 第4条(2): coordinated again
     await h.events.wait("booking.alternative_declined", booking_id=declined)
+    [again] = await h.events.wait("booking.awaiting_coordination", booking_id=declined)
+    assert again["payload"]["reason"] == "declined" and again["payload"]["recipient"]["name"] == "釧路 太郎"
+    await scheduler_says(
+        h, AlternativesHeld(booking_id=declined, alternatives=options[:1], hold_expires_at=hold)
+    )
+    await h.status_becomes(declined, "recoordination_proposed")  # staff proposed another time
 
     await scheduler_says(h, HoldExpired(booking_id=lapsed))
     await h.status_becomes(lapsed, "awaiting_coordination")
     r = await h.portal("POST", f"/v1/bookings/{lapsed}/alternatives/o0/acceptance")
     assert (r.status_code, r.json()["error"]) == (409, "illegal-transition")
+
+
+async def test_r05_nothing_to_offer_the_booking_waits_for_staff_and_the_person_is_told(h: Harness) -> None:
+    waiting = await kg_booking(h)
+    await scheduler_says(h, LeftToStaff(booking_id=waiting, reason="no_free_counsellor"), times=2)
+    view = await h.status_becomes(waiting, "awaiting_coordination")
+    assert view["alternatives"] == []
+    [told] = await h.events.wait("booking.awaiting_coordination", booking_id=waiting)
+    assert told["payload"]["reason"] == "no_free_counsellor"
+    await h.quiet()
+    assert h.events.of("booking.recoordination_proposed", booking_id=waiting) == []  # never without times
+    assert len(h.events.of("booking.awaiting_coordination", booking_id=waiting)) == 1  # told once
+    await confirmed(h, waiting)  # staff confirm by hand
+    assert (await h.get(waiting))["status"] == "confirmed"
 
 
 async def test_r04_a_confirmation_after_the_hw_deadline_rejects_the_booking(h: Harness) -> None:

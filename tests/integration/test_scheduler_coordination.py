@@ -8,6 +8,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from services.scheduler.coordinator import Conflict
 from services.scheduler.slots import SlotGrid
 from shared.policy import OfficeHours
@@ -107,14 +109,38 @@ async def test_r04_hw_request_past_its_confirmation_deadline_gets_later_days(
     assert starts == [jst(2026, 11, 26, 9, 0), jst(2026, 11, 27, 9, 0), jst(2026, 11, 30, 9, 0)]
 
 
-async def test_no_suitable_counsellor_leaves_the_request_to_staff(
+async def _left(s: Running, office: str, window: Any, area: str | None = None) -> Any:
+    event = s.booking.requested(office, [window], area=area)
+    await s.booking.send(event)
+    (left,) = await s.probe.wait("appointment.left_to_staff", event.payload.booking_id)
+    return left
+
+
+async def test_r05_no_suitable_counsellor_leaves_the_request_to_staff_never_an_empty_proposal(
     make_settings: Callable[..., Any], amqp_url: str
 ) -> None:
     async with scheduler(make_settings, amqp_url) as s:
-        proposed = await _propose(s, KG, MON_9, area="根室")  # nobody serves 根室 here (R20)
-        assert proposed.payload.alternatives == []
+        left = await _left(s, KG, MON_9, area="根室")  # nobody serves 根室 here (R20)
+        assert left.payload.reason == "no_free_counsellor"
+        await s.quiet()
+        assert s.probe.of("appointment.recoordination_proposed", left.payload.booking_id) == []
         r = await s.client.get(f"/v1/staff/offices/{KG}/requests", headers=STAFF)
-        assert {d["_id"]: d["status"] for d in r.json()}[proposed.payload.booking_id] == "needs_staff"
+        assert {d["_id"]: d["status"] for d in r.json()}[left.payload.booking_id] == "needs_staff"
+
+
+async def test_r05_an_office_that_proposes_by_hand_leaves_a_full_window_to_staff(
+    make_settings: Callable[..., Any], amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with scheduler(make_settings, amqp_url) as s:
+        hw = s.coordinator.ctx.policies[HW]
+        by_hand = hw.model_copy(
+            update={"coordination": hw.coordination.model_copy(update={"alternatives": "staff"})}
+        )
+        monkeypatch.setitem(s.coordinator.ctx.policies._by_id, HW, by_hand)
+        await _take(s, HW, MON_9)  # the only counsellor is busy then; other days are free
+        left = await _left(s, HW, MON_9)
+        assert left.payload.reason == "office_coordinates"
+        assert await s.cells(left.payload.booking_id) == []  # nothing held on other days
 
 
 async def test_double_booking_race_50_concurrent_requests_one_confirmation(

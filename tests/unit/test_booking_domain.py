@@ -131,7 +131,10 @@ def test_r05_alternatives_accepted_declined_or_expired() -> None:
     assert accepted.TYPE == "booking.alternative_accepted" and b.status == Status.ALTERNATIVE_ACCEPTED
     d = booking()
     d.propose(options, hold, NOW)
-    assert [e.TYPE for e in d.decline(NOW)] == ["booking.alternative_declined"]
+    declined, waiting = d.decline(NOW, KG)  # KG 第4条(2): 改めて日程調整させていただきます
+    assert (declined.TYPE, waiting.TYPE) == ("booking.alternative_declined", "booking.awaiting_coordination")
+    assert d.status == Status.AWAITING_COORDINATION and d.alternatives == []
+    assert waiting.reason == "declined"  # type: ignore[attr-defined]
     e = booking()
     e.propose(options, hold, NOW)
     assert e.hold_expired(NOW) == [] and e.status == Status.AWAITING_COORDINATION
@@ -221,11 +224,28 @@ def test_r08_no_show_cancels_unless_stale() -> None:
         b.attend("joined", at(TUE, 10, 5), at(TUE, 10, 11), "s", GRACE)
 
 
+def test_r05_left_to_staff_the_booking_waits_and_the_person_hears_so_where_the_office_says() -> None:
+    b = booking()
+    [told] = b.left_to_staff("no_free_counsellor", NOW, KG)
+    assert told.TYPE == "booking.awaiting_coordination" and b.status == Status.AWAITING_COORDINATION
+    assert b.left_to_staff("no_free_counsellor", NOW, KG) == []  # redelivered: told once
+    quiet = KG.model_copy(
+        update={"coordination": KG.coordination.model_copy(update={"tell_person_when_left_to_staff": False})}
+    )
+    c = booking()
+    assert (
+        c.left_to_staff("office_coordinates", NOW, quiet) == [] and c.status == Status.AWAITING_COORDINATION
+    )
+    d = confirmed()
+    assert d.left_to_staff("no_free_counsellor", NOW, KG) == [] and d.status == Status.CONFIRMED  # too late
+    assert len(c.confirm(appt(), NOW, OfficeCalendar(KG))) == 1  # staff confirm by hand
+
+
 def test_an_illegal_transition_raises() -> None:
     with pytest.raises(IllegalTransition, match="requested cannot be completed"):
         booking().complete(NOW, NOW, NOW)
     with pytest.raises(IllegalTransition):
-        booking().decline(NOW)
+        booking().decline(NOW, KG)
 
 
 def test_r09_two_no_shows_in_a_year_refuse_for_180_days() -> None:

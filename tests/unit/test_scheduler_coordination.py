@@ -28,7 +28,7 @@ from services.scheduler.meeting import create_room
 from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.timing import TimerKind
 from shared.clock import JST
-from shared.events import AlternativesHeld, BookingRequested, SlotAssigned, TimeWindow
+from shared.events import AlternativesHeld, BookingRequested, LeftToStaff, SlotAssigned, TimeWindow
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy, Policies
 
@@ -176,8 +176,8 @@ def test_r05_nothing_to_offer_leaves_the_request_to_staff() -> None:
     c, _ = opened()
     step = propose(c)
     (event,) = step.events
-    assert isinstance(event, AlternativesHeld) and c.status is Status.NEEDS_STAFF
-    assert event.alternatives == [] and event.hold_expires_at == NOW  # "the office will coordinate"
+    assert isinstance(event, LeftToStaff) and c.status is Status.NEEDS_STAFF  # never an empty proposal
+    assert event.reason == "no_free_counsellor" and step.fields["proposal"] is None
     assert c.upkeep(POLICIES, NOW).keep_cells == () and c.upkeep(POLICIES, NOW).disarm == "needs_staff"
 
 
