@@ -77,7 +77,18 @@ from shared.store.outbox import OutboxRelay, new_document_fields
 from tests import support
 from tests.chaos import figure
 from tests.conftest import RUN_ID
-from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, ROOT, SERVICES, Stack, parked_body, stack_env
+from tests.e2e import agreement
+from tests.e2e.conftest import (
+    AUDITOR_KEY,
+    BOOKING_STAFF_KEY,
+    PORTAL_KEY,
+    ROOT,
+    SCHEDULER_STAFF_KEY,
+    SERVICES,
+    Stack,
+    parked_body,
+    stack_env,
+)
 from tests.support import free_port
 
 BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "500"))
@@ -688,6 +699,12 @@ async def test_after_the_stream_every_booking_is_final_mailed_once_and_audited_o
             raise AssertionError(f"{len(stuck)} booking(s) not final: {stuck}") from None
     counts = Counter(statuses.values())
     email_of = {b["booking_id"]: b["email"] for b in accepted}
+    async with (
+        stack.client("booking", headers={"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}) as staff,
+        stack.client("scheduler", headers={"X-Staff-Key": SCHEDULER_STAFF_KEY}) as scheduler,
+    ):
+        agreed = await agreement.check(staff, scheduler, [OFFICE])  # R05: never in two minds
+    assert agreed >= len(accepted)
 
     confirmed = [bid for bid, s in statuses.items() if s == "confirmed"]
     mails = await check_mail(chaos, email_of, confirmed)

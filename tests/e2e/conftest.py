@@ -23,6 +23,7 @@ from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
 from tests import support
 from tests.conftest import RUN_ID
+from tests.e2e import agreement
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("booking", "scheduler", "notifier", "audit")
@@ -115,6 +116,16 @@ def parked_body(queue: str, message: dict[str, Any]) -> bytes:
     return open_resting_copy(sealer_of(queue.split(".", 1)[0]), queue.split(".", 1)[0], body, headers)
 
 
+async def _agree(stack: Stack) -> None:
+    offices = ("kushiro-gyosei", "kohoku-hellowork", "demo-town")
+    async with (
+        stack.client("booking", headers={"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}) as booking,
+        stack.client("scheduler", headers={"X-Staff-Key": SCHEDULER_STAFF_KEY}) as scheduler,
+    ):
+        n = await agreement.check(booking, scheduler, offices)
+    print(f"\nbooking and scheduler agree on all {n} bookings of the session")
+
+
 def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
     """Environment for the service processes; extra settings can be added by later fixtures."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
@@ -167,6 +178,7 @@ async def stack(servers: None, _databases: list[str]) -> AsyncIterator[Stack]:
     try:
         await asyncio.gather(*(stack.wait_ready(s) for s in SERVICES))
         yield stack
+        await _agree(stack)  # after every test of the session: no booking left in two minds (R05)
     finally:
         for service in list(stack.procs):
             stack.stop(service)
