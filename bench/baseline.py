@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractExchange
 from pymongo import AsyncMongoClient
 
 from bench import env
-from bench.results import Figure, Run, rate
+from bench.results import Figure, Run, throughput
 from shared.clock import SystemClock
 from shared.events import BookingAttended, Envelope, new_event
 from shared.mongo import connect
@@ -100,37 +100,39 @@ async def run_amqp(run: Run, amqp_url: str, messages: int, window: int) -> None:
         seq = [raw_message(sample_event(i)) for i in range(max(messages // 4, 50))]
         seconds = await publish_sequential(publish, seq)
         run.add(
-            Figure(
+            throughput(
                 PART,
                 "amqp_publish_sequential",
-                rate(len(seq), seconds),
+                len(seq),
+                seconds,
                 "msg/s",
-                "aio-pika publish, persistent+mandatory, one confirm awaited at a time",
-                extra={"n": len(seq), "seconds": round(seconds, 3)},
+                meaning="aio-pika publish, persistent+mandatory, one confirm awaited at a time",
             )
         )
         pipe = [raw_message(sample_event(i)) for i in range(messages)]
         seconds = await publish_pipelined(publish, pipe, window)
         run.add(
-            Figure(
+            throughput(
                 PART,
                 "amqp_publish_pipelined",
-                rate(len(pipe), seconds),
+                len(pipe),
+                seconds,
                 "msg/s",
-                f"aio-pika publish with confirms, {window} in flight",
-                extra={"n": len(pipe), "seconds": round(seconds, 3), "window": window},
+                meaning=f"aio-pika publish with confirms, {window} in flight",
+                window=window,
             )
         )
         total = len(seq) + len(pipe)
         seconds = await consume(conn, total)
         run.add(
-            Figure(
+            throughput(
                 PART,
                 "amqp_consume",
-                rate(total - 1, seconds),
+                total,
+                seconds,
                 "msg/s",
-                f"aio-pika consume + ack one at a time, prefetch {PREFETCH}, quorum queue",
-                extra={"n": total, "seconds": round(seconds, 3)},
+                meaning=f"aio-pika consume + ack one at a time, prefetch {PREFETCH}, quorum queue",
+                counted=total - 1,
             )
         )
 
@@ -168,13 +170,13 @@ async def run_mongo(run: Run, db_prefix: str, docs: int, singles: int) -> None:
             await many_coll.insert_many(many[i : i + batch], ordered=False)
         seconds = time.perf_counter() - started
         run.add(
-            Figure(
+            throughput(
                 PART,
                 "mongo_insert_many",
-                rate(len(many), seconds),
+                len(many),
+                seconds,
                 "doc/s",
-                f"insert_many of booking-sized documents, {batch} a call",
-                extra={"n": len(many), "seconds": round(seconds, 3)},
+                meaning=f"insert_many of booking-sized documents, {batch} a call",
             )
         )
         ones = [sample_document(i) for i in range(singles)]
@@ -219,11 +221,4 @@ async def _singles(run: Run, coll: Any, docs: list[dict[str, Any]], suffix: str,
 
 
 def _per_op(name: str, meaning: str, n: int, seconds: float) -> Figure:
-    return Figure(
-        PART,
-        name,
-        rate(n, seconds),
-        "op/s",
-        meaning,
-        extra={"n": n, "seconds": round(seconds, 3), "ms_per_op": round(seconds / n * 1000, 3)},
-    )
+    return throughput(PART, name, n, seconds, "op/s", meaning=meaning, ms_per_op=round(seconds / n * 1000, 3))

@@ -19,7 +19,7 @@ import aio_pika
 
 from bench import env
 from bench.baseline import publish_pipelined, raw_message
-from bench.results import Figure, Run, rate
+from bench.results import Run, throughput
 from bench.stack import counter, pids
 from shared import topology
 from shared.clock import SystemClock
@@ -106,22 +106,19 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
         run_.skip(PART, f"audit recorded only {done:.0f} of {n} events in {seconds:.0f}s")
         return
     run_.add(
-        Figure(
+        throughput(
             PART,
             "ingest",
-            rate(n, seconds),
+            n,
+            seconds,
             "event/s",
-            "audit service recording events from its inbox (mix of access.logged, notification.sent, "
+            meaning="audit service recording events from its inbox (mix of access.logged, notification.sent, "
             "device.recorded), first publish to last recorded",
             baseline="baseline/amqp_consume",
-            extra={
-                "n": n,
-                "seconds": round(seconds, 3),
-                "publish_seconds": round(published, 3),
-                "parked": parked,
-                "handled": counts.get("handled", 0.0) - before.get("handled", 0.0),
-                "cpu_cores_by_process": cpu,
-            },
+            publish_seconds=round(published, 3),
+            parked=parked,
+            handled=counts.get("handled", 0.0) - before.get("handled", 0.0),
+            cpu_cores_by_process=cpu,
         )
     )
     if parked:

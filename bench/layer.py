@@ -22,7 +22,7 @@ from bench.baseline import (
     sample_document,
     sample_event,
 )
-from bench.results import Figure, Run, rate
+from bench.results import Figure, Run, throughput
 from shared import topology
 from shared.events import BookingAttended, Envelope, parse_event
 from shared.mongo import connect
@@ -136,27 +136,28 @@ async def run(run_: Run, box: env.Sandbox, messages: int, window: int, docs: int
         seq = [sample_event(i) for i in range(max(messages // 4, 50))]
         seconds = await measure_publish(runtime, seq, 1)
         run_.add(
-            Figure(
+            throughput(
                 PART,
                 "publish_sequential",
-                rate(len(seq), seconds),
+                len(seq),
+                seconds,
                 "msg/s",
-                "EventPublisher.publish (FastStream, confirms), one at a time",
+                meaning="EventPublisher.publish (FastStream, confirms), one at a time",
                 baseline="baseline/amqp_publish_sequential",
-                extra={"n": len(seq), "seconds": round(seconds, 3)},
             )
         )
         pipe = [sample_event(i) for i in range(messages)]
         seconds = await measure_publish(runtime, pipe, window)
         run_.add(
-            Figure(
+            throughput(
                 PART,
                 "publish_pipelined",
-                rate(len(pipe), seconds),
+                len(pipe),
+                seconds,
                 "msg/s",
-                f"EventPublisher.publish, {window} in flight",
+                meaning=f"EventPublisher.publish, {window} in flight",
                 baseline="baseline/amqp_publish_pipelined",
-                extra={"n": len(pipe), "seconds": round(seconds, 3), "window": window},
+                window=window,
             )
         )
     await delete_queue(box.amqp_url, SINK)
@@ -170,14 +171,15 @@ async def run(run_: Run, box: env.Sandbox, messages: int, window: int, docs: int
             else ("the same without the inbox (parse + handler + ack)")
         )
         run_.add(
-            Figure(
+            throughput(
                 PART,
                 name,
-                rate(messages - 1, seconds),
+                messages,
+                seconds,
                 "msg/s",
-                f"Consumer: {what}",
+                meaning=f"Consumer: {what}",
                 baseline="baseline/amqp_consume",
-                extra={"n": messages, "seconds": round(seconds, 3)},
+                counted=messages - 1,
             )
         )
     await delete_queue(box.amqp_url, SUB.inbox)
@@ -193,36 +195,22 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
         async with runtime.running():
             # 1. the relay the services use: announced documents already written, the relay drains them
             relay = MarkedRelay(db["outbox"], runtime.publisher, poll_seconds=0.2)
-            seconds = await _timed_drain(relay, docs, announced=True)
-            await relay.stop()
+            marked = (
+                "MarkedRelay draining announced documents (markers, find by _id, publish, "
+                "insert the sent id, delete the marker)"
+            )
             run_.add(
-                Figure(
-                    PART,
-                    "outbox_relay_only",
-                    rate(docs, seconds),
-                    "doc/s",
-                    "MarkedRelay draining announced documents (markers, find by _id, publish, "
-                    "insert the sent id, delete the marker)",
-                    baseline="baseline/amqp_publish_sequential",
-                    extra={"n": docs, "seconds": round(seconds, 3)},
-                )
+                await _drained(relay, docs, "outbox_relay_only", marked, "baseline/amqp_publish_sequential")
             )
             # 2. the flag-based relay (marks each document: an update), still used for carrier documents
             flagged = OutboxRelay(db["outbox_flagged"], runtime.publisher, poll_seconds=0.2)
             await flagged.ensure_indexes()
-            seconds = await _timed_drain(flagged, docs, announced=False)
-            await flagged.stop()
+            same = (
+                "the same drain with the flag-based OutboxRelay (update_one per document); "
+                "ratio to the relay the services use"
+            )
             run_.add(
-                Figure(
-                    PART,
-                    "outbox_relay_only_flagged",
-                    rate(docs, seconds),
-                    "doc/s",
-                    "the same drain with the flag-based OutboxRelay (update_one per document); "
-                    "ratio to the relay the services use",
-                    baseline="layer/outbox_relay_only",
-                    extra={"n": docs, "seconds": round(seconds, 3)},
-                )
+                await _drained(flagged, docs, "outbox_relay_only_flagged", same, "layer/outbox_relay_only")
             )
             # 3. written one by one as a route does (announce + insert_one + poke), relayed as they come
             coll = db["outbox_live"]
@@ -241,15 +229,16 @@ async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:
             seconds = time.perf_counter() - started
             await relay.stop()
             run_.add(
-                Figure(
+                throughput(
                     PART,
                     "outbox_write_and_relay",
-                    rate(docs, seconds),
+                    docs,
+                    seconds,
                     "doc/s",
-                    "documents with one event announced, written by insert_one (+poke) and relayed, "
+                    meaning="documents with one event announced, written by insert_one (+poke) and relayed, "
                     "until all published",
                     baseline="baseline/mongo_insert_one",
-                    extra={"n": docs, "seconds": round(seconds, 3), "write_seconds": round(written, 3)},
+                    write_seconds=round(written, 3),
                 )
             )
     finally:
@@ -270,31 +259,34 @@ async def run_conditional(run_: Run, box: env.Sandbox, docs: int) -> None:
             await update_if(coll, doc_id, {"outbox_seq": 0}, {"$set": {"outbox_sent": 2}})
         seconds = time.perf_counter() - started
         run_.add(
-            Figure(
+            throughput(
                 PART,
                 f"update_if_at_{docs}",
-                rate(len(picked), seconds),
+                len(picked),
+                seconds,
                 "op/s",
-                f"update_if (conditional write by _id alone: read, check, write), {docs} documents",
+                meaning=f"update_if (conditional write by _id alone: read, check, write), {docs} documents",
                 baseline=f"baseline/mongo_update_one_conditional_at_{docs}",
-                extra={"n": len(picked), "seconds": round(seconds, 3)},
             )
         )
     finally:
         await client.close()
 
 
-async def _timed_drain(relay: OutboxRelay, docs: int, *, announced: bool) -> float:
-    """Seconds the relay takes, from its start, to publish `docs` documents written before it."""
+async def _drained(relay: OutboxRelay, docs: int, name: str, meaning: str, baseline: str) -> Figure:
+    """How fast the relay, from its start, publishes `docs` documents written before it (announced
+    for a `MarkedRelay`); the relay is stopped afterwards."""
     batch = [sample_document(i) for i in range(docs)]
-    if announced:
+    if isinstance(relay, MarkedRelay):
         for d in batch:
             await outbox.announce(relay.collection, d["_id"], [parse_event(d["outbox"][0])])
     await relay.collection.insert_many(batch)
     started = time.perf_counter()
     relay.start()
     await _until(lambda: relay.published >= docs)
-    return time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    await relay.stop()
+    return throughput(PART, name, docs, seconds, "doc/s", meaning=meaning, baseline=baseline)
 
 
 async def _until(probe: Callable[[], bool], timeout: float = 300, interval: float = 0.005) -> None:

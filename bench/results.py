@@ -78,6 +78,31 @@ def rate(count: int, seconds: float) -> float:
     return round(count / seconds, 1) if seconds > 0 else 0.0
 
 
+def throughput(
+    part: str,
+    name: str,
+    n: int,
+    seconds: float,
+    unit: str,
+    *,
+    meaning: str,
+    baseline: str | None = None,
+    counted: int | None = None,
+    **extra: Any,
+) -> Figure:
+    """A rate figure: `n` things in `seconds` (both kept in `extra`, with any more details).
+    `counted`: what the rate counts when it is not `n` (first delivery to last ack: `n - 1`)."""
+    return Figure(
+        part,
+        name,
+        rate(n if counted is None else counted, seconds),
+        unit,
+        meaning,
+        baseline=baseline,
+        extra={"n": n, "seconds": round(seconds, 3), **extra},
+    )
+
+
 def latency_ms(samples: list[float]) -> dict[str, float]:
     """p50/p95/p99 (and max) in milliseconds from samples in seconds."""
     if not samples:

@@ -8,6 +8,7 @@ personal data travels (R12: only what the consumer needs).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID, uuid4
@@ -132,6 +133,32 @@ def new_event(
         payload=payload,
     )
     return envelope
+
+
+@dataclass(frozen=True)
+class Producer:
+    """One service's events: its name and its clock stamp each. What a handler that emits events
+    needs, rather than the whole runtime (`Runtime.producer`)."""
+
+    service: str
+    clock: Clock
+
+    def event(
+        self,
+        payload: PayloadT,
+        office_id: str,
+        *,
+        cause: Envelope[Any] | None = None,
+        correlation_id: UUID | None = None,
+    ) -> Envelope[PayloadT]:
+        return new_event(
+            payload,
+            office_id=office_id,
+            producer=self.service,
+            clock=self.clock,
+            cause=cause,
+            correlation_id=correlation_id,
+        )
 
 
 def read_message(body: bytes | str | dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.asgi import Tracking, send_json
 
 BODY = json.dumps(
     {"error": "internal", "message": "the service failed on this request; the error is logged"}
@@ -31,30 +33,18 @@ class LastResort:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracking = Tracking(send)
         try:
             await self.app(scope, receive, tracking)
         except Exception:
-            if started:
+            if tracking.started:
                 raise
             self.log.exception("%s %s: unhandled error, answered 500", scope.get("method"), scope.get("path"))
-            await send({"type": "http.response.start", "status": 500, "headers": _headers(scope)})
-            await send({"type": "http.response.body", "body": BODY})
+            await send_json(send, 500, BODY, _headers(scope))
 
 
 def _headers(scope: Scope) -> list[tuple[bytes, bytes]]:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(BODY)).encode()),
-        (b"connection", b"close"),
-    ]
+    headers = [(b"connection", b"close")]
     request_id = (scope.get("state") or {}).get("request_id")
     if isinstance(request_id, str):
         headers.append((b"x-request-id", request_id.encode("latin-1", "replace")))

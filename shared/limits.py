@@ -13,16 +13,16 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.asgi import Tracking, send_json
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024
 
 
 async def _reject(send: Send, limit: int) -> None:
     body = json.dumps({"error": "too-large", "message": f"the request body exceeds {limit} bytes"}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 413, body)
 
 
 def _too_large(exc: BaseException) -> bool:
@@ -51,18 +51,11 @@ class BodySizeLimit:
         if too_big:
             await _reject(send, self.max_bytes)
             return
-        started = False
-
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracking = Tracking(send)
         try:
             await self.app(scope, receive, tracking)
         except BaseException as exc:
-            if started or not _too_large(exc):
+            if tracking.started or not _too_large(exc):
                 raise
             await _reject(send, self.max_bytes)  # a route read the body itself (request.json())
 

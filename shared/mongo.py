@@ -35,9 +35,10 @@ def _keep_pool_cleared_errors_out_of_sdam() -> None:
     taken as stale, marks the server Unknown and clears (pauses) the pool once more. The monitor's
     next heartbeat makes it ready; within milliseconds another such operation pauses it again. With a
     few dozen operations waiting, as in a service catching up after a 10 s database pause, that loop
-    kept the scheduler's pool paused for minutes (chaos drill `test_mongodb_wire_server_stopped_10s`,
-    trace in docs/performance.md). Ignoring these errors in SDAM leaves the decision to the heartbeat,
-    as the spec intends; the refusal asks for that heartbeat at once.
+    kept the scheduler's pool paused long after the database answered again (chaos drill
+    `test_mongodb_wire_server_stopped_10s`; the trace: docs/performance.md, finding 8). Ignoring these
+    errors in SDAM leaves the decision to the heartbeat, as the spec intends; the refusal asks for that
+    heartbeat at once.
     `tests/integration/test_mongo_pool_cleared.py` fails without this.
     """
     original = Topology._handle_error

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from shared import logsafe, topology
 from shared.access_log import AccessLog
 from shared.clock import Clock
-from shared.events import Envelope, Payload, new_event
+from shared.events import Producer
 from shared.http import service_app
 from shared.messaging import Consumer, EventPublisher, Inbox, Parser
 from shared.metrics import RuntimeCollector, new_registry
@@ -71,6 +70,8 @@ class Runtime:
         self.queues = queues
         self.name = queues.service
         self.clock: Clock = clock or settings.clock()
+        self.producer = Producer(self.name, self.clock)  # this service's events
+        self.event = self.producer.event
         self.log = logging.getLogger(f"consult.{self.name}")
         self.metrics = new_registry()
         self.broker = RabbitBroker(
@@ -131,23 +132,6 @@ class Runtime:
         r = MarkedRelay(collection, self.publisher, self.settings.outbox_poll_seconds, sealer=self.sealer)
         self.relays.append(r)
         return r
-
-    def event(
-        self,
-        payload: Payload,
-        office_id: str,
-        *,
-        cause: Envelope[Any] | None = None,
-        correlation_id: uuid.UUID | None = None,
-    ) -> Envelope[Any]:
-        return new_event(
-            payload,
-            office_id=office_id,
-            producer=self.name,
-            clock=self.clock,
-            cause=cause,
-            correlation_id=correlation_id,
-        )
 
     def on_startup(self, hook: Hook) -> Hook:
         self._startup.append(hook)

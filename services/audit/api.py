@@ -69,7 +69,11 @@ def router(service: AuditService) -> APIRouter:
     @api.get(
         "/export",
         summary="Every matching record, streamed as CSV or a JSON array",
-        description="Time order on MongoDB; store order on FerretDB (rows carry occurred_at, stream, seq).",
+        description=(
+            "Chain order, the same on every database: streams by name, each in seq order (rows carry "
+            "stream, seq and occurred_at). Streamed; a CSV export that fails midway ends with an "
+            "`# EXPORT INCOMPLETE` line, a JSON one is left unclosed."
+        ),
     )
     async def export(
         f: Annotated[Filters, Depends(filters)],
@@ -83,7 +87,7 @@ def router(service: AuditService) -> APIRouter:
         await service.record(
             records.internal("audit.exported", actor=caller.key_id, details=details, now=service.now())
         )
-        rows = store.scan(f.query())
+        rows = store.export(f.query())
         body, media = (
             (csv_chunks(rows), "text/csv; charset=utf-8")
             if format == "csv"

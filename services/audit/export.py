@@ -1,18 +1,87 @@
-"""Streamed exports: rows are encoded and sent a chunk at a time, never the whole result in memory."""
+"""Streamed exports: rows are encoded and sent a chunk at a time, never the whole result in memory.
+
+An export is in chain order, whatever the database: streams by name, each in `seq` order (the
+`chain_position` index, unique). MongoDB reads it from that index; FerretDB sorts any sorted query
+in memory before its first record, so there the records are read once unsorted and `chain_ordered`
+puts them in that order.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+import tempfile
+from array import array
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from typing import IO
+
+import bson
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 
 from services.audit.search import COLUMNS, csv_row, public
 from shared.mongo import Doc
 
 log = logging.getLogger(__name__)
 ROWS_PER_CHUNK = 500
+
+
+class _Spool:
+    """One stream's records, as BSON, in a temporary file (gone once closed), in the order read."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.seqs, self.offsets = array("q"), array("q")
+        self.size = 0
+        self.in_order = True
+
+    def add(self, seq: int, data: bytes) -> None:
+        if self.seqs and seq <= self.seqs[-1]:
+            self.in_order = False
+        self.seqs.append(seq)
+        self.offsets.append(self.size)
+        self.file.write(data)
+        self.size += len(data)
+
+    def replay(self, codec: CodecOptions[Doc]) -> Iterator[Doc]:
+        """The records in `seq` order."""
+        self.file.flush()
+        self.file.seek(0)
+        if self.in_order:
+            yield from bson.decode_file_iter(self.file, codec)
+            return
+        for i in sorted(range(len(self.seqs)), key=self.seqs.__getitem__):
+            self.file.seek(self.offsets[i])
+            length = int.from_bytes(self.file.read(4), "little")
+            self.file.seek(self.offsets[i])
+            yield bson.decode(self.file.read(length), codec)
+
+
+async def chain_ordered(
+    records: AsyncIterable[Doc], codec: CodecOptions[Doc] = DEFAULT_CODEC_OPTIONS
+) -> AsyncIterator[Doc]:
+    """`records`, read once in any order, in chain order: streams by name, each in `seq` order.
+
+    Each stream's records are spooled to a temporary file of their own while the read runs, then
+    replayed stream after stream; Python memory holds two integers per record, not the records.
+    A stream whose records came in `seq` order (FerretDB returns an unsorted query in insertion
+    order, and a stream's records are inserted in `seq` order) is replayed as written; one that did
+    not is replayed by its `seq`s, sorted. `codec`: the options the records were read with, so
+    that they come back the same (aware datetimes, UUIDs).
+    """
+    spools: dict[str, _Spool] = {}
+    with contextlib.ExitStack() as files:
+        async for record in records:
+            stream = str(record["stream"])
+            spool = spools.get(stream)
+            if spool is None:
+                spool = spools[stream] = _Spool(files.enter_context(tempfile.TemporaryFile()))
+            spool.add(int(record["seq"]), bson.encode(record, codec_options=codec))
+        for stream in sorted(spools):
+            for record in spools[stream].replay(codec):
+                yield record
 
 
 async def csv_chunks(records: AsyncIterable[Doc]) -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ FerretDB scans a collection for any query, so the ingest path only inserts; quer
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit.chain import GENESIS
+from services.audit.export import chain_ordered
 from shared.mongo import Doc
 from shared.store.backend import is_ferretdb
 from shared.store.conditional import update_if
@@ -128,12 +129,16 @@ class AuditStore:
     async def search(self, query: Doc, limit: int) -> list[Doc]:
         return await self.records.find(query).sort(ORDER).limit(limit).to_list()
 
-    def scan(self, query: Doc, batch: int = 1000) -> AsyncCursor[Doc]:
-        """Every match, streamed: in time order where an index gives it without materialising the
-        result (MongoDB); in store order on FerretDB, which would sort everything before the first
-        byte (a minute for 100,000 records on a busy machine)."""
+    def export(self, query: Doc, batch: int = 1000) -> AsyncIterable[Doc]:
+        """Every match, streamed in chain order (streams by name, each in `seq` order) on every
+        database. MongoDB sorts by `(stream, seq)`, which the `chain_position` index gives. FerretDB
+        pushes no sort down to SQLite and would sort the whole result before its first record
+        (docs/performance.md, finding 14): there the collection is read once, unsorted, and
+        `export.chain_ordered` orders it."""
         cursor = self.records.find(query).batch_size(batch)
-        return cursor if self.scans_only else cursor.sort(ORDER)
+        if not self.scans_only:
+            return cursor.sort(CHAIN_ORDER)
+        return chain_ordered(cursor, self.records.codec_options)
 
     def stat_rows(self, query: Doc) -> AsyncCursor[Doc]:
         fields = {"_id": 0, "office_id": 1, "day": 1, "hour": 1, "usage_minutes": 1}

@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         versions.on_write = runtime.marked_relay(versions.changes).poke
     stores.requests.on_write = runtime.marked_relay(stores.requests.collection).poke
     stores.devices.on_write = runtime.relay(stores.devices.collection, delete_sent=True).poke
-    service = BookingService(runtime, stores, settings.policies())
+    service = BookingService(runtime.producer, stores, settings.policies())
     intake = Intake(service, settings)
     runtime.on_startup(stores.ensure_indexes)
 

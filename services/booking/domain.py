@@ -203,14 +203,20 @@ class Booking:
         c = self.cancellation
         assert c is not None
         return BookingCancelled(
-            booking_id=self.booking_id,
             reason=c.reason,
             channel=c.channel,
             recorded_by=c.recorded_by,
             appointment=self.appointment,
-            recipient=self.person.recipient(),
-            terms_version=self.terms_version,
+            **self._to_person(),
         )
+
+    def _to_person(self) -> dict[str, Any]:
+        """What every event the person hears of carries: the booking, to whom, under which terms (R17)."""
+        return {
+            "booking_id": self.booking_id,
+            "recipient": self.person.recipient(),
+            "terms_version": self.terms_version,
+        }
 
     # ----------------------------------------------------------------- coordination (R05)
 
@@ -236,14 +242,7 @@ class Booking:
         self._move(S.CONFIRMED, now, note)
         self.appointment = appointment
         self.alternatives, self.hold_expires_at = [], None
-        return [
-            BookingConfirmed(
-                booking_id=self.booking_id,
-                appointment=appointment,
-                recipient=self.person.recipient(),
-                terms_version=self.terms_version,
-            )
-        ]
+        return [BookingConfirmed(appointment=appointment, **self._to_person())]
 
     def propose(
         self, alternatives: list[Alternative], hold_expires_at: datetime, now: datetime
@@ -255,11 +254,7 @@ class Booking:
         self.alternatives, self.hold_expires_at = list(alternatives), hold_expires_at
         return [
             BookingRecoordinationProposed(
-                booking_id=self.booking_id,
-                alternatives=list(alternatives),
-                hold_expires_at=hold_expires_at,
-                recipient=self.person.recipient(),
-                terms_version=self.terms_version,
+                alternatives=list(alternatives), hold_expires_at=hold_expires_at, **self._to_person()
             )
         ]
 
@@ -326,14 +321,7 @@ class Booking:
         if appointment_version in self.notices_sent:
             return []
         self.notices_sent.append(appointment_version)
-        return [
-            BookingNoticeDue(
-                booking_id=self.booking_id,
-                appointment=appt,
-                recipient=self.person.recipient(),
-                terms_version=self.terms_version,
-            )
-        ]
+        return [BookingNoticeDue(appointment=appt, **self._to_person())]
 
     # ----------------------------------------------------------------- cancellation (R07)
 

@@ -114,7 +114,7 @@ def register(
         )
         payload = DeviceRecorded(portal_id=obs.portal_id, observed_at=obs.sent_at, **fields)
         await stores.devices.record(
-            str(obs.message_id), obs.office_id, [service.runtime.event(payload, obs.office_id, cause=event)]
+            str(obs.message_id), obs.office_id, [service.producer.event(payload, obs.office_id, cause=event)]
         )
 
     # what the scheduler says about a booking

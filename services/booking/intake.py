@@ -209,7 +209,7 @@ class Intake:
                 PROSE_ALLOWED,
             ),
         )
-        return self.service.runtime.event(payload, sub.office_id, cause=sub.cause)
+        return self.service.producer.event(payload, sub.office_id, cause=sub.cause)
 
     # ----------------------------------------------------------------- the decision
 

@@ -28,11 +28,11 @@ from shared.events import (
     NoShow,
     NoticeTimerFired,
     Payload,
+    Producer,
     SlotAssigned,
 )
 from shared.messaging import TransientError
 from shared.policy import OfficePolicy, Policies
-from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,8 @@ class NotFound(Exception):
 
 
 class BookingService:
-    def __init__(self, runtime: Runtime, stores: Stores, policies: Policies) -> None:
-        self.runtime = runtime
+    def __init__(self, producer: Producer, stores: Stores, policies: Policies) -> None:
+        self.producer = producer  # the clock and booking's events
         self.stores = stores
         self.policies = policies
         self.calendar = cache(lambda office_id: OfficeCalendar(self.policies[office_id]))
@@ -57,7 +57,7 @@ class BookingService:
 
     @property
     def now(self) -> datetime:
-        return self.runtime.clock.now()
+        return self.producer.clock.now()
 
     def policy(self, office_id: str) -> OfficePolicy:
         policy = self.policies.get(office_id)
@@ -69,7 +69,7 @@ class BookingService:
         self, booking: Booking, payloads: list[Payload], cause: Envelope[Any] | None
     ) -> list[Envelope[Any]]:
         cid = uuid.UUID(booking.correlation_id)
-        return [self.runtime.event(p, booking.office_id, cause=cause, correlation_id=cid) for p in payloads]
+        return [self.producer.event(p, booking.office_id, cause=cause, correlation_id=cid) for p in payloads]
 
     async def get(self, booking_id: str) -> Booking:
         booking = await self.stores.bookings.get(booking_id)
@@ -168,7 +168,7 @@ class BookingService:
             payloads = act(person)
             if not payloads and repr(person) == before:
                 return person  # a repeat: nothing to write
-            events = [self.runtime.event(p, office_id, cause=cause) for p in payloads]
+            events = [self.producer.event(p, office_id, cause=cause) for p in payloads]
             await self.stores.people.save(person, events)
             return person
 

@@ -96,34 +96,46 @@ def plan(event: Envelope[Any], policy: OfficePolicy) -> Notice | None:
     return None
 
 
-def _booking_notice(kind: Kind, policy: OfficePolicy, p: BookingConfirmed | BookingNoticeDue) -> Notice:
+AboutBooking = BookingConfirmed | BookingNoticeDue | BookingRecoordinationProposed | BookingCancelled
+
+
+def _about_booking(
+    kind: Kind,
+    policy: OfficePolicy,
+    p: AboutBooking,
+    round_: str,
+    appointment: Appointment | None,
+    **facts: Any,
+) -> Notice:
+    """A notice about one booking, keyed by booking, kind and round: one email per round however
+    often its event arrives; the terms version the person agreed to goes with it (R17)."""
     return Notice(
         kind=kind,
-        key=delivery_key(p.booking_id, kind, f"v{p.appointment.version}"),
+        key=delivery_key(p.booking_id, kind, round_),
         office_id=policy.office_id,
         booking_id=p.booking_id,
         recipient=p.recipient,
-        subject=policy.notice.subject,  # R06: HW exactly 「オンライン職業相談」
-        appointment=p.appointment,
-        facts={"terms_version": p.terms_version},
+        subject=subject(policy, kind),
+        appointment=appointment,
+        facts={"terms_version": p.terms_version, **facts},
     )
+
+
+def _booking_notice(kind: Kind, policy: OfficePolicy, p: BookingConfirmed | BookingNoticeDue) -> Notice:
+    return _about_booking(kind, policy, p, f"v{p.appointment.version}", p.appointment)
 
 
 def _recoordination(policy: OfficePolicy, p: BookingRecoordinationProposed) -> Notice:
     # No appointment version yet: the proposal itself (options and hold) names this round.
     proposal = "|".join(sorted(a.option_id for a in p.alternatives)) + "|" + p.hold_expires_at.isoformat()
-    return Notice(
-        kind=Kind.RECOORDINATION,
-        key=delivery_key(p.booking_id, Kind.RECOORDINATION, "p" + _digest(proposal)[:12]),
-        office_id=policy.office_id,
-        booking_id=p.booking_id,
-        recipient=p.recipient,
-        subject=subject(policy, Kind.RECOORDINATION),
-        facts={
-            "terms_version": p.terms_version,
-            "alternatives": list(p.alternatives),
-            "hold_expires_at": p.hold_expires_at,
-        },
+    return _about_booking(
+        Kind.RECOORDINATION,
+        policy,
+        p,
+        "p" + _digest(proposal)[:12],
+        None,
+        alternatives=list(p.alternatives),
+        hold_expires_at=p.hold_expires_at,
     )
 
 
@@ -144,16 +156,7 @@ def _awaiting(policy: OfficePolicy, p: BookingAwaitingCoordination, event: Envel
 def _cancellation(policy: OfficePolicy, p: BookingCancelled) -> Notice:
     kind = Kind.NO_SHOW if p.reason == "no_show" else Kind.CANCELLATION  # R08
     version = p.appointment.version if p.appointment else 0
-    return Notice(
-        kind=kind,
-        key=delivery_key(p.booking_id, kind, f"v{version}"),
-        office_id=policy.office_id,
-        booking_id=p.booking_id,
-        recipient=p.recipient,
-        subject=subject(policy, kind),
-        appointment=p.appointment,
-        facts={"terms_version": p.terms_version, "reason": p.reason, "channel": p.channel},
-    )
+    return _about_booking(kind, policy, p, f"v{version}", p.appointment, reason=p.reason, channel=p.channel)
 
 
 def _refusal(policy: OfficePolicy, p: PersonRefused, terms_version: str) -> Notice | None:
@@ -174,7 +177,7 @@ def _refusal(policy: OfficePolicy, p: PersonRefused, terms_version: str) -> Noti
 
 def subject(policy: OfficePolicy, kind: Kind) -> str:
     if kind in (Kind.CONFIRMATION, Kind.NOTICE):
-        return policy.notice.subject
+        return policy.notice.subject  # R06: HW exactly 「オンライン職業相談」
     return f"【{policy.service_name}】{SUBJECT_LABELS[kind]}"
 
 

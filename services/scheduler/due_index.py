@@ -1,11 +1,12 @@
 """The leading wheel's memory of the pending timers: id -> due time, in due order two ways.
 
-FerretDB 1.x answers a query on `status`/`due_at` by decoding every timer (seconds at 100,000), so
-the wheel reads the pending timers once, when it takes the lease, and keeps them here; the feed adds
-the new ones. One heap yields what is due (firing), the other what enters the arming horizon
-(APScheduler jobs). Both are lazy: an entry whose timer was discarded or re-added is skipped when it
-comes up. A timer another replica cancels stays here until its due time, when the firing reads it by
-`_id`, sees it is no longer pending and drops it (the outcome insert decides in any case).
+FerretDB 1.x answers a query on `status`/`due_at` by decoding every timer (a cost that grows with
+their number: docs/performance.md, finding 6), so the wheel reads the pending timers once, when it
+takes the lease, and keeps them here; the feed adds the new ones. One heap yields what is due
+(firing), the other what enters the arming horizon (APScheduler jobs). Both are lazy: an entry whose
+timer was discarded or re-added is skipped when it comes up. A timer another replica cancels stays
+here until its due time, when the firing reads it by `_id`, sees it is no longer pending and drops it
+(the outcome insert decides in any case).
 """
 
 from __future__ import annotations

@@ -72,10 +72,10 @@ class TimerWheel:
         self.rescan_every = rescan_every
         # an announced timer not written after this is dropped (its writer crashed in between)
         self.feed_grace, self.fire_batch = feed_grace, fire_batch
-        # A take-over's reads once hung for 90 s on FerretDB right at start-up, while the first
-        # timers were being written, and finished only when the consumer stopped at shutdown; so they
-        # are bounded, and a stalled take-over starts again with twice the bound (a history whose
-        # scan really takes longer still gets read).
+        # A take-over's reads once hung on FerretDB right at start-up, while the first timers were
+        # being written, and finished only when the consumer stopped at shutdown (docs/performance.md,
+        # finding 13); so they are bounded, and a stalled take-over starts again with twice the bound
+        # (a history whose scan really takes longer still gets read).
         self.takeover_read_timeout = self._read_bound = takeover_read_timeout
         self.leader = False
         self.armed: set[str] = set()

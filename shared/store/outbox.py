@@ -180,7 +180,8 @@ class OutboxRelay:
 
         The round is not cancelled: a publish cancelled while it waits for its confirm makes
         aiormq close the channel every publisher of the service shares, and the final drain then
-        hung until the shutdown bound (10 s). Only a round stuck past `STOP_GRACE_SECONDS` is.
+        hung until the shutdown bound (`shared.runtime.SHUTDOWN_STEP_SECONDS`; docs/performance.md,
+        finding 11). Only a round stuck past `STOP_GRACE_SECONDS` is.
         """
         self._stopping = True
         self._wake.set()

@@ -49,7 +49,7 @@ def errors_of(r: httpx.Response) -> dict[str, str]:
 
 
 def consumer_stats(h: Harness) -> dict[str, int]:
-    return h.client._transport.app.state.service.runtime.consumer.stats  # type: ignore[attr-defined,no-any-return]
+    return h.runtime.consumer.stats
 
 
 # ----------------------------------------------------------------------------- HTTP

@@ -219,13 +219,13 @@ async def test_jobseeker_updates_out_of_order_keep_the_newest(h: Harness) -> Non
     await eventually(lambda: registered(h, "12345-00000004"), what="registry fed")
     await h.publish(older, older["type"])
     service = h.client._transport.app.state.service  # type: ignore[attr-defined]
-    await eventually(lambda: _handled(service, 2), what="both records handled")
+    await eventually(lambda: _handled(h.runtime, 2), what="both records handled")
     js = await service.stores.jobseekers.get(HW, "12345-00000004")
     assert js.mypage_email == "new@x.jp"
 
 
-async def _handled(service: Any, n: int) -> bool:
-    return bool(service.runtime.consumer.stats["handled"] >= n)
+async def _handled(runtime: Any, n: int) -> bool:
+    return bool(runtime.consumer.stats["handled"] >= n)
 
 
 # ----------------------------------------------------------------------------- auth
@@ -339,20 +339,19 @@ async def test_amqp_booking_request_runs_the_same_handler(h: Harness) -> None:
 
 
 async def test_amqp_unreadable_or_unauthorised_commands_are_parked_with_the_reason(h: Harness) -> None:
-    service = h.client._transport.app.state.service  # type: ignore[attr-defined]
     await h.publish(b"{not json", "booking.request")
     await h.publish({"type": "booking.request", "office_id": KG}, "booking.request")
     stranger = examples.booking_command("unknown-portal", KG, unique(), kg(h), sent_at=h.now)
     await h.publish(stranger, "booking.request")
     forged = {"type": "appointment.no_show", "payload": {}}
     await h.publish(forged, "booking.request")
-    await eventually(lambda: _parked_n(service, 4), what="four parked")
+    await eventually(lambda: _parked_n(h.runtime, 4), what="four parked")
     reasons = sorted(str(m.headers[topology.REASON_HEADER]) for m in await parked(h.amqp_url))
     assert reasons == ["invalid-command", "invalid-event", "not-an-intake-message", "portal-not-authorised"]
 
 
-async def _parked_n(service: Any, n: int) -> bool:
-    return bool(service.runtime.consumer.stats["parked"] >= n)
+async def _parked_n(runtime: Any, n: int) -> bool:
+    return bool(runtime.consumer.stats["parked"] >= n)
 
 
 async def test_calendar_and_office_endpoints_tell_a_portal_what_is_bookable(h: Harness) -> None:

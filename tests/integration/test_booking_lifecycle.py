@@ -417,7 +417,7 @@ async def test_concurrent_changes_from_two_processes_lose_nothing(h: Harness) ->
     """Two service instances (no shared lock) change one booking 20 times at once: every change lands."""
     booking_id = await kg_booking(h)
     mine = service_of(h)
-    other = BookingService(mine.runtime, Stores.open(mine.runtime.db, h.settings.vault()), mine.policies)
+    other = BookingService(mine.producer, Stores.open(h.runtime.db, h.settings.vault()), mine.policies)
 
     def mark(n: int) -> Callable[[Booking], list[Payload]]:
         def act(b: Booking) -> list[Payload]:

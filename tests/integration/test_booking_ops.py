@@ -145,7 +145,7 @@ async def test_r12_seal_outboxes_seals_what_older_versions_kept_in_clear_and_not
     """Documents written before outboxes were sealed: `consultctl booking seal-outboxes` seals their
     events in place (ids kept: the relay publishes what was pending, once, and nothing sent before);
     a claim still open is left to its writer."""
-    runtime = h.client._transport.app.state.service.runtime  # type: ignore[attr-defined]
+    runtime = h.runtime
     db, vault = runtime.db, h.settings.vault()
     [relay] = [r for r in runtime.relays if r.collection.name == "booking_changes"]
     marker = f"legacy.{uuid.uuid4().hex[:10]}@example.jp"

@@ -50,7 +50,7 @@ async def parked_reasons(h: Harness, n: int) -> dict[str, str]:
 
 
 async def _parked_at_least(h: Harness, n: int) -> bool:
-    return bool(service_of(h).runtime.consumer.stats["parked"] >= n)
+    return bool(h.runtime.consumer.stats["parked"] >= n)
 
 
 async def test_a_portal_cannot_book_as_another_portal_over_amqp(h: Harness) -> None:
@@ -136,7 +136,7 @@ async def test_a_retried_command_keeps_the_sender_the_broker_verified(
     await h.publish(cmd, "booking.request")
     booking_id = booking_id_for("dev-portal", cmd["idempotency_key"])
     await h.events.wait("booking.requested", booking_id=booking_id, timeout=30)
-    stats = service_of(h).runtime.consumer.stats
+    stats = h.runtime.consumer.stats
     assert (stats["retried"], stats["parked"]) == (1, 0), stats
 
 

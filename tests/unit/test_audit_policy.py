@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import pytest
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
 
 from services.audit import records
 from services.audit.auth import APPROVER, AUDITOR, Caller
 from services.audit.disclosure import DisclosureIn, Refused, Scope, check_open, decide, new_request
-from services.audit.export import csv_chunks
+from services.audit.export import chain_ordered, csv_chunks
 from services.audit.ingest import Batcher
 from services.audit.search import BadCursor, Filters, after, encode_cursor
 from services.audit.stats import Tally
@@ -130,3 +133,25 @@ async def test_an_export_that_fails_midway_says_so() -> None:
     text = b"".join(chunks).decode("utf-8-sig")
     assert text.splitlines()[1].startswith("e1,t,")
     assert text.splitlines()[-1] == "# EXPORT INCOMPLETE after 1 rows: ConnectionError"
+
+
+async def rows_of(docs: list[dict[str, object]]) -> AsyncIterator[dict[str, object]]:
+    for d in docs:
+        yield d
+
+
+async def test_an_export_read_in_store_order_comes_out_in_chain_order_and_unchanged() -> None:
+    """FerretDB's unsorted read: streams interleaved, one of them (hw) out of seq order."""
+    arrived = [("kg", 1), ("_audit", 1), ("kg", 2), ("hw", 2), ("hw", 1), ("_audit", 2), ("kg", 3)]
+    docs: list[dict[str, object]] = [
+        {"_id": f"{s}-{n}", "stream": s, "seq": n, "occurred_at": NOW + timedelta(milliseconds=n),
+         "payload": {"booking_id": f"b-{n}", "windows": [NOW]}, "correlation_id": UUID(int=n), "note": None}
+        for s, n in arrived
+    ]  # fmt: skip
+    codec: CodecOptions[dict[str, object]] = CodecOptions(
+        tz_aware=True, uuid_representation=UuidRepresentation.STANDARD
+    )  # as shared.mongo.connect reads them
+    out = [d async for d in chain_ordered(rows_of(docs), codec)]
+    assert [(d["stream"], d["seq"]) for d in out] == sorted(arrived)
+    assert sorted(out, key=lambda d: str(d["_id"])) == sorted(docs, key=lambda d: str(d["_id"]))
+    assert [d async for d in chain_ordered(rows_of([]), codec)] == []

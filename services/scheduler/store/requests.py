@@ -1,10 +1,41 @@
 """One document per booking: where its coordination stands, plus the outbox of the events it caused.
 
 The statuses and the moves between them are the domain's (services/scheduler/domain.py); this
-store persists what it decided. Every change is conditional on the revision read (`rev`):
-optimistic concurrency, exact on MongoDB; on FerretDB two concurrent writers of one request can both
-pass (last write wins, the document stays one writer's whole state), so callers re-read after
-writing and align cells and timers with what is stored.
+store persists what it decided. A move is one update, conditional on the revision read (`rev`), that
+carries its events (`update`): optimistic concurrency, atomic on MongoDB, where the loser gets
+Conflict and its handler retries (or staff get a 409).
+
+Why not booking's insert-only versions (`shared/store/versioned.py`): the document's shape is read
+elsewhere (the staff routes' views, `of_office`'s filter on `status`, the outbox relay of this
+collection, the bench's timer seeding writes request documents) and changing it, with a migration of
+stored requests, cannot be checked here without the integration suites. So on FerretDB `update` is
+a read-then-write (`shared.store.conditional.update_if`): two writers that read the same `rev` can
+both pass. Each of them computed the same next `version`; the later `$set` wins the state, and both
+events reach the outbox (or, when FerretDB interleaves the two updates themselves, one whole update,
+events included, is lost). What keeps the scheduler's writers from meeting there:
+
+- `create`: a unique insert (`_id` is the booking id); a second `booking.requested` reads the first.
+- `cancel`: wins over any state without a revision; an insert into `cancellations` records it, so a
+  racing write that puts another status back is corrected by `get` (and `tidy` frees the cells).
+- an acceptance and the hold's expiry: whichever resolves the hold timer first (`timer_outcomes`,
+  a unique insert) is the only one that writes; a decline and the expiry both lead to states with
+  the same upkeep (cells released, timers disarmed).
+- the automatic moves of one booking follow its messages one at a time: each message is claimed in
+  the inbox (a unique insert) and the event story is sequential (requested, then an answer or the
+  expiry).
+- cells are unique inserts, and after every write `Keeper.tidy` aligns cells and timers with the
+  document as stored, freeing what the overwritten writer reserved; timer ids are derived from
+  (booking, kind, version) and `needs_timer` drops a timer whose start is not the appointment on
+  record (`VERSION_SLACK` covers the overwritten writer's version).
+- `note` (attendance, completion) and `get`'s repair set fields no move reads as a decision and
+  bump no revision.
+
+Not covered on FerretDB: a staff action (`StaffDesk.confirm` / `.propose`, HTTP) at the same moment as
+an automatic move of the same request (its `booking.requested`, an acceptance, the hold's expiry),
+or a redelivery whose inbox lease ran out while the first handling still ran. Both writers pass;
+with two `appointment.confirmed` of the same version booking keeps the first it receives (an equal
+version changes nothing there) while this document keeps the last write. That is the window in which
+booking's view and this one can disagree; on MongoDB one writer gets Conflict.
 """
 
 from __future__ import annotations

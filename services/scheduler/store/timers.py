@@ -8,14 +8,14 @@ never lets two inserts share an `_id`. A firing's event rides in the outcome doc
 the event exists once and is published by the relay of that collection. Lateness (firing time minus
 due time) is recorded on the outcome and the event. Reads (`get`, `find`) show a timer with its
 outcome's fields and status (`pending` while it has none). The timer's own `status` field keeps the
-`pending` it was written with: on FerretDB 1.x an update even by `_id` rewrites under the database's
-write lock at a cost that grows with the collection (~1 s at 100,000 timers, measured), so the
-outcome is no longer copied onto the timer (documents from before that may carry it: `fired` or
-`cancelled` there is true as well).
+`pending` it was written with: on FerretDB 1.x an update even by `_id` rewrites the whole document
+under the database's write lock, unisolated, at a cost that grew with the collection
+(docs/performance.md, finding 13), so the outcome is no longer copied onto the timer (documents from
+before that may carry it: `fired` or `cancelled` there is true as well).
 
 FerretDB 1.x answers only an `{_id: value}` filter from an index; any other filter decodes every
-document of the collection (seconds at 100,000 timers). So what runs per tick or per message reads
-by `_id` or reads a small collection:
+document of the collection, a cost that grows with the number of timers (finding 6). So what runs
+per tick or per message reads by `_id` or reads a small collection:
 - `timer_feed`: a timer announces itself there (insert-only, before its own insert, like
   `outbox.announce`); the leading wheel reads the feed each tick and deletes what it merged. Only a
   take-over reads all pending timers (`pending`).
