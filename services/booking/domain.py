@@ -295,14 +295,7 @@ class Booking:
     ) -> list[Payload]:
         if not policy.coordination.tell_person_when_left_to_staff:
             return []
-        return [
-            BookingAwaitingCoordination(
-                booking_id=self.booking_id,
-                reason=reason,
-                recipient=self.person.recipient(),
-                terms_version=self.terms_version,
-            )
-        ]
+        return [BookingAwaitingCoordination(reason=reason, **self._to_person())]
 
     def hold_expired(self, now: datetime) -> list[Payload]:
         """The held alternatives lapsed: staff coordinate by hand (R05)."""

@@ -16,7 +16,6 @@ from functools import cache
 from typing import Any, TypeVar
 
 from services.booking.domain import Booking, IllegalTransition, RuleViolation
-from services.booking.locks import KeyedLocks
 from services.booking.refusals import PersonRecord
 from services.booking.store import Conflict, Stores
 from shared.calendar import OfficeCalendar
@@ -33,6 +32,7 @@ from shared.events import (
 )
 from shared.messaging import TransientError
 from shared.policy import OfficePolicy, Policies
+from shared.store.locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 

@@ -96,7 +96,13 @@ def plan(event: Envelope[Any], policy: OfficePolicy) -> Notice | None:
     return None
 
 
-AboutBooking = BookingConfirmed | BookingNoticeDue | BookingRecoordinationProposed | BookingCancelled
+AboutBooking = (
+    BookingConfirmed
+    | BookingNoticeDue
+    | BookingRecoordinationProposed
+    | BookingAwaitingCoordination
+    | BookingCancelled
+)
 
 
 def _about_booking(
@@ -142,15 +148,8 @@ def _recoordination(policy: OfficePolicy, p: BookingRecoordinationProposed) -> N
 def _awaiting(policy: OfficePolicy, p: BookingAwaitingCoordination, event: Envelope[Any]) -> Notice:
     # Each time staff take over is its own notice (after a decline, again after a later one): the
     # event that says so names the round; a redelivery of it is the same notice.
-    return Notice(
-        kind=Kind.AWAITING,
-        key=delivery_key(p.booking_id, Kind.AWAITING, "e" + _digest(str(event.event_id))[:12]),
-        office_id=policy.office_id,
-        booking_id=p.booking_id,
-        recipient=p.recipient,
-        subject=subject(policy, Kind.AWAITING),
-        facts={"terms_version": p.terms_version, "reason": p.reason},
-    )
+    round_ = "e" + _digest(str(event.event_id))[:12]
+    return _about_booking(Kind.AWAITING, policy, p, round_, None, reason=p.reason)
 
 
 def _cancellation(policy: OfficePolicy, p: BookingCancelled) -> Notice:

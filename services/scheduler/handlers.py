@@ -22,24 +22,30 @@ def register(consumer: Consumer, coordinator: Coordinator, answers: Answers, kee
     ctx = coordinator.ctx
     on = consumer.on
 
+    # Each handler holds the booking's lock (ctx.locks) around its read-act-write: with the timers
+    # and the staff routes, one writer of a request at a time in this process.
+
     @on(BookingRequested)
     async def requested(event: Envelope[BookingRequested]) -> None:
         try:
-            await coordinator.requested(event)
+            async with ctx.locks.hold(event.payload.booking_id):
+                await coordinator.requested(event)
         except Conflict as exc:  # another replica moved the request: look again shortly
             raise TransientError(str(exc)) from exc
 
     @on(AlternativeAccepted)
     async def accepted(event: Envelope[AlternativeAccepted]) -> None:
         try:
-            await answers.accepted(event, event.payload.option_id)
+            async with ctx.locks.hold(event.payload.booking_id):
+                await answers.accepted(event, event.payload.option_id)
         except Conflict as exc:
             raise TransientError(str(exc)) from exc
 
     @on(AlternativeDeclined)
     async def declined(event: Envelope[AlternativeDeclined]) -> None:
         try:
-            await answers.declined(event.payload.booking_id)
+            async with ctx.locks.hold(event.payload.booking_id):
+                await answers.declined(event.payload.booking_id)
         except Conflict as exc:
             raise TransientError(str(exc)) from exc
 
@@ -48,8 +54,9 @@ def register(consumer: Consumer, coordinator: Coordinator, answers: Answers, kee
         """R07, R08: the slot is free again and every timer of the booking is disarmed."""
         p = event.payload
         step = cancellation(p.reason, event.occurred_at, ctx.clock.now())  # wins over any state: no read
-        await ctx.requests.cancel(p.booking_id, event.office_id, step.fields)
-        await keeper.tidy(await ctx.requests.get(p.booking_id))
+        async with ctx.locks.hold(p.booking_id):
+            await ctx.requests.cancel(p.booking_id, event.office_id, step.fields)
+            await keeper.tidy(await ctx.requests.get(p.booking_id))
 
     @on(BookingAttended)
     async def attended(event: Envelope[BookingAttended]) -> None:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ from shared.clock import Clock
 from shared.events import Envelope, HoldExpired, NoShow, NoticeTimerFired, Payload, new_event
 from shared.mongo import Doc
 from shared.policy import Policies
+from shared.store.locks import KeyedLocks
 
 log = logging.getLogger("consult.scheduler")
 
@@ -46,6 +47,9 @@ class Context:
     clock: Clock
     replica_id: str
     search_days: int = 28
+    #: one request changed by one writer at a time in this process (shared/store/locks.py): the
+    #: entry points (handlers, timers, staff routes) hold the booking's lock around read-act-write
+    locks: KeyedLocks = field(default_factory=KeyedLocks)
 
     def event(self, payload: Payload, doc: Doc, cause: Envelope[Any] | None = None) -> Envelope[Any]:
         """An event of this request's story (correlation id from the request that started it)."""
@@ -96,6 +100,10 @@ class Keeper:
 
     async def fire(self, timer: Doc) -> bool:
         """The wheel's callback: emit the timer's event once, if the request still needs it."""
+        async with self.ctx.locks.hold(timer["booking_id"]):
+            return await self._fire(timer)
+
+    async def _fire(self, timer: Doc) -> bool:
         c, now = self.ctx, self.ctx.clock.now()
         request = await c.requests.get(timer["booking_id"])
         if timer["office_id"] not in c.policies or not _still_needed(timer, request):
@@ -134,7 +142,8 @@ class Keeper:
         """Finish what a crash interrupted after a hold expiry fired; now and then, housekeeping."""
         now = self.ctx.clock.now()
         for timer in await self.ctx.timers.fired_without_effects(now):
-            await self.after_hold_expired(timer)
+            async with self.ctx.locks.hold(timer["booking_id"]):
+                await self.after_hold_expired(timer)
         if self._last_housekeeping is None:  # not at once: a take-over has enough to do
             self._last_housekeeping = now - HOUSEKEEPING_EVERY + HOUSEKEEPING_FIRST
         if now - self._last_housekeeping >= HOUSEKEEPING_EVERY and not self._housekeeping_running():

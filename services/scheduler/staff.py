@@ -40,6 +40,21 @@ class StaffDesk:
         `lead_time_exception`): staff may then confirm past the deadline by giving `late_reason`,
         which the appointment carries (booking records it, audit keeps the event). A reason given
         for a time within the deadline is not recorded: there is no exception to record."""
+        async with self.c.ctx.locks.hold(booking_id):
+            return await self._confirm(
+                booking_id, counsellor_id, start, minutes, by=by, late_reason=late_reason
+            )
+
+    async def _confirm(
+        self,
+        booking_id: str,
+        counsellor_id: str,
+        start: datetime,
+        minutes: int | None,
+        *,
+        by: str,
+        late_reason: str | None,
+    ) -> Doc:
         doc, coordination, policy = await self._for_staff(booking_id, Status.CONFIRMED)
         if not policy.lead_time_exception:
             late_reason = None  # no exception here: a late time is refused with R04 as without a reason
@@ -55,6 +70,12 @@ class StaffDesk:
         self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
     ) -> Doc:
         """Staff offer other times (R05); they are held for the office's hold period."""
+        async with self.c.ctx.locks.hold(booking_id):
+            return await self._propose(booking_id, options, minutes, by)
+
+    async def _propose(
+        self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
+    ) -> Doc:
         c = self.c.ctx
         doc, coordination, policy = await self._for_staff(booking_id, Status.PROPOSED)
         slots = [await self._staff_slot(policy, coordination, cid, start, minutes) for cid, start in options]

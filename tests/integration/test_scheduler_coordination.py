@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -266,6 +266,36 @@ async def test_r04_in_principle_staff_may_confirm_past_the_deadline_for_a_record
         assert r.status_code == 200, r.text
         moved = (await s.probe.wait("appointment.confirmed", bid, n=2))[-1]
         assert moved.payload.appointment.late_reason is None  # nothing to except: not recorded
+
+
+async def test_staff_confirming_while_the_person_accepts_leaves_one_appointment_on_record(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    """A staff confirm and the person's acceptance of a held option at once: whichever goes second
+    works on what the first wrote (one writer of a request at a time), so the request, its cells
+    and the last appointment.confirmed event all name the same appointment."""
+    async with scheduler(make_settings, amqp_url) as s:
+        await put_counsellor(s.client, HW, "hw-two")
+        for hour in (9, 10, 11, 13, 14):
+            wished = (jst(2026, 11, 30, hour, 0), jst(2026, 11, 30, hour, 30))
+            await _take(s, HW, wished)
+            await _take(s, HW, wished)  # both busy then
+            proposed = await _propose(s, HW, wished)
+            bid, option = proposed.payload.booking_id, proposed.payload.alternatives[0]
+            staff = {"counsellor_id": "hw-two", "start": jst(2026, 12, 7, hour, 0).isoformat()}
+            accept = s.booking.send(s.booking.accepted(HW, bid, option.option_id))
+            confirm = s.client.post(f"/v1/staff/requests/{bid}/confirm", json=staff, headers=STAFF)
+            _, r = await asyncio.gather(accept, confirm)
+            assert r.status_code in (200, 409), r.text
+            await s.quiet()
+            doc = await request_doc(s.client, bid)
+            last = max(s.probe.of("appointment.confirmed", bid), key=lambda e: e.payload.appointment.version)
+            assert doc["appointment"]["version"] == last.payload.appointment.version
+            assert datetime.fromisoformat(doc["appointment"]["start"]) == last.payload.appointment.start
+            versions = [e.payload.appointment.version for e in s.probe.of("appointment.confirmed", bid)]
+            assert len(versions) == len(set(versions)), versions  # never two appointments of one version
+            cells = await s.cells(bid)
+            assert [(c["start"], c["kind"]) for c in cells] == [(last.payload.appointment.start, "booked")]
 
 
 async def test_staff_manage_counsellors_and_see_free_slots(

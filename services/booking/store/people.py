@@ -9,12 +9,12 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from services.booking.crypto import Vault
-from services.booking.locks import KeyedLocks
 from services.booking.refusals import NoShowMark, PersonRecord, Refusal, Review
 from services.booking.rules import RegisteredJobseeker
 from shared.commands import JobseekerRecord
 from shared.events import Envelope
 from shared.mongo import Doc
+from shared.store.locks import KeyedLocks
 from shared.store.versioned import VersionedStore
 
 

@@ -1,4 +1,10 @@
-"""Per-key locks within one process."""
+"""Per-key locks within one process.
+
+On FerretDB a revision-checked update is a read, then a write: two writers of one document in one
+process could both pass the check. Where a service's handlers, timers and staff routes all change
+one aggregate, they take its key's lock first, so within a process they queue up instead; across
+processes, the unique insert (versioned commit, timer outcome, grid cell) still decides.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ from contextlib import asynccontextmanager
 
 
 class KeyedLocks:
-    """One lock per booking or person within this process: concurrent deliveries (prefetch) queue up
-    instead of colliding; across processes the versioned commit still decides."""
+    """One lock per booking or person within this process: concurrent deliveries (prefetch), timers
+    and staff actions queue up instead of colliding. Not re-entrant: take it at the entry points."""
 
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
