@@ -297,8 +297,17 @@ class Booking:
             return []
         return [BookingAwaitingCoordination(reason=reason, **self._to_person())]
 
-    def hold_expired(self, now: datetime) -> list[Payload]:
-        """The held alternatives lapsed: staff coordinate by hand (R05)."""
+    def hold_expired(self, now: datetime, due_at: datetime | None = None) -> list[Payload]:
+        """The held alternatives lapsed: staff coordinate by hand (R05). The expiry of an earlier
+        proposal (`due_at` is not this proposal's hold end: it reached us after staff proposed new
+        times, its events travel through another outbox) changes nothing."""
+        held_until = self.hold_expires_at
+        if (
+            due_at is not None
+            and held_until is not None
+            and abs((due_at - held_until).total_seconds()) >= 0.001
+        ):
+            return []
         if self.status in {S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED}:
             self._move(S.AWAITING_COORDINATION, now, "hold expired")
             self.alternatives, self.hold_expires_at = [], None

@@ -128,7 +128,8 @@ class BookingService:
         await self._scheduler_says(event, lambda b, now, cal: b.left_to_staff(p.reason, now, cal.policy))
 
     async def hold_expired(self, event: Envelope[HoldExpired]) -> None:
-        await self._scheduler_says(event, lambda b, now, cal: b.hold_expired(now))
+        due = event.payload.due_at
+        await self._scheduler_says(event, lambda b, now, cal: b.hold_expired(now, due))
 
     async def notice_timer_fired(self, event: Envelope[NoticeTimerFired]) -> None:
         p = event.payload

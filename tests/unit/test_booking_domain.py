@@ -137,7 +137,9 @@ def test_r05_alternatives_accepted_declined_or_expired() -> None:
     assert waiting.reason == "declined"  # type: ignore[attr-defined]
     e = booking()
     e.propose(options, hold, NOW)
-    assert e.hold_expired(NOW) == [] and e.status == Status.AWAITING_COORDINATION
+    e.hold_expired(NOW, due_at=hold - timedelta(days=1))  # an earlier proposal's hold, arriving late
+    assert e.status == Status.RECOORDINATION_PROPOSED and e.alternatives == options
+    assert e.hold_expired(NOW, due_at=hold) == [] and e.status == Status.AWAITING_COORDINATION
     with pytest.raises(IllegalTransition):
         e.accept("o1", NOW, OfficeCalendar(KG))
 
