@@ -310,6 +310,37 @@ async def test_staff_confirming_while_the_person_accepts_leaves_one_appointment_
             assert [(c["start"], c["kind"]) for c in cells] == [(last.payload.appointment.start, "booked")]
 
 
+async def test_r05_staff_move_a_confirmed_consultation_to_another_counsellor_and_time(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    """A phone call moves a confirmed KG consultation: a new appointment version goes to booking
+    (a new confirmation email), the old cell is free, the old timers are replaced by the new ones."""
+    async with scheduler(make_settings, amqp_url) as s:
+        bid = await _take(s, KG, MON_9, area="釧路")
+        await eventually(lambda: _pending_versions(s, bid, {1}), what="the first no-show timer armed")
+        await put_counsellor(s.client, KG, "kg-kushiro-2", areas=["釧路"])
+        moved = {"counsellor_id": "kg-kushiro-2", "start": jst(2026, 12, 1, 14, 0).isoformat()}
+        r = await s.client.post(f"/v1/staff/requests/{bid}/confirm", json=moved, headers=STAFF)
+        assert r.status_code == 200, r.text
+        second = (await s.probe.wait("appointment.confirmed", bid, n=2))[-1].payload.appointment
+        assert (second.version, second.counsellor_id, second.start) == (
+            2,
+            "kg-kushiro-2",
+            jst(2026, 12, 1, 14),
+        )
+        assert [(c["counsellor_id"], c["start"]) for c in await s.cells(bid)] == [
+            ("kg-kushiro-2", jst(2026, 12, 1, 14))
+        ]  # the 9:00 cell is free again
+        await eventually(lambda: _pending_versions(s, bid, {2}), what="only the new no-show timer pending")
+        other = await _take(s, KG, MON_9, area="釧路")  # the freed time can be booked again
+        assert other != bid
+
+
+async def _pending_versions(s: Running, bid: str, versions: set[int]) -> bool:
+    r = await s.client.get("/v1/staff/timers", params={"booking_id": bid, "status": "pending"}, headers=STAFF)
+    return {int(t["_id"].rsplit(":v", 1)[1]) for t in r.json()} == versions
+
+
 async def test_staff_manage_counsellors_and_see_free_slots(
     make_settings: Callable[..., Any], amqp_url: str
 ) -> None:
