@@ -128,8 +128,16 @@ class TermsVersion(Strict):
 
     version: str
     effective_from: date
-    announced_on: date | None = Field(None, description="HW must announce a change before it applies")
-    summary: str = ""
+    announced_on: date | None = Field(
+        None,
+        description="when the change was announced (HW 第14条: a change without consent is announced, with "
+        "its text and effective date, before it applies); a version announced in the future is not shown",
+    )
+    summary: str = Field("", description="what changed, as the office words it")
+    url: str | None = Field(None, pattern=r"^https://", description="where the full text is published")
+
+    def announced_by(self, day: date) -> bool:
+        return self.announced_on is not None and self.announced_on <= day
 
 
 class MeetingConfig(Strict):
@@ -253,7 +261,13 @@ class OfficePolicy(Strict):
     refusal: RefusalPolicy = RefusalPolicy()
     meeting: list[MeetingConfig] = Field(min_length=1, description="R16; the first is the default")
     terms: list[TermsVersion] = Field(min_length=1)
-    terms_change: Literal["any", "general-interest-or-reasonable"] = Field(description="R17")
+    terms_change: Literal["any", "general-interest-or-reasonable"] = Field(
+        description="R17: KG may change its terms at any time (use means consent); HW only under 第14条, "
+        "announcing the change before it applies"
+    )
+    terms_notice_days: int = Field(
+        0, ge=0, description="R17: an announced change is announced at least this many days before it applies"
+    )
     hours: OfficeHours = OfficeHours()
     areas: list[Area] = Field(default_factory=list, description="R20")
     refuse_outside_areas: bool = Field(
@@ -303,7 +317,20 @@ class OfficePolicy(Strict):
             raise ValueError("device checklist ids must be unique")
         if self.hours.opens >= self.hours.closes:
             raise ValueError("office hours: opens must be before closes")
+        if self.terms_change == "general-interest-or-reasonable":  # R17, HW 第14条
+            for t in self.terms[1:]:
+                latest = t.effective_from - timedelta(days=self.terms_notice_days)
+                if t.announced_on is None or t.announced_on > latest:
+                    raise ValueError(
+                        f"R17: terms {t.version} change without consent, so they are announced by {latest} "
+                        f"(effective {t.effective_from}, announced {t.announced_on or 'never'})"
+                    )
         return self
+
+    def terms_announced(self, at: datetime) -> TermsVersion | None:
+        """R17: the next version, once announced and not yet in force (what a portal shows)."""
+        day = jst(at).date()
+        return next((t for t in self.terms if t.effective_from > day and t.announced_by(day)), None)
 
     # ----------------------------------------------------------------- questions
 

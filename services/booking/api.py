@@ -18,7 +18,7 @@ from services.booking.store import Credential
 from shared import safejson
 from shared.authfirst import AuthFirstRoute
 from shared.commands import FIELD_RULES, BookingForm, FieldError
-from shared.policy import Channel
+from shared.policy import Channel, TermsVersion
 from shared.text import CleanText, is_clean
 
 FORM_BODY = {
@@ -233,7 +233,7 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
             "lead_time_open_days": p.lead_time_open_days,  # R04
             "hours": {"opens": f"{p.hours.opens:%H:%M}", "closes": f"{p.hours.closes:%H:%M}"},
             "device_checklist": [c.model_dump() for c in p.device_checklist],  # R19
-            "terms": {"version": terms.version, "effective_from": str(terms.effective_from)},  # R17
+            "terms": terms_view(terms, p.terms_announced(service.now)),  # R17
             "meeting_apps": [a.value for a in p.meeting_apps],  # R16
             "areas": [a.name for a in p.areas],  # R20
             "cancellation": {
@@ -245,6 +245,21 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         }
 
     return api
+
+
+def terms_view(current: TermsVersion, announced: TermsVersion | None) -> dict[str, Any]:
+    """R17: the version in force, and the next one once announced (its date, what changes, where)."""
+
+    def one(t: TermsVersion) -> dict[str, Any]:
+        return {
+            "version": t.version,
+            "effective_from": str(t.effective_from),
+            "summary": t.summary,
+            "url": t.url,
+        }
+
+    nxt = {**one(announced), "announced_on": str(announced.announced_on)} if announced else None
+    return {**one(current), "next": nxt}
 
 
 def document_form(app: FastAPI) -> None:

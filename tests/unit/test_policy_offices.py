@@ -77,6 +77,36 @@ def test_r17_terms_in_force_by_jst_date() -> None:
     assert HW.terms_change == "general-interest-or-reasonable" and KG.terms_change == "any"
 
 
+def _hw_with(tmp_path: Path, **change: object) -> Path:
+    data = yaml.safe_load((OFFICES / "kohoku-hellowork.yaml").read_text(encoding="utf-8"))
+    data.update(change)
+    path = tmp_path / "kohoku-hellowork.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_r17_hw_changes_its_terms_without_consent_only_when_announced_before(tmp_path: Path) -> None:
+    """HW 第14条: 変更する旨及び変更後の本規約の内容並びにその効力発生時期を利用者に告知します."""
+    terms = [t.model_dump(mode="json") for t in HW.terms]
+    unannounced = {"version": "2027-04-01", "effective_from": "2027-04-01", "summary": "改定"}
+    with pytest.raises(PolicyError, match=r"R17: terms 2027-04-01 .* announced never"):
+        load_file(_hw_with(tmp_path, terms=[*terms, unannounced]))
+    late = {**unannounced, "announced_on": "2027-04-02"}
+    with pytest.raises(PolicyError, match="R17"):
+        load_file(_hw_with(tmp_path, terms=[*terms, late]))
+    short = {**unannounced, "announced_on": "2027-03-25"}
+    with pytest.raises(PolicyError, match="announced by 2027-03-02"):  # the office asks for 30 days
+        load_file(_hw_with(tmp_path, terms=[terms[0], short], terms_notice_days=30))
+    announced = {**unannounced, "announced_on": "2027-03-01", "url": "https://example.go.jp/terms-2027"}
+    hw = load_file(_hw_with(tmp_path, terms=[*terms, announced]))
+    assert hw.terms_announced(datetime(2027, 2, 27, tzinfo=UTC)) is None  # not announced yet: not shown
+    shown = hw.terms_announced(datetime(2027, 3, 1, tzinfo=UTC))
+    assert shown is not None and shown.version == "2027-04-01"
+    assert hw.terms_in_force(datetime(2027, 3, 1, tzinfo=UTC)).version == "2023-11-01"
+    assert hw.terms_announced(datetime(2027, 4, 1, tzinfo=UTC)) is None  # in force now
+    assert KG.terms_announced(datetime(2026, 11, 22, tzinfo=UTC)) is None  # KG: 第11条, any time
+
+
 def test_r19_checklists_hw_adds_firewall_and_antivirus() -> None:
     kg, hw = {c.id for c in KG.device_checklist}, {c.id for c in HW.device_checklist}
     assert hw - kg == {"firewall-on", "antivirus-current"}
