@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID, uuid4
 
@@ -284,6 +284,21 @@ class BookingAwaitingCoordination(Payload):
     reason: Literal["no_free_counsellor", "office_coordinates", "declined"]
     recipient: Recipient
     terms_version: str
+
+
+@event("booking.terms_change_announced")
+class BookingTermsChangeAnnounced(Payload):
+    """R17 (HW 第14条): the office changes its terms without consent; a person whose consultation
+    falls on or after the change is told what changes and when, before it applies. booking ->
+    notifier, audit."""
+
+    booking_id: str
+    version: str = Field(description="the announced terms version")
+    effective_from: date
+    summary: str = Field(description="what changes, as the office words it")
+    url: str | None = Field(None, description="where the full text is published")
+    recipient: Recipient
+    terms_version: str = Field(description="the version the person agreed to")
 
 
 @event("booking.alternative_accepted")

@@ -118,6 +118,7 @@ NOTIFIER = ServiceQueues(
         contracts.BookingConfirmed,
         contracts.BookingRecoordinationProposed,
         contracts.BookingAwaitingCoordination,
+        contracts.BookingTermsChangeAnnounced,
         contracts.BookingNoticeDue,
         contracts.BookingCancelled,
         contracts.PersonRefused,

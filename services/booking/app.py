@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -17,6 +21,7 @@ from shared.clock import Clock
 from shared.messaging import TransientError
 from shared.runtime import Runtime
 
+log = logging.getLogger("consult.booking")
 DEV_PORTAL = "dev-portal"
 DEV_STAFF = "dev-staff"
 
@@ -50,6 +55,29 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await stores.credentials.register(settings.dev_portal_key, "portal", DEV_PORTAL, ["*"], now)
         if settings.dev_staff_key:
             await stores.credentials.register(settings.dev_staff_key, "staff", DEV_STAFF, ["*"], now)
+
+    notices: list[asyncio.Task[None]] = []
+
+    async def tell_of_terms_changes() -> None:
+        """R17 (HW 第14条): announced changes reach the people they will apply to, from start-up on."""
+        while True:
+            try:
+                if told := await service.announce_terms():
+                    log.info("told %d people of an announced terms change", told)
+            except Exception as exc:  # database or broker away: next round
+                log.warning("terms change notices paused: %s", exc)
+            await asyncio.sleep(settings.terms_notice_every_seconds)
+
+    @runtime.on_startup
+    async def start_terms_notices() -> None:
+        notices.append(asyncio.create_task(tell_of_terms_changes(), name="terms-notices"))
+
+    @runtime.on_shutdown
+    async def stop_terms_notices() -> None:
+        for task in notices:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     limits = guard.rate_limits(settings, runtime.db, runtime.clock, vault)
     handlers.register(runtime.consumer, service, intake, limits, settings.broker_portal_prefix)

@@ -29,6 +29,9 @@ class Settings(ServiceSettings):
     claim_stale_seconds: float = Field(
         30.0, description="a request claimed this long ago without an answer is taken over (crash)"
     )
+    terms_notice_every_seconds: float = Field(
+        3600.0, gt=0, description="R17: how often announced terms changes are looked for and people told"
+    )
 
     # issue 8: hardened intake (services/booking/signing.py, ratelimit.py)
     require_signed_requests: bool = Field(

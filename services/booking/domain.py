@@ -36,10 +36,11 @@ from shared.events import (
     BookingConfirmed,
     BookingNoticeDue,
     BookingRecoordinationProposed,
+    BookingTermsChangeAnnounced,
     Payload,
     Recipient,
 )
-from shared.policy import Channel, OfficePolicy
+from shared.policy import Channel, OfficePolicy, TermsVersion
 from shared.wording import how_to_cancel
 
 
@@ -182,6 +183,7 @@ class Booking:
     completion: Window | None = None
     rejection: dict[str, str] | None = None
     notices_sent: list[int] = field(default_factory=list)
+    terms_notices: list[str] = field(default_factory=list)  # R17: announced versions told of
     history: list[Change] = field(default_factory=list)
     version: int = 0
 
@@ -312,6 +314,26 @@ class Booking:
             self._move(S.AWAITING_COORDINATION, now, "hold expired")
             self.alternatives, self.hold_expires_at = [], None
         return []
+
+    # ----------------------------------------------------------------- terms (R17)
+
+    def announce_terms(self, terms: TermsVersion) -> list[Payload]:
+        """R17 (HW 第14条): tell the person of an announced change of the terms that will apply by
+        the time of the consultation, once per version, while the booking is still ahead."""
+        if self.status not in OPEN | {S.CONFIRMED} or terms.version in self.terms_notices:
+            return []
+        if terms.version == self.terms_version:
+            return []  # agreed to that version already
+        self.terms_notices.append(terms.version)
+        return [
+            BookingTermsChangeAnnounced(
+                version=terms.version,
+                effective_from=terms.effective_from,
+                summary=terms.summary,
+                url=terms.url,
+                **self._to_person(),
+            )
+        ]
 
     # ----------------------------------------------------------------- notice (R06)
 

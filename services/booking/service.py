@@ -11,14 +11,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from functools import cache
+from datetime import datetime, time
+from functools import cache, partial
 from typing import Any, TypeVar
 
-from services.booking.domain import Booking, IllegalTransition, RuleViolation
+from services.booking.domain import OPEN, Booking, IllegalTransition, RuleViolation, Status
 from services.booking.refusals import PersonRecord
 from services.booking.store import Conflict, Stores
 from shared.calendar import OfficeCalendar
+from shared.clock import JST
 from shared.events import (
     AlternativesHeld,
     Envelope,
@@ -149,6 +150,31 @@ class BookingService:
             raise TransientError(str(exc)) from exc
         if booking.was_no_show:
             await self.count_no_show(booking, event)
+
+    # ----------------------------------------------------------------- terms (R17)
+
+    async def announce_terms(self) -> int:
+        """R17 (HW 第14条): for each office that changes its terms without consent, tell every
+        person whose booking is still ahead and falls on or after an announced version's effective
+        date (once per booking and version). Returns how many were told."""
+        told, now = 0, self.now
+        for office_id in self.policies.ids():
+            policy = self.policies[office_id]
+            coming = policy.terms_announced(now)
+            if policy.terms_change != "general-interest-or-reasonable" or coming is None:
+                continue
+            since = datetime.combine(coming.effective_from, time(), JST)
+            ahead = [s.value for s in OPEN | {Status.CONFIRMED}]
+            skip = 0
+            while page := await self.stores.bookings.find(
+                office_id, status=ahead, after=since, limit=200, skip=skip
+            ):
+                for b in page:
+                    if coming.version not in b.terms_notices:
+                        done = await self.change(b.booking_id, partial(Booking.announce_terms, terms=coming))
+                        told += coming.version in done.terms_notices
+                skip += len(page)
+        return told
 
     # ----------------------------------------------------------------- people (R09, R13)
 

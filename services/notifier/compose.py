@@ -147,7 +147,20 @@ def context(notice: Notice, policy: OfficePolicy) -> dict[str, Any]:
             for i, a in enumerate(f.get("alternatives", []), 1)
         ],
         "hold_expires": format_jst(hold) if hold else "",
+        "terms_change": _terms_change(f),  # R17
         "default_app": app_label(policy.default_meeting.app),
+    }
+
+
+def _terms_change(f: dict[str, Any]) -> dict[str, Any] | None:
+    day = f.get("effective_from")
+    if not f.get("new_version") or day is None:
+        return None
+    return {
+        "version": f["new_version"],
+        "effective_from": f"{day.year}年{day.month}月{day.day}日",
+        "change": f.get("change") or "",
+        "url": f.get("url"),
     }
 
 

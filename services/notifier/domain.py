@@ -23,6 +23,7 @@ from shared.events import (
     BookingConfirmed,
     BookingNoticeDue,
     BookingRecoordinationProposed,
+    BookingTermsChangeAnnounced,
     Envelope,
     MessageError,
     PersonRefused,
@@ -36,6 +37,7 @@ class Kind(StrEnum):
     NOTICE = "notice"  # R06 (HW): the day-before notice
     RECOORDINATION = "recoordination"  # R05: the wished time could not be met
     AWAITING = "awaiting_coordination"  # R05: the office coordinates by hand and will contact the person
+    TERMS = "terms_change"  # R17 (HW 第14条): an announced change of the terms, before it applies
     CANCELLATION = "cancellation"  # R07
     NO_SHOW = "no_show"  # R08, R09
     REFUSAL = "refusal"  # R09, R13
@@ -45,6 +47,7 @@ class Kind(StrEnum):
 SUBJECT_LABELS: dict[Kind, str] = {
     Kind.RECOORDINATION: "実施日時の再調整のお願い",
     Kind.AWAITING: "実施日時の調整についてのお知らせ",
+    Kind.TERMS: "利用規約の変更についてのお知らせ",
     Kind.CANCELLATION: "予約取消しのお知らせ",
     Kind.NO_SHOW: "予約をキャンセル扱いとしたお知らせ",
     Kind.REFUSAL: "今後のご利用についてのお知らせ",
@@ -88,6 +91,18 @@ def plan(event: Envelope[Any], policy: OfficePolicy) -> Notice | None:
         return _recoordination(policy, p)
     if isinstance(p, BookingAwaitingCoordination):
         return _awaiting(policy, p, event)
+    if isinstance(p, BookingTermsChangeAnnounced):
+        return _about_booking(
+            Kind.TERMS,
+            policy,
+            p,
+            f"t{p.version}",
+            None,
+            new_version=p.version,
+            effective_from=p.effective_from,
+            change=p.summary,
+            url=p.url,
+        )
     if isinstance(p, BookingCancelled):
         return _cancellation(policy, p)
     if isinstance(p, PersonRefused):
@@ -101,6 +116,7 @@ AboutBooking = (
     | BookingNoticeDue
     | BookingRecoordinationProposed
     | BookingAwaitingCoordination
+    | BookingTermsChangeAnnounced
     | BookingCancelled
 )
 

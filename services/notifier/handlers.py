@@ -11,6 +11,7 @@ from shared.events import (
     BookingConfirmed,
     BookingNoticeDue,
     BookingRecoordinationProposed,
+    BookingTermsChangeAnnounced,
     Envelope,
     PersonRefused,
 )
@@ -26,6 +27,7 @@ def register(consumer: Consumer, service: DeliveryService) -> None:
         BookingConfirmed,
         BookingRecoordinationProposed,
         BookingAwaitingCoordination,
+        BookingTermsChangeAnnounced,
         BookingNoticeDue,
         BookingCancelled,
         PersonRefused,

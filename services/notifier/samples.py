@@ -5,7 +5,7 @@ Times are around 2026-11-22 (a Sunday): the appointment is Wednesday 2026-11-25 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -19,6 +19,7 @@ from shared.events import (
     BookingConfirmed,
     BookingNoticeDue,
     BookingRecoordinationProposed,
+    BookingTermsChangeAnnounced,
     Envelope,
     Payload,
     PersonRefused,
@@ -36,6 +37,7 @@ EVENT_OF_KIND = {
     Kind.NOTICE: "booking.notice_due",
     Kind.RECOORDINATION: "booking.recoordination_proposed",
     Kind.AWAITING: "booking.awaiting_coordination",
+    Kind.TERMS: "booking.terms_change_announced",
     Kind.CANCELLATION: "booking.cancelled",
     Kind.NO_SHOW: "booking.cancelled",
     Kind.REFUSAL: "person.refused",
@@ -92,6 +94,17 @@ def payload(
     elif kind is Kind.AWAITING:
         model = BookingAwaitingCoordination
         fields = {"booking_id": bid, "reason": "no_free_counsellor", "recipient": who, "terms_version": terms}
+    elif kind is Kind.TERMS:
+        model = BookingTermsChangeAnnounced
+        fields = {
+            "booking_id": bid,
+            "version": "2027-04-01",
+            "effective_from": date(2027, 4, 1),
+            "summary": "第6条(1)の予約確定の期限を改めます",
+            "url": "https://example.go.jp/terms/2027-04-01",
+            "recipient": who,
+            "terms_version": terms,
+        }
     elif kind in (Kind.CANCELLATION, Kind.NO_SHOW):
         model = BookingCancelled
         reason = "no_show" if kind is Kind.NO_SHOW else "person"

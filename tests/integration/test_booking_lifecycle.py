@@ -30,6 +30,7 @@ from shared.events import (
     SlotAssigned,
     new_event,
 )
+from shared.policy import TermsVersion
 from tests.booking_support import HW, KG, NOW, STAFF_KEY, Harness, running
 from tests.support import eventually
 
@@ -386,6 +387,33 @@ async def test_r09_where_the_office_decides_staff_refuse_or_dismiss_from_the_rev
     assert (r.status_code, r.json()["rule"]) == (409, "R09")
     r = await h.staff("POST", url, json={"decision": "dismiss"})
     assert r.status_code == 404  # decided: no longer under review
+
+
+async def test_r17_people_booked_on_or_after_an_announced_terms_change_are_told_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HW 第14条: 変更する旨及び変更後の本規約の内容並びにその効力発生時期を利用者に告知します."""
+    hw = h.policy(HW)
+    coming = TermsVersion(
+        version="2026-11-27",
+        effective_from=date(2026, 11, 27),
+        announced_on=date(2026, 11, 20),
+        summary="第6条(1)の確定期限の改定",
+    )
+    monkeypatch.setitem(
+        service_of(h).policies._by_id, HW, hw.model_copy(update={"terms": [*hw.terms, coming]})
+    )
+    before, after = await hw_booking(h, "12345-00000021"), await hw_booking(h, "12345-00000022")
+    await confirmed(h, before, HW, THU, "13:00")  # Thursday 26th: the terms in force still apply
+    await confirmed(h, after, HW, date(2026, 11, 30), "13:00")  # Monday 30th: after the change
+    service = service_of(h)
+    assert await service.announce_terms() == 1
+    [told] = await h.events.wait("booking.terms_change_announced", booking_id=after)
+    assert (told["payload"]["version"], told["payload"]["effective_from"]) == ("2026-11-27", "2026-11-27")
+    assert h.events.of("booking.terms_change_announced", booking_id=before) == []
+    assert told["payload"]["terms_version"] == "2023-11-01"  # what the person agreed to
+    assert await service.announce_terms() == 0  # once per booking and version
+    assert (await h.get(after, STAFF_KEY))["status"] == "confirmed"
 
 
 async def test_r13_staff_refuse_a_person_for_misconduct(h: Harness) -> None:

@@ -122,6 +122,7 @@ class BookingStore:
             "completion": asdict(b.completion) if b.completion else None,
             "rejection": b.rejection,
             "notices_sent": b.notices_sent,
+            "terms_notices": b.terms_notices,
             "history": [{"status": c.status.value, "at": c.at, "note": c.note} for c in b.history],
             "sort_at": appt.start if appt else min(w.start for w in b.windows),
         }
@@ -154,6 +155,7 @@ class BookingStore:
             completion=Window(**d["completion"]) if d.get("completion") else None,
             rejection=d.get("rejection"),
             notices_sent=list(d.get("notices_sent", [])),
+            terms_notices=list(d.get("terms_notices", [])),
             history=[Change(Status(c["status"]), c["at"], c.get("note", "")) for c in d.get("history", [])],
             version=d["version"],
         )
