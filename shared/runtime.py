@@ -195,8 +195,8 @@ class Runtime:
             await asyncio.gather(
                 *(self._bounded(r.stop(), f"outbox {r.collection.name}") for r in self.relays)
             )
-            await self.broker.stop()
-            await self.mongo.close()
+            await self._bounded(self.broker.stop(), "closing the broker connection")
+            await self._bounded(self.mongo.close(), "closing the database client")
             self.log.info("%s stopped", self.name)
 
     async def _bounded(self, step: Awaitable[Any], what: str) -> None:

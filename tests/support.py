@@ -140,11 +140,19 @@ async def publish_as_portal(
 async def eventually(
     probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.1, what: str = ""
 ) -> T:
-    """Poll until the probe returns something truthy; fail with what was awaited."""
+    """Poll until the probe returns something truthy; fail with what was awaited. A probe call
+    that does not return is bounded by the same deadline (it fails naming what was awaited, rather
+    than hanging until pytest-timeout)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = await probe()
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                last = await probe()
+        except TimeoutError:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what or probe}: a probe call did not return"
+            ) from None
         if last:
             return last  # type: ignore[no-any-return]
         await asyncio.sleep(interval)
@@ -382,7 +390,7 @@ async def flush(
     return once it is back, so everything confirmed into the queue before has been delivered."""
     token = uuid.uuid4().hex
     message = aio_pika.Message(b"{}", headers={SENTINEL_HEADER: token})
-    await channel.default_exchange.publish(message, routing_key=queue)
+    await channel.default_exchange.publish(message, routing_key=queue, timeout=timeout)  # the confirm
 
     async def returned() -> bool:
         return token in back
