@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import aio_pika
@@ -17,7 +17,7 @@ from services.booking.app import create_app
 from services.booking.config import Settings
 from shared import topology
 from shared.clock import JST, FixedClock
-from shared.policy import OfficePolicy
+from shared.policy import OfficePolicy, TermsVersion
 from shared.runtime import Runtime
 from tests import support
 from tests.support import eventually, serve
@@ -196,3 +196,23 @@ async def running(
     app = create_app(settings, clock)
     async with serve(app) as client, tap(amqp_url) as t:
         yield Harness(client, clock, settings, amqp_url, t, app.state.runtime)
+
+
+def announce_terms(
+    h: Harness, monkeypatch: Any, office: str, version: str, *, announced_on: date, summary: str, **more: Any
+) -> TermsVersion:
+    """The office announces a new terms version (effective on the date its name spells) for this
+    test only: the service's policy gains it (R17)."""
+    service = h.client._transport.app.state.service  # type: ignore[attr-defined]
+    policy = service.policy(office)
+    coming = TermsVersion(
+        version=version,
+        effective_from=date.fromisoformat(version),
+        announced_on=announced_on,
+        summary=summary,
+        **more,
+    )
+    monkeypatch.setitem(
+        service.policies._by_id, office, policy.model_copy(update={"terms": [*policy.terms, coming]})
+    )
+    return coming

@@ -40,56 +40,43 @@ class StaffDesk:
         `lead_time_exception`): staff may then confirm past the deadline by giving `late_reason`,
         which the appointment carries (booking records it, audit keeps the event). A reason given
         for a time within the deadline is not recorded: there is no exception to record."""
-        async with self.c.ctx.locks.hold(booking_id):
-            return await self._confirm(
-                booking_id, counsellor_id, start, minutes, by=by, late_reason=late_reason
+        async with self.c.ctx.locks.hold(booking_id):  # one writer of the request at a time
+            doc, coordination, policy = await self._for_staff(booking_id, Status.CONFIRMED)
+            if not policy.lead_time_exception:
+                late_reason = None  # no exception here: a late time is refused with R04 as without a reason
+            slot = await self._staff_slot(
+                policy, coordination, counsellor_id, start, minutes, late=late_reason
             )
-
-    async def _confirm(
-        self,
-        booking_id: str,
-        counsellor_id: str,
-        start: datetime,
-        minutes: int | None,
-        *,
-        by: str,
-        late_reason: str | None,
-    ) -> Doc:
-        doc, coordination, policy = await self._for_staff(booking_id, Status.CONFIRMED)
-        if not policy.lead_time_exception:
-            late_reason = None  # no exception here: a late time is refused with R04 as without a reason
-        slot = await self._staff_slot(policy, coordination, counsellor_id, start, minutes, late=late_reason)
-        if late_reason is not None and SlotGrid(policy).within_deadline(slot.start, self.c.ctx.clock.now()):
-            late_reason = None
-        if not await self.c.reserve(slot, doc):
-            raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
-        # tidy disarms an earlier hold
-        return await self.c.confirm(policy, doc, coordination, slot, by=by, late_reason=late_reason)
+            if late_reason is not None and SlotGrid(policy).within_deadline(
+                slot.start, self.c.ctx.clock.now()
+            ):
+                late_reason = None
+            if not await self.c.reserve(slot, doc):
+                raise Conflict(f"{counsellor_id} is not free at {start.isoformat()}")
+            # tidy disarms an earlier hold
+            return await self.c.confirm(policy, doc, coordination, slot, by=by, late_reason=late_reason)
 
     async def propose(
         self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
     ) -> Doc:
         """Staff offer other times (R05); they are held for the office's hold period."""
         async with self.c.ctx.locks.hold(booking_id):
-            return await self._propose(booking_id, options, minutes, by)
-
-    async def _propose(
-        self, booking_id: str, options: Sequence[tuple[str, datetime]], minutes: int | None, by: str
-    ) -> Doc:
-        c = self.c.ctx
-        doc, coordination, policy = await self._for_staff(booking_id, Status.PROPOSED)
-        slots = [await self._staff_slot(policy, coordination, cid, start, minutes) for cid, start in options]
-        offered = coordination.offer(slots, policy)
-        hold_until = coordination.hold_until(policy, c.clock.now())
-        held: list[tuple[str, Slot]] = []
-        for option_id, slot in offered:
-            how: dict[str, Any] = {"kind": HELD, "option_id": option_id, "hold_until": hold_until}
-            if not await self.c.reserve(slot, doc, **how):  # let go of what this attempt held
-                await c.reservations.release(booking_id, option_ids=[o for o, _ in held])
-                raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
-            held.append((option_id, slot))
-        # record_proposal's tidy disarms the earlier hold and frees its cells
-        return await self.c.record_proposal(doc, coordination, held, hold_until, by=by)
+            c = self.c.ctx
+            doc, coordination, policy = await self._for_staff(booking_id, Status.PROPOSED)
+            slots = [
+                await self._staff_slot(policy, coordination, cid, start, minutes) for cid, start in options
+            ]
+            offered = coordination.offer(slots, policy)
+            hold_until = coordination.hold_until(policy, c.clock.now())
+            held: list[tuple[str, Slot]] = []
+            for option_id, slot in offered:
+                how: dict[str, Any] = {"kind": HELD, "option_id": option_id, "hold_until": hold_until}
+                if not await self.c.reserve(slot, doc, **how):  # let go of what this attempt held
+                    await c.reservations.release(booking_id, option_ids=[o for o, _ in held])
+                    raise Conflict(f"{slot.counsellor_id} is not free at {slot.start.isoformat()}")
+                held.append((option_id, slot))
+            # record_proposal's tidy disarms the earlier hold and frees its cells
+            return await self.c.record_proposal(doc, coordination, held, hold_until, by=by)
 
     async def _for_staff(self, booking_id: str, to: Status) -> tuple[Doc, Coordination, OfficePolicy]:
         """The request, taken up again if automatic coordination left it to staff (`reopen`: its

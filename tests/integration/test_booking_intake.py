@@ -16,8 +16,7 @@ from services.booking import examples
 from services.booking.store.requests import RELEASED, request_key
 from shared import topology
 from shared.commands import booking_id_for
-from shared.policy import TermsVersion
-from tests.booking_support import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, parked, running
+from tests.booking_support import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, announce_terms, parked, running
 from tests.support import eventually, unique
 
 TUE, WED, THU = date(2026, 11, 24), date(2026, 11, 25), date(2026, 11, 26)
@@ -376,16 +375,16 @@ async def test_r17_the_office_shows_an_announced_change_of_its_terms_before_it_a
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HW 第14条: the change, its text and its effective date are announced; a portal shows them."""
-    service = h.client._transport.app.state.service  # type: ignore[attr-defined]
-    hw = service.policy(HW)
-    coming = TermsVersion(
-        version="2027-01-04",
-        effective_from=date(2027, 1, 4),
+    url = "https://example.go.jp/kohoku/terms-2027"
+    announce_terms(
+        h,
+        monkeypatch,
+        HW,
+        "2027-01-04",
         announced_on=date(2026, 11, 20),
         summary="第6条(1)の確定期限を改定",
-        url="https://example.go.jp/kohoku/terms-2027",
+        url=url,
     )
-    monkeypatch.setitem(service.policies._by_id, HW, hw.model_copy(update={"terms": [*hw.terms, coming]}))
     office = (await h.client.get(f"/v1/offices/{HW}")).json()
     assert office["terms"]["version"] == "2023-11-01"  # still the one a booking agrees to now
     assert office["terms"]["next"] == {

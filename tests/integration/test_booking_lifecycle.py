@@ -30,8 +30,7 @@ from shared.events import (
     SlotAssigned,
     new_event,
 )
-from shared.policy import TermsVersion
-from tests.booking_support import HW, KG, NOW, STAFF_KEY, Harness, running
+from tests.booking_support import HW, KG, NOW, STAFF_KEY, Harness, announce_terms, running
 from tests.support import eventually
 
 TUE, THU = date(2026, 11, 24), date(2026, 11, 26)
@@ -393,15 +392,8 @@ async def test_r17_people_booked_on_or_after_an_announced_terms_change_are_told_
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HW 第14条: 変更する旨及び変更後の本規約の内容並びにその効力発生時期を利用者に告知します."""
-    hw = h.policy(HW)
-    coming = TermsVersion(
-        version="2026-11-27",
-        effective_from=date(2026, 11, 27),
-        announced_on=date(2026, 11, 20),
-        summary="第6条(1)の確定期限の改定",
-    )
-    monkeypatch.setitem(
-        service_of(h).policies._by_id, HW, hw.model_copy(update={"terms": [*hw.terms, coming]})
+    announce_terms(
+        h, monkeypatch, HW, "2026-11-27", announced_on=date(2026, 11, 20), summary="第6条(1)の確定期限の改定"
     )
     before, after = await hw_booking(h, "12345-00000021"), await hw_booking(h, "12345-00000022")
     await confirmed(h, before, HW, THU, "13:00")  # Thursday 26th: the terms in force still apply

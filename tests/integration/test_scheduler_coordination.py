@@ -27,11 +27,16 @@ async def _take(s: Running, office: str, window: Any, area: str | None = None) -
     return str(event.payload.booking_id)
 
 
-async def _propose(s: Running, office: str, window: Any, area: str | None = None) -> Any:
+async def _answer(s: Running, office: str, window: Any, area: str | None, answer: str) -> Any:
+    """Request one window and return the scheduler's one answer of type `answer`."""
     event = s.booking.requested(office, [window], area=area)
     await s.booking.send(event)
-    (proposed,) = await s.probe.wait("appointment.recoordination_proposed", event.payload.booking_id)
-    return proposed
+    (answered,) = await s.probe.wait(answer, event.payload.booking_id)
+    return answered
+
+
+async def _propose(s: Running, office: str, window: Any, area: str | None = None) -> Any:
+    return await _answer(s, office, window, area, "appointment.recoordination_proposed")
 
 
 async def test_r05_full_window_gets_three_held_alternatives_and_accepting_one_confirms_it(
@@ -122,10 +127,7 @@ async def test_r04_hw_request_past_its_confirmation_deadline_gets_later_days(
 
 
 async def _left(s: Running, office: str, window: Any, area: str | None = None) -> Any:
-    event = s.booking.requested(office, [window], area=area)
-    await s.booking.send(event)
-    (left,) = await s.probe.wait("appointment.left_to_staff", event.payload.booking_id)
-    return left
+    return await _answer(s, office, window, area, "appointment.left_to_staff")
 
 
 async def test_r05_no_suitable_counsellor_leaves_the_request_to_staff_never_an_empty_proposal(
