@@ -26,6 +26,7 @@ from shared.events import (
     BookingTermsChangeAnnounced,
     Envelope,
     MessageError,
+    Payload,
     PersonRefused,
     Recipient,
 )
@@ -72,6 +73,18 @@ class Notice:
     appointment: Appointment | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     person_key: str | None = None
+
+
+#: the events the notifier consumes (shared/topology.py NOTIFIER binds their routing keys)
+NOTICE_EVENTS: tuple[type[Payload], ...] = (
+    BookingConfirmed,
+    BookingRecoordinationProposed,
+    BookingAwaitingCoordination,
+    BookingTermsChangeAnnounced,
+    BookingNoticeDue,
+    BookingCancelled,
+    PersonRefused,
+)
 
 
 def plan(event: Envelope[Any], policy: OfficePolicy) -> Notice | None:

@@ -5,16 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.notifier.delivery import DeliveryService
-from shared.events import (
-    BookingAwaitingCoordination,
-    BookingCancelled,
-    BookingConfirmed,
-    BookingNoticeDue,
-    BookingRecoordinationProposed,
-    BookingTermsChangeAnnounced,
-    Envelope,
-    PersonRefused,
-)
+from services.notifier.domain import NOTICE_EVENTS
+from shared.events import Envelope
 from shared.messaging import Consumer
 
 
@@ -23,12 +15,4 @@ def register(consumer: Consumer, service: DeliveryService) -> None:
         await service.handle(event)
 
     # The bindings of shared/topology.py NOTIFIER; anything else reaching the inbox is parked.
-    consumer.on(
-        BookingConfirmed,
-        BookingRecoordinationProposed,
-        BookingAwaitingCoordination,
-        BookingTermsChangeAnnounced,
-        BookingNoticeDue,
-        BookingCancelled,
-        PersonRefused,
-    )(deliver)
+    consumer.on(*NOTICE_EVENTS)(deliver)

@@ -76,6 +76,18 @@ async def test_handled_event_is_marked_and_a_duplicate_is_not_handled_again(
     assert runtime.consumer.stats["duplicates"] == 9
 
 
+def _recording(settings: ServiceSettings) -> tuple[Runtime, list[str]]:
+    """A runtime whose one handler records the booking id of every booking.attended it handles."""
+    runtime = Runtime(settings, QUEUES)
+    handled: list[str] = []
+
+    @runtime.consumer.on(BookingAttended)
+    async def handle(event: Envelope[Any]) -> None:
+        handled.append(event.payload.booking_id)
+
+    return runtime, handled
+
+
 async def _settled(runtime: Runtime, n: int) -> bool:
     s = runtime.consumer.stats
     return s["handled"] + s["duplicates"] + s["parked"] >= n
@@ -84,12 +96,7 @@ async def _settled(runtime: Runtime, n: int) -> bool:
 async def test_unreadable_message_is_parked_with_its_reason_and_the_consumer_goes_on(
     make_settings: Callable[..., ServiceSettings], amqp_url: str
 ) -> None:
-    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
-    handled: list[str] = []
-
-    @runtime.consumer.on(BookingAttended)
-    async def handle(event: Envelope[Any]) -> None:
-        handled.append(event.payload.booking_id)
+    runtime, handled = _recording(make_settings(ServiceSettings))
 
     async with runtime.running():
         await _publish(amqp_url, b"\xff\xfe{not json", "probe.raw", topology.INTAKE)
@@ -153,12 +160,7 @@ async def test_outbox_relay_publishes_pending_events_once_and_clears_the_flag(
     make_settings: Callable[..., ServiceSettings], mongo: AsyncMongoClient[dict[str, Any]]
 ) -> None:
     settings = make_settings(ServiceSettings)
-    runtime = Runtime(settings, QUEUES)
-    received: list[str] = []
-
-    @runtime.consumer.on(BookingAttended)
-    async def handle(event: Envelope[Any]) -> None:
-        received.append(event.payload.booking_id)
+    runtime, received = _recording(settings)
 
     things = runtime.db["things"]
     relay = runtime.relay(things)
@@ -536,12 +538,7 @@ async def test_a_parser_failure_of_any_kind_is_parked_at_once_not_retried_or_req
 async def test_a_different_message_with_a_handled_id_is_parked_as_a_conflict_a_copy_is_a_duplicate(
     make_settings: Callable[..., ServiceSettings], amqp_url: str
 ) -> None:
-    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
-    seen: list[str] = []
-
-    @runtime.consumer.on(BookingAttended)
-    async def handle(event: Envelope[Any]) -> None:
-        seen.append(event.payload.booking_id)
+    runtime, seen = _recording(make_settings(ServiceSettings))
 
     async with runtime.running():
         first = _event(runtime, "b-first")
