@@ -241,6 +241,16 @@ async def test_smtp_unavailable_past_every_retry_is_reported_parked_and_delivere
 # --------------------------------------------------------------------------- the crash window, at a receiver
 
 
+async def _claimed(svc: Any, who: str) -> tuple[Any, Any, Claim]:
+    """A KG confirmation for a new person, planned and claimed (as a worker would, before SMTP)."""
+    event = samples.event(Kind.CONFIRMATION, KG, recipient=person(who))
+    notice = plan(event, KG)
+    assert notice is not None
+    claim = await svc.deliveries.claim(notice, message_id(notice.key, svc.settings.mail_domain), "x")
+    assert isinstance(claim, Claim)
+    return event, notice, claim
+
+
 async def test_a_receiver_deduping_by_message_id_keeps_one_copy_of_a_crash_resend(
     make_settings: Callable[..., Settings], own_mailpit: Callable[..., Any]
 ) -> None:
@@ -249,13 +259,8 @@ async def test_a_receiver_deduping_by_message_id_keeps_one_copy_of_a_crash_resen
     mp: OwnMailpit = await own_mailpit("--ignore-duplicate-ids")
     clock = FixedClock(samples.NOW)
     async with running(make_settings(Settings, smtp_url=mp.smtp_url), clock=clock) as n:
-        who = person("dedupe")
-        event = samples.event(Kind.CONFIRMATION, KG, recipient=who)
-        notice = plan(event, KG)
-        assert notice is not None
         svc = n.service
-        claim = await svc.deliveries.claim(notice, message_id(notice.key, svc.settings.mail_domain), "x")
-        assert isinstance(claim, Claim)
+        event, notice, claim = await _claimed(svc, "dedupe")
         await svc.mailer.send(svc.composer.compose(notice, KG, message_id=claim.message_id, now=clock.now()))
         clock.advance(timedelta(seconds=svc.settings.delivery_lease_seconds + 1))  # the lease has run out
         await n.publish(event)
@@ -288,13 +293,8 @@ async def test_a_crash_after_the_acceptance_was_recorded_settles_the_record_with
     mp: OwnMailpit = await own_mailpit()
     clock = FixedClock(samples.NOW)
     async with running(make_settings(Settings, smtp_url=mp.smtp_url), clock=clock) as n:
-        who = person("recorded")
-        event = samples.event(Kind.CONFIRMATION, KG, recipient=who)
-        notice = plan(event, KG)
-        assert notice is not None
         svc = n.service
-        claim = await svc.deliveries.claim(notice, message_id(notice.key, svc.settings.mail_domain), "x")
-        assert isinstance(claim, Claim)
+        event, notice, claim = await _claimed(svc, "recorded")
 
         async def record(accepted: Any) -> None:
             await svc.deliveries.record_accepted(claim, accepted.response)
