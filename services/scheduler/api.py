@@ -11,6 +11,7 @@ the access log and `confirmed_by` name `staff:<key subject>[/<X-Staff-Id>]` (R10
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
@@ -72,6 +73,18 @@ class FreeSlot(BaseModel):
     counsellor_id: str
     start: datetime
     end: datetime
+
+
+async def answered(change: Awaitable[Doc]) -> dict[str, Any]:
+    """A staff change as HTTP: the request as it now is, 404 for an unknown one, 409 with the
+    reason for one the request (or the booking behind it) cannot take."""
+    try:
+        doc = await change
+    except LookupError as exc:
+        raise HTTPException(404, "no such request") from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
+    return view(doc)
 
 
 def view(doc: Doc) -> dict[str, Any]:
@@ -223,21 +236,16 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
         caller: StaffCaller = Depends(staff),  # noqa: B008
     ) -> dict[str, Any]:
         """Fix a counsellor and a time by hand; emits appointment.confirmed (next version)."""
-        by = caller.actor
-        try:
-            doc = await desk.confirm(
+        return await answered(
+            desk.confirm(
                 booking_id,
                 body.counsellor_id,
                 body.start,
                 body.duration_minutes,
-                by,
+                caller.actor,
                 late_reason=body.late_reason,
             )
-        except LookupError as exc:
-            raise HTTPException(404, "no such request") from exc
-        except Conflict as exc:
-            raise HTTPException(409, str(exc)) from exc
-        return view(doc)
+        )
 
     @api.post("/requests/{booking_id}/propose")
     async def propose(
@@ -247,13 +255,7 @@ def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -
     ) -> dict[str, Any]:
         """Offer other times, held for the office's hold period (R05)."""
         options = [(o.counsellor_id, o.start) for o in body.options]
-        try:
-            doc = await desk.propose(booking_id, options, body.duration_minutes, caller.actor)
-        except LookupError as exc:
-            raise HTTPException(404, "no such request") from exc
-        except Conflict as exc:
-            raise HTTPException(409, str(exc)) from exc
-        return view(doc)
+        return await answered(desk.propose(booking_id, options, body.duration_minutes, caller.actor))
 
 
 def _timer_routes(api: APIRouter, wheel: TimerWheel, ctx: Context, staff: Any) -> None:

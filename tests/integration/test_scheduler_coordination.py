@@ -17,6 +17,7 @@ from tests.integration.scheduler_helpers import HW, KG, STAFF, jst, put_counsell
 from tests.integration.test_scheduler_flow import Running, scheduler
 from tests.support import eventually
 
+LEFT = "appointment.left_to_staff"
 MON_9 = (jst(2026, 11, 30, 9, 0), jst(2026, 11, 30, 9, 30))
 
 
@@ -126,15 +127,11 @@ async def test_r04_hw_request_past_its_confirmation_deadline_gets_later_days(
     assert starts == [jst(2026, 11, 26, 9, 0), jst(2026, 11, 27, 9, 0), jst(2026, 11, 30, 9, 0)]
 
 
-async def _left(s: Running, office: str, window: Any, area: str | None = None) -> Any:
-    return await _answer(s, office, window, area, "appointment.left_to_staff")
-
-
 async def test_r05_no_suitable_counsellor_leaves_the_request_to_staff_never_an_empty_proposal(
     make_settings: Callable[..., Any], amqp_url: str
 ) -> None:
     async with scheduler(make_settings, amqp_url) as s:
-        left = await _left(s, KG, MON_9, area="根室")  # nobody serves 根室 here (R20)
+        left = await _answer(s, KG, MON_9, "根室", LEFT)  # nobody serves 根室 here (R20)
         assert left.payload.reason == "no_free_counsellor"
         await s.quiet()
         assert s.probe.of("appointment.recoordination_proposed", left.payload.booking_id) == []
@@ -152,7 +149,7 @@ async def test_r05_an_office_that_proposes_by_hand_leaves_a_full_window_to_staff
         )
         monkeypatch.setitem(s.coordinator.ctx.policies._by_id, HW, by_hand)
         await _take(s, HW, MON_9)  # the only counsellor is busy then; other days are free
-        left = await _left(s, HW, MON_9)
+        left = await _answer(s, HW, MON_9, None, LEFT)
         assert left.payload.reason == "office_coordinates"
         assert await s.cells(left.payload.booking_id) == []  # nothing held on other days
 
