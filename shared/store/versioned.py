@@ -17,6 +17,7 @@ compare-and-set. So:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -61,9 +62,16 @@ class VersionedStore:
         await self._cache(aggregate_id, version, state)
 
     async def _cache(self, aggregate_id: str, version: int, state: Doc) -> None:
-        await self.heads.replace_one(
-            {"_id": aggregate_id}, {**state, "_id": aggregate_id, "version": version}, upsert=True
-        )
+        """The head is a cache (`latest` probes forward from whatever it holds). Two upserts of a
+        new head race on FerretDB, where the loser gets a duplicate key although its change is
+        committed (a fresh-clone traffic run answered a portal 500 for it): then replace the head
+        the other writer inserted, or leave it if that fails too."""
+        head = {**state, "_id": aggregate_id, "version": version}
+        try:
+            await self.heads.replace_one({"_id": aggregate_id}, head, upsert=True)
+        except DuplicateKeyError:
+            with contextlib.suppress(DuplicateKeyError):
+                await self.heads.replace_one({"_id": aggregate_id}, head)
 
     async def load(self, aggregate_id: str) -> Doc | None:
         """The latest state with its `version`, or None if the aggregate does not exist."""
