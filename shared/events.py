@@ -217,6 +217,28 @@ class Appointment(Contract):
         description="R04: staff confirmed it later than the office's deadline, for this recorded reason "
         "(HW 第6条(1) 原則として); None: within the deadline. Only staff can; a portal never can",
     )
+    counsellor_email: str | None = Field(
+        None,
+        description="the counsellor's work email: they are told of each assignment, change and cancellation",
+    )
+    meeting_id: str | None = Field(
+        None, description="the app's meeting id, where the app has one to type in (pre-issued rooms)"
+    )
+    passcode: str | None = Field(None, description="the room's passcode, where the app has one")
+
+
+def appointment_id(booking_id: str, version: int) -> str:
+    """The id of version `version` of a booking's appointment (Graph's `externalId`, R16)."""
+    return f"{booking_id}-v{version}"
+
+
+class PersonBrief(Contract):
+    """What the counsellor needs of the person for the session and nothing more (R12): the name, the
+    topic, HW's job-seeker number. For the notifier only: audit keeps none of it (a person object)."""
+
+    name: str
+    topic: str | None = None
+    jobseeker_number: str | None = None
 
 
 class Alternative(Contract):
@@ -261,6 +283,10 @@ class BookingConfirmed(Payload):
     appointment: Appointment
     recipient: Recipient
     terms_version: str = Field(description="terms version the person agreed to (R17)")
+    previous: Appointment | None = Field(
+        None, description="the appointment this one replaces, when staff moved the consultation (R05)"
+    )
+    person: PersonBrief | None = Field(None, description="for the counsellor's email (R12: notifier only)")
 
 
 @event("booking.recoordination_proposed")
