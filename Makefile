@@ -25,7 +25,13 @@ infra-status: venv ## which servers answer, and where from
 	@$(PY) deploy/local.py status
 
 # A development system: the demo office (short clocks) and seed counsellors are loaded too.
-DEV_ENV := EXTRA_OFFICES_DIR=$(CURDIR)/deploy/offices-demo COUNSELLORS_FILE=$(CURDIR)/deploy/counsellors.yaml
+# R16: Teams meetings come from the local Graph contract server (deploy/graph_contract.py), which
+# answers Microsoft Graph's documented requests with development credentials; pre-issued rooms may
+# point at its development rooms on 127.0.0.1 (MEETING_DEV_HOSTS; refused in prod).
+DEV_GRAPH := GRAPH_CREDENTIALS='{"kushiro-gyosei":"dev-graph-secret","demo-town":"dev-graph-secret"}' \
+	GRAPH_AUTHORITY_HOST=https://127.0.0.1:8443 GRAPH_BASE_URL=https://127.0.0.1:8443/v1.0 \
+	GRAPH_CA_BUNDLE=$(CURDIR)/.local/graph/ca.pem MEETING_DEV_HOSTS='["127.0.0.1"]'
+DEV_ENV := EXTRA_OFFICES_DIR=$(CURDIR)/deploy/offices-demo COUNSELLORS_FILE=$(CURDIR)/deploy/counsellors.yaml $(DEV_GRAPH)
 
 up: infra-up ## servers plus the four services in the background; returns when all are ready
 	@$(DEV_ENV) $(PY) deploy/processes.py up
@@ -38,7 +44,7 @@ logs: ## follow the services' logs
 	@$(PY) deploy/processes.py logs -f
 
 demo: up ## narrated scenario through the whole system
-	@$(PY) -m demo
+	@$(DEV_ENV) $(PY) -m demo
 
 test: infra-up ## all tests: unit, integration, e2e, chaos (brings up what they need)
 	@$(PY) deploy/local.py build --only mongo,smtp

@@ -10,8 +10,11 @@ re-coordination accepted; finally the audit trail and its hash chain.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import os
+import ssl
 import sys
 import time
 import uuid
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import httpx
+import icalendar
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -40,6 +44,7 @@ DEMO_ADDRESSES = {"釧路": "北海道釧路市黒金町7-5", "根室": "北海�
 PORTS = {"booking": 8001, "scheduler": 8002, "notifier": 8003, "audit": 8004}
 URL = {name: f"http://127.0.0.1:{port}" for name, port in PORTS.items()}
 MAILPIT = os.environ.get("MAILPIT_API", "http://127.0.0.1:8025/api/v1")
+GRAPH = os.environ.get("GRAPH_CONTRACT_URL", "https://127.0.0.1:8443")  # the local Graph stand-in
 
 console = Console(width=100)
 clock = SystemClock()
@@ -146,6 +151,47 @@ class Demo:
             Panel(format_message(msg, width=90), title="email as the person reads it", expand=False)
         )
 
+    async def request_of(self, booking_id: str) -> dict[str, Any]:
+        """The scheduler's view of the booking (its room, the counsellor's work email)."""
+        staff = self.scheduler_staff
+        async with httpx.AsyncClient(base_url=URL["scheduler"], timeout=10, headers=staff) as c:
+            r = await c.get(f"/v1/staff/requests/{booking_id}")
+            r.raise_for_status()
+            return dict(r.json())
+
+    async def graph_meeting(self, external_id: str) -> dict[str, Any]:
+        """The Teams meeting as the local Graph contract server holds it."""
+        ca = ssl.create_default_context(cafile=str(ROOT / ".local" / "graph" / "ca.pem"))
+        async with httpx.AsyncClient(base_url=GRAPH, timeout=10, verify=ca) as c:
+            meetings = (await c.get("/_contract/meetings")).raise_for_status().json()
+        return next(m for m in meetings if m["externalId"] == external_id)
+
+    async def invitation(self, msg: dict[str, Any]) -> str:
+        """The email's calendar part (text/calendar, from the raw message), in one line per field."""
+        async with httpx.AsyncClient(base_url=MAILPIT, timeout=10) as c:
+            raw = (await c.get(f"/message/{msg['ID']}/raw")).raise_for_status().content
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        part = next(p for p in parsed.walk() if p.get_content_type() == "text/calendar")
+        cal = icalendar.Calendar.from_ical(part.get_content())
+        ev = next(iter(cal.walk("VEVENT")))
+        start = ev.decoded("DTSTART")
+        return (
+            f"METHOD:{cal.get('METHOD')}  UID:{ev.get('UID')}  SEQUENCE:{ev.get('SEQUENCE')}\n"
+            f"DTSTART:{start.isoformat()} ({start.tzinfo})  LOCATION:{ev.get('LOCATION')}"
+        )
+
+    async def counsellor_side(self, booking_id: str, n: int = 1) -> None:
+        """The counsellor's email for this booking and its invitation (R16, issue 17)."""
+        doc = await self.request_of(booking_id)
+        to = doc["appointment"].get("counsellor_email")
+        if not to:
+            return
+        mails = await self.emails(to, n)
+        mine = [m for m in mails if booking_id[:8] in json.dumps(m, ensure_ascii=False)] or mails
+        step("notifier", f"sent 「{mine[-1]['Subject']}」 to the counsellor {to}")
+        self.show_email(mine[-1])
+        step("", f"its invitation: {await self.invitation(mine[-1])}")
+
     def show_appointment(self, b: dict[str, Any]) -> None:
         a = b["appointment"]
         step("scheduler", f"coordinated {a['counsellor_name']} for {a['when']} (JST)")
@@ -220,10 +266,44 @@ class Demo:
             raise DemoFailed(f"KG booking refused: {r.text}")
         b = await self.confirmed(r.json()["booking_id"])
         self.show_appointment(b)
+        bid = b["booking_id"]
+        meeting = await self.graph_meeting(f"{bid}-v{b['appointment']['version']}")
+        step(
+            "Graph",
+            f"createOrGet for {meeting['participants']['organizer']['upn']}: meeting {meeting['id'][:16]}…, "
+            f"lobby {meeting['lobbyBypassSettings']['scope']} (the commissioner admits the person)",
+        )
+        step("", f"{meeting['joinWebUrl'][:60]}… opens the development room page")
         mails = await self.emails(form["email"])
         step("notifier", f"sent 「{mails[0]['Subject']}」 to {form['email']}")
         self.show_email(mails[0])
-        self.kg_booking_id = b["booking_id"]
+        step("", f"its invitation: {await self.invitation(mails[0])}")
+        await self.counsellor_side(bid)
+        self.kg_booking_id = bid
+
+    async def kg_cancellation(self) -> None:
+        scene(
+            "1b. 釧路 (KG): the person phones to cancel; the Teams meeting is deleted",
+            "Staff record the phone cancellation (R07). The scheduler frees the slot and deletes the\n"
+            "meeting through Graph (R16); person and commissioner get a cancellation with METHOD:CANCEL.",
+        )
+        bid = self.kg_booking_id
+        r = await self.staff.post(f"/v1/bookings/{bid}/cancellations", json={"channel": "phone"})
+        step("staff", f"phone cancellation recorded: {r.status_code} {r.json().get('status')}")
+        if r.status_code >= 300:
+            raise DemoFailed(f"KG cancellation refused: {r.text}")
+
+        async def deleted() -> dict[str, Any] | None:
+            m = await self.graph_meeting(f"{bid}-v1")
+            return m if m.get("deleted") else None
+
+        meeting = await until(deleted, "the Teams meeting to be deleted through Graph", 60)
+        step("Graph", f"DELETE onlineMeetings/{meeting['id'][:16]}…: the meeting is gone")
+        doc = await self.request_of(bid)
+        to = doc["appointment"]["counsellor_email"]
+        mails = await self.emails(to, 2)
+        step("notifier", f"sent 「{mails[-1]['Subject']}」 to the commissioner {to}")
+        step("", f"its invitation: {await self.invitation(mails[-1])}")
 
     async def hw_booking(self) -> None:
         policy = self.policies["kohoku-hellowork"]
@@ -244,6 +324,9 @@ class Demo:
         r = await until(lambda: self._hw_try(form), "the job seeker to be registered", 30)
         b = await self.confirmed(r.json()["booking_id"])
         self.show_appointment(b)
+        a = b["appointment"]
+        step("", f"a pre-issued TeleOffice room: meeting id {a['meeting_id']}, passcode {a['passcode']}")
+        await self.counsellor_side(b["booking_id"])
         scheduler = httpx.AsyncClient(base_url=URL["scheduler"], timeout=10, headers=self.scheduler_staff)
         async with scheduler as c:
             timers = (await c.get("/v1/staff/timers", params={"office_id": "kohoku-hellowork"})).json()
@@ -486,6 +569,7 @@ async def main() -> int:
         await settled_backlog()
         for part in (
             demo.kg_booking,
+            demo.kg_cancellation,
             demo.hw_booking,
             demo.refusals,
             demo.demo_office,

@@ -1,10 +1,12 @@
-"""Run the real local servers (RabbitMQ, FerretDB, Mailpit) on 127.0.0.1.
+"""Run the real local servers (RabbitMQ, FerretDB, Mailpit) and the Graph contract server on 127.0.0.1.
 
-    .venv/bin/python deploy/local.py up|down|status [--only rabbitmq,mongo,smtp]
+    .venv/bin/python deploy/local.py up|down|status [--only rabbitmq,mongo,smtp,graph]
 
 `up` reuses whatever already answers the protocol on a port and never fakes a server.
 AMQP_URL, MONGODB_URL or SMTP_URL in the environment replace the local server: only
-their readiness is checked. State lives in .local/ (bin, logs, run, data).
+their readiness is checked. `graph` is deploy/graph_contract.py, the stand-in that answers
+Microsoft Graph's documented requests (Microsoft is not reachable here); GRAPH_CONTRACT_URL
+names another one. State lives in .local/ (bin, logs, run, data).
 """
 
 from __future__ import annotations
@@ -91,6 +93,36 @@ def probe_mongo(url: str, timeout: float) -> str | None:
     return None
 
 
+GRAPH_STATE = LOCAL / "graph"
+#: development credentials of the local stand-in only (the dev system's GRAPH_CREDENTIALS): the
+#: shipped KG file's example tenant, and the demo office's
+DEV_GRAPH_APPS = (
+    "00000000-0000-0000-0000-000000000000,00000000-0000-0000-0000-000000000000,dev-graph-secret",
+    "demo-town,demo-town-scheduler,dev-graph-secret",
+)
+
+
+def probe_graph(url: str, timeout: float) -> str | None:
+    """HTTPS with the CA the contract server wrote: its openid configuration answers."""
+    import urllib.error
+    import urllib.request
+
+    ca = GRAPH_STATE / "ca.pem"
+    if not ca.exists():
+        return f"no {ca.relative_to(ROOT)} yet"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    tenant = DEV_GRAPH_APPS[-1].split(",")[0]
+    try:
+        with urllib.request.urlopen(
+            f"{url}/{tenant}/v2.0/.well-known/openid-configuration", timeout=timeout, context=ctx
+        ) as r:
+            return None if r.status == 200 else f"status {r.status}"
+    except urllib.error.HTTPError as exc:
+        return None if exc.code < 500 else f"status {exc.code}"
+    except (OSError, ssl.SSLError) as exc:
+        return str(exc)
+
+
 def probe_smtp(url: str, timeout: float) -> str | None:
     u = urlsplit(url)
     smtp_cls = smtplib.SMTP_SSL if u.scheme == "smtps" else smtplib.SMTP
@@ -113,6 +145,7 @@ class Server:
     src: str = ""
     pkg: str = "."
     args: tuple[str, ...] = ()
+    module: str = ""  # a Python server run as `python -m <module>` (no Go build)
 
 
 SERVERS: dict[str, Server] = {
@@ -147,6 +180,20 @@ SERVERS: dict[str, Server] = {
             "--disable-version-check",
             "--max",
             "0",
+        ),
+    ),
+    "graph": Server(
+        "graph",
+        "GRAPH_CONTRACT_URL",
+        "https://127.0.0.1:8443",
+        probe_graph,
+        module="deploy.graph_contract",
+        args=(
+            "--port",
+            "8443",
+            "--state",
+            str(GRAPH_STATE),
+            *(f"--app={spec}" for spec in DEV_GRAPH_APPS),
         ),
     ),
 }
@@ -206,7 +253,8 @@ def our_pid(s: Server) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if str(BIN / s.binary).encode() in cmdline and pid_alive(pid) else None
+    mark = s.module if s.module else str(BIN / s.binary)
+    return pid if mark.encode() in cmdline and pid_alive(pid) else None
 
 
 def rabbit_pid() -> int | None:
@@ -265,17 +313,23 @@ def port_open(port: int) -> bool:
     return True
 
 
+def command(s: Server) -> list[str]:
+    if s.module:
+        return [sys.executable, "-m", s.module, *s.args]
+    return [str(ensure_binary(s)), *s.args]
+
+
 def start_binary(s: Server, timeout: float) -> None:
-    exe = ensure_binary(s)
+    argv = command(s)
     for d in (RUN, LOGS, LOCAL / "ferretdb", LOCAL / "mailpit"):
         d.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"{s.binary}.log"
+    log = LOGS / f"{s.binary or s.name}.log"
     with log.open("a") as f:
         f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} deploy/local.py up ===\n")
         f.flush()
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [str(exe), *s.args],
+            argv,
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=f,
@@ -373,11 +427,12 @@ def docker(cmd: str, names: list[str], timeout: float) -> bool:
     if not engine or engine.returncode:
         print("USE_DOCKER=1 but no Docker engine answers; using local servers", file=sys.stderr)
         return False
-    svc = [{"rabbitmq": "rabbitmq", "mongo": "mongo", "smtp": "mailpit"}[n] for n in names]
+    compose = {"rabbitmq": "rabbitmq", "mongo": "mongo", "smtp": "mailpit"}
+    svc = [compose[n] for n in names if n in compose]  # the Graph stand-in always runs locally
     subprocess.run(
         ["docker", "compose", *(["up", "-d"] if cmd == "up" else ["stop"]), *svc], cwd=ROOT, check=True
     )
-    for s in (SERVERS[n] for n in names if cmd == "up"):
+    for s in (SERVERS[n] for n in names if cmd == "up" and n in compose):
         if err := wait_ready(s, s.url, timeout, lambda: True):
             subprocess.run(["docker", "compose", "logs", "--tail=25", *svc], cwd=ROOT, check=False)
             fail(s, err, [])
@@ -388,7 +443,7 @@ def docker(cmd: str, names: list[str], timeout: float) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "down", "status", "build"])
-    ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp")
+    ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp,graph")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",") if n.strip()]
@@ -400,7 +455,9 @@ def main() -> None:
                 ensure_binary(SERVERS[n])
         return
     if docker(a.command, names, a.timeout):
-        return
+        names = [n for n in names if SERVERS[n].module]  # the Graph stand-in runs locally even then
+        if not names:
+            return
     if a.command == "status":
         answering = [status(SERVERS[n]) for n in names]  # a line for every server
         sys.exit(0 if all(answering) else 1)

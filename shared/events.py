@@ -241,6 +241,10 @@ class PersonBrief(Contract):
     jobseeker_number: str | None = None
 
 
+#: why automatic coordination left a request to staff (R05, R16)
+LeftReason = Literal["no_free_counsellor", "office_coordinates", "no_free_room", "meeting_refused"]
+
+
 class Alternative(Contract):
     option_id: str = Field(description="id the person names to accept this time")
     start: UtcDatetime
@@ -307,7 +311,7 @@ class BookingAwaitingCoordination(Payload):
     proposed ones. booking -> notifier (where the office tells the person), audit."""
 
     booking_id: str
-    reason: Literal["no_free_counsellor", "office_coordinates", "declined"]
+    reason: LeftReason | Literal["declined"]
     recipient: Recipient
     terms_version: str
 
@@ -467,7 +471,10 @@ class LeftToStaff(Payload):
     for them and is never sent a proposal without times. scheduler -> booking."""
 
     booking_id: str
-    reason: Literal["no_free_counsellor", "office_coordinates"]
+    reason: LeftReason = Field(
+        description="no counsellor free; the office coordinates by hand; no pre-issued room free then "
+        "(R16); the meeting service refused to create the meeting (R16)"
+    )
 
 
 @event("appointment.hold_expired")
@@ -502,6 +509,16 @@ class NoShow(Payload):
     lateness_seconds: float = 0.0
 
 
+@event("appointment.joined")
+class MeetingJoined(Payload):
+    """R08: at the no-show mark, the meeting's attendance records (Teams, through Microsoft Graph)
+    show the person joined in time: attended without staff action. scheduler -> booking."""
+
+    booking_id: str
+    appointment_version: int
+    at: UtcDatetime = Field(description="when the person first joined")
+
+
 # --------------------------------------------------------------------------- notifier service
 
 
@@ -510,7 +527,11 @@ class NotificationSent(Payload):
     """An email was accepted by the SMTP server. notifier -> audit."""
 
     booking_id: str = Field(description="booking the email is about; empty for a refusal (person-level)")
-    kind: str = Field(description="confirmation, notice, recoordination, cancellation, no_show, refusal")
+    kind: str = Field(
+        description="the notifier's kind: confirmation, notice, recoordination, awaiting_coordination, "
+        "terms_change, cancellation, no_show, refusal, change; the counsellor's counsellor_assignment, "
+        "counsellor_change, counsellor_cancellation and counsellor_agenda"
+    )
     delivery_key: str = Field(description="booking/kind/version: one notice, whatever event brought it")
     message_id: str = Field(description="Message-ID, derived from the delivery key (duplicates share it)")
     person_key: str | None = Field(None, description="refusal notices: the person's keyed-hash pseudonym")

@@ -55,6 +55,9 @@ Parser = Callable[[bytes, RabbitMessage], Envelope[Any]]
 class TransientError(Exception):
     """Worth another attempt later: a peer is down, a lock is held, a timeout."""
 
+    #: the peer's own word on when to come back (HTTP Retry-After), in seconds; 0: ours decide
+    retry_after: float = 0.0
+
 
 #: errors worth another attempt (a delay queue), not a parking: a peer away, a lock held, a timeout
 RETRYABLE = (TransientError, PyMongoError, ConnectionError, TimeoutError)
@@ -368,7 +371,8 @@ class Consumer:
             await self.park(msg, exc.reason, exc.detail)
             return False
         except RETRYABLE as exc:
-            await self.retry(msg, attempt, f"{type(exc).__name__}: {exc}")
+            wait = float(getattr(exc, "retry_after", 0.0) or 0.0)
+            await self.retry(msg, attempt, f"{type(exc).__name__}: {exc}", at_least=wait)
             return False
         except Exception as exc:  # a bug: retry a few times, then park it for a human
             log.exception("%s: handler for %s failed", self.queues.service, event.type)
@@ -397,8 +401,15 @@ class Consumer:
         headers[topology.SEALED_HEADER] = "1"
         return seal_resting_copy(self.sealer, self.queues.service, body), headers
 
-    async def retry(self, msg: RabbitMessage, attempt: int, detail: str, *, count: bool = True) -> None:
+    async def retry(
+        self, msg: RabbitMessage, attempt: int, detail: str, *, count: bool = True, at_least: float = 0.0
+    ) -> None:
+        """Copy `msg` to the delay queue of its next attempt; `at_least`: the peer asked for that
+        long (Retry-After), so later steps are skipped to the first delay as long (or the last)."""
         delay = self.queues.delay_for(max(attempt + 1, 1))
+        while delay is not None and delay < at_least and self.queues.delay_for(attempt + 2) is not None:
+            attempt += 1
+            delay = self.queues.delay_for(attempt + 1)
         if delay is None:
             await self.park(msg, "retries-exhausted", detail)
             return

@@ -88,6 +88,18 @@ class CoordinationPolicy(Strict):
     )
 
 
+class CounsellorAgendaPolicy(Strict):
+    """Office policy the terms are silent on: each counsellor with consultations on the office's next
+    open day is sent the day's agenda (time, app, join URL, the person's name and topic) once, at
+    `at` (JST) on the open day before. Off unless the office turns it on: the agenda gathers personal
+    data into one email, so an office asks for it (deploy/offices/*.yaml)."""
+
+    enabled: bool = Field(False, description="send counsellors the agenda of the next open day")
+    at: time = Field(
+        time(17, 0), description="JST time of day on each open day (default: when the office closes)"
+    )
+
+
 class CancellationPolicy(Strict):
     """R07: channels accepted, and the narrower set on the consultation day itself."""
 
@@ -140,11 +152,54 @@ class TermsVersion(Strict):
         return self.announced_on is not None and self.announced_on <= day
 
 
+#: hosts each app's own join URLs live on (pre-issued rooms are checked against these, R16)
+APP_HOSTS: dict[MeetingApp, tuple[str, ...]] = {
+    MeetingApp.TEAMS: ("teams.microsoft.com", "teams.live.com", "teams.microsoft.us"),
+    MeetingApp.SKYPE_FOR_BUSINESS: (),  # Server only: the office's own meet.<domain> host
+    MeetingApp.TELEOFFICE: (),  # the host the office's TeleOffice contract gives it
+}
+
+
+class GraphTenant(Strict):
+    """R16: the office's Microsoft Entra app registration that creates its Teams meetings through
+    Microsoft Graph (app-only). The secret or certificate is a setting of the scheduler
+    (`GRAPH_CREDENTIALS`), never in this file."""
+
+    tenant_id: str = Field(min_length=1, max_length=100)
+    client_id: str = Field(min_length=1, max_length=100)
+
+
 class MeetingConfig(Strict):
-    """R16: an app the office uses and the base its join URLs are issued under."""
+    """R16: an app the office uses and how a consultation gets a room in it.
+
+    - `graph` (Teams): a meeting is created per consultation through Microsoft Graph, organised by the
+      counsellor's account (`organizer` on the counsellor), with a lobby the person waits in;
+    - `pre-issued`: staff register each counsellor's standing join URLs (TeleOffice, whose host
+      registers meetings in the app; Teams or Skype for Business Server links); a consultation gets a
+      room no other consultation uses at an overlapping time.
+    """
 
     app: MeetingApp
-    base_url: str = Field(pattern=r"^https://")
+    provider: Literal["graph", "pre-issued"]
+    graph: GraphTenant | None = None
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts accepted in registered join URLs besides the app's own (office policy)",
+    )
+    deprecated: str | None = Field(
+        None, description="why the office should stop offering this app (shown to staff and at start-up)"
+    )
+
+    @model_validator(mode="after")
+    def _provider(self) -> MeetingConfig:
+        if self.provider == "graph" and (self.app is not MeetingApp.TEAMS or self.graph is None):
+            raise ValueError(
+                "R16: the graph provider creates Teams meetings and needs `graph` (tenant, client)"
+            )
+        return self
+
+    def accepted_hosts(self) -> tuple[str, ...]:
+        return APP_HOSTS[self.app] + tuple(h.lower() for h in self.hosts)
 
 
 class DeviceCheck(Strict):
@@ -251,6 +306,7 @@ class OfficePolicy(Strict):
     )
     notice: NoticePolicy
     coordination: CoordinationPolicy = CoordinationPolicy()
+    counsellor_agenda: CounsellorAgendaPolicy = CounsellorAgendaPolicy()
     cancellation: CancellationPolicy
     no_show_grace: timedelta = Field(timedelta(minutes=10), description="R08")
     identity_check: bool = Field(
@@ -299,7 +355,12 @@ class OfficePolicy(Strict):
         found = ["phone, email and address (contact_example: true)"] if self.contact_example else []
         if self.email and _reserved_host(self.email.rpartition("@")[2]):
             found.append(f"email {self.email}")
-        found += [f"meeting base_url {m.base_url}" for m in self.meeting if _reserved_host(_host(m.base_url))]
+        found += [f"meeting host {h}" for m in self.meeting for h in m.hosts if _reserved_host(h)]
+        found += [
+            f"{m.app.value} tenant {m.graph.tenant_id}"
+            for m in self.meeting
+            if m.graph is not None and set(m.graph.tenant_id) <= set("0-")
+        ]
         return found
 
     @field_validator("terms")

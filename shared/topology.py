@@ -98,6 +98,7 @@ BOOKING = ServiceQueues(
         contracts.LeftToStaff,
         contracts.NoticeTimerFired,
         contracts.NoShow,
+        contracts.MeetingJoined,
     ),
     intake=keys(commands.RequestBooking, commands.JobseekerRecord, commands.ObserveDevice),
 )
@@ -111,6 +112,8 @@ SCHEDULER = ServiceQueues(
         contracts.AlternativeAccepted,
         contracts.AlternativeDeclined,
     ),
+    # R16: Microsoft Graph throttling asks for up to minutes (Retry-After); later steps honour it.
+    retry_delays=(1, 5, 30, 60, 120, 300),
 )
 NOTIFIER = ServiceQueues(
     "notifier",

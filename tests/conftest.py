@@ -25,6 +25,8 @@ RUN_ID = uuid.uuid4().hex[:8]
 # run's portal users have a prefix of their own (the services under test, in-process or spawned with
 # this environment, read it), deleted at the end of the run.
 os.environ.setdefault(support.PORTAL_PREFIX_ENV, f"t{RUN_ID}.portal.")
+for _name, _value in support.GRAPH_ENV.items():  # R16: Teams meetings from the local Graph contract server
+    os.environ.setdefault(_name, _value)
 _counter = itertools.count(1)
 
 # Property tests never depend on the machine's speed: no per-example deadline, and no health check
@@ -58,6 +60,10 @@ async def _wait_for_servers(timeout: float = 30.0) -> None:
             await asyncio.to_thread(support.check_smtp)
         except Exception as exc:
             problems["SMTP"] = f"{support.SMTP_URL}: {exc}"
+        try:
+            await support.check_graph()
+        except Exception as exc:
+            problems["Graph contract server"] = f"{support.GRAPH_URL}: {exc}"
         if not problems or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(1)

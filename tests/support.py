@@ -8,6 +8,7 @@ import json
 import os
 import smtplib
 import socket
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +33,20 @@ AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 RABBITMQ_API = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672/api")
 MONGODB_URL = os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017/")
 SMTP_URL = os.environ.get("SMTP_URL", "smtp://127.0.0.1:1025")
+#: the local Graph contract server (deploy/graph_contract.py, started by `make infra-up`): it answers
+#: Microsoft Graph's and the identity platform's documented requests; Microsoft is not reachable here
+GRAPH_URL = os.environ.get("GRAPH_CONTRACT_URL", "https://127.0.0.1:8443")
+GRAPH_CA = os.environ.get(
+    "GRAPH_CA_BUNDLE", str(Path(__file__).resolve().parents[1] / ".local" / "graph" / "ca.pem")
+)
+#: what the services under test read (in-process settings and spawned processes alike)
+GRAPH_ENV = {
+    "GRAPH_CREDENTIALS": json.dumps({"kushiro-gyosei": "dev-graph-secret", "demo-town": "dev-graph-secret"}),
+    "GRAPH_AUTHORITY_HOST": GRAPH_URL,
+    "GRAPH_BASE_URL": f"{GRAPH_URL}/v1.0",
+    "GRAPH_CA_BUNDLE": GRAPH_CA,
+    "MEETING_DEV_HOSTS": json.dumps([urlsplit(GRAPH_URL).hostname]),
+}
 MAILPIT_API = os.environ.get("MAILPIT_API", "http://127.0.0.1:8025/api/v1")
 
 T = TypeVar("T")
@@ -220,6 +235,43 @@ def check_smtp(timeout: float = 3.0) -> None:
     host, port = smtp_host_port()
     with smtplib.SMTP(host, port, timeout=timeout) as s:
         s.noop()
+
+
+def graph_client(**kw: Any) -> httpx.AsyncClient:
+    """HTTPS to the local Graph contract server, trusting the CA it wrote."""
+    return httpx.AsyncClient(base_url=GRAPH_URL, verify=ssl.create_default_context(cafile=GRAPH_CA), **kw)
+
+
+async def check_graph(timeout: float = 3.0) -> None:
+    async with graph_client(timeout=timeout) as client:
+        r = await client.get("/kushiro-gyosei-probe/v2.0/.well-known/openid-configuration")
+        if r.status_code >= 500:
+            raise RuntimeError(f"openid-configuration answered {r.status_code}")
+
+
+class GraphContract:
+    """The contract server's test hooks (`/_contract/`): its meetings, faults and attendance."""
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        async with graph_client(timeout=10) as client:
+            r = await client.request(method, f"/_contract/{path}", json=body)
+            r.raise_for_status()
+            return r.json() if r.content else None
+
+    async def meetings(self) -> list[dict[str, Any]]:
+        return list(await self._call("GET", "meetings"))
+
+    async def meeting(self, external_id: str) -> dict[str, Any] | None:
+        return next((m for m in await self.meetings() if m.get("externalId") == external_id), None)
+
+    async def fault(self, match: str, status: int, *, times: int = 1, **kw: Any) -> None:
+        await self._call("POST", "faults", {"match": match, "status": status, "times": times, **kw})
+
+    async def attendance(self, meeting_id: str, records: list[dict[str, Any]]) -> None:
+        await self._call("POST", "attendance", {"meeting_id": meeting_id, "records": records})
+
+    async def requests(self) -> list[dict[str, Any]]:
+        return list(await self._call("GET", "requests"))
 
 
 def unique(prefix: str = "") -> str:

@@ -37,7 +37,9 @@ from shared.events import (
     BookingNoticeDue,
     BookingRecoordinationProposed,
     BookingTermsChangeAnnounced,
+    LeftReason,
     Payload,
+    PersonBrief,
     Recipient,
 )
 from shared.policy import Channel, OfficePolicy, TermsVersion
@@ -115,6 +117,10 @@ class Person:
 
     def recipient(self) -> Recipient:
         return Recipient(name=self.name, email=self.notice_email or self.email or "")
+
+    def brief(self) -> PersonBrief:
+        """What the counsellor needs for the session: no address, phone or email (R12)."""
+        return PersonBrief(name=self.name, topic=self.topic, jobseeker_number=self.jobseeker_number)
 
 
 @dataclass
@@ -241,10 +247,14 @@ class Booking:
         if late:  # HW 第6条(1) 原則として: staff made the exception, for the reason recorded
             note += f"; R04 exception past {calendar.confirmation_deadline(jst_date(appointment.start))}: "
             note += str(appointment.late_reason)
+        previous = self.appointment if self.status is S.CONFIRMED else None  # staff moved it (R05)
         self._move(S.CONFIRMED, now, note)
         self.appointment = appointment
         self.alternatives, self.hold_expires_at = [], None
-        return [BookingConfirmed(appointment=appointment, **self._to_person())]
+        brief = self.person.brief()
+        return [
+            BookingConfirmed(appointment=appointment, previous=previous, person=brief, **self._to_person())
+        ]
 
     def propose(
         self, alternatives: list[Alternative], hold_expires_at: datetime, now: datetime
@@ -281,9 +291,7 @@ class Booking:
         self.alternatives, self.hold_expires_at = [], None
         return [AlternativeDeclined(booking_id=self.booking_id), *self._waiting("declined", policy)]
 
-    def left_to_staff(
-        self, reason: Literal["no_free_counsellor", "office_coordinates"], now: datetime, policy: OfficePolicy
-    ) -> list[Payload]:
+    def left_to_staff(self, reason: LeftReason, now: datetime, policy: OfficePolicy) -> list[Payload]:
         """The scheduler has nothing to offer automatically: staff coordinate (R05). The person is
         told the office will contact them (office policy), never sent a proposal without times."""
         if self.status not in {S.REQUESTED, S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED}:
@@ -292,9 +300,7 @@ class Booking:
         self.alternatives, self.hold_expires_at = [], None
         return self._waiting(reason, policy)
 
-    def _waiting(
-        self, reason: Literal["no_free_counsellor", "office_coordinates", "declined"], policy: OfficePolicy
-    ) -> list[Payload]:
+    def _waiting(self, reason: LeftReason | Literal["declined"], policy: OfficePolicy) -> list[Payload]:
         if not policy.coordination.tell_person_when_left_to_staff:
             return []
         return [BookingAwaitingCoordination(reason=reason, **self._to_person())]
@@ -427,6 +433,16 @@ class Booking:
         self._move(S.ATTENDED, now, how)
         self.attendance = Attendance(how, at, recorded_by)
         return [BookingAttended(booking_id=self.booking_id, how=how, at=at)]
+
+    def joined_meeting(self, appointment_version: int, at: datetime, now: datetime) -> list[Payload]:
+        """R08: the meeting's attendance records show the person joined in time (Teams through
+        Graph): attended, recorded by the meeting. Staff's own record, if any, stands."""
+        appt = self.appointment
+        if self.status != S.CONFIRMED or appt is None or appt.version != appointment_version:
+            return []
+        self._move(S.ATTENDED, now, "joined (meeting attendance record)")
+        self.attendance = Attendance("joined", at, "meeting")
+        return [BookingAttended(booking_id=self.booking_id, how="joined", at=at)]
 
     def no_show(self, appointment_version: int, now: datetime) -> list[Payload]:
         """R08: the grace passed without contact. Booking is the authority: attendance wins."""

@@ -17,6 +17,7 @@ from shared.events import (
     Envelope,
     HoldExpired,
     LeftToStaff,
+    MeetingJoined,
     MessageError,
     NoShow,
     NoticeTimerFired,
@@ -124,3 +125,4 @@ def register(
     on(LeftToStaff)(service.left_to_staff)
     on(NoticeTimerFired)(service.notice_timer_fired)
     on(NoShow)(service.no_show)
+    on(MeetingJoined)(service.meeting_joined)

@@ -25,6 +25,7 @@ from shared.events import (
     Envelope,
     HoldExpired,
     LeftToStaff,
+    MeetingJoined,
     NoShow,
     NoticeTimerFired,
     Payload,
@@ -139,6 +140,12 @@ class BookingService:
     async def no_show(self, event: Envelope[NoShow]) -> None:
         p = event.payload
         await self._scheduler_says(event, lambda b, now, cal: b.no_show(p.appointment_version, now))
+
+    async def meeting_joined(self, event: Envelope[MeetingJoined]) -> None:
+        p = event.payload
+        await self._scheduler_says(
+            event, lambda b, now, cal: b.joined_meeting(p.appointment_version, p.at, now)
+        )
 
     async def _scheduler_says(self, event: Envelope[Any], act: FromScheduler) -> None:
         """Apply what the scheduler says to its booking, at one `now` and in the office's calendar."""

@@ -34,6 +34,8 @@ class AppointmentView(Span):
     app: str
     counsellor_name: str
     version: int
+    meeting_id: str | None = Field(None, description="the room's meeting id, where the app has one (R16)")
+    passcode: str | None = Field(None, description="the room's passcode, where the app has one (R16)")
 
 
 class AlternativeView(Span):
@@ -165,6 +167,8 @@ def portal_view(b: Booking) -> dict[str, Any]:
             "app": appt.app,
             "counsellor_name": appt.counsellor_name,
             "version": appt.version,
+            "meeting_id": appt.meeting_id,
+            "passcode": appt.passcode,
         }
     if b.status == Status.RECOORDINATION_PROPOSED:
         view["alternatives"] = [

@@ -68,6 +68,7 @@ def mail(
 
 @app.command()
 def sample(office_id: str, kind: str) -> None:
-    """Render one notice from sample data (no SMTP): kinds confirmation, notice, recoordination,
-    cancellation, no_show, refusal."""
+    """Render one notice from sample data (no SMTP): kinds confirmation, notice, change, recoordination,
+    cancellation, no_show, refusal; counsellor_assignment, counsellor_change, counsellor_cancellation,
+    counsellor_agenda."""
     print(preview.render_sample(office_id, kind))

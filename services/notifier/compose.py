@@ -31,7 +31,8 @@ from services.notifier.domain import (
     check_header,
     check_meeting_url,
 )
-from shared.clock import format_jst
+from services.notifier.invite import invitation
+from shared.clock import WEEKDAYS_JA, format_jst, jst
 from shared.events import Appointment, MessageError
 from shared.policy import Channel, OfficePolicy
 from shared.wording import cancel_guidance
@@ -93,6 +94,27 @@ class Composer:
         msg["Content-Language"] = "ja"
         msg.set_content(rendered.text, charset="utf-8")
         msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
+        if notice.invite is not None:
+            # The calendar entry as the last alternative of the body (RFC 6047 iMIP), not as an
+            # `invite.ics` attachment: Outlook shows an invitation (and applies an update or a
+            # cancellation to the entry already in the calendar) only for a text/calendar with its
+            # method inside multipart/alternative; Gmail, Apple Mail and Thunderbird read it there too,
+            # and a client that knows no calendars shows the HTML or the text instead. The same object
+            # once more as an attachment makes some clients offer two invitations.
+            ics = invitation(
+                notice.invite,
+                policy,
+                organizer=self.mail_from,
+                now=now,
+                to_counsellor=notice.to_counsellor,
+            )
+            msg.add_alternative(
+                ics,
+                maintype="text",
+                subtype="calendar",
+                cte="base64",  # the bytes as built (CRLF line ends, UTF-8), untouched on the way
+                params={"method": notice.invite.method, "charset": "UTF-8"},
+            )
         return msg
 
 
@@ -149,6 +171,26 @@ def context(notice: Notice, policy: OfficePolicy) -> dict[str, Any]:
         "hold_expires": format_jst(hold) if hold else "",
         "terms_change": _terms_change(f),  # R17
         "default_app": app_label(policy.default_meeting.app),
+        "previous": _appointment(notice.previous),  # a change: the time it replaces
+        "person": f.get("person"),  # a counsellor's email: name, topic, HW job-seeker number (R12)
+        "agenda_day": _day_ja(f["day"]) if f.get("day") else "",
+        "agenda": [_agenda_entry(e) for e in f.get("entries", [])],
+    }
+
+
+def _day_ja(day: Any) -> str:
+    """2026年12月4日(金)"""
+    return f"{day.year}年{day.month}月{day.day}日({WEEKDAYS_JA[day.weekday()]})"
+
+
+def _agenda_entry(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "time": f"{jst(e['start']):%H:%M}〜{jst(e['end']):%H:%M}",
+        "app": app_label(e["app"]),
+        "meeting_url": check_meeting_url(e["meeting_url"]),
+        "meeting_id": e.get("meeting_id"),
+        "passcode": e.get("passcode"),
+        "person": e["person"],
     }
 
 
@@ -164,13 +206,15 @@ def _terms_change(f: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _appointment(a: Appointment | None) -> dict[str, str] | None:
+def _appointment(a: Appointment | None) -> dict[str, str | None] | None:
     if a is None:
         return None
     return {
         "when": format_jst(a.start, a.end),  # R06: e.g. 2026年11月25日(水) 10:00〜10:30
         "app": app_label(a.app),  # R16
         "meeting_url": check_meeting_url(a.meeting_url),
+        "meeting_id": a.meeting_id,  # a pre-issued room: what to type in, where the app asks for it
+        "passcode": a.passcode,
         "counsellor": a.counsellor_name,
     }
 

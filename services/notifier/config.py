@@ -59,6 +59,12 @@ class Settings(ServiceSettings):
         description="a claimed delivery not marked within this time is retried (same Message-ID)",
     )
 
+    agenda_poll_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how often the counsellors' agenda job looks whether an office's agenda is due",
+    )
+
     @property
     def smtp(self) -> SmtpTarget:
         return SmtpTarget.parse(self.smtp_url)

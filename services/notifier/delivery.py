@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pymongo.errors import PyMongoError
 
+from services.notifier.agenda import AgendaJob, CounsellorDays
 from services.notifier.compose import Composer
 from services.notifier.config import Settings
-from services.notifier.domain import Notice, message_id, plan
+from services.notifier.domain import Notice, message_id, plan_all
 from services.notifier.smtp import Accepted, Mailer, SmtpFailure
 from services.notifier.store import Busy, Claim, Deliveries, Settled
 from shared.events import Envelope, MessageError, NotificationFailed, NotificationSent
@@ -59,6 +60,20 @@ class DeliveryService:
         self.max_attempts = len(runtime.queues.retry_delays) + 1
         self.metrics = _Metrics(runtime.metrics)
         runtime.on_startup(self.deliveries.ensure_indexes)
+        # The counsellors' agenda (office policy counsellor_agenda): kept from the events, sent by a job
+        self.agenda_days = CounsellorDays(runtime.db, runtime.sealer)
+        self.agenda = AgendaJob(
+            self.send_standalone, self.agenda_days, self.policies, runtime.clock, settings.agenda_poll_seconds
+        )
+        runtime.on_startup(self._start_agenda)
+        runtime.on_shutdown(self._stop_agenda)
+
+    async def _start_agenda(self) -> None:
+        if self.agenda.offices():
+            self.runtime.spawn(self.agenda.run(), name="counsellor agenda")
+
+    async def _stop_agenda(self) -> None:
+        self.agenda.stop()
 
     async def handle(self, event: Envelope[Any]) -> None:
         """Claim, send and mark run to the end even if this delivery is cancelled (the broker
@@ -78,13 +93,45 @@ class DeliveryService:
         policy = self.policies.get(event.office_id)
         if policy is None:
             raise MessageError("unknown-office", f"no policy for office {event.office_id!r}")
-        notice = plan(event, policy)
-        if notice is None:
+        notices = plan_all(event, policy)
+        if not notices:
             self.metrics.outcome(event.type, "not-sent")
             log.info("%s for %s calls for no email (policy)", event.type, event.office_id)
+        # One event, several emails (the person's, the counsellors'), each with its own delivery key
+        # and record: each is tried, whatever became of the others. Then the event is retried if any
+        # failed for now (those already sent are settled duplicates next time), and parked with the
+        # reason of a permanent failure only when nothing is left to retry.
+        failures: list[TransientError | MessageError] = []
+        for notice in notices:
+            try:
+                await self._send(event, notice)
+            except (TransientError, MessageError) as exc:
+                failures.append(exc)
+        # Then the counsellors' agenda (idempotent by appointment version), whatever became of the
+        # emails: a fault of its own retries the event, whose emails are settled duplicates by then.
+        await self.agenda_days.record(event, policy)
+        if failures:
+            raise next((f for f in failures if isinstance(f, TransientError)), failures[0])
+
+    async def send_standalone(self, notice: Notice) -> None:
+        """A notice no event brings (the counsellors' agenda, sent by the job): claimed, sent and
+        marked like every other. A record that failed is left for ops, not retried by each tick; a
+        claim held by another replica is theirs. Like `handle`, it runs to the end once started."""
+        record = await self.deliveries.get(notice.key)
+        if record is not None and record.get("state") in ("sent", "failed"):
             return
+        task = self.runtime.spawn(self._send(None, notice), name=f"deliver {notice.key}")
+        try:
+            await asyncio.shield(task)
+        except TransientError as exc:  # the next tick tries again (within the day's window)
+            log.info("%s not sent this time: %s", notice.key, exc)
+        except MessageError as exc:  # recorded failed, notification.failed sent: for ops
+            log.warning("%s failed: %s", notice.key, exc)
+
+    async def _send(self, event: Envelope[Any] | None, notice: Notice) -> None:
+        """Claim, then send unless it went out already; `event` is the cause, if an event brought it."""
         mid = message_id(notice.key, self.settings.mail_domain)
-        claim = await self.deliveries.claim(notice, mid, str(event.event_id))
+        claim = await self.deliveries.claim(notice, mid, str(event.event_id) if event else "job")
         if isinstance(claim, Settled):
             self.metrics.outcome(notice.kind, "duplicate")
             log.info("%s already %s; nothing sent again", notice.key, claim.state)
@@ -110,7 +157,7 @@ class DeliveryService:
             )
         await self._deliver(event, notice, claim)
 
-    async def _deliver(self, event: Envelope[Any], notice: Notice, claim: Claim) -> None:
+    async def _deliver(self, event: Envelope[Any] | None, notice: Notice, claim: Claim) -> None:
         policy = self.policies[notice.office_id]
         try:
             message = self.composer.compose(
@@ -137,7 +184,12 @@ class DeliveryService:
         self.metrics.outcome(notice.kind, "sent")
 
     async def _settle(
-        self, event: Envelope[Any], notice: Notice, claim: Claim, response: str, give_up: float | None = None
+        self,
+        event: Envelope[Any] | None,
+        notice: Notice,
+        claim: Claim,
+        response: str,
+        give_up: float | None = None,
     ) -> None:
         """The server accepted the email: the record says `sent` and carries notification.sent."""
         sent = self._event(
@@ -148,6 +200,7 @@ class DeliveryService:
                 message_id=claim.message_id,
                 person_key=notice.person_key,
             ),
+            notice,
             event,
         )
         if give_up is None:
@@ -175,7 +228,7 @@ class DeliveryService:
                 pause = min(pause * 2, 5.0)
 
     async def _smtp_failed(
-        self, event: Envelope[Any], notice: Notice, claim: Claim, exc: SmtpFailure
+        self, event: Envelope[Any] | None, notice: Notice, claim: Claim, exc: SmtpFailure
     ) -> None:
         if exc.permanent:
             await self._fail(event, notice, claim, str(exc), permanent=True)
@@ -188,7 +241,7 @@ class DeliveryService:
         raise TransientError(f"SMTP attempt {claim.attempt} for {notice.key}: {exc}") from exc
 
     async def _fail(
-        self, event: Envelope[Any], notice: Notice, claim: Claim, error: str, *, permanent: bool
+        self, event: Envelope[Any] | None, notice: Notice, claim: Claim, error: str, *, permanent: bool
     ) -> None:
         error = redact_text(error)  # R12: the audit store gets the failure, not the address
         failed = self._event(
@@ -200,14 +253,17 @@ class DeliveryService:
                 permanent=permanent,
                 person_key=notice.person_key,
             ),
+            notice,
             event,
         )
         await self.deliveries.mark_failed(claim, error, permanent, [failed])
         self.relay.poke()
         self.metrics.outcome(notice.kind, "failed" if permanent else "gave-up")
 
-    def _event(self, payload: NotificationSent | NotificationFailed, cause: Envelope[Any]) -> Envelope[Any]:
-        return self.runtime.event(payload, cause.office_id, cause=cause)
+    def _event(
+        self, payload: NotificationSent | NotificationFailed, notice: Notice, cause: Envelope[Any] | None
+    ) -> Envelope[Any]:
+        return self.runtime.event(payload, notice.office_id, cause=cause)
 
 
 class _Metrics:

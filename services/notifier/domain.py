@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from shared.events import (
     Appointment,
@@ -27,10 +28,11 @@ from shared.events import (
     Envelope,
     MessageError,
     Payload,
+    PersonBrief,
     PersonRefused,
     Recipient,
 )
-from shared.policy import OfficePolicy
+from shared.policy import FormField, OfficePolicy
 
 
 class Kind(StrEnum):
@@ -42,6 +44,18 @@ class Kind(StrEnum):
     CANCELLATION = "cancellation"  # R07
     NO_SHOW = "no_show"  # R08, R09
     REFUSAL = "refusal"  # R09, R13
+    CHANGE = "change"  # R05: staff moved a confirmed consultation; the new date, time and URL
+    # The counsellor's side (issue 17): their work email, with only what the session needs (R12)
+    COUNSELLOR_ASSIGNMENT = "counsellor_assignment"  # a consultation is theirs (new, or moved to them)
+    COUNSELLOR_CHANGE = "counsellor_change"  # their consultation moved to another time
+    COUNSELLOR_CANCELLATION = "counsellor_cancellation"  # cancelled, or moved to another counsellor
+    COUNSELLOR_AGENDA = "counsellor_agenda"  # the next open day's consultations, once a day
+
+
+#: the kinds written to a counsellor rather than to the person
+COUNSELLOR_KINDS = frozenset(
+    {Kind.COUNSELLOR_ASSIGNMENT, Kind.COUNSELLOR_CHANGE, Kind.COUNSELLOR_CANCELLATION, Kind.COUNSELLOR_AGENDA}
+)
 
 
 #: Subjects of the kinds an office policy does not name (R06 names the confirmation/notice subject).
@@ -52,12 +66,30 @@ SUBJECT_LABELS: dict[Kind, str] = {
     Kind.CANCELLATION: "予約取消しのお知らせ",
     Kind.NO_SHOW: "予約をキャンセル扱いとしたお知らせ",
     Kind.REFUSAL: "今後のご利用についてのお知らせ",
+    Kind.CHANGE: "実施日時の変更のお知らせ",
+    Kind.COUNSELLOR_ASSIGNMENT: "担当する相談のお知らせ",
+    Kind.COUNSELLOR_CHANGE: "担当する相談の日時変更のお知らせ",
+    Kind.COUNSELLOR_CANCELLATION: "担当する相談の取消しのお知らせ",
+    Kind.COUNSELLOR_AGENDA: "相談予定のお知らせ",
 }
 
 
 class HeaderInjection(MessageError):
     def __init__(self, header: str) -> None:
         super().__init__("header-injection", f"control character in the {header} header value")
+
+
+@dataclass(frozen=True)
+class Invite:
+    """The calendar entry an email carries (RFC 5546 iTIP over email, RFC 6047): what it says about
+    which appointment. One UID per booking and recipient side, the same across versions, so a move
+    updates the entry already in the calendar instead of adding one."""
+
+    method: Literal["REQUEST", "CANCEL"]
+    uid: str
+    sequence: int
+    appointment: Appointment
+    booking_id: str
 
 
 @dataclass(frozen=True)
@@ -73,6 +105,12 @@ class Notice:
     appointment: Appointment | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     person_key: str | None = None
+    previous: Appointment | None = None  # a change: the appointment this one replaces
+    invite: Invite | None = None
+
+    @property
+    def to_counsellor(self) -> bool:
+        return self.kind in COUNSELLOR_KINDS
 
 
 #: the events the notifier consumes (shared/topology.py NOTIFIER binds their routing keys)
@@ -94,6 +132,11 @@ def plan(event: Envelope[Any], policy: OfficePolicy) -> Notice | None:
         # R06: HW's only email is the day-before notice; KG writes once the time is coordinated.
         if not policy.notice.on_confirmation:
             return None
+        if p.previous is not None:  # staff moved it (R05): the same calendar entry, a new time
+            return _with_invite(
+                _about_booking(Kind.CHANGE, policy, p, f"v{p.appointment.version}", p.appointment),
+                previous=p.previous,
+            )
         return _booking_notice(Kind.CONFIRMATION, policy, p)
     if isinstance(p, BookingNoticeDue):
         # R06: only offices that send a notice before the day (or demo offices with before_start).
@@ -157,7 +200,7 @@ def _about_booking(
 
 
 def _booking_notice(kind: Kind, policy: OfficePolicy, p: BookingConfirmed | BookingNoticeDue) -> Notice:
-    return _about_booking(kind, policy, p, f"v{p.appointment.version}", p.appointment)
+    return _with_invite(_about_booking(kind, policy, p, f"v{p.appointment.version}", p.appointment))
 
 
 def _recoordination(policy: OfficePolicy, p: BookingRecoordinationProposed) -> Notice:
@@ -184,7 +227,9 @@ def _awaiting(policy: OfficePolicy, p: BookingAwaitingCoordination, event: Envel
 def _cancellation(policy: OfficePolicy, p: BookingCancelled) -> Notice:
     kind = Kind.NO_SHOW if p.reason == "no_show" else Kind.CANCELLATION  # R08
     version = p.appointment.version if p.appointment else 0
-    return _about_booking(kind, policy, p, f"v{version}", p.appointment, reason=p.reason, channel=p.channel)
+    return _with_invite(
+        _about_booking(kind, policy, p, f"v{version}", p.appointment, reason=p.reason, channel=p.channel)
+    )
 
 
 def _refusal(policy: OfficePolicy, p: PersonRefused, terms_version: str) -> Notice | None:
@@ -201,6 +246,120 @@ def _refusal(policy: OfficePolicy, p: PersonRefused, terms_version: str) -> Noti
         subject=subject(policy, Kind.REFUSAL),
         facts={"rule": p.rule, "reason": p.reason, "until": p.until, "terms_version": terms_version},
     )
+
+
+# --------------------------------------------------------------------------- calendar entries
+
+#: kinds whose email cancels the calendar entry (a no-show is a deemed cancellation, R08)
+CANCELLING = frozenset({Kind.CANCELLATION, Kind.NO_SHOW, Kind.COUNSELLOR_CANCELLATION})
+
+
+def person_uid(booking_id: str, office_id: str) -> str:
+    """The person's calendar entry for a booking: one UID whatever the appointment version."""
+    return f"{booking_id}@{office_id}.consult"
+
+
+def counsellor_uid(booking_id: str, counsellor_id: str, office_id: str) -> str:
+    """The counsellor's entry: their own UID (a move to another counsellor cancels one entry and
+    creates another, and a shared office calendar never sees one UID both cancelled and booked)."""
+    return f"{booking_id}.{counsellor_id}@{office_id}.consult"
+
+
+def sequence(appointment: Appointment, method: str) -> int:
+    """SEQUENCE: the appointment version, which rises with each change. A cancellation changes the
+    entry's STATUS, which RFC 5545 (3.8.7.4) counts as a revision: one above the version it cancels,
+    never below the last request (a move to another counsellor yields a version at least that high)."""
+    return appointment.version + (1 if method == "CANCEL" else 0)
+
+
+def _with_invite(notice: Notice, *, previous: Appointment | None = None) -> Notice:
+    """The notice with its calendar entry (none where no appointment exists yet)."""
+    a = notice.appointment
+    if a is None:
+        return notice
+    method: Literal["REQUEST", "CANCEL"] = "CANCEL" if notice.kind in CANCELLING else "REQUEST"
+    if notice.to_counsellor:
+        uid = counsellor_uid(notice.booking_id, a.counsellor_id, notice.office_id)
+    else:
+        uid = person_uid(notice.booking_id, notice.office_id)
+    invite = Invite(method, uid, sequence(a, method), a, notice.booking_id)
+    return replace(notice, invite=invite, previous=previous or notice.previous)
+
+
+# --------------------------------------------------------------------------- the counsellor's side
+
+
+def plan_all(event: Envelope[Any], policy: OfficePolicy) -> list[Notice]:
+    """Every email an event calls for: the person's (if any), then the counsellors'. Each has its own
+    delivery key, so each goes once however often the event comes."""
+    person = plan(event, policy)
+    return ([person] if person else []) + plan_counsellors(event, policy)
+
+
+def plan_counsellors(event: Envelope[Any], policy: OfficePolicy) -> list[Notice]:
+    """The counsellors' emails for an event: an assignment (a new appointment, or one moved to them),
+    an update of the time (moved, same counsellor), a cancellation (cancelled, or moved to another
+    counsellor). A counsellor without a work email gets none."""
+    p = event.payload
+    if isinstance(p, BookingConfirmed):
+        brief = p.person or PersonBrief(name=p.recipient.name)  # at least whom they will talk to
+        a, before = p.appointment, p.previous
+        if before is not None and before.counsellor_id == a.counsellor_id:
+            out = [_to_counsellor(Kind.COUNSELLOR_CHANGE, policy, p.booking_id, a, brief, previous=before)]
+        else:
+            out = [_to_counsellor(Kind.COUNSELLOR_ASSIGNMENT, policy, p.booking_id, a, brief)]
+            if before is not None:
+                out.append(
+                    _to_counsellor(
+                        Kind.COUNSELLOR_CANCELLATION, policy, p.booking_id, before, brief, reason="moved"
+                    )
+                )
+        return [n for n in out if n is not None]
+    if isinstance(p, BookingCancelled) and p.appointment is not None:
+        # booking.cancelled carries no brief: the person's name is all the counsellor is told
+        brief = PersonBrief(name=p.recipient.name)
+        notice = _to_counsellor(
+            Kind.COUNSELLOR_CANCELLATION, policy, p.booking_id, p.appointment, brief, reason=p.reason
+        )
+        return [notice] if notice else []
+    return []
+
+
+def counsellor_brief(brief: PersonBrief, policy: OfficePolicy) -> dict[str, str | None]:
+    """What of the person a counsellor's email shows (R12): the name, the topic if given, and the
+    job-seeker number only where the office's form asks for one (HW)."""
+    number = brief.jobseeker_number if FormField.JOBSEEKER_NUMBER in policy.form else None
+    return {"name": brief.name, "topic": brief.topic or None, "jobseeker_number": number or None}
+
+
+def _to_counsellor(
+    kind: Kind,
+    policy: OfficePolicy,
+    booking_id: str,
+    appointment: Appointment,
+    brief: PersonBrief,
+    *,
+    previous: Appointment | None = None,
+    reason: str | None = None,
+) -> Notice | None:
+    if not appointment.counsellor_email:
+        return None
+    notice = Notice(
+        kind=kind,
+        key=delivery_key(booking_id, kind, f"v{appointment.version}"),
+        office_id=policy.office_id,
+        booking_id=booking_id,
+        recipient=Recipient(name=appointment.counsellor_name, email=appointment.counsellor_email),
+        subject=subject(policy, kind),
+        appointment=appointment,
+        facts={"person": counsellor_brief(brief, policy), "reason": reason},
+    )
+    return _with_invite(notice, previous=previous)
+
+
+def agenda_key(counsellor_id: str, day: date) -> str:
+    """One agenda per counsellor and day, whichever replica or tick sends it."""
+    return delivery_key(f"counsellor:{counsellor_id}", Kind.COUNSELLOR_AGENDA, day.isoformat())
 
 
 def subject(policy: OfficePolicy, kind: Kind) -> str:

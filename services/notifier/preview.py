@@ -95,13 +95,47 @@ def render_sample(office_id: str, kind: str) -> str:
 
     settings = Settings()
     policy = settings.policies()[office_id]
-    notice = domain.plan(samples.event(domain.Kind(kind), policy), policy)
+    which = domain.Kind(kind)
+    notice: domain.Notice | None
+    if which is domain.Kind.COUNSELLOR_AGENDA:
+        notice = _sample_agenda(policy)
+    elif which in domain.COUNSELLOR_KINDS:
+        found = domain.plan_counsellors(samples.counsellor_event(which, policy), policy)
+        notice = next((n for n in found if n.kind is which), None)
+    else:
+        notice = domain.plan(samples.event(which, policy), policy)
     if notice is None:
         return f"{office_id}: {kind} is not sent under this office's policy"
     message = Composer(settings.mail_from).compose(
         notice, policy, message_id=domain.message_id(notice.key, settings.mail_domain), now=samples.NOW
     )
     return format_message(mailpit_shape(message))
+
+
+def _sample_agenda(policy: Any) -> Any:
+    from datetime import timedelta
+
+    from services.notifier import agenda, domain, samples
+
+    a = [samples.appointment(policy, f"bk-{h}", start=samples.START + timedelta(hours=h)) for h in (0, 4)]
+    brief = domain.counsellor_brief(samples.brief(policy), policy)
+    entries = [
+        {
+            "start": x.start,
+            "end": x.end,
+            "app": x.app,
+            "meeting_url": x.meeting_url,
+            "meeting_id": None,
+            "passcode": None,
+            "person": brief,
+        }
+        for x in a
+    ]
+    day = samples.START.date()
+    sample = agenda.Agenda(
+        "c-001", policy.office_id, day, "相談員 佐藤", "sato@counsellors.example.org", entries
+    )
+    return agenda.agenda_notice(policy, sample)
 
 
 def main() -> None:

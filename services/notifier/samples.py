@@ -22,11 +22,12 @@ from shared.events import (
     BookingTermsChangeAnnounced,
     Envelope,
     Payload,
+    PersonBrief,
     PersonRefused,
     Recipient,
     new_event,
 )
-from shared.policy import OfficePolicy
+from shared.policy import FormField, OfficePolicy
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=JST)
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=JST)
@@ -41,21 +42,54 @@ EVENT_OF_KIND = {
     Kind.CANCELLATION: "booking.cancelled",
     Kind.NO_SHOW: "booking.cancelled",
     Kind.REFUSAL: "person.refused",
+    Kind.CHANGE: "booking.confirmed",
 }
 
 
+def join_url_base(policy: OfficePolicy) -> str:
+    """Where the samples' join URLs start: a host of the office's first app (they open nothing)."""
+    host = next(iter(policy.default_meeting.accepted_hosts()), "meet.example.org")
+    return f"https://{host}/l/meetup-join/sample/"
+
+
+def sample_join_url(policy: OfficePolicy, booking_id: str, version: int = 1) -> str:
+    return f"{join_url_base(policy)}{booking_id}-v{version}"
+
+
 def appointment(
-    policy: OfficePolicy, booking_id: str, *, start: datetime = START, version: int = 1
+    policy: OfficePolicy,
+    booking_id: str,
+    *,
+    start: datetime = START,
+    version: int = 1,
+    counsellor_id: str = "c-001",
+    counsellor_name: str = "相談員 佐藤",
+    counsellor_email: str | None = None,
+    meeting_id: str | None = None,
+    passcode: str | None = None,
 ) -> Appointment:
     meeting = policy.default_meeting
     return Appointment(
-        counsellor_id="c-001",
-        counsellor_name="相談員 佐藤",
+        counsellor_id=counsellor_id,
+        counsellor_name=counsellor_name,
         start=start,
         end=start + timedelta(minutes=30),
-        meeting_url=f"{meeting.base_url}{booking_id}-v{version}",
+        meeting_url=sample_join_url(policy, booking_id, version),
         app=meeting.app.value,
         version=version,
+        counsellor_email=counsellor_email,
+        meeting_id=meeting_id,
+        passcode=passcode,
+    )
+
+
+def brief(policy: OfficePolicy, name: str = "山田 太郎") -> PersonBrief:
+    """What booking tells the counsellor of the person: HW's form has a topic and a job-seeker number."""
+    hw = FormField.JOBSEEKER_NUMBER in policy.form
+    return PersonBrief(
+        name=name,
+        topic="応募書類の書き方について" if FormField.TOPIC in policy.form else None,
+        jobseeker_number="1401-123456-7" if hw else None,
     )
 
 
@@ -77,6 +111,15 @@ def payload(
     if kind in (Kind.CONFIRMATION, Kind.NOTICE):
         fields = {"booking_id": bid, "appointment": appt, "recipient": who, "terms_version": terms}
         model: type[Payload] = BookingConfirmed if kind is Kind.CONFIRMATION else BookingNoticeDue
+    elif kind is Kind.CHANGE:  # staff moved it to the next day, same counsellor (R05)
+        model = BookingConfirmed
+        fields = {
+            "booking_id": bid,
+            "appointment": appointment(policy, bid, start=START + timedelta(days=1), version=version + 1),
+            "previous": appt,
+            "recipient": who,
+            "terms_version": terms,
+        }
     elif kind is Kind.RECOORDINATION:
         model = BookingRecoordinationProposed
         fields = {
@@ -138,3 +181,19 @@ def event(kind: Kind, policy: OfficePolicy, *, clock: Clock | None = None, **kwa
         producer="booking",
         clock=clock or FixedClock(NOW),
     )
+
+
+def counsellor_event(kind: Kind, policy: OfficePolicy, **kwargs: Any) -> Envelope[Any]:
+    """The event behind a counsellor's email (issue 17), with a counsellor who has a work address:
+    an assignment (confirmed), a change (moved a day, same counsellor), a cancellation."""
+    bid = kwargs.pop("booking_id", None) or f"bk-{uuid4().hex[:10]}"
+    work = "sato@counsellors.example.org"
+    appt = appointment(policy, bid, counsellor_email=work)
+    if kind is Kind.COUNSELLOR_CHANGE:
+        moved = appointment(policy, bid, start=START + timedelta(days=1), version=2, counsellor_email=work)
+        return event(
+            Kind.CONFIRMATION, policy, booking_id=bid, appointment=moved, previous=appt, person=brief(policy)
+        )
+    if kind is Kind.COUNSELLOR_CANCELLATION:
+        return event(Kind.CANCELLATION, policy, booking_id=bid, appointment=appt, **kwargs)
+    return event(Kind.CONFIRMATION, policy, booking_id=bid, appointment=appt, person=brief(policy), **kwargs)

@@ -17,9 +17,16 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, EmailStr, Field
 
-from services.scheduler.availability import Area, Counsellor, DatedException, SpanText, check_against_policy
+from services.scheduler.availability import (
+    Area,
+    Counsellor,
+    DatedException,
+    Room,
+    SpanText,
+    check_against_policy,
+)
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.domain import WAITING, Conflict
 from services.scheduler.keeper import Context
@@ -42,6 +49,18 @@ class CounsellorIn(CleanText):
     weekly: dict[str, list[SpanText]] = Field(default_factory=dict, description="mon..sun -> ['09:00-12:00']")
     exceptions: list[DatedException] = Field(default_factory=list, max_length=400)
     active: bool = True
+    email: EmailStr | None = Field(None, description="work email for assignments, changes and the agenda")
+    organizer: str | None = Field(None, max_length=200, description="R16 Teams: the Entra user organising")
+
+
+class RoomIn(CleanText):
+    """R16: a standing join URL of the counsellor's in one app (TeleOffice; Teams or Skype for
+    Business Server links): https on the app's own host or the office's configured one."""
+
+    app: MeetingApp
+    join_url: str = Field(max_length=500, description="https join URL the app issued")
+    meeting_id: str | None = Field(None, max_length=40)
+    passcode: str | None = Field(None, max_length=40)
 
 
 class ConfirmIn(CleanText):
@@ -161,6 +180,25 @@ def _policy_of(ctx: Context, office_id: str) -> OfficePolicy:
     return policy
 
 
+def _valid(ctx: Context, policy: OfficePolicy, **fields: Any) -> Counsellor:
+    """A counsellor record the office can use (R16 rooms and apps, R20 areas), else 422."""
+    try:
+        c = Counsellor.model_validate(fields)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if problems := check_against_policy(c, policy, ctx.rooms.dev_hosts):
+        raise HTTPException(422, "; ".join(problems))
+    return c
+
+
+async def _counsellor_of(ctx: Context, office_id: str, counsellor_id: str) -> Counsellor:
+    _policy_of(ctx, office_id)
+    c = await ctx.counsellors.get(counsellor_id)
+    if c is None or c.office_id != office_id:
+        raise HTTPException(404, "no such counsellor")
+    return c
+
+
 def _counsellor_routes(api: APIRouter, ctx: Context) -> None:
     @api.get("/offices/{office_id}/counsellors", response_model=list[Counsellor])
     async def list_counsellors(office_id: str, include_inactive: bool = False) -> list[Counsellor]:
@@ -176,14 +214,45 @@ def _counsellor_routes(api: APIRouter, ctx: Context) -> None:
         existing = await ctx.counsellors.get(counsellor_id)
         if existing is not None and existing.office_id != office_id:
             raise HTTPException(409, f"{counsellor_id} belongs to {existing.office_id}")
-        try:
-            c = Counsellor(counsellor_id=counsellor_id, office_id=office_id, **body.model_dump())
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        if problems := check_against_policy(c, policy):
-            raise HTTPException(422, "; ".join(problems))
+        rooms = existing.rooms if existing is not None else []  # rooms have routes of their own
+        c = _valid(
+            ctx, policy, counsellor_id=counsellor_id, office_id=office_id, rooms=rooms, **body.model_dump()
+        )
         response.status_code = 201 if await ctx.counsellors.put(c, ctx.clock.now()) else 200
         return c
+
+    @api.get("/offices/{office_id}/counsellors/{counsellor_id}/rooms", response_model=list[Room])
+    async def list_rooms(office_id: str, counsellor_id: str) -> list[Room]:
+        """R16: the counsellor's pre-issued rooms."""
+        return (await _counsellor_of(ctx, office_id, counsellor_id)).rooms
+
+    @api.put("/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}", response_model=Room)
+    async def put_room(
+        office_id: str, counsellor_id: str, room_id: str, body: RoomIn, response: Response
+    ) -> Room:
+        """R16: register (or replace) one of the counsellor's standing join URLs. Checked: https, on
+        the app's own host or one the office configured (`meeting[].hosts`), an app the office
+        takes pre-issued rooms for. A consultation then gets a room no overlapping one uses."""
+        policy = _policy_of(ctx, office_id)
+        c = await _counsellor_of(ctx, office_id, counsellor_id)
+        try:
+            room = Room(room_id=room_id, **body.model_dump())
+        except ValueError as exc:
+            raise HTTPException(422, f"R16: {exc}") from exc
+        others = [r for r in c.rooms if r.room_id != room_id]
+        fresh = _valid(ctx, policy, **{**c.model_dump(), "rooms": [*others, room]})
+        await ctx.counsellors.put(fresh, ctx.clock.now())
+        response.status_code = 200 if len(others) < len(c.rooms) else 201
+        return room
+
+    @api.delete("/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}", status_code=204)
+    async def delete_room(office_id: str, counsellor_id: str, room_id: str) -> None:
+        """R16: a room no longer offered; consultations already given it keep their join URL."""
+        c = await _counsellor_of(ctx, office_id, counsellor_id)
+        if all(r.room_id != room_id for r in c.rooms):
+            raise HTTPException(404, "no such room")
+        rooms = [r for r in c.rooms if r.room_id != room_id]
+        await ctx.counsellors.put(c.model_copy(update={"rooms": rooms}), ctx.clock.now())
 
     @api.delete("/offices/{office_id}/counsellors/{counsellor_id}", status_code=204)
     async def retire_counsellor(office_id: str, counsellor_id: str) -> None:

@@ -10,7 +10,9 @@ from services.scheduler import api, handlers, seed
 from services.scheduler.answers import Answers
 from services.scheduler.config import Settings
 from services.scheduler.coordinator import Coordinator
+from services.scheduler.graph_clients import GraphClients
 from services.scheduler.keeper import Context, Keeper
+from services.scheduler.meeting import Rooms
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.staff import StaffDesk
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
@@ -26,14 +28,17 @@ DEV_STAFF = "dev-staff"  # the development key's subject (STAFF_API_KEY; every o
 def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coordinator, TimerWheel]:
     """The service's parts, wired; tests reach them through app.state."""
     runtime = Runtime(settings, topology.SCHEDULER, clock=clock)
+    policies, reservations = settings.policies(), Reservations(runtime.db)
+    graph = GraphClients(settings, policies)
     ctx = Context(
-        policies=settings.policies(),
+        policies=policies,
         counsellors=CounsellorStore(runtime.db),
-        reservations=Reservations(runtime.db),
+        reservations=reservations,
         requests=RequestStore(runtime.db),
         timers=TimerStore(runtime.db),
         clock=runtime.clock,
         replica_id=settings.replica_id,
+        rooms=Rooms(runtime.db, graph.get, reservations, runtime.clock, settings.meeting_dev_hosts),
         search_days=settings.search_days,
     )
     ctx.requests.on_write = runtime.marked_relay(ctx.requests.collection).poke
@@ -60,16 +65,41 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
             await store.ensure_indexes()
         if settings.counsellors_file is not None:
             report = await seed.load(
-                ctx.counsellors, ctx.policies, seed.read(settings.counsellors_file), ctx.clock.now()
+                ctx.counsellors,
+                ctx.policies,
+                seed.read(settings.counsellors_file),
+                ctx.clock.now(),
+                settings.meeting_dev_hosts,
             )
             runtime.log.info("counsellors loaded: %s", report)
+        if settings.environment == "prod" and (problems := await unready_rooms(ctx, graph)):
+            raise RuntimeError("R16: consultations would get no room: " + "; ".join(problems))
         await wheel.start()
 
     keeper.on_fired = SchedulerMetrics(runtime.metrics, coordinator, wheel).timer_fired
     runtime.on_shutdown(wheel.stop)
+    runtime.on_shutdown(graph.aclose)
     runtime.on_shutdown(keeper.stop)
     handlers.register(runtime.consumer, coordinator, Answers(coordinator), keeper)
     return runtime, coordinator, wheel
+
+
+async def unready_rooms(ctx: Context, graph: GraphClients) -> list[str]:
+    """What would leave a consultation without a room (prod refuses to start with any): an office
+    creating Teams meetings without Graph credentials, an active counsellor without an organiser
+    (Graph) or without a registered room (pre-issued) in the app they would be given."""
+    problems = [
+        f"{o}: no Graph credentials (GRAPH_CREDENTIALS or GRAPH_CERTIFICATES)" for o in graph.missing()
+    ]
+    for office_id in ctx.policies.ids():
+        policy = ctx.policies[office_id]
+        for c in await ctx.counsellors.of_office(office_id):
+            config = Rooms.config(policy, c.app_for(policy))
+            if config.provider == "graph" and not c.organizer:
+                problems.append(f"{c.counsellor_id}: no Teams organiser")
+            elif config.provider == "pre-issued" and not any(r.app == config.app for r in c.rooms):
+                problems.append(f"{c.counsellor_id}: no {config.app.value} room registered")
+    return problems
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastAPI:

@@ -8,11 +8,13 @@ A dated exception replaces that date's weekly spans: an empty list means away al
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Annotated, ClassVar
+from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 
 from shared.clock import jst
 from shared.policy import MeetingApp, OfficePolicy
@@ -61,6 +63,23 @@ class DatedException(CleanText):
     _spans = field_validator("spans")(_check_spans)
 
 
+class Room(CleanText):
+    """R16: a standing join URL of the counsellor's, registered by staff (pre-issued rooms: TeleOffice,
+    whose host registers meetings in the app; Teams or Skype for Business Server links)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    room_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,40}$")
+    app: MeetingApp
+    join_url: str = Field(pattern=r"^https://[^\s/?#@]+(/[^\s]*)?$", max_length=500)
+    meeting_id: str | None = Field(None, max_length=40, description="the app's meeting id, if it has one")
+    passcode: str | None = Field(None, max_length=40, description="the room's passcode, if it has one")
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.join_url).hostname or "").lower()
+
+
 class Counsellor(CleanText):
     """A counsellor (HW) or administrative-counselling commissioner (KG) of one office."""
 
@@ -74,6 +93,16 @@ class Counsellor(CleanText):
     weekly: dict[str, list[SpanText]] = Field(default_factory=dict, description="mon..sun -> HH:MM-HH:MM")
     exceptions: list[DatedException] = Field(default_factory=list, max_length=400)
     active: bool = True
+    email: EmailStr | None = Field(
+        None, description="work email: told of each assignment, change and cancellation, and the agenda"
+    )
+    organizer: str | None = Field(
+        None,
+        max_length=200,
+        description="R16 Teams through Graph: the Microsoft Entra user (id or UPN) who organises "
+        "this counsellor's meetings",
+    )
+    rooms: list[Room] = Field(default_factory=list, max_length=20, description="R16: pre-issued rooms")
 
     @field_validator("weekly")
     @classmethod
@@ -121,8 +150,9 @@ class Counsellor(CleanText):
         return policy.default_meeting.app
 
 
-def check_against_policy(c: Counsellor, policy: OfficePolicy) -> list[str]:
-    """Problems that make a counsellor record unusable for its office (areas, apps)."""
+def check_against_policy(c: Counsellor, policy: OfficePolicy, dev_hosts: Sequence[str] = ()) -> list[str]:
+    """Problems that make a counsellor record unusable for its office (areas, apps, rooms);
+    `dev_hosts`: development join hosts accepted besides the apps' own (never in prod)."""
     problems = []
     known = {a.name for a in policy.areas}
     if policy.areas and not c.areas:
@@ -131,4 +161,16 @@ def check_against_policy(c: Counsellor, policy: OfficePolicy) -> list[str]:
         problems.append(f"R20: {policy.office_id} does not serve {bad}")
     if bad_apps := [a.value for a in c.apps if a not in policy.meeting_apps]:
         problems.append(f"R16: {policy.office_id} does not use {bad_apps}")
+    configs = {m.app: m for m in policy.meeting}
+    for room in c.rooms:
+        config = configs.get(room.app)
+        if config is None or config.provider != "pre-issued":
+            problems.append(f"R16: {policy.office_id} does not take pre-issued {room.app.value} rooms")
+        elif room.host not in config.accepted_hosts() + tuple(dev_hosts):
+            accepted = ", ".join(config.accepted_hosts() + tuple(dev_hosts)) or "none configured"
+            problems.append(
+                f"R16: room {room.room_id}: {room.host} is not a {room.app.value} host ({accepted})"
+            )
+    if len({r.room_id for r in c.rooms}) != len(c.rooms):
+        problems.append("room ids must be unique")
     return problems

@@ -60,7 +60,8 @@ def load(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> 
     async def work(db: Any, settings: Settings) -> seed.LoadReport:
         store = CounsellorStore(db)
         await store.ensure_indexes()
-        return await seed.load(store, settings.policies(), seed.read(path), SystemClock().now())
+        counsellors, at = seed.read(path), SystemClock().now()
+        return await seed.load(store, settings.policies(), counsellors, at, settings.meeting_dev_hosts)
 
     report = _with_db(work)
     console.print(f"created {len(report.created)}: {', '.join(report.created) or '-'}")

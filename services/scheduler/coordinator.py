@@ -20,7 +20,7 @@ from typing import Any
 from services.scheduler.availability import Counsellor
 from services.scheduler.domain import Conflict, Coordination, Status, Step
 from services.scheduler.keeper import Context, Keeper
-from services.scheduler.meeting import create_room
+from services.scheduler.meeting import MeetingRoom, MeetingUnavailable, NoRoom
 from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
 from services.scheduler.store.reservations import BOOKED, HELD
 from shared.clock import JST
@@ -134,13 +134,27 @@ class Coordinator:
         counsellor = await c.counsellors.get(slot.counsellor_id)
         if counsellor is None:
             raise Conflict(f"counsellor {slot.counsellor_id} vanished")
-        app = counsellor.app_for(policy)  # R16
-        room = create_room(policy, app, booking_id=doc["_id"], start=slot.start, end=slot.end)
+        version = coordination.version + 1
+        try:  # R16: a room in the counsellor's app, created or claimed for this version
+            room = await c.rooms.open(policy, counsellor, slot, booking_id=doc["_id"], version=version)
+        except MeetingUnavailable:
+            await self.keeper.release_attempt(doc)  # the retry searches again
+            raise
+        except NoRoom as exc:
+            if by != "scheduler":
+                await self.keeper.release_attempt(doc)
+                raise Conflict(f"R16 {exc.reason}: {exc.detail}") from exc
+            log.warning("%s left to staff: %s", doc["_id"], exc)
+            step = coordination.leave_to_staff(exc.reason, by=by, now=c.clock.now())
+            return await self._save(doc, step, cause)
+        before = MeetingRoom.of(doc.get("room")) if coordination.status is Status.CONFIRMED else None
         now = c.clock.now()
         step = coordination.confirm(
             slot, counsellor, room, by=by, now=now, accepted=accepted, late_reason=late_reason
         )
         fresh = await self._save(doc, step, cause)
+        if before is not None and before.graph_id != room.graph_id:  # moved: the old meeting goes
+            await c.rooms.close(doc["office_id"], before)
         log.info("%s confirmed with %s at %s", doc["_id"], counsellor.counsellor_id, slot.start.isoformat())
         return fresh
 

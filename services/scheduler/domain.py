@@ -14,7 +14,7 @@ coordinating ─┬─> confirmed ─> confirmed (staff move the appointment: ve
               │             ├─> proposed (staff propose other times)
               │             ├─> declined (the person declines the times)
               │             └─> hold_expired (no answer in time)
-              └─> needs_staff (nothing to offer automatically)
+              └─> needs_staff (nothing to offer automatically, or no room for the time, R16)
 needs_staff, declined, hold_expired ─> coordinating (reopen: staff take the request up; the staff's
                                        confirm or propose follows in the same write)
 any state ─> cancelled (booking.cancelled: recorded even before the request arrives)
@@ -30,10 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from services.scheduler.availability import Counsellor
-from services.scheduler.meeting import MeetingRoom
 from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.timing import TimerKind, TimerSpec, appointment_timers, hold_timer
 from shared.events import (
@@ -41,11 +40,15 @@ from shared.events import (
     AlternativesHeld,
     Appointment,
     BookingRequested,
+    LeftReason,
     LeftToStaff,
     Payload,
     SlotAssigned,
 )
 from shared.policy import OfficePolicy, Policies
+
+if TYPE_CHECKING:
+    from services.scheduler.meeting import MeetingRoom
 
 
 class Status(StrEnum):
@@ -66,7 +69,8 @@ LEFT_TO_STAFF = frozenset({S.NEEDS_STAFF, S.DECLINED, S.HOLD_EXPIRED})
 WAITING = (S.COORDINATING, S.PROPOSED, S.NEEDS_STAFF, S.DECLINED, S.HOLD_EXPIRED)
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.COORDINATING: frozenset({S.CONFIRMED, S.PROPOSED, S.NEEDS_STAFF, S.CANCELLED}),
-    S.PROPOSED: frozenset({S.CONFIRMED, S.PROPOSED, S.DECLINED, S.HOLD_EXPIRED, S.CANCELLED}),
+    # needs_staff from proposed: an accepted time whose room could not be had (R16)
+    S.PROPOSED: frozenset({S.CONFIRMED, S.PROPOSED, S.DECLINED, S.HOLD_EXPIRED, S.NEEDS_STAFF, S.CANCELLED}),
     S.NEEDS_STAFF: frozenset({S.COORDINATING, S.CANCELLED}),
     S.DECLINED: frozenset({S.COORDINATING, S.CANCELLED}),
     S.HOLD_EXPIRED: frozenset({S.COORDINATING, S.CANCELLED}),
@@ -266,14 +270,19 @@ class Coordination:
             app=room.app.value,
             version=self.version,
             late_reason=late_reason,
+            counsellor_email=counsellor.email,
+            meeting_id=room.meeting_id,
+            passcode=room.passcode,
         )
-        self.appointment = Booked(slot.start, self.version, tuple(slot.cell_ids))
+        cells = [*slot.cell_ids, *room.cells]  # the counsellor's and a pre-issued room's (R16)
+        self.appointment = Booked(slot.start, self.version, tuple(cells))
         self.proposal, self.confirmed_by, self.accepted_option = None, by, accepted
         fields = {
             **moved,
             "version": self.version,
             "appointment": appointment.model_dump(),
-            "appointment_cells": slot.cell_ids,
+            "appointment_cells": cells,
+            "room": room.record(),
             "proposal": None,
             "confirmed_by": by,
             "accepted_option": accepted,
@@ -287,7 +296,7 @@ class Coordination:
         *,
         by: str,
         now: datetime,
-        left: Literal["no_free_counsellor", "office_coordinates"] = "no_free_counsellor",
+        left: LeftReason = "no_free_counsellor",
     ) -> Step:
         """R05: the held slots (labelled with `option_id`) are offered until `hold_until`. With none
         to offer (`left` says why) the request waits for staff, and booking hears `LeftToStaff`:
@@ -314,9 +323,7 @@ class Coordination:
         event = AlternativesHeld(booking_id=self.booking_id, alternatives=alternatives, hold_expires_at=until)
         return Step(fields, [event])
 
-    def leave_to_staff(
-        self, reason: Literal["no_free_counsellor", "office_coordinates"], *, by: str, now: datetime
-    ) -> Step:
+    def leave_to_staff(self, reason: LeftReason, *, by: str, now: datetime) -> Step:
         """Nothing is offered automatically: staff coordinate (R05). Booking waits for them."""
         moved = self._move(S.NEEDS_STAFF, now)
         self.version += 1

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.scheduler.domain import KEEP_PAST, Coordination
+from services.scheduler.domain import KEEP_PAST, Coordination, Status
+from services.scheduler.meeting import MeetingRoom, Rooms
 from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
 from services.scheduler.timing import TimerKind
 from shared.clock import Clock
-from shared.events import Envelope, HoldExpired, NoShow, NoticeTimerFired, Payload, new_event
+from shared.events import Envelope, HoldExpired, MeetingJoined, NoShow, NoticeTimerFired, Payload, new_event
 from shared.mongo import Doc
 from shared.policy import Policies
 from shared.store.locks import KeyedLocks
@@ -33,6 +34,7 @@ log = logging.getLogger("consult.scheduler")
 
 HOUSEKEEPING_EVERY = timedelta(minutes=10)
 HOUSEKEEPING_FIRST = timedelta(minutes=1)  # after taking the lease
+CLOSES_EVERY = timedelta(minutes=1)  # retrying deletions of meetings Graph did not confirm
 
 
 @dataclass
@@ -46,6 +48,8 @@ class Context:
     timers: TimerStore
     clock: Clock
     replica_id: str
+    #: R16: rooms in the offices' meeting apps (Graph meetings, pre-issued rooms)
+    rooms: Rooms
     search_days: int = 28
     #: one request changed by one writer at a time in this process (shared/store/locks.py): the
     #: entry points (handlers, timers, staff routes) hold the booking's lock around read-act-write
@@ -68,6 +72,8 @@ class Keeper:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._last_housekeeping: datetime | None = None
+        self._last_closes: datetime | None = None
+        self._closes: asyncio.Task[None] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.on_fired: Callable[[str, float], None] = lambda kind, lateness: None  # metrics
 
@@ -85,6 +91,15 @@ class Keeper:
             await c.timers.cancel(bid, reason=wants.disarm, now=now, version=version, below=below)
         for spec in wants.arm:
             await c.timers.arm(spec, correlation_id=coordination.correlation_id, now=now)
+        if coordination.status is Status.CANCELLED and doc.get("room"):  # R16: its meeting goes
+            await c.rooms.close(coordination.office_id, MeetingRoom.of(doc["room"]))
+
+    async def release_attempt(self, doc: Doc) -> None:
+        """Free the cells an attempt reserved but never saved (its room could not be had): only
+        what the request as stored still holds (a confirmed appointment's, held options') stays."""
+        c = self.ctx
+        keep = Coordination.of(doc).upkeep(c.policies, c.clock.now()).keep_cells
+        await c.reservations.release(doc["_id"], keep=list(keep or ()))
 
     async def disarm_no_show(self, booking_id: str, reason: str) -> int:
         """R08: attendance (or the end of the session) disarms the booking's no-show timers."""
@@ -111,7 +126,12 @@ class Keeper:
             return False
         assert request is not None
         lateness = max((now - timer["due_at"]).total_seconds(), 0.0)
-        event = c.event(_payload(timer, lateness), request)
+        payload = _payload(timer, lateness)
+        if timer["kind"] == TimerKind.NO_SHOW and (joined := await self._joined(request, timer)):
+            payload = MeetingJoined(
+                booking_id=request["_id"], appointment_version=timer["version"], at=joined
+            )
+        event = c.event(payload, request)
         if timer["kind"] == TimerKind.HOLD:  # R05: owed until after_hold_expired has run
             await c.timers.effects_pending(timer, now)
         fired = await c.timers.fire(timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event)
@@ -121,6 +141,13 @@ class Keeper:
         if fired and timer["kind"] == TimerKind.HOLD:
             await self.after_hold_expired(timer)
         return fired
+
+    async def _joined(self, request: Doc, timer: Doc) -> datetime | None:
+        """R08: the meeting's own attendance record, where the app keeps one (Teams via Graph)."""
+        room = MeetingRoom.of(request.get("room"))
+        if room is None:
+            return None
+        return await self.ctx.rooms.joined(request["office_id"], room, by=timer["due_at"])
 
     async def after_hold_expired(self, timer: Doc) -> None:
         """R05: holds not taken in time are released and the request waits for staff."""
@@ -141,6 +168,11 @@ class Keeper:
     async def sweep(self) -> None:
         """Finish what a crash interrupted after a hold expiry fired; now and then, housekeeping."""
         now = self.ctx.clock.now()
+        if (self._last_closes is None or now - self._last_closes >= CLOSES_EVERY) and not _running(
+            self._closes
+        ):
+            self._last_closes = now  # R16: meetings Graph has not confirmed deleted; off the tick
+            self._closes = asyncio.create_task(self._retry_closes(), name="scheduler-meeting-closes")
         for timer in await self.ctx.timers.fired_without_effects(now):
             async with self.ctx.locks.hold(timer["booking_id"]):
                 await self.after_hold_expired(timer)
@@ -152,7 +184,13 @@ class Keeper:
             self._housekeeping = asyncio.create_task(self.housekeeping(now), name="scheduler-housekeeping")
 
     def _housekeeping_running(self) -> bool:
-        return self._housekeeping is not None and not self._housekeeping.done()
+        return _running(self._housekeeping)
+
+    async def _retry_closes(self) -> None:
+        try:
+            await self.ctx.rooms.retry_closes()
+        except Exception as exc:  # database away: the next round tries again
+            log.warning("retrying meeting deletions failed: %s", exc)
 
     async def housekeeping(self, now: datetime) -> None:
         try:
@@ -164,10 +202,15 @@ class Keeper:
         log.info("housekeeping: %d past cells and %d finished timers dropped", cells, timers)
 
     async def stop(self) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        for task in (self._housekeeping, self._closes):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+def _running(task: asyncio.Task[None] | None) -> bool:
+    return task is not None and not task.done()
 
 
 def _holding(doc: Doc | None, timer: Doc) -> bool:

@@ -10,6 +10,7 @@ loaded here (demo offices without EXTRA_OFFICES_DIR) are skipped and reported, n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,16 +42,21 @@ def read(path: Path) -> list[Counsellor]:
 
 
 async def load(
-    store: CounsellorStore, policies: Policies, counsellors: list[Counsellor], at: datetime
+    store: CounsellorStore,
+    policies: Policies,
+    counsellors: list[Counsellor],
+    at: datetime,
+    dev_hosts: Sequence[str] = (),
 ) -> LoadReport:
-    """Upsert every counsellor whose office is known and whose record fits the office's policy."""
+    """Upsert every counsellor whose office is known and whose record fits the office's policy
+    (`dev_hosts`: development join hosts accepted for rooms, never in prod)."""
     report = LoadReport()
     for c in counsellors:
         policy = policies.get(c.office_id)
         if policy is None:
             report.skipped[c.counsellor_id] = f"office {c.office_id} not loaded"
             continue
-        if problems := check_against_policy(c, policy):
+        if problems := check_against_policy(c, policy, dev_hosts):
             report.skipped[c.counsellor_id] = "; ".join(problems)
             continue
         (report.created if await store.put(c, at) else report.updated).append(c.counsellor_id)

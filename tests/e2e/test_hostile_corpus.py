@@ -86,6 +86,17 @@ ROUTES: dict[Route, tuple[str, dict[str, Any]]] = {
             "weekly": {"mon": ["09:00-12:00"]},
             "exceptions": [{"date": "2030-01-07", "spans": [], "note": "休み"}],
             "active": True,
+            "email": "ichiro@kushiro.example.org",
+            "organizer": "ichiro@kushiro.example.org",
+        },
+    ),
+    ("scheduler", "PUT", "/v1/staff/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}"): (
+        SCHEDULER_STAFF_KEY,
+        {
+            "app": "skype-for-business",
+            "join_url": "https://127.0.0.1:8443/rooms/skype/corpus",
+            "meeting_id": "123 456",
+            "passcode": "会議",
         },
     ),
     ("scheduler", "POST", "/v1/staff/requests/{booking_id}/confirm"): (
@@ -269,6 +280,7 @@ async def things(stack: Stack) -> dict[str, str]:
         "booking_id": booking_id,
         "counsellor_id": "corpus-c1",
         "person_key": "corpus-person",
+        "room_id": "corpus-room",
         "disclosure_id": r.json()["disclosure_id"],
     }
 

@@ -41,7 +41,7 @@ async def test_r06_hw_notice_event_reaches_the_person_as_a_readable_email(stack:
     assert "件名    : オンライン職業相談" in shown
     assert "港北 花子 様" in shown
     assert "2026年11月25日(水) 10:00〜10:30" in shown
-    assert "https://teleoffice.example.org/kohoku/" in shown
+    assert samples.join_url_base(hw) in shown
 
 
 async def test_notifier_metrics_count_sent_emails(stack: Stack) -> None:

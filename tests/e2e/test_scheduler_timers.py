@@ -11,6 +11,7 @@ exactly once.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,8 @@ async def replicas(
         "TIMER_POLL_SECONDS": "0.2",
         "LEASE_SECONDS": "3",
         "STAFF_API_KEY": STAFF["X-Staff-Key"],
+        # R16: the test office's Teams meetings come from the Graph contract server (demo-town's app)
+        "GRAPH_CREDENTIALS": json.dumps({OFFICE: "dev-graph-secret", "demo-town": "dev-graph-secret"}),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
@@ -169,7 +172,14 @@ async def _seed(replica: Replica, names: list[str], days: tuple[str, ...] = ("20
     exceptions = [{"date": d, "spans": ["09:00-17:00"]} for d in days]
     async with httpx.AsyncClient(base_url=replica.url, timeout=10, headers=STAFF) as c:
         for name in names:
-            body = {"name": name, "areas": ["釧路"], "exceptions": exceptions}
+            mail = f"{name}@e2e-timers.example.org"  # R16: the organiser of their Teams meetings
+            body = {
+                "name": name,
+                "areas": ["釧路"],
+                "exceptions": exceptions,
+                "email": mail,
+                "organizer": mail,
+            }
             r = await c.put(f"/v1/staff/offices/{OFFICE}/counsellors/{name}", json=body)
             assert r.status_code in (200, 201), r.text
 
@@ -307,11 +317,9 @@ async def test_demo_office_confirms_notices_recoordinates_and_fires_the_no_show_
         assert (a.payload.appointment.counsellor_id, a.payload.appointment.start) == ("demo-aoki", start)
         assert (p.payload.appointment.counsellor_id, p.payload.appointment.app) == (
             "demo-ito",
-            "skype-for-business",
+            "teleoffice",  # R16: a pre-issued room of demo-ito's
         )
-        assert a.payload.appointment.meeting_url.startswith(
-            "https://teams.microsoft.com/l/meetup-join/demo-town/"
-        )
+        assert a.payload.appointment.meeting_url.startswith(f"{support.GRAPH_URL}/meet/")  # Graph's
 
         again = booking.requested(DEMO, [window], minutes=5, area="釧路")  # demo-aoki is taken then: R05
         await booking.send(again)

@@ -151,6 +151,18 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
         SCHEDULER_STAFF,
         frozenset(),
     ),
+    ("scheduler", "GET", "/v1/staff/offices/{office_id}/counsellors/{counsellor_id}/rooms"): (
+        SCHEDULER_STAFF,
+        frozenset(),
+    ),
+    ("scheduler", "PUT", "/v1/staff/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}"): (
+        SCHEDULER_STAFF,
+        frozenset(),
+    ),
+    ("scheduler", "DELETE", "/v1/staff/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}"): (
+        SCHEDULER_STAFF,
+        frozenset(),
+    ),
     ("scheduler", "GET", "/v1/staff/offices/{office_id}/free-slots"): (SCHEDULER_STAFF, frozenset()),
     ("scheduler", "GET", "/v1/staff/offices/{office_id}/requests"): (SCHEDULER_STAFF, frozenset()),
     ("scheduler", "GET", "/v1/staff/requests/{booking_id}"): (SCHEDULER_STAFF, frozenset()),
@@ -248,6 +260,7 @@ async def params(stack: Stack) -> dict[str, str]:
         "idempotency_key": key,
         "option_id": "no-such-option",
         "person_key": "no-such-person",
+        "room_id": "no-such-room",
         "counsellor_id": "no-such-counsellor",
         "disclosure_id": "no-such-disclosure",
     }

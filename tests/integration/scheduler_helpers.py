@@ -29,7 +29,7 @@ from shared.events import (
     new_event,
     parse_event,
 )
-from tests.support import eventually, flush, sentinel_of
+from tests.support import GRAPH_URL, eventually, flush, sentinel_of
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_OFFICES = ROOT / "deploy" / "offices-demo"
@@ -176,12 +176,41 @@ class Booking:
         return self.event(payload, office_id)
 
 
+DEFAULT_APP = {KG: "teams", HW: "teleoffice", DEMO: "teams"}
+GRAPH_APPS = {(KG, "teams"), (DEMO, "teams")}  # R16: the offices whose Teams meetings Graph creates
+
+
 async def put_counsellor(
-    client: httpx.AsyncClient, office_id: str, cid: str, *, areas: list[str] | None = None, **body: Any
+    client: httpx.AsyncClient,
+    office_id: str,
+    cid: str,
+    *,
+    areas: list[str] | None = None,
+    room: bool = True,
+    **body: Any,
 ) -> None:
-    body = {"name": cid, "areas": areas or [], "weekly": WEEKDAYS_9_TO_5} | body
-    r = await client.put(f"/v1/staff/offices/{office_id}/counsellors/{cid}", json=body, headers=STAFF)
+    """A counsellor with a work email and what their app needs (R16): a Teams organiser where Graph
+    creates the meetings, else one pre-issued development room (unless `room=False`)."""
+    app = (body.get("apps") or [DEFAULT_APP[office_id]])[0]
+    mail = f"{cid}@{office_id}.example.org"
+    extra = {"organizer": mail} if (office_id, app) in GRAPH_APPS else {}
+    body = {"name": cid, "areas": areas or [], "weekly": WEEKDAYS_9_TO_5, "email": mail} | extra | body
+    base = f"/v1/staff/offices/{office_id}/counsellors/{cid}"
+    r = await client.put(base, json=body, headers=STAFF)
     assert r.status_code in (200, 201), r.text
+    if room and (office_id, app) not in GRAPH_APPS:
+        await put_room(client, office_id, cid, f"{cid}-1", app)
+
+
+async def put_room(client: httpx.AsyncClient, office_id: str, cid: str, room_id: str, app: str) -> str:
+    """A pre-issued development room (the contract server's page); its join URL."""
+    url = f"{GRAPH_URL}/rooms/{app}/{office_id}/{room_id}"
+    body = {"app": app, "join_url": url, "meeting_id": "123 456 789", "passcode": "pass1"}
+    r = await client.put(
+        f"/v1/staff/offices/{office_id}/counsellors/{cid}/rooms/{room_id}", json=body, headers=STAFF
+    )
+    assert r.status_code in (200, 201), r.text
+    return url
 
 
 async def request_doc(client: httpx.AsyncClient, booking_id: str) -> dict[str, Any]:

@@ -558,3 +558,28 @@ async def test_a_different_message_with_a_handled_id_is_parked_as_a_conflict_a_c
         json.loads(runtime.consumer.open_copy(parked.body, parked.headers))["payload"]["booking_id"]
         == "b-other"
     )
+
+
+class _Throttled(TransientError):
+    retry_after = 2.5  # as a peer's Retry-After header would ask
+
+
+async def test_a_peers_retry_after_skips_the_shorter_delays(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """R16 (Graph throttling): a retry waits at least as long as the peer asked, so the 1 s and 2 s
+    steps are skipped for 3 s; past the last step the message is parked as for any other error."""
+    queues = topology.ServiceQueues("probe-wait", events=("booking.attended",), retry_delays=(1, 2, 3))
+    runtime = Runtime(make_settings(ServiceSettings), queues)
+    attempts: list[int] = []
+
+    @runtime.consumer.on(BookingAttended)
+    async def handle(event: Envelope[Any]) -> None:
+        attempts.append(1)
+        raise _Throttled("429 TooManyRequests")
+
+    async with runtime.running():
+        await runtime.publisher.publish(_event(runtime))
+        await eventually(lambda: _settled(runtime, 1), timeout=30, what="the throttled event parked")
+    assert len(attempts) == 2  # the first try and one retry after 3 s (not four tries)
+    assert runtime.consumer.stats["retried"] == 1

@@ -139,8 +139,8 @@ async def test_r06_hw_notice_arrives_with_subject_exactly_online_shokugyo_soudan
     assert msg["To"][0]["Address"] == mypage.email
     assert WHEN in msg["Text"]
     assert "使用アプリ：TeleOffice" in msg["Text"]
-    assert "https://teleoffice.example.org/kohoku/" in msg["Text"]
-    assert "https://teleoffice.example.org/kohoku/" in msg["HTML"]
+    assert samples.join_url_base(HW) in msg["Text"]
+    assert samples.join_url_base(HW) in msg["HTML"]
 
 
 async def test_r06_kg_confirmation_arrives_with_date_time_app_and_url(
@@ -152,7 +152,7 @@ async def test_r06_kg_confirmation_arrives_with_date_time_app_and_url(
     assert msg["Subject"] == KG.notice.subject
     assert f"実施日時：{WHEN}（日本時間）" in msg["Text"]
     assert "使用アプリ：Microsoft Teams" in msg["Text"]
-    assert "https://teams.microsoft.com/l/meetup-join/kushiro-gyosei/" in msg["Text"]
+    assert samples.join_url_base(KG) in msg["Text"]
     assert msg["ReplyTo"][0]["Address"] == KG.email  # R07: email cancellations reach the centre
 
 
@@ -194,7 +194,7 @@ async def test_every_kind_is_delivered_with_its_required_content(
     for body in (msg["Text"], msg["HTML"]):
         if kind not in (Kind.RECOORDINATION, Kind.REFUSAL):
             assert WHEN in body
-            assert policy.default_meeting.base_url in body  # R16
+            assert samples.join_url_base(policy) in body  # R16
         assert f"電話（{policy.phone}）" in body  # R07
         assert policy.private_room_note in body  # R15
         assert policy.recording_note in body  # R14

@@ -168,9 +168,11 @@ async def test_double_booking_race_50_concurrent_requests_one_confirmation(
         assert statuses.count("confirmed") == 1, statuses
         assert statuses.count("needs_staff") == 49  # nothing else to offer: staff coordinate (R05)
         cells = await s.coordinator.ctx.reservations.collection.find({}).to_list()
-        assert [(c["counsellor_id"], c["start"], c["kind"]) for c in cells] == [
-            ("hw-one", MON_9[0], "booked")
+        people = [
+            (c["counsellor_id"], c["start"], c["kind"]) for c in cells if c["counsellor_id"][:5] != "room:"
         ]
+        assert people == [("hw-one", MON_9[0], "booked")]
+        assert len(cells) == 2  # and the one pre-issued room it meets in (R16)
         print(f"\n50 concurrent requests for one slot: 1 confirmed, 49 to staff in {took:.2f}s")
 
 

@@ -55,6 +55,10 @@ class Running:
         return {t["kind"]: t for t in r.json()}
 
     async def cells(self, booking_id: str) -> list[dict[str, Any]]:
+        """The counsellors' cells the booking holds (not its pre-issued room's: `all_cells`)."""
+        return [c for c in await self.all_cells(booking_id) if not c["counsellor_id"].startswith("room:")]
+
+    async def all_cells(self, booking_id: str) -> list[dict[str, Any]]:
         return await self.coordinator.ctx.reservations.of_booking(booking_id)
 
     async def advance_to(self, at: Any) -> None:
@@ -97,9 +101,7 @@ async def test_confirms_the_earliest_free_slot_through_the_outbox(
         jst(2026, 11, 30, 10, 30),
         1,
     )
-    assert a.app == "teams" and a.meeting_url.startswith(
-        "https://teams.microsoft.com/l/meetup-join/kushiro-gyosei/"
-    )
+    assert a.app == "teams" and a.meeting_url.startswith(f"{support.GRAPH_URL}/meet/")  # R16: Graph's
     assert confirmed.correlation_id == event.correlation_id and confirmed.causation_id == event.event_id
     assert confirmed.producer == "scheduler"
 

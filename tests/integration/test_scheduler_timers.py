@@ -12,6 +12,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.scheduler.keeper import Context, Keeper
+from services.scheduler.meeting import Rooms
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TakeOverStalled, TimerWheel
@@ -32,12 +33,14 @@ async def db(mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str) -> AsyncIt
 
 
 def _context(db: Any, clock: FixedClock, replica: str) -> Context:
+    reservations = Reservations(db)
     ctx = Context(
         policies=Policies.load(ROOT / "deploy" / "offices", DEMO_OFFICES),
         counsellors=CounsellorStore(db),
-        reservations=Reservations(db),
+        reservations=reservations,
         requests=RequestStore(db),
         timers=TimerStore(db),
+        rooms=Rooms(db, lambda _office: None, reservations, clock),  # no Graph: staff record R08
         clock=clock,
         replica_id=replica,
     )

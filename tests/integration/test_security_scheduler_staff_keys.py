@@ -130,5 +130,18 @@ def test_the_every_office_development_key_is_refused_in_prod() -> None:
             secret_key="a-real-secret-0123456789",
             amqp_url="amqp://scheduler:pw@127.0.0.1:5672/",
             staff_api_key="anything",
+            meeting_dev_hosts=[],
         )
-    Settings(environment="prod", secret_key="a-real-secret-0123456789", amqp_url="amqp://scheduler:pw@x/")
+    with pytest.raises(ValidationError, match="MEETING_DEV_HOSTS"):  # R16: development rooms
+        Settings(
+            environment="prod",
+            secret_key="a-real-secret-0123456789",
+            amqp_url="amqp://scheduler:pw@x/",
+            meeting_dev_hosts=["127.0.0.1"],
+        )
+    Settings(
+        environment="prod",
+        secret_key="a-real-secret-0123456789",
+        amqp_url="amqp://scheduler:pw@x/",
+        meeting_dev_hosts=[],
+    )

@@ -63,7 +63,7 @@ def test_every_kind_carries_what_every_email_must_give(policy: OfficePolicy, kin
     for body in bodies(msg):
         if kind in WITH_APPOINTMENT:
             assert WHEN in body  # JST, Japanese form
-            assert policy.default_meeting.base_url in body  # R16 URL
+            assert samples.join_url_base(policy) in body  # R16 URL
         assert {"teams": "Microsoft Teams", "teleoffice": "TeleOffice"}[policy.default_meeting.app] in body
         assert f"電話（{policy.phone}）" in body  # R07
         assert policy.private_room_note in body  # R15
@@ -80,7 +80,7 @@ def test_r06_hw_notice_subject_is_exactly_online_shokugyo_soudan_to_the_mypage_a
     assert msg["To"].addresses[0].addr_spec == "mypage-address@example.org"
     text, _ = bodies(msg)
     assert WHEN in text
-    assert "https://teleoffice.example.org/kohoku/" in text
+    assert samples.join_url_base(HW) in text
 
 
 def test_r06_kg_confirmation_gives_date_time_and_url_once_coordinated() -> None:
@@ -89,7 +89,7 @@ def test_r06_kg_confirmation_gives_date_time_and_url_once_coordinated() -> None:
     text, _ = bodies(msg)
     assert f"実施日時：{WHEN}（日本時間）" in text
     assert "使用アプリ：Microsoft Teams" in text
-    assert "使用URL：https://teams.microsoft.com/l/meetup-join/kushiro-gyosei/" in text
+    assert "使用URL：" + samples.join_url_base(KG) in text
     assert "御本人であることを確認" in text  # R05: identity checked at the session
 
 

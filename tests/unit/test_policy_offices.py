@@ -175,6 +175,10 @@ def test_prod_refuses_to_start_with_example_contact_details(tmp_path: Path) -> N
     with pytest.raises(ValueError, match=r"email soudan@kushiro\.example\.org"):  # RFC 2606: still an example
         ServiceSettings(**prod, offices_dir=tmp_path).policies()  # type: ignore[arg-type]
     own["email"] = "soudan@kushiro-gyosei.go.jp"
+    (tmp_path / "kushiro-gyosei.yaml").write_text(yaml.safe_dump(own, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValueError, match="teams tenant 00000000-0000-0000-0000-000000000000"):  # R16
+        ServiceSettings(**prod, offices_dir=tmp_path).policies()  # type: ignore[arg-type]
+    own["meeting"][0]["graph"] = {"tenant_id": "6b1f6d3e-2c1a-4f0e-9a51-0d3c5e7a9b21", "client_id": "3f2e"}
     published = tmp_path / "published"  # another folder: policies are loaded once per folder
     published.mkdir()
     (published / "kushiro-gyosei.yaml").write_text(yaml.safe_dump(own, allow_unicode=True), encoding="utf-8")

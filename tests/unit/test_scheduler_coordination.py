@@ -24,7 +24,7 @@ from services.scheduler.domain import (
     Upkeep,
     cancellation,
 )
-from services.scheduler.meeting import create_room
+from services.scheduler.meeting import MeetingRoom
 from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.timing import TimerKind
 from shared.clock import JST
@@ -61,7 +61,7 @@ def slot(start: datetime, who: str = "hw-one", policy: OfficePolicy = HW) -> Slo
 
 def confirm(c: Coordination, start: datetime, by: str = "scheduler", **kw: Any) -> Step:
     s, who = slot(start), counsellor("hw-one", HW)
-    room = create_room(HW, who.app_for(HW), booking_id=c.booking_id, start=s.start, end=s.end)
+    room = MeetingRoom(who.app_for(HW), "https://teleoffice.example.org/r/hw-one", room_id="hw-one-1")
     return c.confirm(s, who, room, by=by, now=NOW, **kw)
 
 
@@ -125,7 +125,7 @@ def test_r05_r16_confirming_the_earliest_slot_is_version_1_with_its_event_cells_
 def test_r06_kg_confirmation_arms_no_notice_timer() -> None:
     c, _ = opened(KG)
     s, who = slot(jst(2026, 11, 30, 10, 0), "kg-kushiro", KG), counsellor("kg-kushiro", KG)
-    room = create_room(KG, MeetingApp.TEAMS, booking_id="b-1", start=s.start, end=s.end)
+    room = MeetingRoom(MeetingApp.TEAMS, "https://teams.microsoft.com/l/meetup-join/b-1", provider="graph")
     c.confirm(s, who, room, by="scheduler", now=NOW)
     assert [t.kind for t in c.upkeep(POLICIES, NOW).arm] == [TimerKind.NO_SHOW]
 

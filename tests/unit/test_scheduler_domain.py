@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 
-from services.scheduler.availability import Counsellor, parse_span
-from services.scheduler.meeting import create_room
+from services.scheduler.availability import Counsellor, check_against_policy, parse_span
+from services.scheduler.meeting import NoRoom, Rooms
 from services.scheduler.slots import SlotGrid, alternative_days, in_windows, on_day
 from services.scheduler.timing import TimerKind, appointment_timers, no_show_due, notice_due
 from shared.clock import JST
@@ -189,28 +188,37 @@ def test_r08_no_show_ten_minutes_after_the_start() -> None:
     assert no_show_due(KG, start) == no_show_due(HW, start) == jst(2026, 11, 30, 10, 10)
 
 
-# ----------------------------------------------------------------- R16 meeting URLs
+# ----------------------------------------------------------------- R16 rooms
 
 
-@pytest.mark.parametrize(
-    ("policy", "app"),
-    [(KG, MeetingApp.TEAMS), (KG, MeetingApp.SKYPE_FOR_BUSINESS), (HW, MeetingApp.TELEOFFICE)],
-)
-def test_r16_join_urls_are_unique_unguessable_and_under_the_office_base(
-    policy: OfficePolicy, app: MeetingApp
-) -> None:
-    base = next(m.base_url for m in policy.meeting if m.app == app)
-    start = jst(2026, 11, 30, 10, 0)
-    rooms = [create_room(policy, app, booking_id="b", start=start, end=start) for _ in range(200)]
-    assert all(r.app == app and r.url.startswith(base) for r in rooms)
-    assert len({r.url for r in rooms}) == 200
-    token = max(unquote(rooms[0].url[len(base) :]).replace("room/", "").split("/"), key=len)
-    assert len(token) * 6 >= 128  # url-safe base64: 6 bits a character
+def with_room(policy: OfficePolicy, app: str, url: str) -> Counsellor:
+    areas = ["釧路"] if policy.areas else None
+    return counsellor("r", policy, areas, rooms=[{"room_id": "r1", "app": app, "join_url": url}])
+
+
+def test_r16_a_pre_issued_room_opens_over_https_on_a_host_of_its_app() -> None:
+    with pytest.raises(ValueError, match="join_url"):
+        with_room(HW, "teleoffice", "http://teleoffice.example.org/r/1")  # not https
+    host = HW.default_meeting.accepted_hosts()[0]
+    assert check_against_policy(with_room(HW, "teleoffice", f"https://{host}/r/1"), HW) == []
+    (problem,) = check_against_policy(with_room(HW, "teleoffice", "https://evil.example.net/r/1"), HW)
+    assert problem.startswith("R16: room r1: evil.example.net is not a teleoffice host")
+    dev = with_room(HW, "teleoffice", "https://127.0.0.1:8443/rooms/hw-1")
+    assert check_against_policy(dev, HW) and not check_against_policy(dev, HW, ["127.0.0.1"])
+
+
+def test_r16_kg_teams_meetings_come_from_graph_and_skype_only_as_deprecated_server_rooms() -> None:
+    teams, skype = (next(m for m in KG.meeting if m.app == a) for a in ("teams", "skype-for-business"))
+    assert teams.provider == "graph" and teams.graph is not None and not teams.deprecated
+    assert skype.provider == "pre-issued" and skype.deprecated
+    assert "2021年7月31日" in skype.deprecated and "2025年10月14日" in skype.deprecated
+    (problem,) = check_against_policy(with_room(KG, "teams", "https://teams.microsoft.com/l/x"), KG)
+    assert "does not take pre-issued teams rooms" in problem  # its Teams meetings are Graph's
 
 
 def test_r16_each_office_only_its_apps_and_the_counsellors_choice() -> None:
-    with pytest.raises(ValueError, match="R16"):
-        create_room(HW, MeetingApp.TEAMS, booking_id="b", start=NOW, end=NOW)
+    with pytest.raises(NoRoom, match="R16: kohoku-hellowork does not use teams"):
+        Rooms.config(HW, MeetingApp.TEAMS)
     assert counsellor("k", KG, ["釧路"]).app_for(KG) == MeetingApp.TEAMS
     assert (
         counsellor("s", KG, ["釧路"], apps=["skype-for-business"]).app_for(KG)
