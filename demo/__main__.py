@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from services.booking import examples
+from examples import forms
 from shared import topology
 from shared.calendar import OfficeCalendar
 from shared.clock import JST, SystemClock, format_jst
@@ -251,7 +251,7 @@ class Demo:
 
     async def kg_booking(self) -> None:
         policy = self.policies["kushiro-gyosei"]
-        area = policy.area_of(examples.KG_ADDRESS)
+        area = policy.area_of(forms.KG_ADDRESS)
         day = await self.day_with_room("kushiro-gyosei", ("10:00", "12:00"), area)
         scene(
             "1. 釧路 (KG): a booking, coordinated and confirmed by email",
@@ -259,7 +259,7 @@ class Demo:
             "picks a commissioner serving the person's area (R20) and the office's app (R16); the\n"
             "confirmation email with date, time and URL goes out once coordinated (R05, R06).",
         )
-        form = examples.kg_form(policy, day, clock.now())
+        form = forms.kg_form(policy, day, clock.now())
         step("person", f"{form['name']}, {form['address']}, wishes {day} 10:00〜12:00, 30 minutes")
         r = await self.book("kushiro-gyosei", form, "kg")
         if r.status_code != 202:
@@ -317,10 +317,10 @@ class Demo:
             "registered one (R02). The job-seeker system feeds the registry over AMQP. A booking must be\n"
             "confirmed 2 open days ahead (R04); the notice goes the day before (R06).",
         )
-        msg = examples.jobseeker_message("kohoku-hellowork", number, phone, email, sent_at=now)
+        msg = forms.jobseeker_message("kohoku-hellowork", number, phone, email, sent_at=now)
         await publish_intake("jobseeker.registered", msg)
         step("HW system", f"published jobseeker.registered {number} to consult.intake")
-        form = examples.hw_form(policy, day, now, jobseeker_number=number, phone=phone)
+        form = forms.hw_form(policy, day, now, jobseeker_number=number, phone=phone)
         r = await until(lambda: self._hw_try(form), "the job seeker to be registered", 30)
         b = await self.confirmed(r.json()["booking_id"])
         self.show_appointment(b)
@@ -358,13 +358,13 @@ class Demo:
         kg_day = OfficeCalendar(kg).first_bookable(now + timedelta(days=1))
         cases = [
             (f"HW, consultation on {too_soon} (too late, R04)", "kohoku-hellowork",
-             examples.hw_form(hw, too_soon, now, jobseeker_number="14000-00000001", phone="045-123-4567")),
+             forms.hw_form(hw, too_soon, now, jobseeker_number="14000-00000001", phone="045-123-4567")),
             ("KG, 45 minutes (R01)", "kushiro-gyosei",
-             examples.kg_form(kg, kg_day, now, duration_minutes=45)),
+             forms.kg_form(kg, kg_day, now, duration_minutes=45)),
             ("KG, device checklist not confirmed (R19)", "kushiro-gyosei",
-             examples.kg_form(kg, kg_day, now, device_checklist=[])),
+             forms.kg_form(kg, kg_day, now, device_checklist=[])),
             ("KG, stale terms version (R17)", "kushiro-gyosei",
-             examples.kg_form(kg, kg_day, now, terms_version="2019-01-01")),
+             forms.kg_form(kg, kg_day, now, terms_version="2019-01-01")),
         ]  # fmt: skip
         table = Table("request", "answer", "rule / field", "message", width=100)
         for label, office, form in cases:
@@ -475,7 +475,7 @@ def _streams(report: dict[str, Any]) -> str:
 
 
 def demo_form(policy: Any, start: datetime, email: str, address: str) -> dict[str, Any]:
-    return examples.kg_form(
+    return forms.kg_form(
         policy,
         start.date(),
         clock.now(),

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import typer
 
-from ops import broker_cli
+from ops import broker_cli, notice_samples
 from services.audit import cli as audit_cli
 from services.booking import cli as booking_cli
 from services.notifier import cli as notifier_cli
@@ -32,6 +32,9 @@ SERVICE_CLIS: tuple[tuple[ModuleType, str], ...] = (
     (audit_cli, "audit"),
     (notifier_cli, "notifier"),
 )
+
+# rendered from examples/, which the notifier does not ship (ops/notice_samples.py says why)
+notifier_cli.app.command("sample")(notice_samples.sample)
 
 for module, name in SERVICE_CLIS:
     app.add_typer(module.app, name=name)

@@ -165,6 +165,6 @@ def mailpit() -> support.Mailpit:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from tests.servicelogs import ServiceLogs
+    from tests.support.servicelogs import ServiceLogs
 
     config.pluginmanager.register(ServiceLogs(RUN_ID), "service-logs")

@@ -64,11 +64,3 @@ def mail(
     """Print what Mailpit received for an address, as the person reads it."""
     for msg in asyncio.run(preview.delivered_to(address, api)):
         print(preview.format_message(msg))
-
-
-@app.command()
-def sample(office_id: str, kind: str) -> None:
-    """Render one notice from sample data (no SMTP): kinds confirmation, notice, change, recoordination,
-    cancellation, no_show, refusal; counsellor_assignment, counsellor_change, counsellor_cancellation,
-    counsellor_agenda."""
-    print(preview.render_sample(office_id, kind))

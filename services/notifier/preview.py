@@ -1,7 +1,9 @@
-"""The emails as a person reads them, in a terminal: from Mailpit (what really went out) or from samples.
+"""The emails as a person reads them, in a terminal: what Mailpit received (what really went out).
 
     python -m services.notifier.preview --to taro@example.org      # delivered mail, via Mailpit's API
-    python -m services.notifier.preview --sample kushiro-gyosei confirmation   # a template, no SMTP
+
+A template rendered from sample data, without SMTP, is `consultctl notifier sample OFFICE KIND`
+(`ops/notice_samples.py`: the sample events live in `examples/`, outside the service).
 
 `format_message(mailpit_message)` is the function the demo calls for each message it shows.
 """
@@ -87,68 +89,14 @@ def _wrap(line: str, width: int) -> str:
 _NO_LINE_START = "。、，．）」』！？"
 
 
-def render_sample(office_id: str, kind: str) -> str:
-    """A notice rendered from sample data, framed like a delivered one (no SMTP)."""
-    from services.notifier import domain, samples
-    from services.notifier.compose import Composer
-    from services.notifier.config import Settings
-
-    settings = Settings()
-    policy = settings.policies()[office_id]
-    which = domain.Kind(kind)
-    notice: domain.Notice | None
-    if which is domain.Kind.COUNSELLOR_AGENDA:
-        notice = _sample_agenda(policy)
-    elif which in domain.COUNSELLOR_KINDS:
-        found = domain.plan_counsellors(samples.counsellor_event(which, policy), policy)
-        notice = next((n for n in found if n.kind is which), None)
-    else:
-        notice = domain.plan(samples.event(which, policy), policy)
-    if notice is None:
-        return f"{office_id}: {kind} is not sent under this office's policy"
-    message = Composer(settings.mail_from).compose(
-        notice, policy, message_id=domain.message_id(notice.key, settings.mail_domain), now=samples.NOW
-    )
-    return format_message(mailpit_shape(message))
-
-
-def _sample_agenda(policy: Any) -> Any:
-    from datetime import timedelta
-
-    from services.notifier import agenda, domain, samples
-
-    a = [samples.appointment(policy, f"bk-{h}", start=samples.START + timedelta(hours=h)) for h in (0, 4)]
-    brief = domain.counsellor_brief(samples.brief(policy), policy)
-    entries = [
-        {
-            "start": x.start,
-            "end": x.end,
-            "app": x.app,
-            "meeting_url": x.meeting_url,
-            "meeting_id": None,
-            "passcode": None,
-            "person": brief,
-        }
-        for x in a
-    ]
-    day = samples.START.date()
-    sample = agenda.Agenda(
-        "c-001", policy.office_id, day, "相談員 佐藤", "sato@counsellors.example.org", entries
-    )
-    return agenda.agenda_notice(policy, sample)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--to", help="recipient address: show what Mailpit received for it")
-    parser.add_argument("--sample", nargs=2, metavar=("OFFICE", "KIND"), help="render a sample notice")
     parser.add_argument("--api", default=MAILPIT_API, help="Mailpit API base")
     args = parser.parse_args()
-    if args.sample:
-        print(render_sample(*args.sample))
-    elif args.to:
+    if args.to:
         for msg in asyncio.run(delivered_to(args.to, args.api)):
             print(format_message(msg))
     else:

@@ -66,7 +66,7 @@ from aio_pika.exceptions import DeliveryError
 from faststream.rabbit import Channel, RabbitBroker
 from pymongo import AsyncMongoClient
 
-from services.booking import examples
+from examples import forms
 from services.scheduler import seed
 from shared import topology
 from shared.calendar import OfficeCalendar
@@ -78,7 +78,6 @@ from shared.store.outbox import OutboxRelay, new_document_fields
 from tests import support
 from tests.chaos import figure
 from tests.conftest import RUN_ID
-from tests.e2e import agreement
 from tests.e2e.conftest import (
     AUDITOR_KEY,
     BOOKING_STAFF_KEY,
@@ -90,7 +89,7 @@ from tests.e2e.conftest import (
     parked_body,
     stack_env,
 )
-from tests.support import free_port
+from tests.support import agreement, free_port
 
 BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "500"))
 #: seconds between two submissions: the stream must outlast the drills (~2 min)
@@ -368,7 +367,7 @@ async def run_stream(chaos: Chaos) -> None:
     async with chaos.stack.client("booking", headers={"Authorization": f"Bearer {PORTAL_KEY}"}) as portal:
         for i in range(BOOKINGS):
             email = f"chaos{i}.{uuid.uuid4().hex[:8]}@example.jp"
-            form = examples.kg_form(policy, days[i % len(days)], now, window=("09:00", "17:00"), email=email)
+            form = forms.kg_form(policy, days[i % len(days)], now, window=("09:00", "17:00"), email=email)
             r = await submit(portal, form, f"chaos-{RUN_ID}-{i}")
             chaos.submitted.append({**r.json(), "email": email, "http": r.status_code})
             await asyncio.sleep(PACE)

@@ -23,7 +23,7 @@ from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
 from tests import support
 from tests.conftest import RUN_ID
-from tests.e2e import agreement
+from tests.support import agreement
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("booking", "scheduler", "notifier", "audit")

@@ -20,7 +20,7 @@ import aio_pika
 import httpx
 import pytest
 
-from services.booking import examples
+from examples import forms
 from shared import topology
 from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
@@ -37,7 +37,7 @@ def good_form(**fields: Any) -> dict[str, Any]:
     policy = ServiceSettings(extra_offices_dir=ROOT / "deploy" / "offices-demo").policies()[OFFICE]
     now = SystemClock().now()
     day = OfficeCalendar(policy).first_bookable(now + timedelta(days=21))
-    return examples.kg_form(policy, day, now, window=("09:00", "17:00"), **fields)
+    return forms.kg_form(policy, day, now, window=("09:00", "17:00"), **fields)
 
 
 async def post_raw(stack: Stack, content: bytes, content_type: str = "application/json") -> httpx.Response:

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 from pymongo import AsyncMongoClient
 
-from services.booking import examples
+from examples import forms
 from services.booking.config import Settings
 from shared import topology
 from shared.calendar import OfficeCalendar, jst_date
@@ -21,9 +21,9 @@ from shared.clock import SystemClock
 from shared.commands import booking_id_for
 from shared.policy import OfficePolicy
 from tests import support
-from tests.booking_support import publish, tap
 from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack, parked_body
 from tests.support import eventually
+from tests.support.booking import publish, tap
 
 KG, HW = "kushiro-gyosei", "kohoku-hellowork"
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
@@ -44,7 +44,7 @@ def kg_day() -> date:
 
 
 async def register_jobseeker(stack: Stack, number: str, phone: str, email: str) -> None:
-    msg = examples.jobseeker_message(HW, number, phone, email, sent_at=now())
+    msg = forms.jobseeker_message(HW, number, phone, email, sent_at=now())
     await publish(stack.amqp_url, msg, msg["type"])
 
 
@@ -53,12 +53,10 @@ async def test_r01_r03_r04_kg_and_hw_bookings_are_taken_and_refusals_name_their_
     number = f"12345-{uuid.uuid4().int % 10**8:08d}"
     await register_jobseeker(stack, number, "090-5555-6666", "e2e@mypage.example.jp")
     async with stack.client("booking", headers=PORTAL) as booking:
-        kg = await booking.post(
-            f"/v1/offices/{KG}/bookings", json=examples.kg_form(policy(KG), kg_day(), now())
-        )
+        kg = await booking.post(f"/v1/offices/{KG}/bookings", json=forms.kg_form(policy(KG), kg_day(), now()))
         assert kg.status_code == 202, kg.text
 
-        hw_body = examples.hw_form(
+        hw_body = forms.hw_form(
             policy(HW),
             hw_cal.first_bookable(now()),
             now(),
@@ -75,7 +73,7 @@ async def test_r01_r03_r04_kg_and_hw_bookings_are_taken_and_refusals_name_their_
 
         too_long = await booking.post(
             f"/v1/offices/{KG}/bookings",
-            json=examples.kg_form(policy(KG), kg_day(), now(), duration_minutes=45),
+            json=forms.kg_form(policy(KG), kg_day(), now(), duration_minutes=45),
         )
         assert (too_long.status_code, too_long.json()["rule"]) == (409, "R01")
         next_open = jst_date(now()) + timedelta(days=1)
@@ -86,9 +84,7 @@ async def test_r01_r03_r04_kg_and_hw_bookings_are_taken_and_refusals_name_their_
                 f"/v1/offices/{HW}/bookings",
                 json={
                     **hw_body,
-                    "windows": [
-                        {"start": examples.at(next_open, "10:00"), "end": examples.at(next_open, "11:00")}
-                    ],
+                    "windows": [{"start": forms.at(next_open, "10:00"), "end": forms.at(next_open, "11:00")}],
                 },
             )
             assert (late.status_code, late.json()["rule"]) == (409, "R04")
@@ -106,14 +102,14 @@ async def test_r01_r03_r04_kg_and_hw_bookings_are_taken_and_refusals_name_their_
 async def test_r17_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
     key, bad_key = f"e2e-{uuid.uuid4().hex}", f"e2e-{uuid.uuid4().hex}"
     async with tap(stack.amqp_url) as events:
-        good = examples.booking_command(
-            "dev-portal", KG, key, examples.kg_form(policy(KG), kg_day(), now()), sent_at=now()
+        good = forms.booking_command(
+            "dev-portal", KG, key, forms.kg_form(policy(KG), kg_day(), now()), sent_at=now()
         )
-        bad = examples.booking_command(
+        bad = forms.booking_command(
             "dev-portal",
             KG,
             bad_key,
-            examples.kg_form(policy(KG), kg_day(), now(), terms_version="2020-01-01"),
+            forms.kg_form(policy(KG), kg_day(), now(), terms_version="2020-01-01"),
             sent_at=now(),
         )
         await publish(stack.amqp_url, good, "booking.request")
@@ -149,7 +145,7 @@ async def test_r17_amqp_intake_answers_parks_and_rejects(stack: Stack) -> None:
 async def test_r12_twenty_parallel_requests_with_one_key_make_one_booking_sealed_at_rest(
     stack: Stack,
 ) -> None:
-    body = examples.kg_form(policy(KG), kg_day(), now())
+    body = forms.kg_form(policy(KG), kg_day(), now())
     headers = {**PORTAL, "Idempotency-Key": f"e2e-par-{uuid.uuid4().hex}"}
     async with stack.client("booking", headers=headers) as booking:
         answers = await asyncio.gather(
@@ -177,9 +173,7 @@ async def test_r07_a_portal_is_told_to_phone_and_staff_record_the_call(stack: St
     async with stack.client("booking", headers=PORTAL) as portal:
         r = await portal.post(f"/v1/offices/{HW}/bookings", json={})
         assert r.status_code == 422
-        r = await portal.post(
-            f"/v1/offices/{KG}/bookings", json=examples.kg_form(policy(KG), kg_day(), now())
-        )
+        r = await portal.post(f"/v1/offices/{KG}/bookings", json=forms.kg_form(policy(KG), kg_day(), now()))
         booking_id = r.json()["booking_id"]
         refused = await portal.post(f"/v1/bookings/{booking_id}/cancellations", json={"channel": "portal"})
     assert (refused.status_code, refused.json()["rule"]) == (409, "R07")

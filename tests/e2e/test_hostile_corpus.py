@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from services.booking import examples
+from examples import forms
 from services.booking.config import Settings as BookingSettings
 from shared import topology
 from shared.calendar import OfficeCalendar
@@ -258,7 +258,7 @@ async def things(stack: Stack) -> dict[str, str]:
     policy = BookingSettings().policies()[KG]
     now = SystemClock().now()
     day = OfficeCalendar(policy).first_bookable(now + timedelta(days=1))
-    form = examples.kg_form(policy, day, now, device={"user_agent": "Mozilla/5.0", "ip_address": "192.0.2.1"})
+    form = forms.kg_form(policy, day, now, device={"user_agent": "Mozilla/5.0", "ip_address": "192.0.2.1"})
     ROUTES["booking", "POST", "/v1/offices/{office_id}/bookings"] = (PORTAL_KEY, form)
     headers = {"Authorization": f"Bearer {PORTAL_KEY}", "Idempotency-Key": uuid.uuid4().hex}
     async with stack.client("booking", headers=headers) as c:
@@ -356,7 +356,7 @@ async def test_hostile_path_parameters_and_headers_are_a_4xx(
 
 def amqp_corpus(now: str, good_form: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
     """case name -> (routing key, body) for consult.intake."""
-    command = examples.booking_command("dev-portal", KG, "corpus", good_form, sent_at=SystemClock().now())
+    command = forms.booking_command("dev-portal", KG, "corpus", good_form, sent_at=SystemClock().now())
     command["sent_at"] = now
     device = {
         "message_id": str(uuid.uuid4()),
@@ -368,7 +368,7 @@ def amqp_corpus(now: str, good_form: dict[str, Any]) -> dict[str, tuple[str, byt
         "ip_address": "192.0.2.1",
         "device_id": "d-1",
     }
-    jobseeker = examples.jobseeker_message(
+    jobseeker = forms.jobseeker_message(
         "kohoku-hellowork", "12345-00000077", "090-1111-7777", None, sent_at=SystemClock().now()
     )
     cases: dict[str, tuple[str, bytes]] = {}
@@ -434,7 +434,7 @@ async def test_every_hostile_intake_message_is_parked_with_a_reason_or_rejected(
     policy = BookingSettings().policies()[KG]
     now = SystemClock().now()
     day = OfficeCalendar(policy).first_bookable(now + timedelta(days=21))
-    form = examples.kg_form(policy, day, now, window=("09:00", "17:00"))
+    form = forms.kg_form(policy, day, now, window=("09:00", "17:00"))
     # each booking.request case gets its own key, so an answer names the case
     cases = amqp_corpus(now.isoformat(), form)
     async with support.event_sink(stack.amqp_url, "booking.rejected") as sink:

@@ -6,7 +6,7 @@ from typing import Any
 
 import aio_pika
 
-from services.notifier import samples
+from examples import notices
 from services.notifier.domain import Kind
 from services.notifier.preview import format_message
 from shared import topology
@@ -33,7 +33,7 @@ async def _publish(stack: Stack, event: Envelope[Any]) -> None:
 async def test_r06_hw_notice_event_reaches_the_person_as_a_readable_email(stack: Stack) -> None:
     hw = POLICIES["kohoku-hellowork"]
     who = Recipient(name="港北 花子", email=f"{unique('e2e-hw-')}@example.org")
-    await _publish(stack, samples.event(Kind.NOTICE, hw, recipient=who))
+    await _publish(stack, notices.event(Kind.NOTICE, hw, recipient=who))
     mailpit = Mailpit()
     found = await eventually(lambda: mailpit.to(who.email), timeout=30, what="the notice in Mailpit")
     assert len(found) == 1
@@ -41,13 +41,13 @@ async def test_r06_hw_notice_event_reaches_the_person_as_a_readable_email(stack:
     assert "件名    : オンライン職業相談" in shown
     assert "港北 花子 様" in shown
     assert "2026年11月25日(水) 10:00〜10:30" in shown
-    assert samples.join_url_base(hw) in shown
+    assert notices.join_url_base(hw) in shown
 
 
 async def test_notifier_metrics_count_sent_emails(stack: Stack) -> None:
     kg = POLICIES["kushiro-gyosei"]
     who = Recipient(name="釧路 一郎", email=f"{unique('e2e-kg-')}@example.org")
-    await _publish(stack, samples.event(Kind.CONFIRMATION, kg, recipient=who))
+    await _publish(stack, notices.event(Kind.CONFIRMATION, kg, recipient=who))
     await eventually(lambda: Mailpit().to(who.email), timeout=30, what="the confirmation in Mailpit")
     async with stack.client("notifier") as c:
         text = (await c.get("/metrics/")).text

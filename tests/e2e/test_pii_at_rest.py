@@ -24,15 +24,15 @@ import httpx
 from bson import json_util
 from pymongo import AsyncMongoClient
 
-from services.booking import examples
+from examples import forms
 from shared import topology
 from shared.calendar import OfficeCalendar
 from shared.commands import normalize_email, normalize_phone
 from tests import support
-from tests.booking_support import publish
 from tests.e2e.conftest import AUDITOR_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
 from tests.e2e.test_booking_flows import HW, KG, now, policy
 from tests.support import Mailpit, eventually
+from tests.support.booking import publish
 
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
 STAFF = {"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}
@@ -194,19 +194,19 @@ class Run:
 async def _book(stack: Stack, run: Run) -> tuple[str, str]:
     """The job seeker registered, a KG and an HW booking, a device report, a parked command."""
     hw_number, hw_phone = run.hw["jobseeker_number"], run.hw["phone"]
-    registered = examples.jobseeker_message(
+    registered = forms.jobseeker_message(
         HW, hw_number, hw_phone, run.hw_email, sent_at=now(), name=run.hw["name"]
     )
     await publish(stack.amqp_url, registered, registered["type"])
     kg_day = OfficeCalendar(policy(KG)).first_bookable(now() + timedelta(days=1))
     hw_day = OfficeCalendar(policy(HW)).first_bookable(now())
     async with stack.client("booking", headers=PORTAL) as booking:
-        kg_body = examples.kg_form(policy(KG), kg_day, now(), window=("09:00", "17:00"), **run.kg)
+        kg_body = forms.kg_form(policy(KG), kg_day, now(), window=("09:00", "17:00"), **run.kg)
         kg = await booking.post(
             f"/v1/offices/{KG}/bookings", json=kg_body, headers={"Idempotency-Key": f"pii-{run.tag}-kg"}
         )
         assert kg.status_code == 202, kg.text
-        hw_body = examples.hw_form(policy(HW), hw_day, now(), window=("09:00", "17:00"), **run.hw)
+        hw_body = forms.hw_form(policy(HW), hw_day, now(), window=("09:00", "17:00"), **run.hw)
 
         async def hw_taken() -> str | None:  # the registry is fed asynchronously
             r = await booking.post(
@@ -219,8 +219,8 @@ async def _book(stack: Stack, run: Run) -> tuple[str, str]:
     report = {"message_id": str(uuid.uuid4()), "type": "device.observed", "office_id": KG}
     report |= {"sent_at": now().isoformat(), "portal_id": "dev-portal", "booking_id": kg_id, **run.device}
     await publish(stack.amqp_url, report, "device.observed")
-    form = examples.kg_form(policy(KG), kg_day, now(), **run.parked)
-    command = examples.booking_command(run.stranger, KG, f"pii-{run.tag}-parked", form, sent_at=now())
+    form = forms.kg_form(policy(KG), kg_day, now(), **run.parked)
+    command = forms.booking_command(run.stranger, KG, f"pii-{run.tag}-parked", form, sent_at=now())
     await publish(stack.amqp_url, command, "booking.request")
     return kg_id, hw_id
 

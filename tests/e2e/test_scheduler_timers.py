@@ -30,8 +30,8 @@ import yaml
 
 from shared.clock import SystemClock
 from tests import support
-from tests.integration.scheduler_helpers import DEMO, DEMO_OFFICES, STAFF, Booking, Probe, jst, probe
 from tests.support import free_port
+from tests.support.scheduler import DEMO, DEMO_OFFICES, STAFF, Booking, Probe, jst, probe
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICE = "e2e-timers"

@@ -38,9 +38,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 from pymongo import AsyncMongoClient
 
+from examples import forms
 from services.audit.app import create_app as audit_app
 from services.audit.config import Settings as AuditSettings
-from services.booking import examples
 from services.booking.app import create_app as booking_app
 from services.booking.config import Settings as BookingSettings
 from services.booking.store.access import CredentialStore
@@ -244,9 +244,9 @@ async def params(stack: Stack) -> dict[str, str]:
     day = OfficeCalendar(policy).first_bookable(now + timedelta(days=1))
     key = f"roles-{uuid.uuid4().hex}"
     async with stack.client("booking", headers=headers("portal") | {"Idempotency-Key": key}) as c:
-        r = await c.post(f"/v1/offices/{KG}/bookings", json=examples.kg_form(policy, day, now))
+        r = await c.post(f"/v1/offices/{KG}/bookings", json=forms.kg_form(policy, day, now))
     assert r.status_code == 202, r.text
-    VALID_BODIES["booking", "POST", "/v1/offices/{office_id}/bookings"] = examples.kg_form(policy, day, now)
+    VALID_BODIES["booking", "POST", "/v1/offices/{office_id}/bookings"] = forms.kg_form(policy, day, now)
     booking_id = r.json()["booking_id"]
 
     async def scheduler_has_it() -> bool:  # the scheduler's routes name the request it coordinates

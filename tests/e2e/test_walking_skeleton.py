@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from services.booking import examples
+from examples import forms
 from services.booking.config import Settings
 from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
@@ -18,7 +18,7 @@ async def test_booking_request_reaches_the_audit_store(stack: Stack) -> None:
     now = SystemClock().now()
     day = OfficeCalendar(policy).first_bookable(now + timedelta(days=1))
     async with stack.client("booking", headers={"Authorization": f"Bearer {PORTAL_KEY}"}) as booking:
-        r = await booking.post("/v1/offices/kushiro-gyosei/bookings", json=examples.kg_form(policy, day, now))
+        r = await booking.post("/v1/offices/kushiro-gyosei/bookings", json=forms.kg_form(policy, day, now))
         assert r.status_code == 202, r.text
         booking_id = r.json()["booking_id"]
 

@@ -13,9 +13,9 @@ import pytest
 
 from services.audit.auth import credential
 from shared.events import AccessLogged, Appointment, BookingCompleted, BookingConfirmed, Recipient
-from tests.integration.audit_support import APPROVER_KEY, AUDITOR_KEY, OFFICE, T0, Audit, auth, running_audit
 from tests.integration.test_audit_ingest import device, requested
 from tests.support import eventually
+from tests.support.audit import APPROVER_KEY, AUDITOR_KEY, OFFICE, T0, Audit, auth, running_audit
 
 PORTAL_KEY = "portal-kg.portal-secret-0123456789"
 READ_PATHS = ("/v1/audit/records", "/v1/audit/export", "/v1/audit/stats", "/v1/audit/verify")

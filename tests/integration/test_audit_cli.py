@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.audit_support import Audit, auth, consultctl, running_audit
+from tests.support.audit import Audit, auth, consultctl, running_audit
 
 
 @pytest.fixture

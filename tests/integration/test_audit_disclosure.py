@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from services.audit.auth import credential
-from tests.integration.audit_support import APPROVER_KEY, AUDITOR_KEY, T0, Audit, auth, running_audit
 from tests.integration.test_audit_ingest import device
+from tests.support.audit import APPROVER_KEY, AUDITOR_KEY, T0, Audit, auth, running_audit
 
 PORTAL_KEY = "portal-hw.portal-secret-0123456789"
 

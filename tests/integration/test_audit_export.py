@@ -20,9 +20,9 @@ from services.audit.config import Settings
 from services.audit.service import AuditService
 from shared.clock import FixedClock
 from shared.events import new_event
-from tests.integration.audit_support import AUDITOR_KEY, OFFICE, T0, auth
 from tests.integration.test_audit_ingest import device
 from tests.support import free_port
+from tests.support.audit import AUDITOR_KEY, OFFICE, T0, auth
 
 N = 100_000
 CHUNK = 5_000

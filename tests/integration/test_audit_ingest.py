@@ -28,8 +28,8 @@ from shared.events import (
     TimeWindow,
 )
 from tests import support
-from tests.integration.audit_support import OFFICE, T0, Audit, running_audit
 from tests.support import eventually
+from tests.support.audit import OFFICE, T0, Audit, running_audit
 
 
 @pytest.fixture

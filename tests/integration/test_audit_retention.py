@@ -11,8 +11,8 @@ from pymongo import AsyncMongoClient
 
 from services.audit import admin
 from shared.clock import FixedClock
-from tests.integration.audit_support import OFFICE, T0, Audit, running_audit
 from tests.integration.test_audit_ingest import device, requested
+from tests.support.audit import OFFICE, T0, Audit, running_audit
 
 HW = "kohoku-hellowork"  # keeps its policy's record_retention: 5 years
 

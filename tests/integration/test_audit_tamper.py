@@ -11,8 +11,8 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events import BookingCancelled, Envelope, Recipient
-from tests.integration.audit_support import OFFICE, Audit, consultctl, running_audit
 from tests.integration.test_audit_ingest import requested
+from tests.support.audit import OFFICE, Audit, consultctl, running_audit
 
 
 @pytest.fixture

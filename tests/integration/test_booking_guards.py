@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from services.booking import examples
+from examples import forms
 from services.booking.signing import SIGNATURE, TIMESTAMP, sign, signing_secret
 from services.booking.store.guards import WindowSlots
-from tests.booking_support import KG, PORTAL_KEY, Harness, running
 from tests.support import MONGODB_URL, CommandShapes
+from tests.support.booking import KG, PORTAL_KEY, Harness, running
 
 PATH = f"/v1/offices/{KG}/bookings"
 AUTH = {"Authorization": f"Bearer {PORTAL_KEY}", "content-type": "application/json"}
@@ -27,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {PORTAL_KEY}", "content-type": "application/js
 
 def form(h: Harness, **fields: Any) -> bytes:
     day = h.now.date() + timedelta(days=2)  # Tue 24 Nov 2026, open at KG
-    return json.dumps(examples.kg_form(h.policy(KG), day, h.now, **fields)).encode()
+    return json.dumps(forms.kg_form(h.policy(KG), day, h.now, **fields)).encode()
 
 
 def signed(h: Harness, body: bytes, *, at: int | None = None, secret: str | None = None) -> dict[str, str]:

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from services.booking import examples
+from examples import forms
 from shared import topology
 from shared.commands import booking_id_for
-from tests.booking_support import KG, PORTAL_KEY, STAFF_KEY, Harness, parked, running
 from tests.support import eventually
+from tests.support.booking import KG, PORTAL_KEY, STAFF_KEY, Harness, parked, running
 
 TUE = date(2026, 11, 24)
 URL = f"/v1/offices/{KG}/bookings"
@@ -31,7 +31,7 @@ async def h(make_settings: Callable[..., Any], amqp_url: str) -> AsyncIterator[H
 
 
 def kg(h: Harness, **fields: Any) -> dict[str, Any]:
-    return examples.kg_form(h.policy(KG), TUE, h.now, **fields)
+    return forms.kg_form(h.policy(KG), TUE, h.now, **fields)
 
 
 async def post(h: Harness, raw: bytes, token: str = PORTAL_KEY, url: str = URL) -> httpx.Response:
@@ -164,7 +164,7 @@ async def test_amqp_deeply_nested_or_surrogate_commands_are_parked_at_once_with_
     """Were: a consumer crash per delivery until the broker's delivery_limit (x-death only), and
     36 s of retries before `retries-exhausted` for lone surrogates."""
     deep = b'{"type": "booking.request", "body": ' + b"[" * 50_000
-    cmd = examples.booking_command("dev-portal", KG, "amqp-sur", kg(h, name="\ud800"), sent_at=h.now)
+    cmd = forms.booking_command("dev-portal", KG, "amqp-sur", kg(h, name="\ud800"), sent_at=h.now)
     await h.publish(deep, "booking.request")
     await h.publish(json.dumps(cmd).encode(), "booking.request")
     messages = await wait_parked(h, 2)
@@ -201,13 +201,13 @@ async def test_amqp_a_command_reusing_another_commands_message_id_is_rejected_no
 ) -> None:
     """Was: dropped by dedupe as a duplicate, with no trace (404 on its request). A redelivered copy
     (same id, same content) is still handled once."""
-    first = examples.booking_command("dev-portal", KG, "reuse-a", kg(h), sent_at=h.now)
+    first = forms.booking_command("dev-portal", KG, "reuse-a", kg(h), sent_at=h.now)
     await h.publish(first, "booking.request")
     await h.events.wait("booking.requested", booking_id=booking_id_for("dev-portal", "reuse-a"))
     await h.publish(first, "booking.request")  # a copy: a duplicate, acknowledged
     await eventually(lambda: _at_least(consumer_stats(h)["duplicates"], 1), what="the copy deduped")
 
-    second = examples.booking_command("dev-portal", KG, "reuse-b", kg(h), sent_at=h.now)
+    second = forms.booking_command("dev-portal", KG, "reuse-b", kg(h), sent_at=h.now)
     second["message_id"] = first["message_id"]
     await h.publish(second, "booking.request")
     [rejected] = await h.events.wait("booking.rejected", request_id="reuse-b")

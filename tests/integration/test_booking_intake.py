@@ -12,12 +12,12 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
-from services.booking import examples
+from examples import forms
 from services.booking.store.requests import RELEASED, request_key
 from shared import topology
 from shared.commands import booking_id_for
-from tests.booking_support import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, announce_terms, parked, running
 from tests.support import eventually, unique
+from tests.support.booking import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, announce_terms, parked, running
 
 TUE, WED, THU = date(2026, 11, 24), date(2026, 11, 25), date(2026, 11, 26)
 
@@ -29,11 +29,11 @@ async def h(make_settings: Callable[..., Any], amqp_url: str) -> AsyncIterator[H
 
 
 def kg(h: Harness, day: date = TUE, **fields: Any) -> dict[str, Any]:
-    return examples.kg_form(h.policy(KG), day, h.now, **fields)
+    return forms.kg_form(h.policy(KG), day, h.now, **fields)
 
 
 async def register(h: Harness, number: str, phone: str, email: str | None, **kw: Any) -> None:
-    msg = examples.jobseeker_message(HW, number, phone, email, sent_at=h.now, **kw)
+    msg = forms.jobseeker_message(HW, number, phone, email, sent_at=h.now, **kw)
     await h.publish(msg, msg["type"])
 
 
@@ -115,10 +115,10 @@ async def test_r02_windows_must_be_open_days_within_hours_and_long_enough(h: Har
     sat = date(2026, 11, 28)
     body = kg(h)
     body["windows"] = [
-        {"start": examples.at(sat, "10:00"), "end": examples.at(sat, "11:00")},
-        {"start": examples.at(date(2026, 11, 23), "10:00"), "end": examples.at(date(2026, 11, 23), "11:00")},
-        {"start": examples.at(TUE, "16:45"), "end": examples.at(TUE, "17:30")},
-        {"start": examples.at(TUE, "10:00"), "end": examples.at(TUE, "10:20")},
+        {"start": forms.at(sat, "10:00"), "end": forms.at(sat, "11:00")},
+        {"start": forms.at(date(2026, 11, 23), "10:00"), "end": forms.at(date(2026, 11, 23), "11:00")},
+        {"start": forms.at(TUE, "16:45"), "end": forms.at(TUE, "17:30")},
+        {"start": forms.at(TUE, "10:00"), "end": forms.at(TUE, "10:20")},
     ]
     r = await h.book(KG, body)
     assert r.status_code == 422
@@ -133,7 +133,7 @@ async def test_r17_a_stale_terms_version_is_refused_with_the_current_one(h: Harn
     hw = h.policy(HW)
     r = await h.book(
         HW,
-        examples.hw_form(
+        forms.hw_form(
             hw,
             THU,
             h.now,
@@ -171,15 +171,13 @@ async def test_r04_hw_lead_time_counts_open_days_across_the_holiday(h: Harness) 
     hw = h.policy(HW)
     # Wed 25: two open days before are Tue 24 and Fri 20 (Mon 23 is 勤労感謝の日) -> too late on Sun 22
     r = await h.book(
-        HW, examples.hw_form(hw, WED, h.now, jobseeker_number="12345-00000001", phone="090-1111-2222")
+        HW, forms.hw_form(hw, WED, h.now, jobseeker_number="12345-00000001", phone="090-1111-2222")
     )
     assert r.status_code == 409, r.text
     assert r.json()["rule"] == "R04"
     assert r.json()["confirmation_deadline"] == "2026-11-20"
     assert r.json()["first_bookable"] == "2026-11-26"
-    r = await h.book(
-        HW, examples.hw_form(hw, THU, h.now, jobseeker_number="1234500000001", phone="09011112222")
-    )
+    r = await h.book(HW, forms.hw_form(hw, THU, h.now, jobseeker_number="1234500000001", phone="09011112222"))
     assert r.status_code == 202, r.text
 
 
@@ -191,7 +189,7 @@ async def test_r03_hw_needs_a_registered_job_seeker_with_my_page_and_the_registe
     await eventually(lambda: registered(h, "12345-00000002"), what="registry fed")
 
     async def answer(number: str, phone: str) -> dict[str, Any]:
-        r = await h.book(HW, examples.hw_form(hw, THU, h.now, jobseeker_number=number, phone=phone))
+        r = await h.book(HW, forms.hw_form(hw, THU, h.now, jobseeker_number=number, phone=phone))
         return {**r.json(), "http": r.status_code}
 
     unregistered = await answer("99999-00000009", "090-2222-3333")
@@ -209,10 +207,10 @@ async def test_r03_hw_needs_a_registered_job_seeker_with_my_page_and_the_registe
 async def test_jobseeker_updates_out_of_order_keep_the_newest(h: Harness) -> None:
     from datetime import timedelta
 
-    newer = examples.jobseeker_message(
+    newer = forms.jobseeker_message(
         HW, "12345-00000004", "090-4444-5555", "new@x.jp", sent_at=h.now, kind="jobseeker.updated"
     )
-    older = examples.jobseeker_message(
+    older = forms.jobseeker_message(
         HW, "12345-00000004", "090-1234-0000", "old@x.jp", sent_at=h.now - timedelta(days=1)
     )
     await h.publish(newer, newer["type"])
@@ -322,7 +320,7 @@ async def test_a_database_error_while_deciding_is_retried_and_past_the_retries_r
 
 
 async def test_amqp_booking_request_runs_the_same_handler(h: Harness) -> None:
-    cmd = examples.booking_command("dev-portal", KG, "amqp-1", kg(h), sent_at=h.now)
+    cmd = forms.booking_command("dev-portal", KG, "amqp-1", kg(h), sent_at=h.now)
     await h.publish(cmd, "booking.request")
     booking_id = booking_id_for("dev-portal", "amqp-1")
     await h.events.wait("booking.requested", booking_id=booking_id)
@@ -330,7 +328,7 @@ async def test_amqp_booking_request_runs_the_same_handler(h: Harness) -> None:
     assert r.json()["status"] == 202
     assert (await h.get(booking_id))["status"] == "requested"
     await h.publish(cmd, "booking.request")  # the same message again: handled once
-    bad = examples.booking_command("dev-portal", KG, "amqp-2", kg(h, duration_minutes=60), sent_at=h.now)
+    bad = forms.booking_command("dev-portal", KG, "amqp-2", kg(h, duration_minutes=60), sent_at=h.now)
     await h.publish(bad, "booking.request")
     [rejected] = await h.events.wait("booking.rejected", request_id="amqp-2")
     assert rejected["payload"]["rule"] == "R01"
@@ -341,7 +339,7 @@ async def test_amqp_booking_request_runs_the_same_handler(h: Harness) -> None:
 async def test_amqp_unreadable_or_unauthorised_commands_are_parked_with_the_reason(h: Harness) -> None:
     await h.publish(b"{not json", "booking.request")
     await h.publish({"type": "booking.request", "office_id": KG}, "booking.request")
-    stranger = examples.booking_command("unknown-portal", KG, unique(), kg(h), sent_at=h.now)
+    stranger = forms.booking_command("unknown-portal", KG, unique(), kg(h), sent_at=h.now)
     await h.publish(stranger, "booking.request")
     forged = {"type": "appointment.no_show", "payload": {}}
     await h.publish(forged, "booking.request")

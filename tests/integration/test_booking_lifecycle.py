@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.booking import examples
+from examples import forms
 from services.booking.domain import Booking
 from services.booking.service import BookingService
 from services.booking.store import Stores
@@ -30,8 +30,8 @@ from shared.events import (
     SlotAssigned,
     new_event,
 )
-from tests.booking_support import HW, KG, NOW, STAFF_KEY, Harness, announce_terms, running
 from tests.support import eventually
+from tests.support.booking import HW, KG, NOW, STAFF_KEY, Harness, announce_terms, running
 
 TUE, THU = date(2026, 11, 24), date(2026, 11, 26)
 
@@ -67,7 +67,7 @@ async def scheduler_says(h: Harness, payload: Payload, office: str = KG, times: 
 
 
 async def kg_booking(h: Harness, day: date = TUE, **fields: Any) -> str:
-    r = await h.book(KG, examples.kg_form(h.policy(KG), day, h.now, **fields))
+    r = await h.book(KG, forms.kg_form(h.policy(KG), day, h.now, **fields))
     assert r.status_code == 202, r.text
     return str(r.json()["booking_id"])
 
@@ -80,11 +80,11 @@ async def confirmed(
 
 
 async def hw_booking(h: Harness, number: str = "12345-00000011", email: str = "mp@mypage.example.jp") -> str:
-    msg = examples.jobseeker_message(HW, number, "090-1111-0000", email, sent_at=h.now)
+    msg = forms.jobseeker_message(HW, number, "090-1111-0000", email, sent_at=h.now)
     await h.publish(msg, msg["type"])
     service = service_of(h)
     await eventually(lambda: service.stores.jobseekers.get(HW, number), what="registered")
-    body = examples.hw_form(h.policy(HW), THU, h.now, jobseeker_number=number, phone="090-1111-0000")
+    body = forms.hw_form(h.policy(HW), THU, h.now, jobseeker_number=number, phone="090-1111-0000")
     r = await h.book(HW, body)
     assert r.status_code == 202, r.text
     return str(r.json()["booking_id"])
@@ -184,7 +184,7 @@ async def test_r04_a_confirmation_after_the_hw_deadline_rejects_the_booking(h: H
 async def test_r06_hw_notice_goes_to_the_current_my_page_address_once_per_version(h: Harness) -> None:
     booking_id = await hw_booking(h, "12345-00000012", "old@mypage.example.jp")
     await confirmed(h, booking_id, HW, THU, "13:00")
-    moved = examples.jobseeker_message(
+    moved = forms.jobseeker_message(
         HW,
         "12345-00000012",
         "090-1111-0000",
@@ -328,7 +328,7 @@ async def test_r09_no_shows_refuse_the_person_until_lifted(h: Harness) -> None:
     # the same person, written differently, is still the same person
     r = await h.book(
         KG,
-        examples.kg_form(
+        forms.kg_form(
             h.policy(KG), TUE, h.now, phone="０１５４－３３－４４４４", email="same.person@example.jp"
         ),
     )
@@ -338,7 +338,7 @@ async def test_r09_no_shows_refuse_the_person_until_lifted(h: Harness) -> None:
     r = await h.staff("DELETE", f"/v1/offices/{KG}/refusals/{listed['person_key']}")
     assert r.json()["lifted"] is True
     await h.events.wait("person.refusal_lifted")
-    assert (await h.book(KG, examples.kg_form(h.policy(KG), TUE, h.now, **person))).status_code == 202
+    assert (await h.book(KG, forms.kg_form(h.policy(KG), TUE, h.now, **person))).status_code == 202
 
 
 async def test_r09_where_the_office_decides_staff_refuse_or_dismiss_from_the_review_list(
@@ -365,7 +365,7 @@ async def test_r09_where_the_office_decides_staff_refuse_or_dismiss_from_the_rev
     assert (review["no_shows"], review["last_booking_id"]) == (2, missed[1])
     await h.quiet()
     assert h.events.of("person.refused") == []  # the office has not decided yet
-    assert (await h.book(KG, examples.kg_form(kg, TUE, h.now, **person))).status_code == 202  # may book
+    assert (await h.book(KG, forms.kg_form(kg, TUE, h.now, **person))).status_code == 202  # may book
     url = f"/v1/offices/{KG}/refusal-reviews/{review['person_key']}"
     r = await h.staff("POST", url, json={"decision": "dismiss"})
     assert r.json()["under_review"] is False and r.json()["refusal"] is None, r.text
@@ -382,7 +382,7 @@ async def test_r09_where_the_office_decides_staff_refuse_or_dismiss_from_the_rev
     [refused] = await h.events.wait("person.refused")
     assert refused["payload"]["recipient"]["email"] == "review.person@example.jp"
     assert refused["payload"]["until"].startswith("2027-05-2")  # the office's refuse_for from now
-    r = await h.book(KG, examples.kg_form(kg, TUE, h.now, **person))
+    r = await h.book(KG, forms.kg_form(kg, TUE, h.now, **person))
     assert (r.status_code, r.json()["rule"]) == (409, "R09")
     r = await h.staff("POST", url, json={"decision": "dismiss"})
     assert r.status_code == 404  # decided: no longer under review
@@ -423,9 +423,7 @@ async def test_r13_staff_refuse_a_person_for_misconduct(h: Harness) -> None:
     assert refused["payload"]["reason"] == f"{ground}（相談員に対し大声で威圧した）"
     [listed] = (await h.staff("GET", f"/v1/offices/{HW}/refusals")).json()
     assert (listed["rule"], listed["ground"]) == ("R13", ground)
-    body = examples.hw_form(
-        h.policy(HW), THU, h.now, jobseeker_number="12345-00000014", phone="090-1111-0000"
-    )
+    body = forms.hw_form(h.policy(HW), THU, h.now, jobseeker_number="12345-00000014", phone="090-1111-0000")
     r = await h.book(HW, body)
     assert (r.status_code, r.json()["rule"]) == (409, "R13")
 

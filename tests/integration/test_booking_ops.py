@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from services.booking import examples
+from examples import forms
 from services.booking.config import Settings
 from services.booking.ops import ensure_dev_key, import_jobseekers, seal_outboxes
 from shared import topology
 from shared.events import BookingConfirmed, Envelope, Recipient, SlotAssigned, new_event
 from shared.store import outbox
-from tests.booking_support import HW, KG, STAFF_KEY, Harness, running
 from tests.integration.test_booking_lifecycle import appointment
 from tests.support import eventually
+from tests.support.booking import HW, KG, STAFF_KEY, Harness, running
 
 ROOT = Path(__file__).resolve().parents[2]
 TUE = date(2026, 11, 24)
@@ -37,8 +37,8 @@ async def h(make_settings: Callable[..., Any], amqp_url: str) -> AsyncIterator[H
 
 async def test_staff_list_filters_by_status_date_and_phone(h: Harness) -> None:
     kg = h.policy(KG)
-    a = (await h.book(KG, examples.kg_form(kg, TUE, h.now, phone="0154-11-2222"))).json()["booking_id"]
-    b = (await h.book(KG, examples.kg_form(kg, date(2026, 11, 25), h.now))).json()["booking_id"]
+    a = (await h.book(KG, forms.kg_form(kg, TUE, h.now, phone="0154-11-2222"))).json()["booking_id"]
+    b = (await h.book(KG, forms.kg_form(kg, date(2026, 11, 25), h.now))).json()["booking_id"]
     event = new_event(SlotAssigned(booking_id=a, appointment=appointment(TUE)), office_id=KG,
                       producer="scheduler", clock=h.clock)  # fmt: skip
     await h.publish(event.model_dump(mode="json"), event.type, topology.EVENTS)
@@ -63,7 +63,7 @@ async def test_staff_list_filters_by_status_date_and_phone(h: Harness) -> None:
 
 async def test_r10_device_identification_goes_to_audit_as_device_recorded(h: Harness) -> None:
     device = {"user_agent": "Mozilla/5.0 Teams/1.6", "ip_address": "203.0.113.7", "device_id": "D-1"}
-    r = await h.book(KG, examples.kg_form(h.policy(KG), TUE, h.now, device=device))
+    r = await h.book(KG, forms.kg_form(h.policy(KG), TUE, h.now, device=device))
     booking_id = r.json()["booking_id"]
     [recorded] = await h.events.wait("device.recorded", booking_id=booking_id)
     assert recorded["payload"]["device_id"] == "D-1" and recorded["payload"]["portal_id"] == "dev-portal"
@@ -113,8 +113,8 @@ async def test_dev_key_cli_and_jobseeker_import(
     assert "k2.txt" in done.stdout and (tmp_path / "s2.txt").read_text().startswith("csk_")
 
     async with running(make_settings, amqp_url) as h:
-        assert (await h.book(KG, examples.kg_form(h.policy(KG), TUE, h.now), token=key)).status_code == 202
-        body = examples.hw_form(h.policy(HW), date(2026, 11, 26), h.now, jobseeker_number="12345-00000021",
+        assert (await h.book(KG, forms.kg_form(h.policy(KG), TUE, h.now), token=key)).status_code == 202
+        body = forms.hw_form(h.policy(HW), date(2026, 11, 26), h.now, jobseeker_number="12345-00000021",
                                 phone="09021212121")  # fmt: skip
         r = await h.book(HW, body)
         assert r.status_code == 202, r.text

@@ -17,12 +17,12 @@ from typing import Any
 import aio_pika
 import pytest
 
-from services.booking import examples
+from examples import forms
 from shared import topology
 from shared.commands import booking_id_for
 from tests import support
-from tests.booking_support import KG, PORTAL_KEY, Harness, parked, running
 from tests.support import eventually, unique
+from tests.support.booking import KG, PORTAL_KEY, Harness, parked, running
 
 TUE = date(2026, 11, 24)
 
@@ -34,7 +34,7 @@ async def h(make_settings: Callable[..., Any], amqp_url: str) -> AsyncIterator[H
 
 
 def kg(h: Harness, **fields: Any) -> dict[str, Any]:
-    return examples.kg_form(h.policy(KG), TUE, h.now, **fields)
+    return forms.kg_form(h.policy(KG), TUE, h.now, **fields)
 
 
 def service_of(h: Harness) -> Any:
@@ -58,10 +58,10 @@ async def test_a_portal_cannot_book_as_another_portal_over_amqp(h: Harness) -> N
     the reason; nothing is booked and the victim portal hears nothing."""
     now = h.now
     await service_of(h).stores.credentials.create("portal", "other-portal", [KG], now)
-    claims_dev = examples.booking_command("dev-portal", KG, unique("as-other-"), kg(h), sent_at=now)
-    unnamed = examples.booking_command("dev-portal", KG, unique("no-user-id-"), kg(h), sent_at=now)
-    forged = examples.booking_command("dev-portal", KG, unique("forged-"), kg(h), sent_at=now)
-    as_guest = examples.booking_command("dev-portal", KG, unique("guest-"), kg(h), sent_at=now)
+    claims_dev = forms.booking_command("dev-portal", KG, unique("as-other-"), kg(h), sent_at=now)
+    unnamed = forms.booking_command("dev-portal", KG, unique("no-user-id-"), kg(h), sent_at=now)
+    forged = forms.booking_command("dev-portal", KG, unique("forged-"), kg(h), sent_at=now)
+    as_guest = forms.booking_command("dev-portal", KG, unique("guest-"), kg(h), sent_at=now)
     raw = {
         name: json.dumps(cmd).encode()
         for name, cmd in {
@@ -107,8 +107,8 @@ async def test_a_portal_cannot_book_as_another_portal_over_amqp(h: Harness) -> N
 async def test_the_portals_own_user_books_and_its_claim_is_checked_against_its_offices(h: Harness) -> None:
     now = h.now
     await service_of(h).stores.credentials.create("portal", "hw-only", ["kohoku-hellowork"], now)
-    mine = examples.booking_command("dev-portal", KG, unique("own-"), kg(h), sent_at=now)
-    not_for_kg = examples.booking_command("hw-only", KG, unique("hw-only-"), kg(h), sent_at=now)
+    mine = forms.booking_command("dev-portal", KG, unique("own-"), kg(h), sent_at=now)
+    not_for_kg = forms.booking_command("hw-only", KG, unique("hw-only-"), kg(h), sent_at=now)
     await h.publish(mine, "booking.request")  # as portal.dev-portal, user_id set
     await h.publish(not_for_kg, "booking.request")  # as portal.hw-only: its own id, not its office
     await h.events.wait("booking.requested", booking_id=booking_id_for("dev-portal", mine["idempotency_key"]))
@@ -132,7 +132,7 @@ async def test_a_retried_command_keeps_the_sender_the_broker_verified(
         return await real(portal_id, office_id)
 
     monkeypatch.setattr(credentials, "portal_known", flaky)
-    cmd = examples.booking_command("dev-portal", KG, unique("retried-"), kg(h), sent_at=h.now)
+    cmd = forms.booking_command("dev-portal", KG, unique("retried-"), kg(h), sent_at=h.now)
     await h.publish(cmd, "booking.request")
     booking_id = booking_id_for("dev-portal", cmd["idempotency_key"])
     await h.events.wait("booking.requested", booking_id=booking_id, timeout=30)
@@ -148,7 +148,7 @@ async def test_amqp_commands_count_against_the_portals_http_rate_limit(
     async with running(make_settings, amqp_url, rate_limit_portal=3, rate_limit_person=0) as h:
         h.clock.set(h.now.replace(second=0, microsecond=0))  # the start of a 60 s window
         cmds = [
-            examples.booking_command("dev-portal", KG, unique(f"limit-{i}-"), kg(h), sent_at=h.now)
+            forms.booking_command("dev-portal", KG, unique(f"limit-{i}-"), kg(h), sent_at=h.now)
             for i in range(4)
         ]
         for cmd in cmds[:3]:

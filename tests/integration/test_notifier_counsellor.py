@@ -22,7 +22,7 @@ import pytest
 from icalendar import Calendar
 from pymongo import monitoring
 
-from services.notifier import samples
+from examples import notices
 from services.notifier.agenda import counsellor_day_id
 from services.notifier.config import Settings
 from services.notifier.domain import Kind
@@ -49,7 +49,7 @@ def counsellor(
     policy: Any, booking_id: str, cid: str, *, start: datetime, version: int = 1, **kw: Any
 ) -> Appointment:
     """An appointment with counsellor `cid`, whose work address is unique to this test run."""
-    return samples.appointment(
+    return notices.appointment(
         policy,
         booking_id,
         start=start,
@@ -131,13 +131,13 @@ async def test_the_persons_entry_is_requested_updated_and_cancelled_under_one_ui
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     who, booking, cid = person("ics-kg"), unique("b-"), unique("kg-c")
-    v1 = counsellor(KG, booking, cid, start=samples.START, meeting_id="111 222", passcode="pc1")
-    v2 = counsellor(KG, booking, cid, start=samples.START + timedelta(days=1, hours=3), version=2)
+    v1 = counsellor(KG, booking, cid, start=notices.START, meeting_id="111 222", passcode="pc1")
+    v2 = counsellor(KG, booking, cid, start=notices.START + timedelta(days=1, hours=3), version=2)
     uid = f"{booking}@kushiro-gyosei.consult"
     secrets = (who.email, who.name, PHONE)
 
     await notifier.publish(
-        samples.event(Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v1)
+        notices.event(Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v1)
     )
     [first] = await mails(mailpit, who.email)
     assert first["Subject"] == KG.notice.subject
@@ -145,7 +145,7 @@ async def test_the_persons_entry_is_requested_updated_and_cancelled_under_one_ui
     _, _, ev = await invitation(mailpit, first)
     assert "111 222" in str(ev["DESCRIPTION"]) and "pc1" in str(ev["DESCRIPTION"])
 
-    moved = samples.event(
+    moved = notices.event(
         Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v2, previous=v1
     )
     await notifier.publish(moved)
@@ -158,7 +158,7 @@ async def test_the_persons_entry_is_requested_updated_and_cancelled_under_one_ui
     assert "2026年11月25日(水) 10:00〜10:30" in text  # before
     assert "2026年11月26日(木) 13:00〜13:30" in text  # after
 
-    cancelled = samples.event(Kind.CANCELLATION, KG, booking_id=booking, recipient=who, appointment=v2)
+    cancelled = notices.event(Kind.CANCELLATION, KG, booking_id=booking, recipient=who, appointment=v2)
     await notifier.publish(cancelled)
     *_, cancel = await mails(mailpit, who.email, 3)
     assert cancel["Subject"] == "【オンライン相談】予約取消しのお知らせ"
@@ -179,9 +179,9 @@ async def test_an_assignment_reaches_the_counsellor_with_what_the_session_needs_
 ) -> None:
     who, booking = person("hw-assign"), unique("b-")
     cid = unique("hw-c")
-    a = counsellor(HW, booking, cid, start=samples.START, meeting_id="987 654", passcode="k7Q2")
+    a = counsellor(HW, booking, cid, start=notices.START, meeting_id="987 654", passcode="k7Q2")
     brief = PersonBrief(name=who.name, topic="応募書類の書き方について", jobseeker_number="1401-123456-7")
-    event = samples.event(
+    event = notices.event(
         Kind.CONFIRMATION, HW, booking_id=booking, recipient=who, appointment=a, person=brief
     )
     await notifier.publish(event, times=2)
@@ -223,14 +223,14 @@ async def test_a_move_with_the_same_counsellor_updates_their_entry(
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     who, booking, cid = person("hw-same"), unique("b-"), unique("hw-c")
-    v1 = counsellor(HW, booking, cid, start=samples.START)
-    v2 = counsellor(HW, booking, cid, start=samples.START + timedelta(days=2, hours=-1), version=2)
+    v1 = counsellor(HW, booking, cid, start=notices.START)
+    v2 = counsellor(HW, booking, cid, start=notices.START + timedelta(days=2, hours=-1), version=2)
     await notifier.publish(
-        samples.event(Kind.CONFIRMATION, HW, booking_id=booking, recipient=who, appointment=v1)
+        notices.event(Kind.CONFIRMATION, HW, booking_id=booking, recipient=who, appointment=v1)
     )
     await mails(mailpit, v1.counsellor_email or "")
     await notifier.publish(
-        samples.event(Kind.CONFIRMATION, HW, booking_id=booking, recipient=who, appointment=v2, previous=v1)
+        notices.event(Kind.CONFIRMATION, HW, booking_id=booking, recipient=who, appointment=v2, previous=v1)
     )
     _, update = await mails(mailpit, v2.counsellor_email or "", 2)
     msg = await mailpit.message(update["ID"])
@@ -252,14 +252,14 @@ async def test_a_move_to_another_counsellor_assigns_the_new_one_and_cancels_the_
 ) -> None:
     who, booking = person("kg-other"), unique("b-")
     old_c, new_c = unique("kg-old"), unique("kg-new")
-    v1 = counsellor(KG, booking, old_c, start=samples.START)
-    v2 = counsellor(KG, booking, new_c, start=samples.START + timedelta(hours=4), version=2)
+    v1 = counsellor(KG, booking, old_c, start=notices.START)
+    v2 = counsellor(KG, booking, new_c, start=notices.START + timedelta(hours=4), version=2)
     await notifier.publish(
-        samples.event(Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v1)
+        notices.event(Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v1)
     )
     await mails(mailpit, v1.counsellor_email or "")
     await notifier.publish(
-        samples.event(Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v2, previous=v1)
+        notices.event(Kind.CONFIRMATION, KG, booking_id=booking, recipient=who, appointment=v2, previous=v1)
     )
     [assigned] = await mails(mailpit, v2.counsellor_email or "")
     _, cancelled = await mails(mailpit, v1.counsellor_email or "", 2)
@@ -297,8 +297,8 @@ async def test_a_cancellation_reaches_the_counsellor_with_the_recipients_name(
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     who, booking, cid = person("hw-cancel"), unique("b-"), unique("hw-c")
-    a = counsellor(HW, booking, cid, start=samples.START)
-    event = samples.event(Kind.CANCELLATION, HW, booking_id=booking, recipient=who, appointment=a)
+    a = counsellor(HW, booking, cid, start=notices.START)
+    event = notices.event(Kind.CANCELLATION, HW, booking_id=booking, recipient=who, appointment=a)
     await notifier.publish(event)
     [summary] = await mails(mailpit, a.counsellor_email or "")
     msg = await mailpit.message(summary["ID"])
@@ -353,7 +353,7 @@ class Week:
 
     def confirmed(self, name: str, a: Appointment, **kw: Any) -> Any:
         brief = PersonBrief(name=f"相談者{name.upper()}", topic=f"話題{name}", jobseeker_number=f"JS-{name}")
-        return samples.event(
+        return notices.event(
             Kind.CONFIRMATION,
             HW,
             booking_id=self.bookings[name],
@@ -372,7 +372,7 @@ class Week:
         d13 = self.appt("d", self.suzuki, THU + timedelta(hours=13))
         for name, a in (("a", self.a14), ("b", self.b10), ("c", c11), ("d", d13)):
             await one.publish(self.confirmed(name, a))
-        cancel_c = samples.event(
+        cancel_c = notices.event(
             Kind.CANCELLATION, HW, booking_id=self.bookings["c"], recipient=self.people["c"], appointment=c11
         )
         await two.publish(cancel_c)

@@ -20,8 +20,8 @@ import aio_pika
 import pytest
 from typer.testing import CliRunner
 
+from examples import notices
 from ops.cli import app as cli_app
-from services.notifier import samples
 from services.notifier.app import create_app
 from services.notifier.config import Settings
 from services.notifier.delivery import DeliveryService
@@ -133,32 +133,32 @@ async def test_r06_hw_notice_arrives_with_subject_exactly_online_shokugyo_soudan
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     mypage = person("hw-mypage")
-    await notifier.publish(samples.event(Kind.NOTICE, HW, recipient=mypage))
+    await notifier.publish(notices.event(Kind.NOTICE, HW, recipient=mypage))
     msg = await one_mail(mailpit, mypage.email)
     assert msg["Subject"] == "オンライン職業相談"
     assert msg["To"][0]["Address"] == mypage.email
     assert WHEN in msg["Text"]
     assert "使用アプリ：TeleOffice" in msg["Text"]
-    assert samples.join_url_base(HW) in msg["Text"]
-    assert samples.join_url_base(HW) in msg["HTML"]
+    assert notices.join_url_base(HW) in msg["Text"]
+    assert notices.join_url_base(HW) in msg["HTML"]
 
 
 async def test_r06_kg_confirmation_arrives_with_date_time_app_and_url(
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     who = person("kg-confirm")
-    await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=unique("b-")))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=unique("b-")))
     msg = await one_mail(mailpit, who.email)
     assert msg["Subject"] == KG.notice.subject
     assert f"実施日時：{WHEN}（日本時間）" in msg["Text"]
     assert "使用アプリ：Microsoft Teams" in msg["Text"]
-    assert samples.join_url_base(KG) in msg["Text"]
+    assert notices.join_url_base(KG) in msg["Text"]
     assert msg["ReplyTo"][0]["Address"] == KG.email  # R07: email cancellations reach the centre
 
 
 async def test_r06_hw_confirmation_sends_no_email(notifier: Notifier, mailpit: Mailpit) -> None:
     who = person("hw-confirm")
-    await notifier.publish(samples.event(Kind.CONFIRMATION, HW, recipient=who))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, HW, recipient=who))
 
     async def handled() -> bool:
         return notifier.runtime.consumer.stats["handled"] >= 1
@@ -188,13 +188,13 @@ async def test_every_kind_is_delivered_with_its_required_content(
     notifier: Notifier, mailpit: Mailpit, policy: OfficePolicy, kind: Kind
 ) -> None:
     who = person(f"{kind.value}")
-    event = samples.event(kind, policy, recipient=who)
+    event = notices.event(kind, policy, recipient=who)
     await notifier.publish(event)
     msg = await one_mail(mailpit, who.email)
     for body in (msg["Text"], msg["HTML"]):
         if kind not in (Kind.RECOORDINATION, Kind.REFUSAL):
             assert WHEN in body
-            assert samples.join_url_base(policy) in body  # R16
+            assert notices.join_url_base(policy) in body  # R16
         assert f"電話（{policy.phone}）" in body  # R07
         assert policy.private_room_note in body  # R15
         assert policy.recording_note in body  # R14
@@ -218,8 +218,8 @@ async def test_every_kind_is_delivered_with_its_required_content(
 
 async def test_r07_cancellation_channels_in_the_delivered_mail(notifier: Notifier, mailpit: Mailpit) -> None:
     kg, hw = person("r07-kg"), person("r07-hw")
-    await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=kg))
-    await notifier.publish(samples.event(Kind.NOTICE, HW, recipient=hw))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, KG, recipient=kg))
+    await notifier.publish(notices.event(Kind.NOTICE, HW, recipient=hw))
     kg_text = (await one_mail(mailpit, kg.email))["Text"]
     hw_text = (await one_mail(mailpit, hw.email))["Text"]
     assert f"電話（{KG.phone}）又はメール（{KG.email}）でご連絡ください" in kg_text
@@ -230,7 +230,7 @@ async def test_r07_cancellation_channels_in_the_delivered_mail(notifier: Notifie
 
 async def test_r14_no_recording_reminder_in_the_delivered_mail(notifier: Notifier, mailpit: Mailpit) -> None:
     who = person("r14")
-    await notifier.publish(samples.event(Kind.NOTICE, HW, recipient=who))
+    await notifier.publish(notices.event(Kind.NOTICE, HW, recipient=who))
     msg = await one_mail(mailpit, who.email)
     assert "録画・録音・インターネット等への配信は禁止" in msg["Text"]
     assert "録画・録音・インターネット等への配信は禁止" in msg["HTML"]
@@ -238,7 +238,7 @@ async def test_r14_no_recording_reminder_in_the_delivered_mail(notifier: Notifie
 
 async def test_r15_private_room_reminder_in_the_delivered_mail(notifier: Notifier, mailpit: Mailpit) -> None:
     who = person("r15")
-    await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who))
     text = (await one_mail(mailpit, who.email))["Text"]
     assert "個室又は周囲に他人がいない環境を整えてください" in text
     assert "通訳、介助者等の同席が必要な場合には、あらかじめ当センターにお伝えください" in text
@@ -246,7 +246,7 @@ async def test_r15_private_room_reminder_in_the_delivered_mail(notifier: Notifie
 
 async def test_r19_device_checklist_in_the_delivered_mail(notifier: Notifier, mailpit: Mailpit) -> None:
     who = person("r19")
-    await notifier.publish(samples.event(Kind.NOTICE, HW, recipient=who))
+    await notifier.publish(notices.event(Kind.NOTICE, HW, recipient=who))
     text = (await one_mail(mailpit, who.email))["Text"]
     for item in HW.device_checklist:
         assert f"・{item.text}" in text
@@ -259,7 +259,7 @@ async def test_the_same_event_published_five_times_gives_one_email(
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     who = person("five")
-    event = samples.event(Kind.CONFIRMATION, KG, recipient=who)
+    event = notices.event(Kind.CONFIRMATION, KG, recipient=who)
     await notifier.publish(event, times=5)
 
     async def settled() -> bool:
@@ -281,9 +281,9 @@ async def test_five_events_meaning_the_same_notice_give_one_email(
     notifier: Notifier, mailpit: Mailpit
 ) -> None:
     who, booking = person("same-notice"), unique("b-")
-    clocks = [FixedClock(samples.NOW + timedelta(minutes=i)) for i in range(5)]  # five event ids
+    clocks = [FixedClock(notices.NOW + timedelta(minutes=i)) for i in range(5)]  # five event ids
     for clock in clocks:
-        await notifier.publish(samples.event(Kind.NOTICE, HW, recipient=who, booking_id=booking, clock=clock))
+        await notifier.publish(notices.event(Kind.NOTICE, HW, recipient=who, booking_id=booking, clock=clock))
 
     async def settled() -> bool:
         return notifier.runtime.consumer.stats["handled"] >= 5
@@ -296,9 +296,9 @@ async def test_five_events_meaning_the_same_notice_give_one_email(
 
 async def test_a_reconfirmed_appointment_is_a_new_email(notifier: Notifier, mailpit: Mailpit) -> None:
     who, booking = person("v2"), unique("b-")
-    await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking, version=1))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking, version=1))
     await one_mail(mailpit, who.email)
-    await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking, version=2))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking, version=2))
     both = await eventually(lambda: _at_least(mailpit, who.email, 2), what="second confirmation")
     assert len({m["MessageID"] for m in both}) == 2
 
@@ -317,10 +317,10 @@ async def test_crash_after_smtp_accepted_resends_with_the_same_message_id_after_
     notice is sent again with the SAME Message-ID: Mailpit then holds two copies that a receiver
     recognises as one message (same Message-ID). Nothing is ever lost.
     """
-    clock = FixedClock(samples.NOW)
+    clock = FixedClock(notices.NOW)
     async with running(make_settings(Settings), clock=clock) as n:
         who = person("crash")
-        event = samples.event(Kind.CONFIRMATION, KG, recipient=who)
+        event = notices.event(Kind.CONFIRMATION, KG, recipient=who)
         notice = plan(event, KG)
         assert notice is not None
         service = n.service
@@ -349,7 +349,7 @@ async def test_crash_after_smtp_accepted_resends_with_the_same_message_id_after_
         sent = await n.wait_events("notification.sent")
         assert sent[0]["payload"]["message_id"] == f"<{first['MessageID']}>"
 
-        await n.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=notice.booking_id))
+        await n.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=notice.booking_id))
         await eventually(lambda: _handled(n, 2), what="later duplicate handled")
         assert len(await mailpit.to(who.email)) == 2  # and nothing after that
 
@@ -373,7 +373,7 @@ async def test_header_injection_is_parked_at_once_and_sends_nothing(
     invalid before any mail is composed (the composer's own check stays, tests/unit)."""
     victim = f"{unique('victim-')}@example.org"
     evil = Recipient.model_construct(name=f"山田\r\nBcc: {victim}", email=f"{unique('inj-')}@example.org")
-    await notifier.publish(samples.event(Kind.CONFIRMATION, KG, recipient=evil))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, KG, recipient=evil))
     parked = await eventually(notifier.parked, what="parked message")
     assert parked[0].headers[topology.REASON_HEADER] == "invalid-event"
     assert "U+000D" in str(parked[0].headers[topology.DETAIL_HEADER])
@@ -383,7 +383,7 @@ async def test_header_injection_is_parked_at_once_and_sends_nothing(
 
 
 async def test_an_invalid_address_is_parked_once_even_when_the_event_comes_again(notifier: Notifier) -> None:
-    event = samples.event(Kind.NOTICE, HW, recipient=Recipient(name="x", email="not-an-address"))
+    event = notices.event(Kind.NOTICE, HW, recipient=Recipient(name="x", email="not-an-address"))
     await notifier.publish(event)
     parked = await eventually(notifier.parked, what="parked message")
     assert parked[0].headers[topology.REASON_HEADER] == "invalid-address"
@@ -401,7 +401,7 @@ async def test_an_invalid_address_is_parked_once_even_when_the_event_comes_again
 
 async def test_an_event_of_an_unknown_office_is_parked(notifier: Notifier) -> None:
     stranger = KG.model_copy(update={"office_id": "nowhere"})
-    await notifier.publish(samples.event(Kind.CONFIRMATION, stranger))
+    await notifier.publish(notices.event(Kind.CONFIRMATION, stranger))
     parked = await eventually(notifier.parked, what="parked message")
     assert parked[0].headers[topology.REASON_HEADER] == "unknown-office"
 
@@ -424,7 +424,7 @@ async def test_a_third_office_added_as_a_policy_file_gets_its_emails_from_the_ge
     policy = settings.policies()["naha-test-office"]
     async with running(settings) as n:
         who = person("third")
-        await n.publish(samples.event(Kind.NOTICE, policy, recipient=who))
+        await n.publish(notices.event(Kind.NOTICE, policy, recipient=who))
         msg = await one_mail(mailpit, who.email)
     assert msg["Subject"] == "【那覇】オンライン相談のご案内"
     assert "那覇テスト職業相談所です。" in msg["Text"]  # the generic greeting, not HW's own
@@ -442,7 +442,7 @@ async def test_consultctl_notifier_deliveries_lists_the_records_of_a_booking(
     booking = unique("b-")
     async with running(settings) as n:
         who = person("cli")
-        await n.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking))
+        await n.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=booking))
         await one_mail(mailpit, who.email)
         await eventually(lambda: _state(n.service, f"{booking}/confirmation/v1", "sent"), what="marked")
     monkeypatch.setenv("MONGODB_URL", settings.mongodb_url)
@@ -463,7 +463,7 @@ async def test_a_delivery_cancelled_mid_send_still_marks_what_the_server_accepte
     delivery whose email arrived is marked sent (and its redelivery sends nothing)."""
     people = [person(f"cancel{i}") for i in range(24)]
     for i, who in enumerate(people):
-        event = samples.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=unique("b-"))
+        event = notices.event(Kind.CONFIRMATION, KG, recipient=who, booking_id=unique("b-"))
         task = asyncio.create_task(notifier.service.handle(event))
         await asyncio.sleep(i * 0.004)  # 0–92 ms: before the claim, during the send, around the mark
         task.cancel()

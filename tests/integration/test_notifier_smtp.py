@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.notifier import samples
+from examples import notices
 from services.notifier import smtp as smtp_module
 from services.notifier.compose import Composer
 from services.notifier.config import Settings
@@ -137,7 +137,7 @@ async def exactly_one_each(mailpit: Mailpit, people: list[Recipient]) -> dict[st
 
 def mixed_event(i: int, who: Recipient) -> Any:
     kind, policy = [(Kind.CONFIRMATION, KG), (Kind.NOTICE, HW), (Kind.CANCELLATION, KG)][i % 3]
-    return samples.event(kind, policy, recipient=who)
+    return notices.event(kind, policy, recipient=who)
 
 
 # --------------------------------------------------------------------------- outage
@@ -188,8 +188,8 @@ async def test_a_5xx_recipient_refusal_is_reported_as_permanent_and_parked(
     mp: OwnMailpit = await own_mailpit("--smtp-allowed-recipients", "^ok-")
     async with running(make_settings(Settings, smtp_url=mp.smtp_url)) as n:
         refused, fine = person("gone"), person("ok")
-        await n.publish(samples.event(Kind.NOTICE, HW, recipient=refused))
-        await n.publish(samples.event(Kind.NOTICE, HW, recipient=fine))
+        await n.publish(notices.event(Kind.NOTICE, HW, recipient=refused))
+        await n.publish(notices.event(Kind.NOTICE, HW, recipient=fine))
         failed = await n.wait_events("notification.failed")
         assert failed[0]["payload"]["permanent"] is True
         assert "550" in failed[0]["payload"]["error"]
@@ -206,7 +206,7 @@ async def test_a_4xx_is_retried_with_backoff_until_the_server_accepts(
     async with running(make_settings(Settings, smtp_url=mp.smtp_url)) as n:
         await mp.chaos(451, 100)
         who = person("busy")
-        await n.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who))
+        await n.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who))
 
         async def retried() -> bool:
             return n.runtime.consumer.stats["retried"] >= 1
@@ -225,7 +225,7 @@ async def test_smtp_unavailable_past_every_retry_is_reported_parked_and_delivere
     async with running(make_settings(Settings, smtp_url=mp.smtp_url), queues=short) as n:
         await mp.chaos(451, 100)
         who = person("down")
-        event = samples.event(Kind.NOTICE, HW, recipient=who)
+        event = notices.event(Kind.NOTICE, HW, recipient=who)
         await n.publish(event)
         failed = await n.wait_events("notification.failed")
         assert failed[0]["payload"]["permanent"] is False
@@ -243,7 +243,7 @@ async def test_smtp_unavailable_past_every_retry_is_reported_parked_and_delivere
 
 async def _claimed(svc: Any, who: str) -> tuple[Any, Any, Claim]:
     """A KG confirmation for a new person, planned and claimed (as a worker would, before SMTP)."""
-    event = samples.event(Kind.CONFIRMATION, KG, recipient=person(who))
+    event = notices.event(Kind.CONFIRMATION, KG, recipient=person(who))
     notice = plan(event, KG)
     assert notice is not None
     claim = await svc.deliveries.claim(notice, message_id(notice.key, svc.settings.mail_domain), "x")
@@ -257,7 +257,7 @@ async def test_a_receiver_deduping_by_message_id_keeps_one_copy_of_a_crash_resen
     """Crash after SMTP accepted, before the mark: the resend carries the same Message-ID, so a
     receiver that dedupes on it (here Mailpit with --ignore-duplicate-ids) shows the person one email."""
     mp: OwnMailpit = await own_mailpit("--ignore-duplicate-ids")
-    clock = FixedClock(samples.NOW)
+    clock = FixedClock(notices.NOW)
     async with running(make_settings(Settings, smtp_url=mp.smtp_url), clock=clock) as n:
         svc = n.service
         event, notice, claim = await _claimed(svc, "dedupe")
@@ -291,7 +291,7 @@ async def test_a_crash_after_the_acceptance_was_recorded_settles_the_record_with
     """Accepted, the acceptance recorded right after the 250 (before QUIT), then the process died
     before the full mark: the take-over finds the acceptance, marks the record sent and sends nothing."""
     mp: OwnMailpit = await own_mailpit()
-    clock = FixedClock(samples.NOW)
+    clock = FixedClock(notices.NOW)
     async with running(make_settings(Settings, smtp_url=mp.smtp_url), clock=clock) as n:
         svc = n.service
         event, notice, claim = await _claimed(svc, "recorded")
@@ -335,11 +335,11 @@ async def test_a_connection_lost_once_the_body_went_out_makes_the_next_attempt_a
         await Mailer(settings).send(_message(settings))
     assert not refused.value.ambiguous
 
-    clock = FixedClock(samples.NOW)
+    clock = FixedClock(notices.NOW)
     async with running(settings, clock=clock) as n:
         deliveries = n.service.deliveries
         for ambiguous in (True, False):
-            notice = plan(samples.event(Kind.CONFIRMATION, KG, recipient=person("lost")), KG)
+            notice = plan(notices.event(Kind.CONFIRMATION, KG, recipient=person("lost")), KG)
             assert notice is not None
             first = await deliveries.claim(notice, message_id(notice.key, settings.mail_domain), "x")
             assert isinstance(first, Claim)
@@ -403,16 +403,16 @@ async def test_tls_and_login_from_smtp_url(
     )
     async with running(settings) as n:
         who = person(mode)
-        await n.publish(samples.event(Kind.CONFIRMATION, KG, recipient=who))
+        await n.publish(notices.event(Kind.CONFIRMATION, KG, recipient=who))
         await exactly_one_each(mp.api, [who])
         found = await mp.api.to(who.email)
         assert found[0]["Username"] == "notifier"  # logged in
 
 
 def _message(settings: Settings) -> Any:
-    planned = plan(samples.event(Kind.CONFIRMATION, KG), KG)
+    planned = plan(notices.event(Kind.CONFIRMATION, KG), KG)
     assert planned is not None
-    return Composer(settings.mail_from).compose(planned, KG, message_id="<x@y.org>", now=samples.NOW)
+    return Composer(settings.mail_from).compose(planned, KG, message_id="<x@y.org>", now=notices.NOW)
 
 
 async def test_a_rejected_login_is_transient_not_the_messages_fault(

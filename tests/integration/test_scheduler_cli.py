@@ -13,8 +13,8 @@ from ops.cli import app
 from services.scheduler.store import TimerStore
 from services.scheduler.timing import TimerKind, TimerSpec
 from shared.mongo import Doc
-from tests.integration.scheduler_helpers import DEMO_OFFICES, ROOT, jst
 from tests.support import MONGODB_URL
+from tests.support.scheduler import DEMO_OFFICES, ROOT, jst
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 from services.scheduler.coordinator import Conflict
 from services.scheduler.slots import SlotGrid
 from shared.policy import OfficeHours
-from tests.integration.scheduler_helpers import HW, KG, STAFF, jst, put_counsellor, request_doc
 from tests.integration.test_scheduler_flow import Running, scheduler
 from tests.support import eventually
+from tests.support.scheduler import HW, KG, STAFF, jst, put_counsellor, request_doc
 
 LEFT = "appointment.left_to_staff"
 MON_9 = (jst(2026, 11, 30, 9, 0), jst(2026, 11, 30, 9, 30))

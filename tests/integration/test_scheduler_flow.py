@@ -16,7 +16,8 @@ from services.scheduler.wheel import TimerWheel
 from shared.clock import FixedClock
 from shared.runtime import Runtime
 from tests import support
-from tests.integration.scheduler_helpers import (
+from tests.support import eventually, serve
+from tests.support.scheduler import (
     HW,
     KG,
     STAFF,
@@ -28,7 +29,6 @@ from tests.integration.scheduler_helpers import (
     request_doc,
     scheduler_settings,
 )
-from tests.support import eventually, serve
 
 SUNDAY = jst(2026, 11, 22, 10, 0)
 

@@ -11,7 +11,9 @@ from typing import Any
 from services.scheduler.app import unready_rooms
 from services.scheduler.graph_clients import GraphClients
 from shared.events import appointment_id
-from tests.integration.scheduler_helpers import (
+from tests.integration.test_scheduler_flow import Running, scheduler
+from tests.support import GRAPH_URL, GraphContract, eventually
+from tests.support.scheduler import (
     HW,
     KG,
     STAFF,
@@ -21,8 +23,6 @@ from tests.integration.scheduler_helpers import (
     request_doc,
     scheduler_settings,
 )
-from tests.integration.test_scheduler_flow import Running, scheduler
-from tests.support import GRAPH_URL, GraphContract, eventually
 
 GRAPH = GraphContract()
 MONDAY_10 = (jst(2026, 11, 30, 10, 0), jst(2026, 11, 30, 10, 30))

@@ -21,8 +21,8 @@ from shared.events import BookingAttended, new_event
 from shared.mongo import connect
 from shared.policy import Policies
 from shared.store.outbox import pending_markers
-from tests.integration.scheduler_helpers import DEMO_OFFICES, HW, ROOT, jst
 from tests.support import MONGODB_URL, CommandShapes, eventually
+from tests.support.scheduler import DEMO_OFFICES, HW, ROOT, jst
 
 NOW = jst(2026, 11, 30, 9, 0)
 

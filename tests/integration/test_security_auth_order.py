@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.booking import examples
-from tests.booking_support import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, running
+from examples import forms
+from tests.support.booking import HW, KG, PORTAL_KEY, STAFF_KEY, Harness, running
 
 HW_STAFF_KEY = "csk_auth-order-hw-staff-0123456789abcdefghijklmnopq"
 BAD_BODIES: dict[str, Any] = {
@@ -41,7 +41,7 @@ async def h(make_settings: Callable[..., Any], amqp_url: str) -> Any:
 
 
 async def booked(h: Harness) -> str:
-    r = await h.book(KG, examples.kg_form(h.policy(KG), h.now.date() + timedelta(days=2), h.now))
+    r = await h.book(KG, forms.kg_form(h.policy(KG), h.now.date() + timedelta(days=2), h.now))
     assert r.status_code == 202, r.text
     return str(r.json()["booking_id"])
 

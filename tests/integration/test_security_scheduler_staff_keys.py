@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from ops.cli import app
 from services.scheduler.config import Settings
-from tests.integration.scheduler_helpers import DEMO_OFFICES, HW, KG, STAFF, jst, request_doc
 from tests.integration.test_scheduler_flow import Running, scheduler
 from tests.support import MONGODB_URL, eventually
+from tests.support.scheduler import DEMO_OFFICES, HW, KG, STAFF, jst, request_doc
 
 
 async def consultctl(db_prefix: str, *args: str) -> Any:

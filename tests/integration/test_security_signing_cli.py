@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 from typer.testing import CliRunner
 
+from examples import forms
 from ops.cli import app
-from services.booking import examples
 from services.booking.signing import SIGNATURE, TIMESTAMP, sign
 from tests import support
-from tests.booking_support import KG, PORTAL_KEY, Harness, running
+from tests.support.booking import KG, PORTAL_KEY, Harness, running
 
 PATH = f"/v1/offices/{KG}/bookings"
 
@@ -36,7 +36,7 @@ async def consultctl(h: Harness, *args: str) -> Any:
 
 
 async def post(h: Harness, key: str, secret: str | None = None) -> httpx.Response:
-    body = json.dumps(examples.kg_form(h.policy(KG), h.now.date() + timedelta(days=2), h.now)).encode()
+    body = json.dumps(forms.kg_form(h.policy(KG), h.now.date() + timedelta(days=2), h.now)).encode()
     headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
     if secret is not None:
         stamp = str(int(h.now.timestamp()))

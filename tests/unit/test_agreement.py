@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.agreement import AGREES, disagreement
+from tests.support.agreement import AGREES, disagreement
 
 START = "2026-12-04T01:00:00Z"
 

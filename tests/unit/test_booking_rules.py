@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from services.booking import examples, rules
+from examples import forms
+from services.booking import rules
 from services.booking.refusals import PersonRecord, Refusal
 from shared.calendar import OfficeCalendar
 from shared.clock import JST
@@ -34,11 +35,11 @@ JOBSEEKER = rules.RegisteredJobseeker("12345-00000001", "港北 花子", "+81901
 
 
 def kg(**fields: Any) -> BookingForm:
-    return BookingForm.model_validate(examples.kg_form(KG, TUE, NOW, **fields))
+    return BookingForm.model_validate(forms.kg_form(KG, TUE, NOW, **fields))
 
 
 def hw(day: date = THU, **fields: Any) -> BookingForm:
-    body = examples.hw_form(HW, day, NOW, jobseeker_number="12345-00000001", phone="090-1111-2222")
+    body = forms.hw_form(HW, day, NOW, jobseeker_number="12345-00000001", phone="090-1111-2222")
     return BookingForm.model_validate({**body, **fields})
 
 
@@ -75,14 +76,12 @@ def test_r02_names_phones_and_jobseeker_numbers_are_normalised() -> None:
         ("name", "釧路\x07"),
     ):
         with pytest.raises(ValidationError, match=r"not allowed|letters"):
-            BookingForm.model_validate({**examples.kg_form(KG, TUE, NOW), field: value})
+            BookingForm.model_validate({**forms.kg_form(KG, TUE, NOW), field: value})
 
 
 def test_r02_malformed_fields_come_back_per_field() -> None:
     with pytest.raises(ValidationError) as exc:
-        BookingForm.model_validate(
-            {**examples.kg_form(KG, TUE, NOW), "phone": "12", "email": "no-at", "x": 1}
-        )
+        BookingForm.model_validate({**forms.kg_form(KG, TUE, NOW), "phone": "12", "email": "no-at", "x": 1})
     errors = {e.field: e.rule for e in form_errors(exc.value)}
     assert errors == {"phone": "R02", "email": "R02", "x": "R02"}
 
@@ -104,7 +103,7 @@ def test_r02_each_office_asks_its_own_fields_and_no_others() -> None:
 
 def test_r02_windows_on_open_days_within_hours_in_the_future() -> None:
     def window(day: date, a: str, b: str) -> dict[str, str]:
-        return {"start": examples.at(day, a), "end": examples.at(day, b)}
+        return {"start": forms.at(day, a), "end": forms.at(day, b)}
 
     form = kg(
         windows=[

@@ -15,11 +15,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the project's top-level packages
-PACKAGES = ("shared", "services", "ops", "bench", "deploy", "demo", "tests")
+PACKAGES = ("shared", "services", "ops", "examples", "bench", "deploy", "demo", "tests")
 #: the Go sources the local servers are built from (deploy/local.py), not ours
 NOT_OURS = ("deploy/ferretdb", "deploy/mailpit")
 #: what `shared/` must never import: everything built on it
-ABOVE_SHARED = ("services", "ops", "bench", "deploy", "demo", "tests")
+ABOVE_SHARED = ("services", "ops", "examples", "bench", "deploy", "demo", "tests")
+#: what a service must never import: the tools, examples and tests built on the services
+ABOVE_SERVICES = ABOVE_SHARED[1:]
 
 Graph = dict[str, set[str]]
 
@@ -134,12 +136,23 @@ def _loop_in(group: set[str], edges: Mapping[str, set[str]]) -> list[str]:
 
 def upward(edges: Mapping[str, set[str]]) -> list[str]:
     """`importer -> imported` for every import from shared/ into a package built on it."""
+    return reaching(edges, "shared", ABOVE_SHARED)
+
+
+def reaching(edges: Mapping[str, set[str]], below: str, above: tuple[str, ...]) -> list[str]:
+    """`importer -> imported` for every import from the package `below` into one of `above`."""
     return sorted(
         f"{name} -> {target}"
         for name, targets in edges.items()
-        if name.split(".")[0] == "shared"
+        if name.split(".")[0] == below
         for target in targets
-        if target.split(".")[0] in ABOVE_SHARED
+        if target.split(".")[0] in above
+    )
+
+
+def test_services_import_neither_tools_nor_examples_nor_tests() -> None:
+    assert reaching(graph(ROOT), "services", ABOVE_SERVICES) == [], (
+        "a service ships alone: ops/, examples/, tests/ and the demo are built on it, never under it"
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier import samples
+from examples import notices
 from services.notifier.agenda import Agenda, agenda_days, agenda_notice
 from services.notifier.compose import Composer
 from services.notifier.domain import Kind, Notice, message_id, plan_all, plan_counsellors
@@ -33,10 +33,10 @@ NUMBER = "1401-123456-7"
 def appt(
     policy: OfficePolicy, cid: str = "c-sato", *, days: int = 0, version: int = 1, **kw: Any
 ) -> Appointment:
-    return samples.appointment(
+    return notices.appointment(
         policy,
         "bk-1",
-        start=samples.START + timedelta(days=days),
+        start=notices.START + timedelta(days=days),
         version=version,
         counsellor_id=cid,
         counsellor_name=f"相談員 {cid}",
@@ -46,11 +46,11 @@ def appt(
 
 
 def counsellor_notices(policy: OfficePolicy, kind: Kind = Kind.CONFIRMATION, **fields: Any) -> list[Notice]:
-    return plan_counsellors(samples.event(kind, policy, booking_id="bk-1", recipient=WHO, **fields), policy)
+    return plan_counsellors(notices.event(kind, policy, booking_id="bk-1", recipient=WHO, **fields), policy)
 
 
 def bodies(n: Notice, policy: OfficePolicy) -> tuple[EmailMessage, str, str]:
-    msg = COMPOSER.compose(n, policy, message_id=message_id(n.key, "x.org"), now=samples.NOW)
+    msg = COMPOSER.compose(n, policy, message_id=message_id(n.key, "x.org"), now=notices.NOW)
     got: EmailMessage = email.message_from_bytes(bytes(msg), policy=email.policy.default)  # type: ignore[assignment]
     text, html = got.get_body(("plain",)), got.get_body(("html",))
     assert text is not None and html is not None
@@ -61,7 +61,7 @@ def bodies(n: Notice, policy: OfficePolicy) -> tuple[EmailMessage, str, str]:
 
 
 def test_an_assignment_goes_to_the_counsellors_work_address_under_its_own_key() -> None:
-    [n] = counsellor_notices(KG, appointment=appt(KG), person=samples.brief(KG))
+    [n] = counsellor_notices(KG, appointment=appt(KG), person=notices.brief(KG))
     assert n.kind is Kind.COUNSELLOR_ASSIGNMENT
     assert n.key == "bk-1/counsellor_assignment/v1"
     assert n.recipient == Recipient(name="相談員 c-sato", email="c-sato@office.example.org")
@@ -69,14 +69,14 @@ def test_an_assignment_goes_to_the_counsellors_work_address_under_its_own_key() 
     # KG's person is written to as well: two emails, two keys
     keys = [
         x.key
-        for x in plan_all(samples.event(Kind.CONFIRMATION, KG, booking_id="bk-1", appointment=appt(KG)), KG)
+        for x in plan_all(notices.event(Kind.CONFIRMATION, KG, booking_id="bk-1", appointment=appt(KG)), KG)
     ]
     assert keys == ["bk-1/confirmation/v1", "bk-1/counsellor_assignment/v1"]
 
 
 def test_a_counsellor_without_a_work_address_gets_no_email() -> None:
-    assert counsellor_notices(KG, appointment=samples.appointment(KG, "bk-1")) == []
-    assert counsellor_notices(HW, Kind.CANCELLATION, appointment=samples.appointment(HW, "bk-1")) == []
+    assert counsellor_notices(KG, appointment=notices.appointment(KG, "bk-1")) == []
+    assert counsellor_notices(HW, Kind.CANCELLATION, appointment=notices.appointment(HW, "bk-1")) == []
 
 
 def test_a_move_with_the_same_counsellor_is_one_update_with_the_new_time() -> None:
@@ -96,7 +96,7 @@ def test_a_move_to_another_counsellor_assigns_the_new_one_and_cancels_the_previo
         KG,
         appointment=appt(KG, "c-new", days=1, version=2),
         previous=appt(KG, "c-old"),
-        person=samples.brief(KG),
+        person=notices.brief(KG),
     )
     assert (new.kind, new.key, new.recipient.email) == (
         Kind.COUNSELLOR_ASSIGNMENT,
@@ -129,10 +129,10 @@ def test_a_cancellation_tells_the_counsellor_with_the_recipients_name() -> None:
 
 
 def test_a_redelivered_or_reemitted_event_is_the_same_counsellor_email() -> None:
-    later = samples.NOW + timedelta(hours=1)
-    a = plan_counsellors(samples.event(Kind.CONFIRMATION, HW, booking_id="bk-1", appointment=appt(HW)), HW)
+    later = notices.NOW + timedelta(hours=1)
+    a = plan_counsellors(notices.event(Kind.CONFIRMATION, HW, booking_id="bk-1", appointment=appt(HW)), HW)
     b = plan_counsellors(
-        samples.event(
+        notices.event(
             Kind.CONFIRMATION, HW, booking_id="bk-1", appointment=appt(HW), clock=FixedClock(later)
         ),
         HW,
@@ -185,7 +185,7 @@ def test_without_a_brief_the_counsellor_is_told_the_name_only() -> None:
 
 
 def test_counsellors_get_none_of_the_persons_notes() -> None:
-    [n] = counsellor_notices(HW, appointment=appt(HW), person=samples.brief(HW))
+    [n] = counsellor_notices(HW, appointment=appt(HW), person=notices.brief(HW))
     _, text, _ = bodies(n, HW)
     assert "キャンセルのご連絡" not in text  # the person's cancellation guidance (R07)
     assert "ご利用になる端末の確認事項" not in text  # the person's checklist (R19)
@@ -239,7 +239,7 @@ def test_the_default_policy_is_off_at_five() -> None:
 def entry(
     policy: OfficePolicy, hour: int, name: str, topic: str | None, number: str | None
 ) -> dict[str, Any]:
-    a = samples.appointment(policy, f"bk-{hour}", start=at(2026, 11, 26, hour))
+    a = notices.appointment(policy, f"bk-{hour}", start=at(2026, 11, 26, hour))
     return {
         "start": a.start,
         "end": a.end,
@@ -274,16 +274,16 @@ def test_the_agenda_lists_time_app_url_name_and_topic_of_each_consultation() -> 
         assert "応募書類" in body
         assert NUMBER in body
         assert "TeleOffice" in body
-        assert samples.sample_join_url(HW, "bk-10") in body
+        assert notices.sample_join_url(HW, "bk-10") in body
     assert [p for p in msg.walk() if p.get_content_type() == "text/calendar"] == []
 
 
 @pytest.mark.parametrize("kind", list(Kind), ids=str)
 @pytest.mark.parametrize("office", ["kushiro-gyosei", "kohoku-hellowork"])
 def test_every_kind_has_a_sample_to_preview(office: str, kind: Kind) -> None:
-    from services.notifier.preview import render_sample
+    from ops.notice_samples import render
 
-    shown = render_sample(office, kind.value)
+    shown = render(office, kind.value)
     assert "件名" in shown or "is not sent under this office's policy" in shown
     if kind.value.startswith("counsellor_"):
         assert "宛先    : 相談員 佐藤 <sato@counsellors.example.org>" in shown

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.notifier import samples
+from examples import notices
 from services.notifier.domain import (
     HeaderInjection,
     Kind,
@@ -27,7 +27,7 @@ HW: OfficePolicy = POLICIES["kohoku-hellowork"]
 
 
 def test_r06_kg_confirmation_is_sent_when_the_appointment_is_coordinated() -> None:
-    notice = plan(samples.event(Kind.CONFIRMATION, KG, booking_id="b1"), KG)
+    notice = plan(notices.event(Kind.CONFIRMATION, KG, booking_id="b1"), KG)
     assert notice is not None
     assert notice.kind is Kind.CONFIRMATION
     assert notice.subject == KG.notice.subject
@@ -35,37 +35,37 @@ def test_r06_kg_confirmation_is_sent_when_the_appointment_is_coordinated() -> No
 
 
 def test_r06_hw_sends_nothing_on_confirmation_only_the_day_before_notice() -> None:
-    assert plan(samples.event(Kind.CONFIRMATION, HW), HW) is None
-    notice = plan(samples.event(Kind.NOTICE, HW), HW)
+    assert plan(notices.event(Kind.CONFIRMATION, HW), HW) is None
+    notice = plan(notices.event(Kind.NOTICE, HW), HW)
     assert notice is not None
     assert notice.subject == "オンライン職業相談"
 
 
 def test_r06_an_office_without_a_notice_timer_sends_no_second_notice() -> None:
-    assert plan(samples.event(Kind.NOTICE, KG), KG) is None
+    assert plan(notices.event(Kind.NOTICE, KG), KG) is None
 
 
 def test_the_key_names_the_notice_not_the_event() -> None:
-    a = plan(samples.event(Kind.NOTICE, HW, booking_id="b2"), HW)
+    a = plan(notices.event(Kind.NOTICE, HW, booking_id="b2"), HW)
     b = plan(
-        samples.event(Kind.NOTICE, HW, booking_id="b2", clock=FixedClock(samples.NOW + timedelta(1))), HW
+        notices.event(Kind.NOTICE, HW, booking_id="b2", clock=FixedClock(notices.NOW + timedelta(1))), HW
     )
     assert a is not None and b is not None
     assert a.key == b.key  # a re-emitted event (new event id) is the same notice
 
 
 def test_a_new_appointment_version_is_a_new_notice() -> None:
-    v1 = plan(samples.event(Kind.CONFIRMATION, KG, booking_id="b3", version=1), KG)
-    v2 = plan(samples.event(Kind.CONFIRMATION, KG, booking_id="b3", version=2), KG)
+    v1 = plan(notices.event(Kind.CONFIRMATION, KG, booking_id="b3", version=1), KG)
+    v2 = plan(notices.event(Kind.CONFIRMATION, KG, booking_id="b3", version=2), KG)
     assert v1 is not None and v2 is not None
     assert v1.key != v2.key
 
 
 def test_a_second_recoordination_round_is_a_new_notice_the_same_round_is_not() -> None:
-    first = samples.payload(Kind.RECOORDINATION, KG, booking_id="b4")
-    again = plan(samples.event(Kind.RECOORDINATION, KG, booking_id="b4"), KG)
+    first = notices.payload(Kind.RECOORDINATION, KG, booking_id="b4")
+    again = plan(notices.event(Kind.RECOORDINATION, KG, booking_id="b4"), KG)
     later = plan(
-        samples.event(
+        notices.event(
             Kind.RECOORDINATION,
             KG,
             booking_id="b4",
@@ -73,21 +73,21 @@ def test_a_second_recoordination_round_is_a_new_notice_the_same_round_is_not() -
         ),
         KG,
     )
-    original = plan(samples.event(Kind.RECOORDINATION, KG, booking_id="b4"), KG)
+    original = plan(notices.event(Kind.RECOORDINATION, KG, booking_id="b4"), KG)
     assert again is not None and later is not None and original is not None
     assert again.key == original.key
     assert later.key != original.key
 
 
 def test_r08_a_no_show_cancellation_is_the_no_show_notice() -> None:
-    notice = plan(samples.event(Kind.NO_SHOW, KG, booking_id="b5"), KG)
+    notice = plan(notices.event(Kind.NO_SHOW, KG, booking_id="b5"), KG)
     assert notice is not None
     assert notice.kind is Kind.NO_SHOW
     assert notice.key == "b5/no_show/v1"
 
 
 def test_r09_a_refusal_without_an_address_sends_nothing() -> None:
-    event = samples.event(Kind.REFUSAL, KG)
+    event = notices.event(Kind.REFUSAL, KG)
     assert plan(event, KG) is not None
     bare = event.model_copy(update={"payload": event.payload.model_copy(update={"recipient": None})})
     assert plan(bare, KG) is None
@@ -125,7 +125,7 @@ def test_r16_only_https_meeting_urls_go_into_a_mail(url: str) -> None:
 
 def test_the_recipient_travels_unchanged_into_the_notice() -> None:
     who = Recipient(name="佐藤 花子", email="hanako@example.org")
-    notice = plan(samples.event(Kind.CANCELLATION, HW, recipient=who), HW)
+    notice = plan(notices.event(Kind.CANCELLATION, HW, recipient=who), HW)
     assert notice is not None
     assert notice.recipient == who
 

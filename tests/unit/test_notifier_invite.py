@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from icalendar import Calendar
 
-from services.notifier import samples
+from examples import notices
 from services.notifier.compose import Composer
 from services.notifier.domain import Kind, Notice, message_id, plan, plan_all
 from shared.clock import JST
@@ -30,7 +30,7 @@ PHONE = "090-1234-5678"
 
 
 def received(notice: Notice, policy: OfficePolicy) -> EmailMessage:
-    msg = COMPOSER.compose(notice, policy, message_id=message_id(notice.key, "x.org"), now=samples.NOW)
+    msg = COMPOSER.compose(notice, policy, message_id=message_id(notice.key, "x.org"), now=notices.NOW)
     return email.message_from_bytes(bytes(msg), policy=email.policy.default)  # type: ignore[return-value]
 
 
@@ -54,7 +54,7 @@ def parsed(msg: EmailMessage) -> tuple[Calendar, Any]:
 
 
 def notice(kind: Kind, policy: OfficePolicy, **kwargs: Any) -> Notice:
-    n = plan(samples.event(kind, policy, recipient=WHO, **kwargs), policy)
+    n = plan(notices.event(kind, policy, recipient=WHO, **kwargs), policy)
     assert n is not None
     return n
 
@@ -111,10 +111,10 @@ def test_every_field_of_a_kg_confirmation() -> None:
     assert zones[0].walk("STANDARD")[0].decoded("TZOFFSETTO") == timedelta(hours=9)
     # R16: the join URL, where a calendar offers to join
     assert str(ev["LOCATION"]) == a.meeting_url == str(ev["URL"])
-    assert a.meeting_url.startswith(samples.join_url_base(KG))
+    assert a.meeting_url.startswith(notices.join_url_base(KG))
     assert str(ev["ORGANIZER"]) == f"mailto:{SENDER}"
     assert ev["ORGANIZER"].params["CN"] == KG.name
-    assert ev.decoded("DTSTAMP") == samples.NOW.astimezone(UTC)
+    assert ev.decoded("DTSTAMP") == notices.NOW.astimezone(UTC)
     assert KG.service_name in str(ev["SUMMARY"])
     assert "2026年11月25日(水) 10:00〜10:30" in str(ev["DESCRIPTION"])
 
@@ -157,14 +157,14 @@ def test_no_calendar_part_where_no_appointment_exists() -> None:
     for kind, policy in [(Kind.RECOORDINATION, KG), (Kind.REFUSAL, HW), (Kind.TERMS, HW)]:
         msg = received(notice(kind, policy), policy)
         assert [p for p in msg.walk() if p.get_content_type() == "text/calendar"] == []
-    before = samples.event(Kind.CANCELLATION, KG, recipient=WHO, appointment=None)
+    before = notices.event(Kind.CANCELLATION, KG, recipient=WHO, appointment=None)
     n = plan(before, KG)
     assert n is not None
     assert [p for p in received(n, KG).walk() if p.get_content_type() == "text/calendar"] == []
 
 
 def test_a_pre_issued_rooms_meeting_id_and_passcode_go_in_the_email_and_the_entry() -> None:
-    appt = samples.appointment(HW, "bk-room", meeting_id="987 654 321", passcode="k7Q2")
+    appt = notices.appointment(HW, "bk-room", meeting_id="987 654 321", passcode="k7Q2")
     msg = received(notice(Kind.NOTICE, HW, booking_id="bk-room", appointment=appt), HW)
     text = msg.get_body(("plain",))
     assert text is not None
@@ -178,11 +178,11 @@ def test_a_pre_issued_rooms_meeting_id_and_passcode_go_in_the_email_and_the_entr
 
 
 def test_the_counsellors_entry_has_its_own_uid_names_them_and_no_person() -> None:
-    appt = samples.appointment(
+    appt = notices.appointment(
         HW, "bk-cs", counsellor_id="hw-tanaka", counsellor_email="tanaka@hw.example.org"
     )
-    event = samples.event(
-        Kind.CONFIRMATION, HW, booking_id="bk-cs", appointment=appt, recipient=WHO, person=samples.brief(HW)
+    event = notices.event(
+        Kind.CONFIRMATION, HW, booking_id="bk-cs", appointment=appt, recipient=WHO, person=notices.brief(HW)
     )
     [n] = plan_all(event, HW)  # HW: no email to the person on confirmation (R06), one to the counsellor
     assert n.kind is Kind.COUNSELLOR_ASSIGNMENT
@@ -195,6 +195,6 @@ def test_the_counsellors_entry_has_its_own_uid_names_them_and_no_person() -> Non
     assert ev["DTSTART"].params["TZID"] == "Asia/Tokyo"
     assert str(ev["ATTENDEE"]) == "mailto:tanaka@hw.example.org"
     unfolded = ics_bytes(msg).decode().replace("\r\n ", "")
-    brief = samples.brief(HW)
+    brief = notices.brief(HW)
     for personal in (WHO.email, WHO.name, PHONE, brief.topic, brief.jobseeker_number):
         assert personal is not None and personal not in unfolded

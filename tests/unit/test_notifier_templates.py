@@ -9,7 +9,7 @@ from email.message import EmailMessage
 import pytest
 from pydantic import ValidationError
 
-from services.notifier import samples
+from examples import notices
 from services.notifier.compose import Composer
 from services.notifier.domain import Kind, Notice, message_id, plan
 from shared.events import MessageError, Recipient
@@ -39,14 +39,14 @@ WITH_APPOINTMENT = {Kind.CONFIRMATION, Kind.NOTICE, Kind.CANCELLATION, Kind.NO_S
 
 
 def notice_of(kind: Kind, policy: OfficePolicy, **kwargs: object) -> Notice:
-    notice = plan(samples.event(kind, policy, **kwargs), policy)  # type: ignore[arg-type]
+    notice = plan(notices.event(kind, policy, **kwargs), policy)  # type: ignore[arg-type]
     assert notice is not None
     return notice
 
 
 def compose(kind: Kind, policy: OfficePolicy, **kwargs: object) -> EmailMessage:
     notice = notice_of(kind, policy, **kwargs)
-    msg = COMPOSER.compose(notice, policy, message_id=message_id(notice.key, "x.org"), now=samples.NOW)
+    msg = COMPOSER.compose(notice, policy, message_id=message_id(notice.key, "x.org"), now=notices.NOW)
     # what the receiver parses: through bytes and back
     return email.message_from_bytes(bytes(msg), policy=email.policy.default)  # type: ignore[return-value]
 
@@ -63,7 +63,7 @@ def test_every_kind_carries_what_every_email_must_give(policy: OfficePolicy, kin
     for body in bodies(msg):
         if kind in WITH_APPOINTMENT:
             assert WHEN in body  # JST, Japanese form
-            assert samples.join_url_base(policy) in body  # R16 URL
+            assert notices.join_url_base(policy) in body  # R16 URL
         assert {"teams": "Microsoft Teams", "teleoffice": "TeleOffice"}[policy.default_meeting.app] in body
         assert f"電話（{policy.phone}）" in body  # R07
         assert policy.private_room_note in body  # R15
@@ -80,7 +80,7 @@ def test_r06_hw_notice_subject_is_exactly_online_shokugyo_soudan_to_the_mypage_a
     assert msg["To"].addresses[0].addr_spec == "mypage-address@example.org"
     text, _ = bodies(msg)
     assert WHEN in text
-    assert samples.join_url_base(HW) in text
+    assert notices.join_url_base(HW) in text
 
 
 def test_r06_kg_confirmation_gives_date_time_and_url_once_coordinated() -> None:
@@ -89,7 +89,7 @@ def test_r06_kg_confirmation_gives_date_time_and_url_once_coordinated() -> None:
     text, _ = bodies(msg)
     assert f"実施日時：{WHEN}（日本時間）" in text
     assert "使用アプリ：Microsoft Teams" in text
-    assert "使用URL：" + samples.join_url_base(KG) in text
+    assert "使用URL：" + notices.join_url_base(KG) in text
     assert "御本人であることを確認" in text  # R05: identity checked at the session
 
 
@@ -177,14 +177,14 @@ def test_header_injection_through_the_recipient_is_refused(fields: dict[str, str
     """The composer's own check, behind the contract's (a recipient built without validation)."""
     notice = notice_of(Kind.CONFIRMATION, KG, recipient=Recipient.model_construct(**fields))
     with pytest.raises(MessageError) as caught:
-        COMPOSER.compose(notice, KG, message_id="<a@x.org>", now=samples.NOW)
+        COMPOSER.compose(notice, KG, message_id="<a@x.org>", now=notices.NOW)
     assert caught.value.reason == "header-injection"
 
 
 def test_an_invalid_address_is_a_permanent_failure() -> None:
     notice = notice_of(Kind.CONFIRMATION, KG, recipient=Recipient(name="x", email="not-an-address"))
     with pytest.raises(MessageError) as caught:
-        COMPOSER.compose(notice, KG, message_id="<a@x.org>", now=samples.NOW)
+        COMPOSER.compose(notice, KG, message_id="<a@x.org>", now=notices.NOW)
     assert caught.value.reason == "invalid-address"
 
 

@@ -41,7 +41,7 @@ CLOCK = FixedClock(datetime(2026, 11, 25, 1, 0, tzinfo=UTC))
 QUEUES = topology.ServiceQueues("probe", events=topology.keys(BookingAttended))
 #: modules that build sample or imported messages with their `type` written out (test data shipped in
 #: the service packages, and the registry's CSV import): they send messages, they subscribe to none
-MESSAGE_BUILDERS = ("services/booking/examples.py", "services/notifier/samples.py", "services/booking/ops.py")
+MESSAGE_BUILDERS = ("examples/forms.py", "examples/notices.py", "services/booking/ops.py")
 
 
 class Published(EventPublisher):

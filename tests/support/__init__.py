@@ -1,4 +1,16 @@
-"""Helpers the test layers share: real servers only, each test in its own vhost and databases."""
+"""Helpers the test layers share: real servers only, each test in its own vhost and databases.
+
+This module holds the server-level helpers (settings per test, `serve`, `eventually`, Mailpit, the
+Graph contract server's hooks); one module per service holds that service's harness:
+
+    tests.support.booking      the booking harness, publish/tap on its exchange, parked messages
+    tests.support.scheduler    counsellors, rooms, requests and a running scheduler
+    tests.support.audit        a running audit service, its keys and `consultctl audit`
+    tests.support.agreement    booking's and scheduler's view of each booking compared (R05)
+    tests.support.servicelogs  what the e2e service processes logged while a test ran
+
+The example forms and events the tests send come from `examples/` (shared with the demo and bench).
+"""
 
 from __future__ import annotations
 
