@@ -21,9 +21,10 @@ from bench import env
 from bench.baseline import publish_pipelined, raw_message
 from bench.results import Run, throughput
 from bench.stack import counter, pids
+from examples import records
 from shared import topology
 from shared.clock import SystemClock
-from shared.events import AccessLogged, DeviceRecorded, Envelope, NotificationSent, Payload, new_event
+from shared.events import DeviceRecorded, Envelope, NotificationSent, Payload, new_event
 
 PART = "audit"
 
@@ -35,16 +36,7 @@ def audit_events(n: int) -> list[Envelope[Any]]:
         booking_id = f"bench-{uuid.uuid4().hex[:12]}"
         payload: Payload
         if i % 3 == 0:
-            payload = AccessLogged(
-                service="booking",
-                actor="portal:bench",
-                method="POST",
-                route="/v1/offices/{office_id}/bookings",
-                status=202,
-                latency_ms=3.2,
-                request_id=uuid.uuid4().hex,
-                at=clock.now(),
-            )
+            payload = records.access_logged(at=clock.now(), actor="portal:bench")
         elif i % 3 == 1:
             payload = NotificationSent(
                 booking_id=booking_id,

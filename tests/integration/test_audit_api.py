@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from examples import records
 from services.audit.auth import credential
-from shared.events import AccessLogged, Appointment, BookingCompleted, BookingConfirmed, Recipient
+from shared.events import Appointment, BookingCompleted, BookingConfirmed, Recipient
 from tests.integration.test_audit_ingest import device, requested
 from tests.support import eventually
 from tests.support.audit import APPROVER_KEY, AUDITOR_KEY, OFFICE, T0, Audit, auth, running_audit
@@ -79,10 +80,7 @@ async def test_audit_search_by_time_office_type_actor_and_device_pseudonym(audit
     audit.clock.advance(timedelta(hours=1))
     await audit.append(device("f-2", device_id="DEV-FILTER"))
     route = "/v1/bookings/{booking_id}"
-    access = AccessLogged(
-        service="booking", actor="portal:kg", method="GET", route=route, status=200, latency_ms=1.0,
-        request_id="r", at=T0,
-    )  # fmt: skip
+    access = records.access_logged(at=T0, request_id="r", method="GET", route=route, status=200)
     await audit.append(access, office="-")
 
     async def ids(**params: Any) -> list[str]:

@@ -14,13 +14,13 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
+from examples import records
 from services.audit.ingest import Appender
 from services.audit.records import internal
 from services.audit.store import AuditStore
 from services.audit.verify import check_chains
 from shared import topology
 from shared.events import (
-    AccessLogged,
     BookingAttended,
     BookingCompleted,
     BookingRequested,
@@ -64,16 +64,7 @@ async def test_r10_events_access_logs_device_logs_and_usage_windows_are_recorded
         await audit.publish(requested("b-1")),
         await audit.publish(device("b-1")),
         await audit.publish(
-            AccessLogged(
-                service="booking",
-                actor="portal:kg",
-                method="POST",
-                route="/v1/offices/{office_id}/bookings",
-                status=202,
-                latency_ms=3.2,
-                request_id="r1",
-                at=T0,
-            ),
+            records.access_logged(at=T0, request_id="r1"),
             office="-",
         ),
         await audit.publish(BookingAttended(booking_id="b-1", how="joined", at=start)),

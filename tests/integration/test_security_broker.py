@@ -20,9 +20,10 @@ import httpx
 import pytest
 
 from deploy import rabbitmq_users
+from examples import records
 from ops import broker_cli
 from shared import topology
-from shared.events import AccessLogged, Envelope, MessageError
+from shared.events import Envelope, MessageError
 from shared.messaging import TransientError
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -89,16 +90,8 @@ def _key(q: topology.ServiceQueues) -> str:
 
 
 def _probe(runtime: Runtime, request_id: str) -> Envelope[Any]:
-    now = runtime.clock.now()
-    payload = AccessLogged(
-        service="probe",
-        actor="t",
-        method="GET",
-        route="/",
-        status=200,
-        latency_ms=1.0,
-        request_id=request_id,
-        at=now,
+    payload = records.access_logged(
+        at=runtime.clock.now(), request_id=request_id, service="probe", method="GET", route="/", status=200
     )
     return runtime.event(payload, "office-x")
 

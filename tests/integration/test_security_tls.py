@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from examples import records
 from services.notifier.config import Settings as NotifierSettings
 from services.notifier.smtp import Mailer, SmtpFailure
 from shared import topology
@@ -138,15 +139,8 @@ def _host_port(url: str, default: int) -> str:
 
 
 def _event(runtime: Runtime, request_id: str) -> Envelope[Any]:
-    payload = AccessLogged(
-        service="tls",
-        actor="t",
-        method="GET",
-        route="/",
-        status=200,
-        latency_ms=1.0,
-        request_id=request_id,
-        at=runtime.clock.now(),
+    payload = records.access_logged(
+        at=runtime.clock.now(), request_id=request_id, service="tls", method="GET", route="/", status=200
     )
     return runtime.event(payload, "office-x")
 

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.exceptions import InvalidTag
 
+from examples.records import access_logged
 from services.audit import records
 from services.audit.chain import canonical
 from services.audit.config import Settings
 from services.audit.crypto import Keys, Pseudonymiser, Sealer, decode_aes_key
 from shared.clock import FixedClock
 from shared.events import (
-    AccessLogged,
     Appointment,
     BookingCompleted,
     BookingConfirmed,
@@ -106,16 +106,7 @@ def test_r10_completed_consultation_records_its_usage_window_in_jst_cells() -> N
 
 
 def test_r10_access_log_names_the_actor() -> None:
-    access = AccessLogged(
-        service="booking",
-        actor="portal:kg",
-        method="POST",
-        route="/v1/offices/{office_id}/bookings",
-        status=202,
-        latency_ms=-0.0,
-        request_id="r-1",
-        at=NOW,
-    )
+    access = access_logged(at=NOW, request_id="r-1", latency_ms=-0.0)
     e = entry(access, office="-")
     assert e.record["kind"] == "access" and e.record["actor"] == "portal:kg"
     assert e.record["stream"] == records.SYSTEM_STREAM
