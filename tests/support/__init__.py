@@ -49,7 +49,7 @@ SMTP_URL = os.environ.get("SMTP_URL", "smtp://127.0.0.1:1025")
 #: Microsoft Graph's and the identity platform's documented requests; Microsoft is not reachable here
 GRAPH_URL = os.environ.get("GRAPH_CONTRACT_URL", "https://127.0.0.1:8443")
 GRAPH_CA = os.environ.get(
-    "GRAPH_CA_BUNDLE", str(Path(__file__).resolve().parents[1] / ".local" / "graph" / "ca.pem")
+    "GRAPH_CA_BUNDLE", str(Path(__file__).resolve().parents[2] / ".local" / "graph" / "ca.pem")
 )
 #: what the services under test read (in-process settings and spawned processes alike)
 GRAPH_ENV = {

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / ".local" / "logs"
 SHARED_LOGS = ("ferretdb-local.log",)
 ERROR_LINE = re.compile(r'\b(ERROR|CRITICAL|SQLITE_BUSY|database is locked|panic)\b|HTTP/1\.1" 5\d\d ')
