@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry, Gauge, make_asgi_app
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared import limits
@@ -22,6 +22,12 @@ from shared.access_log import AccessLog
 from shared.asyncapi import asyncapi
 from shared.httperrors import LastResort
 from shared.settings import ServiceSettings
+
+#: The probes' paths (deploy/cluster's compose file and Kubernetes manifests probe these) and the
+#: metrics endpoint's.
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 
 
 class Served(Protocol):
@@ -46,9 +52,18 @@ def service_app(runtime: Served, *, title: str, version: str = "1.0.0", **kwargs
 
     app = FastAPI(title=title, version=version, lifespan=lifespan, **kwargs)
     app.state.runtime = runtime
-    app.mount("/metrics", make_asgi_app(runtime.metrics))
+    app.mount(METRICS_PATH, make_asgi_app(runtime.metrics))
+    # What the last readiness check found, per check (broker, database, started) and overall ("ready"):
+    # the probes (compose healthcheck, Kubernetes readinessProbe) ask every few seconds, so an alert
+    # on it (deploy/observability/alerts.yml) sees a replica that stays unready.
+    ready = Gauge(
+        "consult_ready",
+        "1 if the last /readyz found this check passing (check=ready: all of them), else 0",
+        ["service", "check"],
+        registry=runtime.metrics,
+    )
 
-    @app.get("/healthz", tags=["ops"], summary="The process is up")
+    @app.get(HEALTH_PATH, tags=["ops"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.name}
 
@@ -56,10 +71,12 @@ def service_app(runtime: Served, *, title: str, version: str = "1.0.0", **kwargs
     async def asyncapi_document() -> dict[str, Any]:
         return asyncapi((runtime.name,))
 
-    @app.get("/readyz", tags=["ops"], summary="Broker and database reachable")
+    @app.get(READY_PATH, tags=["ops"], summary="Broker and database reachable")
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ok = all(checks.values())
+        for check, passed in (*checks.items(), ("ready", ok)):
+            ready.labels(runtime.name, check).set(1.0 if passed else 0.0)
         return JSONResponse({"ready": ok, **checks}, status_code=200 if ok else 503)
 
     runtime.access.install(app)

@@ -43,3 +43,24 @@ async def test_metrics_endpoint_counts_deliveries_and_broker_traffic(
     assert "faststream_received_messages_total" in text
     assert "faststream_published_messages_total" in text
     assert "consult_outbox_backlog" in text
+
+
+async def test_readiness_is_a_metric_as_the_last_readyz_found_it(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    """`consult_ready` (deploy/observability/alerts.yml, ServiceNotReady) follows /readyz: nothing before
+    the first probe, then each check and the whole as the probe found them."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    app = runtime.http_app(title="metered")
+    async with serve(app) as client:
+        assert "consult_ready{" not in (await client.get("/metrics/")).text
+        assert (await client.get("/readyz")).status_code == 200
+        text = (await client.get("/metrics/")).text
+        runtime.started = False  # as during shutdown: /readyz answers 503
+        assert (await client.get("/readyz")).status_code == 503
+        after = (await client.get("/metrics/")).text
+    for check in ("broker", "database", "started", "ready"):
+        assert f'consult_ready{{check="{check}",service="metered"}} 1.0' in text
+    assert 'consult_ready{check="started",service="metered"} 0.0' in after
+    assert 'consult_ready{check="ready",service="metered"} 0.0' in after
+    assert 'consult_ready{check="broker",service="metered"} 1.0' in after
