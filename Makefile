@@ -83,6 +83,20 @@ docs: venv ## write the AsyncAPI and OpenAPI documents to docs/
 bench: infra-up ## benchmarks with raw aio-pika and PyMongo baselines measured in the same run
 	@$(PY) -m bench
 
+# promtool from the Go module proxy (github.com/prometheus/prometheus v0.316.0 is Prometheus 3.16.0),
+# built once into a cache outside the repository; tests/unit/test_observability.py runs
+# `promtool check rules` and `check config` with it when it is there (deploy/README.md: build time).
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := $(HOME)/.cache/consult-promtool/bin/promtool
+
+$(PROMTOOL):
+	@GOBIN=$(dir $(PROMTOOL)) GOFLAGS="-mod=mod -buildvcs=false" go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+promtool: $(PROMTOOL) ## build promtool (Go module proxy) into ~/.cache/consult-promtool, once
+
+check-deploy: venv ## deploy/cluster and deploy/observability against the code (promtool and haproxy -c where present)
+	@$(PYTEST) tests/unit/test_cluster_manifests.py tests/unit/test_observability.py -rs
+
 lint: venv ## ruff and mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
@@ -92,4 +106,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium
+.PHONY: help docs bench venv promtool check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium
