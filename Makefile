@@ -94,6 +94,19 @@ $(PROMTOOL):
 
 promtool: $(PROMTOOL) ## build promtool (Go module proxy) into ~/.cache/consult-promtool, once
 
+# Debian's haproxy, unpacked (apt-get download, dpkg -x: never installed, never started), for the
+# `haproxy -c` check of deploy/cluster/haproxy/haproxy.cfg in tests/unit/test_cluster_manifests.py.
+HAPROXY_DIR := $(HOME)/.cache/consult-haproxy
+
+$(HAPROXY_DIR)/haproxy:
+	@mkdir -p $(HAPROXY_DIR)
+	@cd $(HAPROXY_DIR) && apt-get download haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 \
+		&& for deb in *.deb; do dpkg -x $$deb root; done
+	@printf '#!/bin/sh\nD=%s/root\nLD_LIBRARY_PATH=$$D/usr/lib/x86_64-linux-gnu exec $$D/usr/sbin/haproxy "$$@"\n' \
+		"$(HAPROXY_DIR)" > $@ && chmod +x $@
+
+haproxy-binary: $(HAPROXY_DIR)/haproxy ## Debian's haproxy unpacked into ~/.cache/consult-haproxy for `haproxy -c`
+
 check-deploy: venv ## deploy/cluster and deploy/observability against the code (promtool and haproxy -c where present)
 	@$(PYTEST) tests/unit/test_cluster_manifests.py tests/unit/test_observability.py -rs
 
@@ -106,4 +119,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv promtool check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium
+.PHONY: help docs bench venv promtool haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium
