@@ -381,17 +381,30 @@ def promtool() -> str | None:
     return found
 
 
-def test_promtool_accepts_the_rules_and_the_config(tmp_path: Path) -> None:
+def test_promtool_accepts_the_rules_and_the_config_and_the_rules_fire(tmp_path: Path) -> None:
+    """promtool's syntax checks, and its unit tests of the rules (alerts.test.yml): a parked message,
+    a stalled inbox, two lease holders and an unready replica raise their alerts. Broken copies: an
+    unclosed parenthesis fails the syntax check, a threshold moved fails the unit tests."""
     binary = promtool()
     if binary is None:
         pytest.skip("promtool is not built here: `make promtool` (Go module proxy) builds it")
+
+    def run(*args: str, cwd: Path = OBS) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, check=False)
+
     for args in (
-        ["check", "rules", str(OBS / "alerts.yml")],
-        ["check", "config", str(OBS / "prometheus.yml")],
+        ("check", "rules", "alerts.yml"),
+        ("check", "config", "prometheus.yml"),
+        ("test", "rules", "alerts.test.yml"),
     ):
-        done = subprocess.run([binary, *args], capture_output=True, text=True, check=False)
+        done = run(*args)
         assert done.returncode == 0, done.stdout + done.stderr
-    bad = tmp_path / "alerts.yml"
-    bad.write_text((OBS / "alerts.yml").read_text().replace("sum by (queue) (", "sum by (queue) ((", 1))
-    broken = subprocess.run([binary, "check", "rules", str(bad)], capture_output=True, text=True, check=False)
-    assert broken.returncode != 0, "promtool took an expression with an unclosed parenthesis"
+    rules = (OBS / "alerts.yml").read_text()
+    (tmp_path / "alerts.test.yml").write_text((OBS / "alerts.test.yml").read_text())
+    (tmp_path / "alerts.yml").write_text(rules.replace("sum by (queue) (", "sum by (queue) ((", 1))
+    assert run("check", "rules", "alerts.yml", cwd=tmp_path).returncode != 0, "an unclosed parenthesis passed"
+    (tmp_path / "alerts.yml").write_text(
+        rules.replace('{queue=~".+\\\\.parking"}) > 0', '{queue=~".+\\\\.parking"}) > 1')
+    )
+    assert rules != (tmp_path / "alerts.yml").read_text()
+    assert run("test", "rules", "alerts.test.yml", cwd=tmp_path).returncode != 0, "a moved threshold passed"
