@@ -70,6 +70,11 @@ Problems = list[str]
 # --------------------------------------------------------------------------- what is exported
 
 
+def settings_cls(app: str) -> type[ServiceSettings]:
+    cls: type[ServiceSettings] = importlib.import_module(f"services.{app}.config").Settings
+    return cls
+
+
 def families(collector: Collector) -> Iterator[tuple[str, str, tuple[str, ...]]]:
     """(name, type, label names) of what a collector exports, without needing any sample."""
     labelnames = getattr(collector, "_labelnames", None)
@@ -85,8 +90,7 @@ def exported() -> dict[str, frozenset[str]]:
     """Exposition name -> label names, over every service."""
     out: dict[str, set[str]] = {}
     for app in APPS:
-        settings_cls: type[ServiceSettings] = importlib.import_module(f"services.{app}.config").Settings
-        settings = settings_cls(environment="test", mongodb_url="mongodb://127.0.0.1:9/")
+        settings = settings_cls(app)(environment="test", mongodb_url="mongodb://127.0.0.1:9/")
         registry = importlib.import_module(f"services.{app}.app").create_app(settings).state.runtime.metrics
         for collector in list(registry._collector_to_names):
             for name, kind, labels in families(collector):
@@ -328,8 +332,7 @@ def check_scrape_config(given: tuple[dict[str, Any], dict[str, Any], list[dict[s
     up = next(r["expr"] for g in rules["groups"] for r in g["rules"] if r["alert"] == "ServiceDown")
     pattern = re.search(r'up\{job=~"([^"]+)"\}', up)
     for app in APPS:
-        port = importlib.import_module(f"services.{app}.config").Settings.model_fields["http_port"].default
-        job = jobs.get(f"consult-{app}")
+        job, port = jobs.get(f"consult-{app}"), settings_cls(app).model_fields["http_port"].default
         if job is None or not (pattern and re.fullmatch(pattern[1], job["job_name"])):
             problems.append(f"{app}: not scraped under a job ServiceDown watches")
             continue
@@ -337,7 +340,7 @@ def check_scrape_config(given: tuple[dict[str, Any], dict[str, Any], list[dict[s
             problems.append(f"{app}: scraped elsewhere than {METRICS_PATH}/ on {port}")
     for d in deployments:
         app, notes = d["metadata"]["name"], d["spec"]["template"]["metadata"].get("annotations", {})
-        port = importlib.import_module(f"services.{app}.config").Settings.model_fields["http_port"].default
+        port = settings_cls(app).model_fields["http_port"].default
         if notes.get("prometheus.io/path") != f"{METRICS_PATH}/" or notes.get("prometheus.io/port") != str(
             port
         ):

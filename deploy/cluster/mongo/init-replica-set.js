@@ -12,7 +12,9 @@ function hello() {
 }
 
 if (!hello().setName) {
-  const config = { _id: SET, members: MEMBERS.map((host, i) => ({ _id: i, host: host })) };
+  // mongo-1 is preferred as primary, so the first user can be made here through the localhost exception
+  const members = MEMBERS.map((host, i) => ({ _id: i, host: host, priority: i === 0 ? 2 : 1 }));
+  const config = { _id: SET, members: members };
   printjson(rs.initiate(config));
 } else {
   print(`replica set ${hello().setName} already initiated`);
