@@ -57,7 +57,7 @@ logs: ## follow the services' logs
 demo: up console-assets ## narrated scenario through the whole system
 	@$(DEV_ENV) $(PY) -m demo
 
-test: infra-up console-assets chromium ## all tests: unit, integration, e2e, browser, chaos (brings up what they need)
+test: infra-up console-assets chromium haproxy-binary promtool ## all tests: unit, integration, e2e, browser, chaos (brings up what they need)
 	@$(PY) deploy/local.py build --only mongo,smtp
 	@$(PYTEST) tests
 
@@ -83,31 +83,28 @@ docs: venv ## write the AsyncAPI and OpenAPI documents to docs/
 bench: infra-up ## benchmarks with raw aio-pika and PyMongo baselines measured in the same run
 	@$(PY) -m bench
 
-# promtool from the Go module proxy (github.com/prometheus/prometheus v0.316.0 is Prometheus 3.16.0),
-# built once into a cache outside the repository; tests/unit/test_observability.py runs
-# `promtool check rules` and `check config` with it when it is there (deploy/README.md: build time).
-PROMTOOL_VERSION := v0.316.0
-PROMTOOL := $(HOME)/.cache/consult-promtool/bin/promtool
+# The deploy checks' binaries (tests/unit/test_cluster_manifests.py runs `haproxy -c`,
+# tests/unit/test_observability.py promtool's checks): Debian's packages unpacked into ~/.cache
+# (apt-get download, dpkg-deb -x: never installed, never started), once; `make test` and
+# `make check-deploy` run both, so that in CI (CI=true) those tests run instead of skipping.
+haproxy-binary: venv ## Debian's haproxy and its libraries unpacked into ~/.cache/consult-haproxy, once
+	@$(PY) deploy/local.py haproxy
 
-$(PROMTOOL):
-	@GOBIN=$(dir $(PROMTOOL)) GOFLAGS="-mod=mod -buildvcs=false" go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+promtool: venv ## promtool out of Debian's prometheus (2.42) into ~/.cache/consult-promtool, once
+	@$(PY) deploy/local.py promtool
 
-promtool: $(PROMTOOL) ## build promtool (Go module proxy) into ~/.cache/consult-promtool, once
+# Optional: promtool of a current Prometheus (github.com/prometheus/prometheus v0.316.0 is 3.16.0)
+# built from the Go module proxy, which tests/unit/test_observability.py runs as well where it is
+# built, so that the files are checked against both; slow (936 s with a cold Go cache).
+PROMTOOL_GO := $(HOME)/.cache/consult-promtool-go/bin/promtool
 
-# Debian's haproxy, unpacked (apt-get download, dpkg -x: never installed, never started), for the
-# `haproxy -c` check of deploy/cluster/haproxy/haproxy.cfg in tests/unit/test_cluster_manifests.py.
-HAPROXY_DIR := $(HOME)/.cache/consult-haproxy
+$(PROMTOOL_GO):
+	@GOBIN=$(dir $(PROMTOOL_GO)) GOFLAGS="-mod=mod -buildvcs=false" \
+		go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
 
-$(HAPROXY_DIR)/haproxy:
-	@mkdir -p $(HAPROXY_DIR)
-	@cd $(HAPROXY_DIR) && apt-get download haproxy liblua5.3-0 libopentracing-c-wrapper0 libopentracing1 \
-		&& for deb in *.deb; do dpkg -x $$deb root; done
-	@printf '#!/bin/sh\nD=%s/root\nLD_LIBRARY_PATH=$$D/usr/lib/x86_64-linux-gnu exec $$D/usr/sbin/haproxy "$$@"\n' \
-		"$(HAPROXY_DIR)" > $@ && chmod +x $@
+promtool-go: $(PROMTOOL_GO) ## build a current Prometheus's promtool (Go module proxy; slow), once
 
-haproxy-binary: $(HAPROXY_DIR)/haproxy ## Debian's haproxy unpacked into ~/.cache/consult-haproxy for `haproxy -c`
-
-check-deploy: venv ## deploy/cluster and deploy/observability against the code (promtool and haproxy -c where present)
+check-deploy: venv haproxy-binary promtool ## deploy/cluster and deploy/observability against the code, haproxy -c, promtool
 	@$(PYTEST) tests/unit/test_cluster_manifests.py tests/unit/test_observability.py -rs
 
 lint: venv ## ruff and mypy
@@ -119,4 +116,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv promtool haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium
+.PHONY: help docs bench venv promtool promtool-go haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium

@@ -2,6 +2,7 @@
 
     .venv/bin/python deploy/local.py up|down|status [--only rabbitmq,mongo,smtp,graph]
     .venv/bin/python deploy/local.py chromium   # Debian's chromium and a Japanese font, once
+    .venv/bin/python deploy/local.py haproxy|promtool  # a Debian binary unpacked into ~/.cache, once
 
 `up` reuses whatever already answers the protocol on a port and never fakes a server.
 AMQP_URL, MONGODB_URL or SMTP_URL in the environment replace the local server: only
@@ -17,6 +18,7 @@ import fcntl
 import glob
 import hashlib
 import os
+import shlex
 import shutil
 import signal
 import smtplib
@@ -24,6 +26,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -281,11 +284,19 @@ def apt_install(name: str, packages: list[str]) -> None:
             f"apt-get update && apt-get install -y {' '.join(packages)}"
         )
     say(name, f"installing {' '.join(packages)} with apt-get ...")
-    env, t0 = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, time.monotonic()
-    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another install under way: wait for it, do not fail
-    subprocess.run(["apt-get", *wait, "update"], check=True, env=env)
-    subprocess.run(["apt-get", *wait, "install", "-y", *packages], check=True, env=env)
+    t0 = time.monotonic()
+    apt_get("update")
+    apt_get("install", "-y", *packages)
     say(name, f"installed {' '.join(packages)} in {time.monotonic() - t0:.1f}s")
+
+
+def apt_get(*args: str, cwd: Path | None = None, capture: bool = False) -> str:
+    """Run apt-get non-interactively and return its output (captured only when asked)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another install under way: wait for it, do not fail
+    cmd = ["apt-get", *wait, *args]
+    done = subprocess.run(cmd, check=True, env=env, cwd=cwd, capture_output=capture, text=True)
+    return done.stdout or ""
 
 
 def start_rabbitmq(s: Server, timeout: float) -> None:
@@ -328,6 +339,93 @@ def ensure_browser() -> None:
         apt_install("chromium", missing)
     else:
         say("chromium", f"{BROWSER_PACKAGES['chromium']} and a Japanese font are installed")
+
+
+# --- Debian binaries unpacked for the deploy checks (never installed, never started) ---
+
+
+@dataclass(frozen=True)
+class Unpacked:
+    """A binary taken out of a Debian package (`apt-get download`, `dpkg-deb -x`) into
+    ~/.cache/consult-<name>/, outside the repository so that every clone on the machine shares it."""
+
+    name: str  # the command: `deploy/local.py <name>`, the executable ~/.cache/consult-<name>/<name>
+    package: str
+    binary: str  # its path inside the package
+    version: tuple[str, ...]  # the arguments that print its version (the unpacked binary runs)
+    libraries: bool = False  # also unpack what apt would install with it, behind an LD_LIBRARY_PATH wrapper
+
+    @property
+    def dir(self) -> Path:
+        return Path.home() / ".cache" / f"consult-{self.name}"
+
+    @property
+    def executable(self) -> Path:
+        return self.dir / self.name
+
+
+#: `haproxy -c` of deploy/cluster/haproxy/haproxy.cfg (tests/unit/test_cluster_manifests.py) needs
+#: haproxy and the libraries Debian's package links (liblua5.3-0, libopentracing…); promtool's
+#: checks of deploy/observability (tests/unit/test_observability.py) only promtool, which links
+#: libc alone, out of Debian's `prometheus` (the server and its web assets are left out).
+UNPACKED = {
+    "haproxy": Unpacked("haproxy", "haproxy", "usr/sbin/haproxy", ("-v",), libraries=True),
+    "promtool": Unpacked("promtool", "prometheus", "usr/bin/promtool", ("--version",)),
+}
+
+
+def unpacked(name: str) -> Path | None:
+    """The tool on the PATH, else the one `deploy/local.py <name>` unpacked, else None."""
+    if found := tool(name):
+        return Path(found)
+    return UNPACKED[name].executable if UNPACKED[name].executable.is_file() else None
+
+
+def apt_knows(package: str) -> bool:
+    return subprocess.run(["apt-cache", "show", package], capture_output=True, check=False).returncode == 0
+
+
+def ensure_unpacked(t: Unpacked) -> Path:
+    """Unpack t's binary once; nothing but a file check when it (or an installed one) is there."""
+    if found := unpacked(t.name):
+        say(t.name, f"{found} is there")
+        return found
+    t0 = time.monotonic()
+    if not apt_knows(t.package):  # a fresh machine: no package lists yet
+        if os.geteuid() != 0:
+            sys.exit(f"{t.name}: apt does not know {t.package}; as root run: apt-get update")
+        apt_get("update")
+    packages = [t.package]
+    if t.libraries:  # what installing it would add here: its libraries that this machine lacks
+        plan = apt_get("install", "--simulate", "--no-install-recommends", t.package, capture=True)
+        packages = [line.split()[1] for line in plan.splitlines() if line.startswith("Inst ")]
+    say(t.name, f"unpacking {' '.join(packages)} (apt-get download, dpkg-deb -x) into {t.dir} ...")
+    t.dir.mkdir(parents=True, exist_ok=True)
+    # the download folder is under root's home, where apt's unprivileged _apt user cannot write
+    sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+    with tempfile.TemporaryDirectory(dir=t.dir) as tmp:
+        apt_get(*sandbox, "download", *packages, cwd=Path(tmp))
+        tree = Path(tmp) / "root"
+        for deb in sorted(Path(tmp).glob("*.deb")):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+        staged = Path(tmp) / t.name
+        if t.libraries:
+            shutil.rmtree(t.dir / "root", ignore_errors=True)  # an earlier run cut short
+            tree.rename(t.dir / "root")
+            libs = sorted({str(so.parent) for so in (t.dir / "root").rglob("*.so*")})
+            real = shlex.quote(str(t.dir / "root" / t.binary))
+            staged.write_text(f'#!/bin/sh\nLD_LIBRARY_PATH={shlex.quote(":".join(libs))} exec {real} "$@"\n')
+        else:
+            (tree / t.binary).rename(staged)
+        staged.chmod(0o755)
+        staged.rename(t.executable)  # last: the executable is there only when all of it is
+    version = subprocess.run([str(t.executable), *t.version], capture_output=True, text=True, check=False)
+    if version.returncode:
+        t.executable.unlink()
+        sys.exit(f"{t.name}: the unpacked binary does not run: {version.stderr.strip()}")
+    first = (version.stdout or version.stderr).splitlines()[0]
+    say(t.name, f"{first} in {t.executable}, {time.monotonic() - t0:.1f}s")
+    return t.executable
 
 
 def port_open(port: int) -> bool:
@@ -467,7 +565,7 @@ def docker(cmd: str, names: list[str], timeout: float) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "status", "build", "chromium"])
+    ap.add_argument("command", choices=["up", "down", "status", "build", "chromium", *UNPACKED])
     ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp,graph")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     a = ap.parse_args()
@@ -476,6 +574,9 @@ def main() -> None:
         ap.error(f"unknown server(s) {bad}; choose from {list(SERVERS)}")
     if a.command == "chromium":  # the browser tests' Debian packages (apt's own lock orders installs)
         return ensure_browser()
+    if a.command in UNPACKED:  # a binary for the deploy checks, out of its Debian package
+        ensure_unpacked(UNPACKED[a.command])
+        return
     if a.command == "build":  # binaries only (the chaos drills run private servers from them)
         for n in names:
             if SERVERS[n].binary:

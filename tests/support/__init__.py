@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from pymongo import monitoring
@@ -288,6 +289,20 @@ class GraphContract:
 
 def unique(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def in_ci() -> bool:
+    """CI=true, as .ci/run (and most CI systems) set it."""
+    return os.environ.get("CI", "").lower() in {"true", "1"}
+
+
+def missing_tool(what: str, target: str) -> NoReturn:
+    """A tool a test needs is not here: a developer's plain pytest run skips the test; in CI, where
+    `make test` provides the tool, it fails, so that a check that never ran cannot pass as one."""
+    why = f"{what} is not here: `make {target}` provides it (`make test` runs it first)"
+    if in_ci():
+        pytest.fail(f"{why}; CI=true, so this fails instead of skipping")
+    pytest.skip(why)
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import importlib
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,12 +25,13 @@ import pytest
 import yaml
 from pymongo import ReadPreference
 
-from deploy import mongo_users, rabbitmq_users
+from deploy import local, mongo_users, rabbitmq_users
 from services.scheduler.config import Settings as SchedulerSettings
 from shared import topology
 from shared.http import HEALTH_PATH, READY_PATH
 from shared.mongo import connect
 from shared.settings import ServiceSettings
+from tests.support import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "deploy" / "cluster"
@@ -473,18 +473,13 @@ def test_haproxy_balances_the_three_nodes_and_bookings_ready_replicas(compose: D
     assert "audit does not reach the broker through the load balancer" in found
 
 
-def haproxy_binary() -> str | None:
-    found = shutil.which("haproxy")
-    cached = Path.home() / ".cache" / "consult-haproxy" / "haproxy"  # deploy/README.md: unpacked .deb
-    return found or (str(cached) if cached.is_file() else None)
-
-
 def test_haproxy_accepts_its_configuration() -> None:
-    """`haproxy -c` where a haproxy binary is at hand (the servers' names do not resolve here, which
-    it reports as warnings: they are found through Docker's DNS at run time)."""
-    binary = haproxy_binary()
+    """`haproxy -c` with the haproxy on the PATH or Debian's that `make haproxy-binary` unpacked (the
+    servers' names do not resolve here, which it reports as warnings: they are found through Docker's
+    DNS at run time). Skipped without one, except in CI, where it fails."""
+    binary = local.unpacked("haproxy")
     if binary is None:
-        pytest.skip("no haproxy binary here (deploy/README.md says how to unpack Debian's)")
+        missing_tool("haproxy", "haproxy-binary")
     cfg = CLUSTER / "haproxy" / "haproxy.cfg"
     ok = subprocess.run([binary, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr

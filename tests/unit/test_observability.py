@@ -6,8 +6,10 @@ registered is asked for its families (shared/metrics.py, shared/mongo.py, shared
 scheduler's and the notifier's own, FastStream's middleware). Exposition names follow the types:
 a counter is `<name>_total`, a histogram `<name>_bucket`, `_sum` and `_count`. Names no service
 registers must be listed in external-metrics.yml; RabbitMQ's are checked against the
-rabbitmq_prometheus plugin installed on this machine, when there is one. `promtool check rules` runs
-where promtool is built (`make promtool`). Each check also runs on a broken copy that it must catch.
+rabbitmq_prometheus plugin installed on this machine. promtool checks the rules and the config and
+runs alerts.test.yml: Debian's 2.42 (`make promtool`) and, where built, a current one (`make
+promtool-go`). Each check also runs on a broken copy that it must catch. Without the plugin or a
+promtool the test skips, except in CI (CI=true), where it fails: `make test` provides both.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import importlib
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -30,8 +31,10 @@ import pytest
 import yaml
 from prometheus_client.registry import Collector
 
+from deploy import local
 from shared.http import METRICS_PATH
 from shared.settings import ServiceSettings
+from tests.support import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "deploy" / "observability"
@@ -265,7 +268,7 @@ def check_rabbitmq_names(given: tuple[set[str], set[str]]) -> Problems:
 def test_the_rabbitmq_metrics_are_the_plugins() -> None:
     plugin = rabbitmq_plugin_names()
     if plugin is None:
-        pytest.skip("no rabbitmq_prometheus plugin installed here (Debian's rabbitmq-server has it)")
+        missing_tool("the rabbitmq_prometheus plugin (Debian's rabbitmq-server has it)", "infra-up")
     listed = set(yaml.safe_load((OBS / "external-metrics.yml").read_text())["rabbitmq"])
     assert_check(
         check_rabbitmq_names,
@@ -373,25 +376,32 @@ def test_prometheus_scrapes_every_service_where_it_serves_its_metrics(rules: dic
     )
 
 
-# --------------------------------------------------------------------------- promtool, where built
+# --------------------------------------------------------------------------- promtool
+
+#: `make promtool-go`: a current Prometheus's promtool (Go module proxy, slow), run too where built
+PROMTOOL_GO = Path.home() / ".cache" / "consult-promtool-go" / "bin" / "promtool"
 
 
-def promtool() -> str | None:
-    cached = Path.home() / ".cache" / "consult-promtool" / "bin" / "promtool"  # `make promtool`
-    found = (
-        os.environ.get("PROMTOOL") or shutil.which("promtool") or (str(cached) if cached.is_file() else None)
-    )
-    return found
+def promtools() -> list[Path]:
+    """PROMTOOL if set, else the promtool on the PATH or Debian's 2.42 (`make promtool`); and a current
+    Prometheus's (`make promtool-go`) where it is built: the files must suit both."""
+    first = Path(os.environ["PROMTOOL"]) if os.environ.get("PROMTOOL") else local.unpacked("promtool")
+    return list(dict.fromkeys(p for p in (first, PROMTOOL_GO) if p is not None and p.is_file()))
 
 
 def test_promtool_accepts_the_rules_and_the_config_and_the_rules_fire(tmp_path: Path) -> None:
     """promtool's syntax checks, and its unit tests of the rules (alerts.test.yml): a parked message,
     a stalled inbox, two lease holders and an unready replica raise their alerts. Broken copies: an
-    unclosed parenthesis fails the syntax check, a threshold moved fails the unit tests."""
-    binary = promtool()
-    if binary is None:
-        pytest.skip("promtool is not built here: `make promtool` (Go module proxy) builds it")
+    unclosed parenthesis fails the syntax check, a threshold moved fails the unit tests. Skipped
+    without a promtool, except in CI, where it fails."""
+    binaries = promtools()
+    if not binaries:
+        missing_tool("promtool", "promtool")
+    for binary in binaries:
+        check_with_promtool(binary, tmp_path)
 
+
+def check_with_promtool(binary: Path, tmp_path: Path) -> None:
     def run(*args: str, cwd: Path = OBS) -> subprocess.CompletedProcess[str]:
         return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, check=False)
 
@@ -401,13 +411,17 @@ def test_promtool_accepts_the_rules_and_the_config_and_the_rules_fire(tmp_path: 
         ("test", "rules", "alerts.test.yml"),
     ):
         done = run(*args)
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.returncode == 0, f"{binary} {' '.join(args)}: {done.stdout}{done.stderr}"
     rules = (OBS / "alerts.yml").read_text()
     (tmp_path / "alerts.test.yml").write_text((OBS / "alerts.test.yml").read_text())
     (tmp_path / "alerts.yml").write_text(rules.replace("sum by (queue) (", "sum by (queue) ((", 1))
-    assert run("check", "rules", "alerts.yml", cwd=tmp_path).returncode != 0, "an unclosed parenthesis passed"
+    assert run("check", "rules", "alerts.yml", cwd=tmp_path).returncode != 0, (
+        f"{binary}: an unclosed parenthesis passed"
+    )
     (tmp_path / "alerts.yml").write_text(
         rules.replace('{queue=~".+\\\\.parking"}) > 0', '{queue=~".+\\\\.parking"}) > 1')
     )
     assert rules != (tmp_path / "alerts.yml").read_text()
-    assert run("test", "rules", "alerts.test.yml", cwd=tmp_path).returncode != 0, "a moved threshold passed"
+    assert run("test", "rules", "alerts.test.yml", cwd=tmp_path).returncode != 0, (
+        f"{binary}: a moved threshold passed"
+    )
