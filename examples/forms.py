@@ -117,3 +117,24 @@ def booking_command(
         "idempotency_key": idempotency_key,
         "body": body,
     }
+
+
+def windows_form(*windows: tuple[date, str, str], duration_minutes: int | None = None) -> dict[str, Any]:
+    """The person's new wished windows (R05, after a decline): each (day, 'HH:MM', 'HH:MM') in JST."""
+    spans = [{"start": at(day, a), "end": at(day, b)} for day, a, b in windows]
+    return {"windows": spans, "duration_minutes": duration_minutes}
+
+
+def windows_command(
+    portal_id: str, office_id: str, booking_id: str, body: dict[str, Any], *, sent_at: datetime
+) -> dict[str, Any]:
+    """New wished windows over AMQP: publish to consult.intake with routing key booking.change_windows."""
+    return {
+        "message_id": str(uuid.uuid4()),
+        "type": "booking.change_windows",
+        "office_id": office_id,
+        "sent_at": sent_at.isoformat(),
+        "portal_id": portal_id,
+        "booking_id": booking_id,
+        "body": body,
+    }

@@ -163,6 +163,7 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
     @api.post(
         "/bookings/{booking_id}/windows",
         tags=["bookings"],
+        summary="The person's new wished windows while the office coordinates again (R05)",
         openapi_extra=body_of("WindowsForm"),
         responses={
             200: {"model": views.PortalView | views.StaffView, "description": "the booking, requested again"},
