@@ -19,11 +19,12 @@ from shared import topology
 from shared.calendar import OfficeCalendar, jst_date
 from shared.clock import JST, SystemClock
 from shared.commands import booking_id_for
-from shared.policy import OfficePolicy
+from shared.policy import OfficePolicy, load_file
 from tests import support
 from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack, parked_body
 from tests.support import Mailpit, eventually
 from tests.support.booking import publish, tap
+from tests.support.scheduler import DEMO_OFFICES
 
 KG, HW, DEMO = "kushiro-gyosei", "kohoku-hellowork", "demo-town"
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
@@ -192,7 +193,7 @@ async def test_r05_a_declined_proposal_is_coordinated_again_with_the_persons_new
     open all day): the wished time is taken, the person declines the times offered instead, is told
     the office coordinates again and that new wished times may be sent through the portal, sends
     them, and is confirmed in them."""
-    demo, rnd = policy(DEMO), uuid.uuid4().int
+    demo, rnd = load_file(DEMO_OFFICES / f"{DEMO}.yaml"), uuid.uuid4().int
     day = jst_date(now()) + timedelta(days=20 + rnd % 100)
     start = datetime.combine(day, time(1 + rnd % 20, rnd % 60), JST)  # a time no other test takes
 
