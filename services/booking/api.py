@@ -180,9 +180,8 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         offered). Checked as at intake; the booking is requested again and coordinated with them
         as a new request, and the person is answered as for one."""
         form = rules.read_windows(await json_body(request))
-        staff = cred.kind == "staff"
-        b = await service.change_windows(booking_id, form, cred.subject if staff else cred.actor)
-        return views.staff_view(b) if staff else views.portal_view(b)
+        b = await service.change_windows(booking_id, form, cred.actor)  # staff: taken by phone
+        return views.staff_view(b) if cred.kind == "staff" else views.portal_view(b)
 
     @api.post(
         "/bookings/{booking_id}/cancellations",
