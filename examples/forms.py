@@ -108,12 +108,35 @@ def booking_command(
     portal_id: str, office_id: str, idempotency_key: str, body: dict[str, Any], *, sent_at: datetime
 ) -> dict[str, Any]:
     """A booking request over AMQP: publish to consult.intake with routing key booking.request."""
+    return portal_command(
+        "booking.request", portal_id, office_id, sent_at, idempotency_key=idempotency_key, body=body
+    )
+
+
+def portal_command(
+    kind: str, portal_id: str, office_id: str, sent_at: datetime, **fields: Any
+) -> dict[str, Any]:
+    """A portal's command to consult.intake (routing key = kind), with a fresh message id."""
     return {
         "message_id": str(uuid.uuid4()),
-        "type": "booking.request",
+        "type": kind,
         "office_id": office_id,
         "sent_at": sent_at.isoformat(),
         "portal_id": portal_id,
-        "idempotency_key": idempotency_key,
-        "body": body,
+        **fields,
     }
+
+
+def windows_form(*windows: tuple[date, str, str], duration_minutes: int | None = None) -> dict[str, Any]:
+    """The person's new wished windows (R05, after a decline): each (day, 'HH:MM', 'HH:MM') in JST."""
+    spans = [{"start": at(day, a), "end": at(day, b)} for day, a, b in windows]
+    return {"windows": spans, "duration_minutes": duration_minutes}
+
+
+def windows_command(
+    portal_id: str, office_id: str, booking_id: str, body: dict[str, Any], *, sent_at: datetime
+) -> dict[str, Any]:
+    """New wished windows over AMQP: publish to consult.intake with routing key booking.change_windows."""
+    return portal_command(
+        "booking.change_windows", portal_id, office_id, sent_at, booking_id=booking_id, body=body
+    )

@@ -11,6 +11,11 @@ is the same however often it is sent (see `booking_id_for`).
 The job-seeker system (HW) feeds the registry with `JobseekerRecord` messages (routing keys
 `jobseeker.registered` and `jobseeker.updated`, each carrying the whole current record). Portals may
 report the device a person uses with `ObserveDevice` (routing key `device.observed`, R10).
+
+When the office coordinates a booking again (R05, KG 第4条(2): the person declined the proposed
+times, or none could be offered), the person may give new wished windows: over HTTP
+(`POST /v1/bookings/{booking_id}/windows` with a `WindowsForm`) or over AMQP (`ChangeWindows`,
+routing key `booking.change_windows`). A command booking cannot take is parked with the reason.
 """
 
 from __future__ import annotations
@@ -197,6 +202,19 @@ class BookingForm(Form):
     device: DeviceInfo | None = Field(None, description="R10: device identification, optional")
 
 
+class WindowsForm(Form):
+    """The person's new wished windows for a booking the office coordinates again (R05, KG 第4条(2)
+    改めて日程調整): checked as at intake (open days, office hours, in the future, long enough;
+    R04 lead time; R01 length), then coordinated like a new request."""
+
+    windows: list[WishedWindow] = Field(
+        min_length=1, max_length=5, description="the new wished ranges, in order of preference"
+    )
+    duration_minutes: int | None = Field(
+        None, ge=1, description="length asked for (R01: at most the office's maximum); default: as booked"
+    )
+
+
 #: which rule a form field's problem belongs to, for the per-field errors of a 422
 FIELD_RULES = {
     "companions": "R15",
@@ -257,6 +275,23 @@ class RequestBooking(IntakeMessage):
         return f"portal:{self.portal_id}"
 
 
+class ChangeWindows(IntakeMessage):
+    """Routing key `booking.change_windows`: a portal sends the person's new wished windows for one of
+    its bookings that the office coordinates again (R05); `body` is a `WindowsForm`. Booking answers
+    by coordinating again (`booking.windows_changed`); a command it cannot take (invalid windows,
+    another portal's or an unknown booking, a booking not waiting for coordination) is parked with
+    the reason."""
+
+    CHECKED_LATER: ClassVar[frozenset[str]] = frozenset({"body"})  # as a WindowsForm, with its rules
+    type: Literal["booking.change_windows"]
+    portal_id: str = Field(min_length=1, max_length=64)
+    booking_id: str = Field(min_length=1, max_length=64)
+    body: dict[str, Any] = Field(description="the WindowsForm, exactly as over HTTP")
+
+    def producer(self) -> str:
+        return f"portal:{self.portal_id}"
+
+
 class JobseekerRecord(IntakeMessage):
     """Routing keys `jobseeker.registered` / `jobseeker.updated` (HW, R02/R03): the whole current record.
     A record older than the one held is ignored, so out-of-order delivery is harmless."""
@@ -290,7 +325,9 @@ class ObserveDevice(IntakeMessage):
 
 #: routing key on consult.intake -> message model
 INTAKE_TYPES: dict[str, type[IntakeMessage]] = {
-    key: model for model in (RequestBooking, JobseekerRecord, ObserveDevice) for key in model.routing_keys()
+    key: model
+    for model in (RequestBooking, ChangeWindows, JobseekerRecord, ObserveDevice)
+    for key in model.routing_keys()
 }
 
 #: namespace of booking ids derived from (portal, idempotency key)

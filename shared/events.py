@@ -266,6 +266,18 @@ class BookingRequested(Payload):
     interpreter: bool = Field(False, description="an interpreter or assistant attends (R15)")
 
 
+@event("booking.windows_changed")
+class BookingWindowsChanged(Payload):
+    """The person gave new wished windows for a booking the office coordinates again (R05, KG 第4条(2)
+    改めて日程調整): the scheduler coordinates it again with them, as a new request (confirms, proposes
+    other times, or leaves it to staff as the office's policy says). booking -> scheduler, audit.
+    No personal data."""
+
+    booking_id: str
+    windows: list[TimeWindow] = Field(description="the new wished windows, in order of preference")
+    duration_minutes: int = Field(description="length asked for; at most 30 (R01)")
+
+
 @event("booking.rejected")
 class BookingRejected(Payload):
     """A portal's request refused with its rule. booking -> portals, audit."""

@@ -100,12 +100,15 @@ BOOKING = ServiceQueues(
         contracts.NoShow,
         contracts.MeetingJoined,
     ),
-    intake=keys(commands.RequestBooking, commands.JobseekerRecord, commands.ObserveDevice),
+    intake=keys(
+        commands.RequestBooking, commands.ChangeWindows, commands.JobseekerRecord, commands.ObserveDevice
+    ),
 )
 SCHEDULER = ServiceQueues(
     "scheduler",
     events=keys(
         contracts.BookingRequested,
+        contracts.BookingWindowsChanged,
         contracts.BookingCancelled,
         contracts.BookingAttended,
         contracts.BookingCompleted,

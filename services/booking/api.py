@@ -1,5 +1,5 @@
 """HTTP for portals: intake (the same handler as AMQP), the office calendar, a booking's state and the
-person's own actions (accept or decline a proposed time, ask to cancel)."""
+person's own actions (accept or decline a proposed time, give new wished windows, ask to cancel)."""
 
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
@@ -8,25 +8,26 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, R
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from services.booking import views
+from services.booking import rules, views
 from services.booking.auth import for_office
-from services.booking.domain import Booking
+from services.booking.domain import Booking, InvalidFields
 from services.booking.guard import json_body
 from services.booking.intake import Intake, Submission, invalid
 from services.booking.service import BookingService
 from services.booking.store import Credential
-from shared import safejson
 from shared.authfirst import AuthFirstRoute
-from shared.commands import FIELD_RULES, BookingForm, FieldError
+from shared.commands import BookingForm, FieldError, WindowsForm
 from shared.policy import Channel, TermsVersion
 from shared.text import CleanText, is_clean
 
-FORM_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BookingForm"}}},
-    }
-}
+
+def body_of(form: str) -> dict[str, Any]:
+    """OpenAPI for a route that reads its JSON body itself (to answer 422 in the intake's format)."""
+    schema = {"$ref": f"#/components/schemas/{form}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+FORM_BODY = body_of("BookingForm")
 
 
 class CancelIn(CleanText):
@@ -112,10 +113,8 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
             return JSONResponse(invalid([error]).body, 422)
         try:
             body = await json_body(request)
-        except safejson.UnsafeJson as exc:  # not JSON, or too deep, lone surrogates, duplicate keys…
-            top = str(exc.path[0]) if exc.path else ""
-            error = FieldError(field=exc.field, message=exc.message, rule=FIELD_RULES.get(top, "R02"))
-            return JSONResponse(invalid([error]).body, 422)
+        except InvalidFields as exc:
+            return JSONResponse(invalid(exc.errors).body, 422)
         outcome = await intake.submit(Submission(cred.subject, office_id, idempotency_key, body))
         headers = {"Location": f"/v1/bookings/{outcome.body['booking_id']}"} if outcome.status == 202 else {}
         return JSONResponse(outcome.body, outcome.status, headers=headers)
@@ -160,6 +159,29 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
         coordinates again (R05): the booking waits for staff to propose or confirm."""
         policy = service.policy(booking.office_id)
         return views.portal_view(await service.change(booking_id, lambda b: b.decline(service.now, policy)))
+
+    @api.post(
+        "/bookings/{booking_id}/windows",
+        tags=["bookings"],
+        summary="The person's new wished windows while the office coordinates again (R05)",
+        openapi_extra=body_of("WindowsForm"),
+        responses={
+            200: {"model": views.PortalView | views.StaffView, "description": "the booking, requested again"},
+            409: {"description": "the booking is not waiting for coordination (illegal-transition)"},
+            422: {"description": "per-field errors with their rule ids (R01, R02, R04)"},
+        },
+        response_model=None,
+    )
+    async def change_windows(
+        booking_id: str, booking: Mine, cred: Caller, request: Request
+    ) -> dict[str, Any]:
+        """R05 (KG 第4条(2) 改めて日程調整): the person's new wished windows (`WindowsForm`) for a
+        booking the office coordinates again (declined the proposed times, or none could be
+        offered). Checked as at intake; the booking is requested again and coordinated with them
+        as a new request, and the person is answered as for one."""
+        form = rules.read_windows(await json_body(request))
+        b = await service.change_windows(booking_id, form, cred.actor)  # staff: taken by phone
+        return views.staff_view(b) if cred.kind == "staff" else views.portal_view(b)
 
     @api.post(
         "/bookings/{booking_id}/cancellations",
@@ -263,19 +285,20 @@ def terms_view(current: TermsVersion, announced: TermsVersion | None) -> dict[st
 
 
 def document_form(app: FastAPI) -> None:
-    """Put BookingForm into the OpenAPI components: the intake route reads the raw body itself
-    (to answer 422 in its own format and to hash it for idempotency)."""
+    """Put BookingForm and WindowsForm into the OpenAPI components: the intake and windows routes
+    read the raw body themselves (to answer 422 in the intake's format; intake hashes it too)."""
     original = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        form = BookingForm.model_json_schema(ref_template="#/components/schemas/{model}")
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, d in form.pop("$defs", {}).items():
-            components.setdefault(name, d)
-        components["BookingForm"] = form
+        for model in (BookingForm, WindowsForm):
+            form = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, d in form.pop("$defs", {}).items():
+                components.setdefault(name, d)
+            components[model.__name__] = form
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from services.booking import api, guard, handlers, staff_api
 from services.booking.auth import authenticator
 from services.booking.config import Settings
-from services.booking.domain import IllegalTransition, RuleViolation
-from services.booking.intake import Intake
+from services.booking.domain import IllegalTransition, InvalidFields, RuleViolation
+from services.booking.intake import Intake, invalid
 from services.booking.service import BookingService, NotFound
 from services.booking.store import Stores
 from shared import topology
@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
 
 def install_errors(app: FastAPI) -> None:
-    """Domain answers as HTTP: a rule's refusal and an illegal transition are 409, unknown ids 404."""
+    """Domain answers as HTTP: a rule's refusal and an illegal transition are 409, unknown ids 404,
+    fields that fail their rules 422 (each field with its rule id, as the intake answers)."""
 
     async def rule(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RuleViolation)
@@ -112,6 +113,10 @@ def install_errors(app: FastAPI) -> None:
             {"error": "illegal-transition", "status": exc.status.value, "message": str(exc)}, 409
         )
 
+    async def fields(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, InvalidFields)
+        return JSONResponse(invalid(exc.errors).body, 422)
+
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"error": "not-found", "message": str(exc)}, 404)
 
@@ -120,5 +125,6 @@ def install_errors(app: FastAPI) -> None:
 
     app.add_exception_handler(RuleViolation, rule)
     app.add_exception_handler(IllegalTransition, illegal)
+    app.add_exception_handler(InvalidFields, fields)
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(TransientError, busy)

@@ -8,12 +8,14 @@ requested ─┬─> confirmed ─> attended ─> completed
            ├─> recoordination_proposed ─┬─> alternative_accepted ─> confirmed
            │                            └─> awaiting_coordination (declined, or the hold expired)
            └─> awaiting_coordination (nothing to offer: staff coordinate) ─┬─> confirmed
-                                                                             └─> recoordination_proposed
+                                                                             ├─> recoordination_proposed
+                                                                             └─> requested (new windows)
 any active state ─> cancelled (person R07, staff, no-show R08, refused R13) or rejected (R04)
 
 A person who declines the proposed times is coordinated again (R05, KG 第4条(2) 改めて日程調整
-させていただきます): the booking waits for staff, who propose or confirm. `declined` is no longer
-reached (bookings from before this rule keep it).
+させていただきます): the booking waits for staff, who propose or confirm, or for the person's new
+wished windows, with which it is requested again and coordinated as a new request. `declined` is no
+longer reached (bookings from before this rule keep it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from shared.calendar import OfficeCalendar, jst_date
+from shared.clock import format_jst
+from shared.commands import FieldError
 from shared.events import (
     Alternative,
     AlternativeAccepted,
@@ -37,10 +41,12 @@ from shared.events import (
     BookingNoticeDue,
     BookingRecoordinationProposed,
     BookingTermsChangeAnnounced,
+    BookingWindowsChanged,
     LeftReason,
     Payload,
     PersonBrief,
     Recipient,
+    TimeWindow,
 )
 from shared.policy import Channel, OfficePolicy, TermsVersion
 from shared.wording import how_to_cancel
@@ -60,6 +66,8 @@ class Status(StrEnum):
 
 
 S = Status
+#: the history note of the person's new wished windows (R05)
+WINDOWS_NOTE = "new wished windows"
 #: coordination still open or appointment ahead: these can be cancelled and confirmed
 OPEN = frozenset({S.REQUESTED, S.RECOORDINATION_PROPOSED, S.ALTERNATIVE_ACCEPTED, S.AWAITING_COORDINATION})
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -70,7 +78,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
         {S.ALTERNATIVE_ACCEPTED, S.AWAITING_COORDINATION, S.CONFIRMED, S.CANCELLED}
     ),
     S.ALTERNATIVE_ACCEPTED: frozenset({S.CONFIRMED, S.AWAITING_COORDINATION, S.CANCELLED, S.REJECTED}),
-    S.AWAITING_COORDINATION: frozenset({S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.CANCELLED, S.REJECTED}),
+    S.AWAITING_COORDINATION: frozenset(
+        {S.CONFIRMED, S.RECOORDINATION_PROPOSED, S.REQUESTED, S.CANCELLED, S.REJECTED}
+    ),
     S.CONFIRMED: frozenset({S.CONFIRMED, S.ATTENDED, S.CANCELLED, S.REJECTED}),
     S.ATTENDED: frozenset({S.COMPLETED, S.CANCELLED}),
     S.DECLINED: frozenset(),
@@ -89,6 +99,14 @@ class IllegalTransition(DomainError):
         super().__init__(f"a booking that is {status.value} cannot be {action}")
         self.status = status
         self.action = action
+
+
+class InvalidFields(DomainError):
+    """What was sent fails the office's rules field by field (HTTP 422: each field with its rule id)."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message} ({e.rule})" for e in errors))
+        self.errors = errors
 
 
 class RuleViolation(DomainError):
@@ -290,6 +308,37 @@ class Booking:
         self._move(S.AWAITING_COORDINATION, now, "declined the proposed times")
         self.alternatives, self.hold_expires_at = [], None
         return [AlternativeDeclined(booking_id=self.booking_id), *self._waiting("declined", policy)]
+
+    def change_windows(
+        self, windows: list[Window], minutes: int, now: datetime, by: str, errors: list[FieldError]
+    ) -> list[Payload]:
+        """R05 (KG 第4条(2)): while the office coordinates again, the person gives new wished
+        windows; the booking is requested anew with them and coordinated as a new request. Only a
+        booking waiting for coordination takes them (IllegalTransition otherwise), and only windows
+        that pass the intake's rules (`errors`, from rules.new_window_errors: InvalidFields). The
+        same windows again right after (a retry) change nothing."""
+        if self._windows_given(windows, minutes):
+            return []
+        if self.status != S.AWAITING_COORDINATION:
+            raise IllegalTransition(self.status, "given new windows")
+        if errors:
+            raise InvalidFields(errors)
+        shown = ", ".join(format_jst(w.start, w.end) for w in windows)
+        self._move(S.REQUESTED, now, f"{WINDOWS_NOTE} from {by}: {shown} ({minutes} min)")
+        self.windows, self.duration_minutes = list(windows), minutes
+        return [
+            BookingWindowsChanged(
+                booking_id=self.booking_id,
+                windows=[TimeWindow(start=w.start, end=w.end) for w in windows],
+                duration_minutes=minutes,
+            )
+        ]
+
+    def _windows_given(self, windows: list[Window], minutes: int) -> bool:
+        """These windows are the ones the person gave last, and coordination has not moved since."""
+        last = self.history[-1].note if self.history else ""
+        same = self.windows == windows and self.duration_minutes == minutes
+        return self.status == S.REQUESTED and same and last.startswith(WINDOWS_NOTE)
 
     def left_to_staff(self, reason: LeftReason, now: datetime, policy: OfficePolicy) -> list[Payload]:
         """The scheduler has nothing to offer automatically: staff coordinate (R05). The person is

@@ -13,24 +13,29 @@ from fastapi import Depends, Request
 from services.booking.auth import for_office
 from services.booking.config import Settings
 from services.booking.crypto import Vault
+from services.booking.domain import InvalidFields
 from services.booking.ratelimit import RateLimits
 from services.booking.signing import Signatures
 from services.booking.store.access import Credential
 from services.booking.store.guards import SeenSignatures, WindowSlots
 from shared import safejson
 from shared.clock import Clock
+from shared.commands import FIELD_RULES, FieldError
 
 Guard = Callable[..., Awaitable[None]]
 
 
 async def json_body(request: Request) -> Any:
-    """The intake body, read once with `safejson` (raises its UnsafeJson, which the route answers 422)."""
+    """The body, read once with `safejson`: JSON that is not, or is too deep, has lone surrogates or
+    duplicate keys… raises InvalidFields naming the field and its rule (the route answers 422)."""
     if not hasattr(request.state, "json_body"):
         try:
             request.state.json_body = safejson.loads(await request.body())
         except safejson.UnsafeJson as exc:
-            request.state.json_body = exc
-    if isinstance(request.state.json_body, safejson.UnsafeJson):
+            top = str(exc.path[0]) if exc.path else ""
+            error = FieldError(field=exc.field, message=exc.message, rule=FIELD_RULES.get(top, "R02"))
+            request.state.json_body = InvalidFields([error])
+    if isinstance(request.state.json_body, InvalidFields):
         raise request.state.json_body
     return request.state.json_body
 
@@ -43,7 +48,7 @@ def intake_guard(signatures: Signatures, limits: RateLimits, credential: Any) ->
         await signatures.check(request, cred)
         try:
             body = await json_body(request)
-        except safejson.UnsafeJson:
+        except InvalidFields:
             body = None  # the route answers 422
         await limits.check(cred, office_id, body)
 

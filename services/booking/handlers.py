@@ -4,13 +4,23 @@ the scheduler's appointment events from `consult.events`. Verify the sender, par
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from services.booking import rules
+from services.booking.domain import IllegalTransition, InvalidFields
 from services.booking.intake import Intake, Submission
 from services.booking.ratelimit import RateLimits
-from services.booking.service import BookingService
+from services.booking.service import BookingService, NotFound
 from shared import topology
-from shared.commands import INTAKE_TYPES, JobseekerRecord, ObserveDevice, RequestBooking, parse_intake
+from shared.commands import (
+    INTAKE_TYPES,
+    ChangeWindows,
+    JobseekerRecord,
+    ObserveDevice,
+    RequestBooking,
+    parse_intake,
+)
 from shared.events import (
     AlternativesHeld,
     DeviceRecorded,
@@ -43,6 +53,30 @@ def parse_message(body: bytes, exchange: str | None = None) -> Envelope[Any]:
     return parse_event(data)
 
 
+def windows_from_portal(service: BookingService) -> Callable[[Envelope[ChangeWindows]], Awaitable[None]]:
+    """The handler of a portal's `ChangeWindows` (its sender verified by `portal_command`)."""
+
+    async def change_windows(event: Envelope[ChangeWindows]) -> None:
+        """R05: the person's new wished windows, from the portal that made the booking. What
+        booking cannot take is parked with the reason, as HTTP answers it 404, 422 (each field with
+        its rule id) or 409."""
+        cmd = event.payload
+        try:
+            booking = await service.get(cmd.booking_id)
+            if (booking.portal_id, booking.office_id) != (cmd.portal_id, cmd.office_id):
+                raise NotFound(f"no booking {cmd.booking_id!r}")  # another portal's: not told it exists
+            form = rules.read_windows(cmd.body)
+            await service.change_windows(cmd.booking_id, form, f"portal:{cmd.portal_id}", cause=event)
+        except NotFound as exc:
+            raise MessageError("unknown-booking", f"{exc} of {cmd.portal_id} at {cmd.office_id}") from exc
+        except InvalidFields as exc:
+            raise MessageError("invalid-windows", str(exc)) from exc
+        except IllegalTransition as exc:
+            raise MessageError("illegal-transition", str(exc)) from exc
+
+    return change_windows
+
+
 def register(
     consumer: Consumer,
     service: BookingService,
@@ -54,11 +88,11 @@ def register(
     log = logging.getLogger(f"consult.{consumer.queues.service}")  # the runtime's logger
     on = consumer.on
 
-    @consumer.verify(RequestBooking, ObserveDevice)
+    @consumer.verify(RequestBooking, ChangeWindows, ObserveDevice)
     async def portal_command(event: Envelope[Any], sender: str | None) -> None:
         """A portal's command comes from that portal's own broker user (issue 14): the `portal_id` in
         a body is a claim, the `user_id` RabbitMQ verified is not."""
-        cmd: RequestBooking | ObserveDevice = event.payload
+        cmd: RequestBooking | ChangeWindows | ObserveDevice = event.payload
         await authorised(sender, cmd.office_id, claimed=cmd.portal_id)
 
     @consumer.verify(JobseekerRecord)
@@ -97,6 +131,8 @@ def register(
         await intake.reject_reused_message_id(
             Submission(cmd.portal_id, cmd.office_id, cmd.idempotency_key, cmd.body, event)
         )
+
+    on(ChangeWindows)(windows_from_portal(service))
 
     @on(JobseekerRecord)  # jobseeker.registered and jobseeker.updated
     async def jobseeker(event: Envelope[JobseekerRecord]) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from services.booking.domain import RuleViolation
+from pydantic import ValidationError
+
+from services.booking.domain import InvalidFields, RuleViolation
 from services.booking.refusals import PersonRecord
 from shared.calendar import OfficeCalendar, jst_date
 from shared.clock import format_jst, jst
-from shared.commands import BookingForm, FieldError, WishedWindow
+from shared.commands import BookingForm, FieldError, WindowsForm, WishedWindow, form_errors
 from shared.policy import FormField, OfficePolicy
 
 #: form fields holding personal data: asked only when the office's form lists them (R02)
@@ -124,11 +127,9 @@ def policy_refusal(
     policy: OfficePolicy, calendar: OfficeCalendar, form: BookingForm, now: datetime
 ) -> RuleViolation | None:
     """R01, R17, R20, R04 — the first that refuses the request, or None."""
-    minutes = duration_of(policy, form)
-    if minutes > policy.max_minutes:  # R01: at most 30 minutes
-        return RuleViolation(
-            "R01", f"a consultation lasts at most {policy.max_minutes} minutes", field="duration_minutes"
-        )
+    too_long = length_refusal(policy, duration_of(policy, form))
+    if too_long is not None:
+        return too_long
     terms = policy.terms_in_force(now)
     if form.terms_version != terms.version:  # R17: applying means agreeing to the terms in force
         return RuleViolation(
@@ -143,24 +144,63 @@ def policy_refusal(
     return lead_time_refusal(calendar, form.windows, now)
 
 
+def length_refusal(policy: OfficePolicy, minutes: int) -> RuleViolation | None:
+    """R01: a consultation lasts at most the office's maximum (30 minutes)."""
+    if minutes <= policy.max_minutes:
+        return None
+    return RuleViolation(
+        "R01", f"a consultation lasts at most {policy.max_minutes} minutes", field="duration_minutes"
+    )
+
+
 def lead_time_refusal(
     calendar: OfficeCalendar, windows: list[WishedWindow], now: datetime
 ) -> RuleViolation | None:
     """R04: every wished day can still be confirmed by the office's deadline (HW: 2 open days before)."""
-    today = jst_date(now)
+    return next(iter(lead_time_refusals(calendar, windows, now)), None)
+
+
+def lead_time_refusals(
+    calendar: OfficeCalendar, windows: list[WishedWindow], now: datetime
+) -> list[RuleViolation]:
+    """R04: each wished window whose day can no longer be confirmed by the office's deadline."""
+    today, found = jst_date(now), []
     for i, w in enumerate(windows):
         day = jst_date(w.start)
         if not calendar.can_confirm_on(day, today):
             deadline = calendar.confirmation_deadline(day)
-            return RuleViolation(
-                "R04",
-                f"a consultation on {day} had to be confirmed by {deadline}; "
-                f"the earliest day still bookable is {calendar.first_bookable(now)}",
-                field=f"windows.{i}",
-                confirmation_deadline=str(deadline),
-                first_bookable=str(calendar.first_bookable(now)),
+            found.append(
+                RuleViolation(
+                    "R04",
+                    f"a consultation on {day} had to be confirmed by {deadline}; "
+                    f"the earliest day still bookable is {calendar.first_bookable(now)}",
+                    field=f"windows.{i}",
+                    confirmation_deadline=str(deadline),
+                    first_bookable=str(calendar.first_bookable(now)),
+                )
             )
-    return None
+    return found
+
+
+def read_windows(body: Any) -> WindowsForm:
+    """The person's new wished windows (R05) as sent, or InvalidFields naming each field and rule."""
+    try:
+        return WindowsForm.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidFields(form_errors(exc)) from None
+
+
+def new_window_errors(
+    policy: OfficePolicy, calendar: OfficeCalendar, form: WindowsForm, minutes: int, now: datetime
+) -> list[FieldError]:
+    """R05: new wished windows pass what the intake's pass, as per-field errors: each range (R02),
+    the length asked for (R01) and, on a window otherwise fine, the office's lead time (R04)."""
+    errors = window_errors(policy, calendar, form.windows, minutes, now)
+    if (too_long := length_refusal(policy, minutes)) is not None:
+        errors.append(FieldError(field="duration_minutes", message=too_long.message, rule="R01"))
+    wrong = {e.field for e in errors}
+    late = [v for v in lead_time_refusals(calendar, form.windows, now) if v.field not in wrong]
+    return errors + [FieldError(field=v.field or "windows", message=v.message, rule=v.rule) for v in late]
 
 
 def eligibility_refusal(

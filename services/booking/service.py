@@ -15,11 +15,13 @@ from datetime import datetime, time
 from functools import cache, partial
 from typing import Any, TypeVar
 
-from services.booking.domain import OPEN, Booking, IllegalTransition, RuleViolation, Status
+from services.booking import rules
+from services.booking.domain import OPEN, Booking, IllegalTransition, RuleViolation, Status, Window
 from services.booking.refusals import PersonRecord
 from services.booking.store import Conflict, Stores
 from shared.calendar import OfficeCalendar
 from shared.clock import JST
+from shared.commands import WindowsForm
 from shared.events import (
     AlternativesHeld,
     Envelope,
@@ -112,6 +114,23 @@ class BookingService:
             js = await self.stores.jobseekers.get(booking.office_id, number)
             if js is not None and js.mypage_email:
                 booking.person.notice_email = js.mypage_email
+
+    # ----------------------------------------------------------------- the person's new windows (R05)
+
+    async def change_windows(
+        self, booking_id: str, form: WindowsForm, by: str, cause: Envelope[Any] | None = None
+    ) -> Booking:
+        """R05 (KG 第4条(2)): the person's new wished windows for a booking the office coordinates
+        again, checked as at intake at the moment they are taken (HTTP and AMQP alike)."""
+
+        def act(b: Booking) -> list[Payload]:
+            policy, now = self.policy(b.office_id), self.now
+            minutes = form.duration_minutes or b.duration_minutes
+            errors = rules.new_window_errors(policy, self.calendar(b.office_id), form, minutes, now)
+            windows = [Window(w.start, w.end) for w in form.windows]
+            return b.change_windows(windows, minutes, now, by, errors)
+
+        return await self.change(booking_id, act, cause)
 
     # ----------------------------------------------------------------- events from the scheduler
 

@@ -18,13 +18,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from services.scheduler.availability import Counsellor
-from services.scheduler.domain import Conflict, Coordination, Status, Step
+from services.scheduler.domain import Conflict, Coordination, IllegalTransition, Status, Step
 from services.scheduler.keeper import Context, Keeper
 from services.scheduler.meeting import MeetingRoom, MeetingUnavailable, NoRoom
 from services.scheduler.slots import Cell, Slot, SlotGrid, alternative_days, in_windows, on_day
 from services.scheduler.store.reservations import BOOKED, HELD
 from shared.clock import JST
-from shared.events import BookingRequested, Envelope, MessageError
+from shared.events import BookingRequested, BookingWindowsChanged, Envelope, MessageError
 from shared.mongo import Doc
 from shared.policy import OfficePolicy
 
@@ -50,6 +50,35 @@ class Coordinator:
         p, c = event.payload, self.ctx
         policy = self.policy(event.office_id)
         doc = await c.requests.get(p.booking_id) or await self._open(event, policy)
+        return await self._place(policy, doc, event)
+
+    async def windows_changed(self, event: Envelope[BookingWindowsChanged]) -> Doc:
+        """R05 (KG 第4条(2)): the person's new wished windows for a request left to staff; it is
+        coordinating again with them and placed exactly as a new request: the earliest free slot
+        in them, else alternatives or staff as the office's policy says. A request that staff
+        confirmed or proposed meanwhile, or that was cancelled, keeps what it is."""
+        c = self.ctx
+        policy = self.policy(event.office_id)
+        doc = await c.requests.get(event.payload.booking_id)
+        if doc is None:
+            raise Conflict(f"{event.payload.booking_id} is not known yet")
+        coordination = Coordination.of(doc)
+        try:
+            step = coordination.change_windows(event.payload, policy, c.clock.now())
+        except IllegalTransition:
+            log.warning("%s: new windows while %s; kept", doc["_id"], coordination.status.value)
+            await self.keeper.tidy(doc)
+            return doc
+        if step:
+            if not await c.requests.update(doc, step.fields):
+                raise Conflict("the request changed meanwhile")
+            doc = await c.requests.get(doc["_id"]) or doc
+        return await self._place(policy, doc, event)
+
+    async def _place(self, policy: OfficePolicy, doc: Doc, event: Envelope[Any]) -> Doc:
+        """A request that is coordinating: confirm the earliest free slot in its windows, else hold
+        alternatives (R05) or leave it to staff, as the office's policy says."""
+        c = self.ctx
         coordination = Coordination.of(doc)
         if coordination.status is not Status.COORDINATING:
             await self.keeper.tidy(doc)  # a redelivery: make sure the side effects are complete

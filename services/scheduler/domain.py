@@ -16,7 +16,8 @@ coordinating ─┬─> confirmed ─> confirmed (staff move the appointment: ve
               │             └─> hold_expired (no answer in time)
               └─> needs_staff (nothing to offer automatically, or no room for the time, R16)
 needs_staff, declined, hold_expired ─> coordinating (reopen: staff take the request up; the staff's
-                                       confirm or propose follows in the same write)
+                                       confirm or propose follows in the same write; or the
+                                       person's new wished windows: placed again as a new request)
 any state ─> cancelled (booking.cancelled: recorded even before the request arrives)
 
 `completed` has been a listed status since the first version, but no move leads there (the end
@@ -40,6 +41,7 @@ from shared.events import (
     AlternativesHeld,
     Appointment,
     BookingRequested,
+    BookingWindowsChanged,
     LeftReason,
     LeftToStaff,
     Payload,
@@ -369,6 +371,24 @@ class Coordination:
         """booking.cancelled: from any state (the handler records `cancellation` without a read)."""
         self._move(S.CANCELLED, now)
         return cancellation(reason, at, now)
+
+    def change_windows(self, event: BookingWindowsChanged, policy: OfficePolicy, now: datetime) -> Step:
+        """booking.windows_changed (R05, KG 第4条(2)): the person gave new wished windows for a
+        request left to staff; it is coordinating again with them, and placed as a new request
+        (`requested`'s search follows the write). An empty step: written already (a redelivery),
+        the placing still to do. From any other state IllegalTransition: staff confirmed or
+        proposed meanwhile, or it was cancelled, and booking hears that instead."""
+        windows = [(w.start, w.end) for w in event.windows]
+        minutes = SlotGrid(policy).minutes(event.duration_minutes)
+        if self.status is S.COORDINATING and (self.windows, self.minutes) == (windows, minutes):
+            return Step()
+        if self.status not in LEFT_TO_STAFF:
+            raise IllegalTransition(self.status, S.COORDINATING)
+        moved = self._move(S.COORDINATING, now)
+        self.windows, self.minutes = windows, minutes
+        stored = [{"start": s, "end": e} for s, e in windows]
+        fields = {**moved, "windows": stored, "minutes": minutes, "asked_minutes": event.duration_minutes}
+        return Step({**fields, "windows_changed_at": now})
 
     def reopen(self, now: datetime) -> Step:
         """Staff take up a request that automatic coordination left to them (R05): it is coordinating

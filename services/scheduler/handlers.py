@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from services.scheduler.answers import Answers
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.domain import Conflict, cancellation
@@ -13,6 +16,7 @@ from shared.events import (
     BookingCancelled,
     BookingCompleted,
     BookingRequested,
+    BookingWindowsChanged,
     Envelope,
 )
 from shared.messaging import Consumer, TransientError
@@ -25,29 +29,31 @@ def register(consumer: Consumer, coordinator: Coordinator, answers: Answers, kee
     # Each handler holds the booking's lock (ctx.locks) around its read-act-write: with the timers
     # and the staff routes, one writer of a request at a time in this process.
 
+    async def locked(booking_id: str, move: Callable[[], Awaitable[Any]]) -> None:
+        """Run `move` under the booking's lock; another replica moved the request first (Conflict):
+        look again shortly."""
+        try:
+            async with ctx.locks.hold(booking_id):
+                await move()
+        except Conflict as exc:
+            raise TransientError(str(exc)) from exc
+
     @on(BookingRequested)
     async def requested(event: Envelope[BookingRequested]) -> None:
-        try:
-            async with ctx.locks.hold(event.payload.booking_id):
-                await coordinator.requested(event)
-        except Conflict as exc:  # another replica moved the request: look again shortly
-            raise TransientError(str(exc)) from exc
+        await locked(event.payload.booking_id, lambda: coordinator.requested(event))
+
+    @on(BookingWindowsChanged)
+    async def windows_changed(event: Envelope[BookingWindowsChanged]) -> None:
+        """R05: the person's new wished windows: the request is coordinated again with them."""
+        await locked(event.payload.booking_id, lambda: coordinator.windows_changed(event))
 
     @on(AlternativeAccepted)
     async def accepted(event: Envelope[AlternativeAccepted]) -> None:
-        try:
-            async with ctx.locks.hold(event.payload.booking_id):
-                await answers.accepted(event, event.payload.option_id)
-        except Conflict as exc:
-            raise TransientError(str(exc)) from exc
+        await locked(event.payload.booking_id, lambda: answers.accepted(event, event.payload.option_id))
 
     @on(AlternativeDeclined)
     async def declined(event: Envelope[AlternativeDeclined]) -> None:
-        try:
-            async with ctx.locks.hold(event.payload.booking_id):
-                await answers.declined(event.payload.booking_id)
-        except Conflict as exc:
-            raise TransientError(str(exc)) from exc
+        await locked(event.payload.booking_id, lambda: answers.declined(event.payload.booking_id))
 
     @on(BookingCancelled)
     async def cancelled(event: Envelope[BookingCancelled]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -17,15 +17,16 @@ from examples import forms
 from services.booking.config import Settings
 from shared import topology
 from shared.calendar import OfficeCalendar, jst_date
-from shared.clock import SystemClock
+from shared.clock import JST, SystemClock
 from shared.commands import booking_id_for
-from shared.policy import OfficePolicy
+from shared.policy import OfficePolicy, load_file
 from tests import support
 from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack, parked_body
-from tests.support import eventually
+from tests.support import Mailpit, eventually
 from tests.support.booking import publish, tap
+from tests.support.scheduler import DEMO_OFFICES
 
-KG, HW = "kushiro-gyosei", "kohoku-hellowork"
+KG, HW, DEMO = "kushiro-gyosei", "kohoku-hellowork", "demo-town"
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
 STAFF = {"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}
 
@@ -183,3 +184,54 @@ async def test_r07_a_portal_is_told_to_phone_and_staff_record_the_call(stack: St
             f"/v1/bookings/{booking_id}/cancellations", json={"channel": "phone", "recorded_by": "e2e"}
         )
     assert r.json()["status"] == "cancelled"
+
+
+async def test_r05_a_declined_proposal_is_coordinated_again_with_the_persons_new_windows(
+    stack: Stack,
+) -> None:
+    """KG 第4条(2) 改めて日程調整 through the running services, in the demo office (a 1-minute grid
+    open all day): the wished time is taken, the person declines the times offered instead, is told
+    the office coordinates again and that new wished times may be sent through the portal, sends
+    them, and is confirmed in them."""
+    demo, rnd = load_file(DEMO_OFFICES / f"{DEMO}.yaml"), uuid.uuid4().int
+    day = jst_date(now()) + timedelta(days=20 + rnd % 100)
+    start = datetime.combine(day, time(1 + rnd % 20, rnd % 60), JST)  # a time no other test takes
+
+    def form(begin: datetime, minutes: int) -> dict[str, Any]:
+        window = (f"{begin:%H:%M}", f"{begin + timedelta(minutes=minutes):%H:%M}")
+        return forms.kg_form(demo, day, now(), window=window)
+
+    async with stack.client("booking", headers=PORTAL) as booking:
+
+        async def status_of(booking_id: str, status: str) -> dict[str, Any] | None:
+            view = (await booking.get(f"/v1/bookings/{booking_id}")).json()
+            return view if view["status"] == status else None
+
+        async def becomes(booking_id: str, status: str) -> dict[str, Any]:
+            found = await eventually(lambda: status_of(booking_id, status), timeout=30, what=status)
+            assert found is not None
+            return found
+
+        first = (await booking.post(f"/v1/offices/{DEMO}/bookings", json=form(start, 30))).json()
+        await becomes(first["booking_id"], "confirmed")  # the one counsellor of 釧路 is taken then
+        body = form(start, 30)
+        bid = (await booking.post(f"/v1/offices/{DEMO}/bookings", json=body)).json()["booking_id"]
+        await becomes(bid, "recoordination_proposed")
+        declined = await booking.post(f"/v1/bookings/{bid}/alternatives/decline")
+        assert declined.json()["status"] == "awaiting_coordination", declined.text  # or the hold lapsed
+
+        mailpit = Mailpit()
+
+        async def arranging() -> list[dict[str, Any]]:  # not the proposal's 実施日時の再調整のお願い
+            return [m for m in await mailpit.to(body["email"]) if "実施日時の調整" in m["Subject"]]
+
+        [told] = await eventually(arranging, timeout=30, what="the 'we are arranging a time' email")
+        text = (await mailpit.message(told["ID"]))["Text"]
+        assert "お申込みいただいたウェブサイトから新しいご希望の日時をお送りいただけます" in text
+
+        later = start + timedelta(hours=1)
+        new = forms.windows_form((day, f"{later:%H:%M}", f"{later + timedelta(minutes=45):%H:%M}"))
+        r = await booking.post(f"/v1/bookings/{bid}/windows", json=new)
+        assert (r.status_code, r.json()["status"]) == (200, "requested"), r.text
+        view = await becomes(bid, "confirmed")
+    assert datetime.fromisoformat(view["appointment"]["start"]) == later

@@ -57,6 +57,10 @@ ROUTES: dict[Route, tuple[str, dict[str, Any]]] = {
         BOOKING_STAFF_KEY,
         {"channel": "phone", "by": "person", "recorded_by": "窓口 山田"},
     ),
+    ("booking", "POST", "/v1/bookings/{booking_id}/windows"): (
+        PORTAL_KEY,
+        {"windows": [{"start": ISO, "end": "2030-01-07T11:00:00+09:00"}], "duration_minutes": 30},
+    ),
     ("booking", "POST", "/v1/bookings/{booking_id}/attendance"): (
         BOOKING_STAFF_KEY,
         {"how": "joined", "at": ISO},
@@ -371,9 +375,18 @@ def amqp_corpus(now: str, good_form: dict[str, Any]) -> dict[str, tuple[str, byt
     jobseeker = forms.jobseeker_message(
         "kohoku-hellowork", "12345-00000077", "090-1111-7777", None, sent_at=SystemClock().now()
     )
+    windows = forms.windows_command(
+        "dev-portal",
+        KG,
+        "corpus-booking",
+        {"windows": [{"start": now, "end": now}]},
+        sent_at=SystemClock().now(),
+    )
+    windows["sent_at"] = now
     cases: dict[str, tuple[str, bytes]] = {}
     for kind, valid in (
         ("booking.request", command),
+        ("booking.change_windows", windows),
         ("device.observed", device),
         (jobseeker["type"], jobseeker),
     ):

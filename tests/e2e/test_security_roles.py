@@ -129,6 +129,7 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
         PORTAL_OR_STAFF,
         OTHER_PORTAL_HIDDEN,
     ),
+    ("booking", "POST", "/v1/bookings/{booking_id}/windows"): (PORTAL_OR_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "POST", "/v1/bookings/{booking_id}/cancellations"): (PORTAL_OR_STAFF, OTHER_PORTAL_HIDDEN),
     ("booking", "GET", "/v1/offices/{office_id}/calendar"): (PUBLIC, frozenset()),
     ("booking", "GET", "/v1/offices/{office_id}"): (PUBLIC, frozenset()),
@@ -187,6 +188,7 @@ DENIED = {401, 403}
 ISO = "2030-01-07T10:00:00+09:00"
 VALID_BODIES: dict[Route, dict[str, Any]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/cancellations"): {"channel": "portal"},
+    ("booking", "POST", "/v1/bookings/{booking_id}/windows"): {"windows": [{"start": ISO, "end": ISO}]},
     ("booking", "POST", "/v1/bookings/{booking_id}/attendance"): {"how": "joined"},
     ("booking", "POST", "/v1/bookings/{booking_id}/identity-check"): {"method": "photo_id"},
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): {"started_at": ISO, "ended_at": ISO},

@@ -11,6 +11,7 @@ from services.booking.domain import (
     TRANSITIONS,
     Booking,
     IllegalTransition,
+    InvalidFields,
     Person,
     RuleViolation,
     Status,
@@ -19,6 +20,7 @@ from services.booking.domain import (
 from services.booking.refusals import PersonRecord
 from shared.calendar import OfficeCalendar
 from shared.clock import JST
+from shared.commands import FieldError
 from shared.events import Alternative, Appointment, Recipient
 from shared.policy import Channel, load_file
 
@@ -241,6 +243,44 @@ def test_r05_left_to_staff_the_booking_waits_and_the_person_hears_so_where_the_o
     d = confirmed()
     assert d.left_to_staff("no_free_counsellor", NOW, KG) == [] and d.status == Status.CONFIRMED  # too late
     assert len(c.confirm(appt(), NOW, OfficeCalendar(KG))) == 1  # staff confirm by hand
+
+
+def test_r05_new_windows_after_a_decline_request_the_booking_again() -> None:
+    """KG 第4条(2) 改めて日程調整: the person declined the proposed times and gives new wished windows;
+    the booking is requested again with them (history and event), and the scheduler's answer moves it
+    as it moves a new request."""
+    options = [Alternative(option_id="1-1", start=at(TUE, 14), end=at(TUE, 14, 30), counsellor_id="c")]
+    b = booking()
+    b.propose(options, NOW + timedelta(days=2), NOW)
+    b.decline(NOW, KG)
+    new = [Window(at(date(2026, 11, 25), 13), at(date(2026, 11, 25), 15))]
+    [changed] = b.change_windows(new, 20, NOW, "portal:p", [])
+    assert changed.TYPE == "booking.windows_changed" and b.status == Status.REQUESTED
+    assert changed.model_dump() == {
+        "booking_id": "b1",
+        "windows": [{"start": new[0].start, "end": new[0].end}],
+        "duration_minutes": 20,
+    }
+    assert (b.windows, b.duration_minutes) == (new, 20)
+    assert b.history[-1].note == "new wished windows from portal:p: 2026年11月25日(水) 13:00〜15:00 (20 min)"
+    assert b.change_windows(new, 20, NOW, "portal:p", []) == []  # the same again (a retry): no change
+    [told] = b.left_to_staff("office_coordinates", NOW, KG)  # nothing in them either: staff, and told
+    assert told.TYPE == "booking.awaiting_coordination" and b.status == Status.AWAITING_COORDINATION
+    assert len(b.confirm(appt(date(2026, 11, 25), 13), NOW, OfficeCalendar(KG))) == 1
+
+
+def test_r05_new_windows_only_while_the_office_coordinates_again_and_only_valid_ones() -> None:
+    new = [Window(at(TUE, 13), at(TUE, 15))]
+    for b in (booking(), confirmed()):  # coordination under way, or a time fixed: nothing to re-wish
+        with pytest.raises(IllegalTransition, match=f"{b.status.value} cannot be given new windows"):
+            b.change_windows(new, 30, NOW, "portal:p", [])
+    waiting = booking()
+    waiting.left_to_staff("no_free_counsellor", NOW, KG)
+    bad = [FieldError(field="windows.0", message="2026-11-29 is not an open day (日曜日)", rule="R02")]
+    with pytest.raises(InvalidFields, match=r"windows.0: .*\(日曜日\) \(R02\)") as refused:
+        waiting.change_windows(new, 30, NOW, "portal:p", bad)
+    assert refused.value.errors == bad and waiting.status == Status.AWAITING_COORDINATION
+    assert TRANSITIONS[Status.AWAITING_COORDINATION] >= {Status.REQUESTED}
 
 
 def test_an_illegal_transition_raises() -> None:

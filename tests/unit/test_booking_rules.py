@@ -12,11 +12,13 @@ from pydantic import ValidationError
 
 from examples import forms
 from services.booking import rules
+from services.booking.domain import InvalidFields
 from services.booking.refusals import PersonRecord, Refusal
 from shared.calendar import OfficeCalendar
 from shared.clock import JST
 from shared.commands import (
     BookingForm,
+    WindowsForm,
     form_errors,
     normalize_jobseeker_number,
     normalize_kana,
@@ -207,3 +209,33 @@ def test_r09_a_person_is_the_same_however_the_portal_writes_them() -> None:
     b = kg(phone="０１５４３３４４４４", email="A.Person@example.jp")
     assert rules.person_identity(KG, a) == rules.person_identity(KG, b)
     assert rules.person_identity(HW, hw()) == [("jobseeker_number", "12345-00000001")]
+
+
+# ----------------------------------------------------------------------------- new windows (R05)
+
+
+def test_r05_new_windows_pass_the_intakes_window_rules_r02_r01_and_r04_per_field() -> None:
+    """The person's new wished windows after a decline are checked as at intake; every problem is a
+    per-field error with its rule id (HTTP 422), R04 and R01 included."""
+
+    def windows(*days: tuple[date, str, str], minutes: int | None = None) -> WindowsForm:
+        spans = [{"start": forms.at(d, a), "end": forms.at(d, b)} for d, a, b in days]
+        return rules.read_windows({"windows": spans, "duration_minutes": minutes})
+
+    def errors(form: WindowsForm, policy: Any = KG, cal: OfficeCalendar = KG_CAL, minutes: int = 30) -> Any:
+        return {e.field: e.rule for e in rules.new_window_errors(policy, cal, form, minutes, NOW)}
+
+    assert errors(windows((TUE, "10:00", "11:00"))) == {}
+    sunday = windows((date(2026, 11, 29), "10:00", "11:00"), (TUE, "10:00", "10:20"))
+    assert errors(sunday) == {"windows.0": "R02", "windows.1": "R02"}  # closed day; shorter than asked
+    assert errors(windows((TUE, "10:00", "11:00")), minutes=45) == {"duration_minutes": "R01"}
+    # HW (R04): Wednesday the 25th had to be confirmed by the 20th; Thursday the 26th still can be
+    late = windows((WED, "10:00", "11:00"), (THU, "10:00", "11:00"), (date(2026, 11, 28), "10:00", "11:00"))
+    assert errors(late, HW, HW_CAL) == {"windows.0": "R04", "windows.2": "R02"}  # a closed day: R02 only
+    with pytest.raises(InvalidFields) as refused:
+        rules.read_windows({"windows": [], "name": "釧路 太郎"})
+    assert {e.field: e.rule for e in refused.value.errors} == {"windows": "R02", "name": "R02"}
+    span = {"start": forms.at(TUE, "10:00"), "end": forms.at(TUE, "11:00")}
+    with pytest.raises(InvalidFields) as too_long:
+        rules.read_windows({"windows": [span], "duration_minutes": 0})
+    assert [(e.field, e.rule) for e in too_long.value.errors] == [("duration_minutes", "R01")]

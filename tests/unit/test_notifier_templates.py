@@ -229,3 +229,24 @@ def test_r18_fee_and_communication_costs_in_every_email() -> None:
         assert policy.fee_note in text and policy.fee_note in html
     assert "無料" in HW.fee_note  # HW 第3条: the consultation is free; costs of communication are the user's
     assert "利用者の御負担" in KG.fee_note  # KG 第10条(5)
+
+
+@pytest.mark.parametrize(
+    ("policy", "wording"),
+    [
+        (KG, "お申し込みいただいたウェブサイトから新しい御希望の日時をお送りいただけます"),
+        (HW, "お申込みいただいたウェブサイトから新しいご希望の日時をお送りいただけます"),
+    ],
+    ids=["KG", "HW"],
+)
+def test_r05_after_a_decline_the_person_may_send_new_wished_times_through_the_portal(
+    policy: OfficePolicy, wording: str
+) -> None:
+    """KG 第4条(2) 改めて日程調整: the email after a decline says the office coordinates again and that
+    new wished times may be sent through the portal (POST /v1/bookings/{id}/windows), in the office's
+    wording (KG writes 御希望, 御連絡)."""
+    msg = compose(Kind.AWAITING, policy, reason="declined")
+    for body in bodies(msg):
+        assert wording in body
+        assert "改めて" in body and f"電話（{policy.phone}）" in body
+        assert policy is KG or "御" not in body  # HW writes ご

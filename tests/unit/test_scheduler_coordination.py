@@ -28,7 +28,14 @@ from services.scheduler.meeting import MeetingRoom
 from services.scheduler.slots import Slot, SlotGrid
 from services.scheduler.timing import TimerKind
 from shared.clock import JST
-from shared.events import AlternativesHeld, BookingRequested, LeftToStaff, SlotAssigned, TimeWindow
+from shared.events import (
+    AlternativesHeld,
+    BookingRequested,
+    BookingWindowsChanged,
+    LeftToStaff,
+    SlotAssigned,
+    TimeWindow,
+)
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy, Policies
 
@@ -264,6 +271,39 @@ def test_r05_staff_reopen_what_automatic_coordination_left_to_them() -> None:
             in_state(status).reopen(NOW)
 
 
+def new_windows(*spans: tuple[datetime, datetime], minutes: int = 30) -> BookingWindowsChanged:
+    windows = [TimeWindow(start=a, end=b) for a, b in spans]
+    return BookingWindowsChanged(booking_id="b-1", windows=windows, duration_minutes=minutes)
+
+
+def test_r05_new_windows_place_what_was_left_to_staff_again_as_a_new_request() -> None:
+    """KG 第4条(2): the person declined (or nothing could be offered, or the hold lapsed) and gave new
+    wished windows: the request is coordinating again with them, then placed as a new one."""
+    wed = (jst(2026, 12, 2, 13, 0), jst(2026, 12, 2, 15, 0))
+    for status in LEFT_TO_STAFF:
+        c = in_state(status)
+        step = c.change_windows(new_windows(wed, minutes=45), HW, NOW)
+        assert step.fields == {
+            "status": "coordinating",
+            "updated_at": NOW,
+            "windows": [{"start": wed[0], "end": wed[1]}],
+            "minutes": 30,  # R01: at most the office's length
+            "asked_minutes": 45,
+            "windows_changed_at": NOW,
+        }
+        assert (c.status, c.windows, c.minutes) == (Status.COORDINATING, [wed], 30)
+        assert c.upkeep(POLICIES, NOW) == Upkeep()  # being placed: nothing held, nothing armed
+        assert not c.change_windows(new_windows(wed, minutes=45), HW, NOW)  # written: placing follows
+        version = c.version
+        assert confirm(c, wed[0]).fields["version"] == version + 1  # placed like booking.requested
+    for status in (Status.PROPOSED, Status.CONFIRMED, Status.CANCELLED):  # staff acted, or cancelled
+        with pytest.raises(IllegalTransition, match=f"the request is {status.value}"):
+            in_state(status).change_windows(new_windows(wed), HW, NOW)
+    placing, _ = opened()  # its own first placing: other windows are not taken over it
+    with pytest.raises(IllegalTransition, match="the request is coordinating"):
+        placing.change_windows(new_windows(wed), HW, NOW)
+
+
 def test_refused_transitions_follow_the_table() -> None:
     moves: dict[Status, Callable[[Coordination], Step]] = {
         Status.CONFIRMED: lambda c: confirm(c, jst(2026, 11, 30, 15, 0)),
@@ -324,6 +364,9 @@ def test_every_move_writes_what_the_coordination_now_is() -> None:
         lambda: c.decline(NOW),
         lambda: c.reopen(NOW),
         lambda: propose(c, 7, by="staff:hw-desk"),
+        lambda: c.decline(NOW),
+        lambda: c.change_windows(new_windows((jst(2026, 12, 7, 9, 0), jst(2026, 12, 7, 12, 0))), HW, NOW),
+        lambda: propose(c, 8),
         lambda: confirm(c, jst(2026, 12, 7, 9, 0), accepted="2-1"),
         lambda: confirm(c, jst(2026, 12, 7, 10, 0), by="staff:hw-desk"),
     ]
