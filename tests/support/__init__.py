@@ -36,6 +36,7 @@ import uvicorn
 from fastapi import FastAPI
 from pymongo import monitoring
 
+from shared import serve as serving
 from shared import topology
 from shared.clock import OffsetClock
 from shared.mongo import WATCHED, filter_shape
@@ -199,7 +200,10 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 async def uvicorn_serving(app: FastAPI) -> AsyncIterator[str]:
     """Serve an app with uvicorn on a free loopback port, in this process (a real HTTP/1.1 server,
     for what the in-process transport cannot show: connections, keep-alive); yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", proxy_headers=serving.PROXY_HEADERS
+    )  # as shared.serve.run serves a service
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:
