@@ -187,13 +187,16 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last={last!r}")
 
 
+def asgi_client(app: FastAPI, peer: tuple[str, int] = ("127.0.0.1", 123)) -> httpx.AsyncClient:
+    """HTTP to an app in this process, as if from `peer` (the socket address the app sees)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=peer), base_url="http://service")
+
+
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Run an app's lifespan (broker, consumers, relays) in-process and talk HTTP to it."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield client
+    async with app.router.lifespan_context(app), asgi_client(app) as client:
+        yield client
 
 
 @asynccontextmanager
