@@ -1,6 +1,10 @@
 """R10: every HTTP request a service answers (but its health, readiness and metrics routes) becomes an
 `access.logged` event, written to the service's access outbox and published by its relay.
 
+The record holds the client's IP address and User-Agent (R10): the socket peer, or, when the peer
+is one of the office's trusted proxies, the client it reports (`shared/client_ip.py`). The outbox
+keeps the event sealed; audit keeps only their pseudonyms and seals the values (R11).
+
 The middleware records the answer's status, or 500 when the app raised; it never delays the answer
 (the record is written by a background task of the runtime, which shutdown waits for). It also gives
 each request its id: the caller's `X-Request-Id` if it is plain printable ASCII, else one of ours,
@@ -13,11 +17,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 
+from shared.client_ip import ClientIp
 from shared.clock import Clock
 from shared.events import AccessLogged, new_event
 from shared.sealing import Sealer
@@ -50,6 +55,7 @@ class AccessLog:
     sealer: Sealer
     spawn: Spawn
     log: logging.Logger
+    client_ip: ClientIp = field(default_factory=ClientIp)
 
     def install(self, app: FastAPI) -> None:
         """Add the access-log middleware to `app` (inside any middleware added after it)."""
@@ -75,6 +81,13 @@ class AccessLog:
             response.headers["x-request-id"] = rid
             return response
 
+    def client(self, request: Request) -> tuple[str | None, str | None]:
+        """R10: the client's address (the peer, or behind trusted proxies the client they report)
+        and its User-Agent."""
+        agent = request.headers.get("user-agent")
+        peer = request.client.host if request.client else None
+        return self.client_ip.of(peer, request.headers), shown(agent, 500) if agent else None
+
     async def record(self, request: Request, status: int, started: float, request_id: str) -> None:
         route = request.scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
@@ -82,6 +95,7 @@ class AccessLog:
         # record is kept whatever was sent (R10)
         actor = shown(str(getattr(request.state, "actor", None) or "anonymous"), 100)
         office = shown(str(getattr(request.state, "office_id", None) or "-"), 64)
+        ip, agent = self.client(request)
         event = new_event(
             AccessLogged(
                 service=self.service,
@@ -92,6 +106,8 @@ class AccessLog:
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),
                 request_id=request_id,
                 at=self.clock.now(),
+                ip_address=ip,
+                user_agent=agent,
             ),
             office_id=office,
             producer=self.service,

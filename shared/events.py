@@ -17,7 +17,7 @@ from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict,
 
 from shared import safejson
 from shared.clock import Clock
-from shared.text import CleanText
+from shared.text import CleanText, IpAddress
 
 
 def iso_only(value: Any) -> Any:
@@ -399,8 +399,14 @@ class BookingCompleted(Payload):
     """The consultation took place; usage window for the records (R10). booking -> audit."""
 
     booking_id: str
-    started_at: UtcDatetime
-    ended_at: UtcDatetime
+    started_at: UtcDatetime = Field(description="when the session started, as staff recorded it")
+    ended_at: UtcDatetime = Field(description="when the session ended, as staff recorded it")
+    attended_how: Literal["joined", "contacted"] | None = Field(
+        None,
+        description="how the person attended (booking.attended): audit's usage window starts at "
+        "attended_at when they joined, at started_at when they only contacted the office (R10)",
+    )
+    attended_at: UtcDatetime | None = Field(None, description="when the person joined or made contact")
 
 
 @event("person.refused")
@@ -449,6 +455,14 @@ class AccessLogged(Payload):
     latency_ms: float
     request_id: str
     at: UtcDatetime
+    ip_address: IpAddress | None = Field(
+        None,
+        description="the client's address: the socket peer, or the client a trusted proxy reports "
+        "(TRUSTED_PROXIES); audit keeps only its pseudonym and seals the value (R10, R11)",
+    )
+    user_agent: str | None = Field(
+        None, max_length=500, description="the User-Agent header; pseudonymised and sealed by audit (R11)"
+    )
 
 
 # --------------------------------------------------------------------------- scheduler service

@@ -96,7 +96,13 @@ class Runtime:
         self.relays: list[OutboxRelay] = []
         self.access_log = self.relay(self.db["access_outbox"], delete_sent=True)
         self.access = AccessLog(
-            self.name, self.access_log, clock=self.clock, sealer=self.sealer, spawn=self.spawn, log=self.log
+            self.name,
+            self.access_log,
+            clock=self.clock,
+            sealer=self.sealer,
+            spawn=self.spawn,
+            log=self.log,
+            client_ip=settings.client_ip(),  # R10: the client behind the office's trusted proxies
         )
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []

@@ -14,6 +14,9 @@ S = TypeVar("S", bound=ServiceSettings)
 
 #: Seconds uvicorn waits for open requests at shutdown before the lifespan (relays, broker) closes.
 GRACEFUL_SHUTDOWN_SECONDS = 20
+#: R10: the peer stays the socket's. Uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
+#: (its FORWARDED_ALLOW_IPS default); the access log believes the office's TRUSTED_PROXIES only.
+PROXY_HEADERS = False
 
 
 def run(create_app: Callable[[S], FastAPI], settings_type: type[S]) -> None:
@@ -25,4 +28,5 @@ def run(create_app: Callable[[S], FastAPI], settings_type: type[S]) -> None:
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        proxy_headers=PROXY_HEADERS,
     )

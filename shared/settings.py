@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, IPvAnyNetwork, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.client_ip import ClientIp, ProxyHeader
 from shared.clock import Clock, OffsetClock, SystemClock
 from shared.policy import Policies, load_policies
 
@@ -49,6 +50,17 @@ class ServiceSettings(BaseSettings):
         256 * 1024, ge=1, description="largest request body accepted (413 beyond; shared/limits.py)"
     )
 
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="R10: the office's own reverse proxies, as CIDRs or addresses (JSON list); only a "
+        "request from one of them has its proxy header believed. None: the socket peer is the client",
+    )
+    trusted_proxy_header: ProxyHeader = Field(
+        "x-forwarded-for",
+        description="the header the trusted proxies write the client into: x-forwarded-for or forwarded "
+        "(RFC 7239); the other one is ignored",
+    )
+
     clock_offset_file: Path | None = Field(
         None,
         description="tests only: the services' clock is the system clock moved by the seconds in this file",
@@ -69,6 +81,10 @@ class ServiceSettings(BaseSettings):
     def clock(self) -> Clock:
         """The system clock, or in tests the one moved by CLOCK_OFFSET_FILE."""
         return OffsetClock(self.clock_offset_file) if self.clock_offset_file else SystemClock()
+
+    def client_ip(self) -> ClientIp:
+        """R10: how the access log finds the client's address behind the trusted proxies."""
+        return ClientIp(tuple(self.trusted_proxies), self.trusted_proxy_header)
 
     def policies(self) -> Policies:
         """Every office's validated policy (loaded once per set of directories)."""

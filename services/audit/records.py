@@ -99,14 +99,17 @@ class _Redactor:
 
 
 def _usage(event_type: str, payload: Doc) -> Doc:
-    """R10: the usage time window of a consultation."""
+    """R10: the actual usage time window of a consultation: from when the person joined (else from
+    the start staff recorded, when the person only made contact) to the end staff recorded."""
     if event_type == BookingCompleted.TYPE:
-        start = datetime.fromisoformat(payload["started_at"])
+        joined = payload.get("attended_how") == "joined" and payload.get("attended_at")
+        start = datetime.fromisoformat(joined or payload["started_at"])
         end = datetime.fromisoformat(payload["ended_at"])
         return {
             "usage_start": ms(start),
             "usage_end": ms(end),
             "usage_minutes": round((end - start).total_seconds() / 60, 1),
+            "usage_from": "joined" if joined else "recorded_start",
         }
     if event_type == BookingAttended.TYPE:
         return {"usage_start": ms(datetime.fromisoformat(payload["at"]))}

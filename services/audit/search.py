@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.clock import jst
 from shared.mongo import Doc
 
 #: columns of the CSV export, in order; `payload` is the redacted payload as JSON
@@ -30,13 +31,20 @@ COLUMNS = (
     "email_key",
     "usage_start",
     "usage_end",
+    "usage_start_jst",
+    "usage_end_jst",
     "usage_minutes",
+    "usage_from",
     "correlation_id",
     "causation_id",
     "prev_hash",
     "hash",
     "payload",
 )
+
+
+#: times also shown in JST (the usage window, R10)
+SHOWN_IN_JST = ("usage_start", "usage_end")
 
 
 class BadCursor(ValueError):
@@ -93,12 +101,17 @@ def after(query: Doc, cursor: str | None) -> Doc:
 
 
 def public(record: Doc) -> Doc:
-    """JSON-ready record: ISO times, no internal _id (it is the event id)."""
-    return {
+    """JSON-ready record: ISO times in UTC as stored, the usage window in JST beside them, no
+    internal _id (it is the event id)."""
+    out = {
         k: (v.astimezone(UTC).isoformat() if isinstance(v, datetime) else v)
         for k, v in record.items()
         if k != "_id"
     }
+    for field in SHOWN_IN_JST:
+        if isinstance(record.get(field), datetime):
+            out[f"{field}_jst"] = jst(record[field]).isoformat()
+    return out
 
 
 def csv_row(record: Doc) -> list[Any]:

@@ -536,9 +536,23 @@ class Booking:
             )
         if ended_at <= started_at or ended_at > now + timedelta(minutes=1) or started_at < self.created_at:
             raise RuleViolation("R10", "the usage window lies between the booking and now, start before end")
+        came = self.attendance
+        if came is not None and ended_at <= came.at:
+            raise RuleViolation(
+                "R10", "the session ends after the person joined or made contact", field="ended_at"
+            )
         self._move(S.COMPLETED, now)
         self.completion = Window(started_at, ended_at)
-        return [BookingCompleted(booking_id=self.booking_id, started_at=started_at, ended_at=ended_at)]
+        # R10: the attendance travels with the completion, so audit keeps the actual usage window
+        return [
+            BookingCompleted(
+                booking_id=self.booking_id,
+                started_at=started_at,
+                ended_at=ended_at,
+                attended_how=came.how if came else None,
+                attended_at=came.at if came else None,
+            )
+        ]
 
     @property
     def was_no_show(self) -> bool:

@@ -13,6 +13,8 @@ from typing import Any
 
 import aio_pika
 
+from services.audit.config import Settings as AuditSettings
+from services.audit.crypto import Keys, Pseudonymiser
 from shared import topology
 from shared.clock import SystemClock
 from shared.events import DeviceRecorded, new_event
@@ -55,8 +57,12 @@ async def test_r11_device_logs_are_stored_pseudonymised_and_readable_by_auditors
 
 
 async def test_r10_access_to_other_services_apis_is_recorded(stack: Stack) -> None:
+    """With the client's address and User-Agent, as pseudonyms; a proxy header from an address that
+    is not a configured proxy (here 127.0.0.1, which uvicorn would believe by default) is ignored."""
+    agent = f"E2EBrowser/{uuid.uuid4().hex[:8]}"
+    sent = {"User-Agent": agent, "X-Forwarded-For": "198.51.100.99"}
     async with stack.client("booking") as booking:
-        r = await booking.get(f"/v1/bookings/{uuid.uuid4().hex}")
+        r = await booking.get(f"/v1/bookings/{uuid.uuid4().hex}", headers=sent)
         request_id = r.headers["x-request-id"]
     async with stack.client("audit", headers=AUDITOR) as audit:
 
@@ -66,6 +72,9 @@ async def test_r10_access_to_other_services_apis_is_recorded(stack: Stack) -> No
 
         [record] = await eventually(logged, what="booking's access log in the audit store")
     assert record["producer"] == "booking" and record["payload"]["route"] == "/v1/bookings/{booking_id}"
+    pseudonymise = Pseudonymiser(Keys.from_settings(AuditSettings()).pseudonym)  # the stack's environment
+    assert record["ip_key"] == pseudonymise("ip", "127.0.0.1") != pseudonymise("ip", "198.51.100.99")
+    assert record["ua_key"] == pseudonymise("ua", agent) and agent not in json.dumps(record)
 
 
 async def test_audit_chains_verify_in_the_running_system(stack: Stack) -> None:

@@ -37,6 +37,7 @@ import uvicorn
 from fastapi import FastAPI
 from pymongo import monitoring
 
+from shared import serve as serving
 from shared import topology
 from shared.clock import OffsetClock
 from shared.mongo import WATCHED, filter_shape
@@ -187,20 +188,26 @@ async def eventually(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}; last={last!r}")
 
 
+def asgi_client(app: FastAPI, peer: tuple[str, int] = ("127.0.0.1", 123)) -> httpx.AsyncClient:
+    """HTTP to an app in this process, as if from `peer` (the socket address the app sees)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=peer), base_url="http://service")
+
+
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """Run an app's lifespan (broker, consumers, relays) in-process and talk HTTP to it."""
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
-            yield client
+    async with app.router.lifespan_context(app), asgi_client(app) as client:
+        yield client
 
 
 @asynccontextmanager
 async def uvicorn_serving(app: FastAPI) -> AsyncIterator[str]:
     """Serve an app with uvicorn on a free loopback port, in this process (a real HTTP/1.1 server,
     for what the in-process transport cannot show: connections, keep-alive); yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), log_level="warning", proxy_headers=serving.PROXY_HEADERS
+    )  # as shared.serve.run serves a service
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:

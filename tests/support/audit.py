@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from services.audit import records
 from services.audit.app import create_app
@@ -39,6 +40,7 @@ class Audit:
     service: AuditService
     clock: FixedClock
     settings: Settings
+    app: FastAPI
 
     def event(self, payload: Payload, office: str = OFFICE) -> Envelope[Any]:
         return new_event(payload, office_id=office, producer="booking", clock=self.clock)
@@ -84,7 +86,7 @@ async def running_audit(make_settings: Callable[..., Any], **overrides: Any) -> 
     clock = FixedClock(T0)
     app = create_app(settings, clock)
     async with serve(app) as http:
-        yield Audit(http, app.state.audit, clock, settings)
+        yield Audit(http, app.state.audit, clock, settings, app)
 
 
 def consultctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

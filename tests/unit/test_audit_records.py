@@ -13,6 +13,7 @@ from services.audit import records
 from services.audit.chain import canonical
 from services.audit.config import Settings
 from services.audit.crypto import Keys, Pseudonymiser, Sealer, decode_aes_key
+from services.audit.search import public
 from shared.clock import FixedClock
 from shared.events import (
     Appointment,
@@ -103,6 +104,39 @@ def test_r10_completed_consultation_records_its_usage_window_in_jst_cells() -> N
     assert e.record["kind"] == "usage"
     assert e.record["usage_start"] == start and e.record["usage_minutes"] == 25.0
     assert (e.record["day"], e.record["hour"]) == ("2026-12-01", 14)
+
+
+def test_r10_usage_window_from_attendance_and_completion() -> None:
+    start = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)  # 14:00 JST, as staff recorded it
+    joined = start - timedelta(minutes=3)  # the person was in the meeting at 13:57 JST
+    done = BookingCompleted(
+        booking_id="b-4",
+        started_at=start,
+        ended_at=start + timedelta(minutes=25),
+        attended_how="joined",
+        attended_at=joined,
+    )
+    record = entry(done).record
+    assert (record["usage_start"], record["usage_end"]) == (joined, start + timedelta(minutes=25))
+    assert record["usage_minutes"] == 28.0 and record["usage_from"] == "joined"
+    assert (record["day"], record["hour"]) == ("2026-12-01", 13)
+    shown = public(record)
+    assert shown["usage_start"] == "2026-12-01T04:57:00+00:00"  # stored and answered in UTC
+    assert shown["usage_start_jst"] == "2026-12-01T13:57:00+09:00"  # and shown in JST
+    assert shown["usage_end_jst"] == "2026-12-01T14:25:00+09:00"
+    phoned = entry(done.model_copy(update={"attended_how": "contacted"})).record
+    assert phoned["usage_start"] == start and phoned["usage_from"] == "recorded_start"
+
+
+def test_r10_access_record_holds_sealed_client_ip_and_user_agent() -> None:
+    agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/131.0"
+    e = entry(access_logged(at=NOW, ip_address="2001:DB8::7", user_agent=agent), office="-")
+    assert e.record["kind"] == "access" and e.record["sealed"] is True
+    assert e.record["ip_key"] == PSEUDO("ip", "2001:db8::7") == e.record["payload"]["ip_key"]
+    assert e.record["ua_key"] == PSEUDO("ua", agent)
+    assert e.secrets == {"ip_address": "2001:db8::7", "user_agent": agent}  # R11: sealed, for disclosure
+    text = dumped(e)
+    assert "2001:db8::7" not in text and "Win64" not in text
 
 
 def test_r10_access_log_names_the_actor() -> None:

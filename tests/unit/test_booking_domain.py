@@ -21,7 +21,7 @@ from services.booking.refusals import PersonRecord
 from shared.calendar import OfficeCalendar
 from shared.clock import JST
 from shared.commands import FieldError
-from shared.events import Alternative, Appointment, Recipient
+from shared.events import Alternative, Appointment, BookingCompleted, Recipient
 from shared.policy import Channel, load_file
 
 OFFICES = Path(__file__).resolve().parents[2] / "deploy" / "offices"
@@ -192,6 +192,18 @@ def test_r08_attendance_before_the_mark_stops_the_no_show() -> None:
     assert b.status == Status.ATTENDED
     [done] = b.complete(at(TUE, 10, 9), at(TUE, 10, 35), at(TUE, 10, 40))
     assert done.TYPE == "booking.completed" and b.status == Status.COMPLETED
+
+
+def test_r10_the_completion_carries_the_attendance_for_the_usage_window() -> None:
+    b = confirmed()
+    b.attend("joined", at(TUE, 10, 2), at(TUE, 10, 3), "meeting", GRACE)
+    with pytest.raises(RuleViolation, match="R10") as refused:  # ends before the person joined
+        b.complete(at(TUE, 10, 0), at(TUE, 10, 1), at(TUE, 10, 40))
+    assert refused.value.field == "ended_at"
+    [done] = b.complete(at(TUE, 10, 4), at(TUE, 10, 30), at(TUE, 10, 40))
+    assert isinstance(done, BookingCompleted)
+    assert (done.attended_how, done.attended_at) == ("joined", at(TUE, 10, 2))
+    assert (done.started_at, done.ended_at) == (at(TUE, 10, 4), at(TUE, 10, 30))
 
 
 def test_r02_where_the_office_confirms_identity_a_session_completes_only_after_staff_did() -> None:
