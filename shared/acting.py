@@ -15,6 +15,8 @@ import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
+from fastapi import HTTPException
+
 from shared.text import is_clean
 
 PERSON_ID = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
@@ -31,6 +33,12 @@ class Refusal(Exception):
         super().__init__(reason)
         self.status_code = status_code
         self.reason = reason
+
+
+def http_error(exc: Refusal) -> HTTPException:
+    """The refusal as an HTTP answer (a 401 asks for a Bearer key)."""
+    challenge = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return HTTPException(exc.status_code, exc.reason, headers=challenge)
 
 
 def is_person_id(value: str) -> bool:
@@ -55,9 +63,9 @@ def derive_person(name: str) -> str:
     return slug
 
 
-def key_id(prefix: str, digest: str) -> str:
-    """The public id of a key stored as the SHA-256 `digest` of its secret (`csk-1a2b3c4d5e6f`)."""
-    return f"{prefix}-{digest[:12]}"
+def person_for(person: str | None, name: str) -> str:
+    """A new credential's person: the one named (checked), else derived from the holder's name."""
+    return person_id(person) if person else derive_person(name)
 
 
 @dataclass(frozen=True)
