@@ -14,8 +14,9 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 
 from shared.text import is_clean
 
@@ -116,3 +117,32 @@ def acting(
     if counsellor is not None and (len(counsellor) > 64 or not is_clean(counsellor)):
         raise Refusal(401, "X-Acting-Counsellor is not a counsellor id")
     return Acting(person, frozenset(asked_roles), tuple(dict.fromkeys(asked_offices)), counsellor)
+
+
+class Credential(Protocol):
+    """A service's view of a stored key (booking's `Credential`, the scheduler's `StaffKey`)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    def acting_for(self, headers: Iterable[tuple[str, str]]) -> Self: ...
+
+
+C = TypeVar("C", bound=Credential)
+
+
+def as_requested(request: Request, cred: C) -> C:
+    """The credential as this request uses it (the console's: for the person named), with the key's
+    id and the person kept for the access record (R10); a refused request is recorded under the
+    key's own holder. Raises the refusal as HTTP."""
+    request.state.credential = cred.key_id
+    request.state.actor = cred.actor
+    try:
+        cred = cred.acting_for(request.headers.items())
+    except Refusal as exc:
+        raise http_error(exc) from exc
+    request.state.actor = cred.actor
+    return cred
