@@ -6,8 +6,6 @@ are read by `_id` (one lookup per grid cell of the office's hours) where the gri
 else by the (counsellor, start) range; each booking's request is then read by `_id` for the times.
 """
 
-from __future__ import annotations
-
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
