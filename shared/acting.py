@@ -24,6 +24,9 @@ PERSON_ID = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 PREFIX = "x-acting-"
 PERSON, ROLES, OFFICES, COUNSELLOR = (f"{PREFIX}{h}" for h in ("person", "roles", "offices", "counsellor"))
 EVERY_OFFICE = "*"
+#: names the services record for their own acts (`by="scheduler"`, `recorded_by="system"`, the access
+#: log's `anonymous`): never a person's, so what a person did never reads as automatic
+RESERVED = frozenset({"anonymous", "system", "booking", "scheduler", "notifier", "audit"})
 NO_PERSON = "a console credential acts only for a named person"
 
 
@@ -43,13 +46,16 @@ def http_error(exc: Refusal) -> HTTPException:
 
 
 def is_person_id(value: str) -> bool:
-    return PERSON_ID.fullmatch(value) is not None
+    return PERSON_ID.fullmatch(value) is not None and value not in RESERVED
 
 
 def person_id(value: str) -> str:
     """`value` if it is a person id (`tanaka.hanako`), else ValueError."""
     if not is_person_id(value):
-        raise ValueError(f"{value!r} is not a person id (a-z, 0-9, . _ @ -; at most 64, from a-z or 0-9)")
+        raise ValueError(
+            f"{value!r} is not a person id (a-z, 0-9, . _ @ -; at most 64, from a-z or 0-9; "
+            f"none of {', '.join(sorted(RESERVED))})"
+        )
     return value
 
 
