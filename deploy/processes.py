@@ -61,10 +61,14 @@ HEADER = "=== deploy/processes.py up "  # starts each run's part of a log
 #: is missing. A failing hook stops `up` before anything starts. Example:
 #:     (PY, "-m", "services.booking.keys", "dev-key", "--out", str(PORTAL_KEY)),
 PRESTART: tuple[tuple[str, ...], ...] = (
+    # the console's keys act only for the person each request names (X-Acting-Person), every office
     (PY, "-m", "services.booking.keys", "ensure-dev-key", str(PORTAL_KEY),
-     "--staff-file", str(LOCAL / "staff-key.txt")),
+     "--staff-file", str(LOCAL / "staff-key.txt"), "--console-file", str(LOCAL / "console-booking-key.txt")),
     # the scheduler's staff keys live in its own database: its own development key, every office
-    (PY, "-m", "services.scheduler.keys", "ensure-dev-key", str(LOCAL / "scheduler-staff-key.txt")),
+    (PY, "-m", "services.scheduler.keys", "ensure-dev-key", str(LOCAL / "scheduler-staff-key.txt"),
+     "--console-file", str(LOCAL / "console-scheduler-key.txt")),
+    # the console's audit key: auditor and disclosure-approver
+    (PY, "-m", "services.audit.keys", "ensure-console-key", str(LOCAL / "console-audit-key.txt")),
 )  # fmt: skip
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never proxy 127.0.0.1
@@ -370,6 +374,9 @@ def portal_key_note() -> None:
     staff = [p for p in (LOCAL / "staff-key.txt", LOCAL / "scheduler-staff-key.txt") if p.exists()]
     if staff:
         print("dev staff keys (booking, scheduler): " + ", ".join(str(p.relative_to(ROOT)) for p in staff))
+    consoles = [LOCAL / f"console-{n}-key.txt" for n in ("booking", "scheduler", "audit")]
+    if consoles := [p for p in consoles if p.exists()]:
+        print("dev console keys (X-Acting-Person): " + ", ".join(str(p.relative_to(ROOT)) for p in consoles))
 
 
 def logs(services: list[Service], lines: int, follow: bool) -> NoReturn:
