@@ -66,9 +66,15 @@ async def test_r10_access_to_other_services_apis_is_recorded(stack: Stack) -> No
         request_id = r.headers["x-request-id"]
     async with stack.client("audit", headers=AUDITOR) as audit:
 
-        async def logged() -> list[dict[str, Any]]:
-            r = await audit.get("/v1/audit/records", params={"type": "access.logged", "kind": "access"})
-            return [x for x in r.json() if x["payload"]["request_id"] == request_id]
+        async def logged() -> list[dict[str, Any]]:  # every page: earlier tests may have filled the first
+            found: list[dict[str, Any]] = []
+            params = {"type": "access.logged", "kind": "access", "limit": "500"}
+            while True:
+                r = await audit.get("/v1/audit/records", params=params)
+                found += [x for x in r.json() if x["payload"]["request_id"] == request_id]
+                if not (cursor := r.headers.get("x-next-cursor")):
+                    return found
+                params["cursor"] = cursor
 
         [record] = await eventually(logged, what="booking's access log in the audit store")
     assert record["producer"] == "booking" and record["payload"]["route"] == "/v1/bookings/{booking_id}"
