@@ -65,6 +65,8 @@ PRESTART: tuple[tuple[str, ...], ...] = (
      "--staff-file", str(LOCAL / "staff-key.txt")),
     # the scheduler's staff keys live in its own database: its own development key, every office
     (PY, "-m", "services.scheduler.keys", "ensure-dev-key", str(LOCAL / "scheduler-staff-key.txt")),
+    # the console's audit key (auditor and disclosure-approver, for the person each request names)
+    (PY, "-m", "services.audit.keys", "ensure-console-key", str(LOCAL / "console-audit-key.txt")),
 )  # fmt: skip
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never proxy 127.0.0.1
@@ -370,6 +372,9 @@ def portal_key_note() -> None:
     staff = [p for p in (LOCAL / "staff-key.txt", LOCAL / "scheduler-staff-key.txt") if p.exists()]
     if staff:
         print("dev staff keys (booking, scheduler): " + ", ".join(str(p.relative_to(ROOT)) for p in staff))
+    consoles = [p for n in ("booking", "scheduler", "audit") if (p := LOCAL / f"console-{n}-key.txt").exists()]
+    if consoles:
+        print("dev console keys (X-Acting-Person): " + ", ".join(str(p.relative_to(ROOT)) for p in consoles))
 
 
 def logs(services: list[Service], lines: int, follow: bool) -> NoReturn:

@@ -86,6 +86,7 @@ class AccessLog:
             AccessLogged(
                 service=self.service,
                 actor=actor,
+                credential=getattr(request.state, "credential", None),  # the key id, from our store
                 method=request.method,
                 route=template,
                 status=status,

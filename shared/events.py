@@ -431,6 +431,9 @@ class AccessLogged(Payload):
 
     service: str
     actor: str = Field(description="credential id: portal, staff member or auditor; never a secret")
+    credential: str | None = Field(
+        None, description="the key id the request came with (R10; actor: the person)"
+    )
     method: str
     route: str = Field(description="route template, not the raw path")
     status: int

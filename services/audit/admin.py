@@ -1,17 +1,24 @@
-"""Operations the CLI runs against the audit store: create auditor keys, run the retention job."""
+"""Operations the CLI runs against the audit store: create and revoke auditor keys, keep the
+development console's key, run the retention job."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from services.audit import auth, records, retention
 from services.audit.config import Settings
 from services.audit.crypto import Keys, Sealer
 from services.audit.ingest import Appender
 from services.audit.store import AuditStore
+from shared.acting import derive_person, person_id
 from shared.clock import Clock, SystemClock
-from shared.mongo import connect
+from shared.keyfile import kept_key
+from shared.mongo import Doc, connect
+
+#: the development console's credential (`make up`): every role, for the person each request names
+CONSOLE_NAME, CONSOLE_PERSON = "開発用コンソール", "dev-console"
 
 
 @asynccontextmanager
@@ -26,22 +33,80 @@ async def _opened(settings: Settings) -> AsyncIterator[tuple[AuditStore, Appende
         await client.close()
 
 
+def _shown(doc: Doc) -> Doc:
+    """What the audit trail keeps of a credential: never its secret's hash."""
+    keys = ("name", "person", "roles", "delegates")
+    return {"key_id": doc["_id"], **{k: doc[k] for k in keys if k in doc}}
+
+
 async def create_key(
-    settings: Settings, *, name: str, roles: list[str], by: str, clock: Clock | None = None
+    settings: Settings,
+    *,
+    name: str,
+    roles: list[str],
+    by: str,
+    person: str | None = None,
+    console: bool = False,
+    clock: Clock | None = None,
+    token: str | None = None,
 ) -> str:
-    """A new API key for an auditor or approver; the secret is shown once and stored only hashed."""
+    """A new API key (or `token`) for an auditor or approver, held by `person` (default: derived from
+    the name; shared/acting.py), or with `console` the console's key, which acts for the person each
+    request names. The secret is shown once and stored only hashed."""
     unknown = set(roles) - auth.READERS
     if not roles or unknown:
         raise ValueError(f"roles must be among {sorted(auth.READERS)}")
+    who = person_id(person) if person else derive_person(name)
     now = (clock or SystemClock()).now()
-    token = auth.new_key()
+    token = token or auth.new_key()
+    doc = auth.credential(
+        token, name=name, roles=roles, now=now, created_by=by, person=who, delegates=console
+    )
     async with _opened(settings) as (store, appender, _):
-        doc = auth.credential(token, name=name, roles=roles, now=now, created_by=by)
         await store.put_credential(doc)
-        details = {"key_id": doc["_id"], "name": name, "roles": doc["roles"]}
         await appender.append(
-            [records.internal("audit.credential_created", actor=by, details=details, now=now)]
+            [records.internal("audit.credential_created", actor=by, details=_shown(doc), now=now)]
         )
+    return token
+
+
+async def revoke_key(settings: Settings, key_id: str, *, by: str, clock: Clock | None = None) -> Doc | None:
+    """Revoke a key: from now on it opens nothing (401), recorded as `audit.credential_revoked`.
+    The credential as it was, or None when there is no such active key."""
+    now = (clock or SystemClock()).now()
+    async with _opened(settings) as (store, appender, _):
+        doc = await store.credential(key_id)
+        if doc is None or not await store.revoke_credential(key_id, now, by):
+            return None
+        await appender.append(
+            [records.internal("audit.credential_revoked", actor=by, details=_shown(doc), now=now)]
+        )
+    return doc
+
+
+async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
+    """Development (`make up`): the console's key kept in `path` (mode 600), registered with both
+    roles for the person each request names; made anew when missing or revoked. Refused in prod."""
+    settings = settings or Settings()
+    if settings.environment == "prod":
+        raise SystemExit("no development console key in prod: `consultctl audit create-key --console`")
+    token = kept_key(path, auth.new_key)
+    async with _opened(settings) as (store, _, _):
+        doc = await store.credential(auth.split(token)[0])
+    if doc is not None and doc.get("active"):
+        return token
+    if doc is not None:  # revoked: the console gets a new key, the revoked one stays revoked
+        token = kept_key(path, auth.new_key, renew=True)
+    roles = sorted(auth.READERS)
+    await create_key(
+        settings,
+        name=CONSOLE_NAME,
+        roles=roles,
+        by="make up",
+        person=CONSOLE_PERSON,
+        console=True,
+        token=token,
+    )
     return token
 
 

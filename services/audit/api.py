@@ -85,7 +85,12 @@ def router(service: AuditService) -> APIRouter:
             **{k: _range(v) if isinstance(v, datetime) else v for k, v in vars(f).items()},
         }
         await service.record(
-            records.internal("audit.exported", actor=caller.key_id, details=details, now=service.now())
+            records.internal(
+                "audit.exported",
+                actor=caller.who,
+                details={**details, "credential": caller.key_id},
+                now=service.now(),
+            )
         )
         rows = store.export(f.query())
         body, media = (

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.audit import api, disclosure_api, handlers
 from services.audit.config import Settings
+from services.audit.disclosure import Refused
 from services.audit.service import AuditService
 from shared import topology
 from shared.clock import Clock
@@ -26,5 +27,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     app.include_router(api.router(service))
     app.include_router(disclosure_api.router(service))
+    app.add_exception_handler(Refused, disclosure_api.refused)
     app.state.audit = service
     return app

@@ -1,4 +1,8 @@
-"""consultctl audit: verify the hash chains, create auditor keys, run the retention job."""
+"""consultctl audit: verify the hash chains, create and revoke auditor keys, run the retention job.
+
+consultctl audit create-key --name "監査 花子" --person kansa.hanako --role auditor [--console]
+consultctl audit revoke-key ak-0123456789ab
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    help="The audit store: verify its hash chains, create auditor keys, purge.", no_args_is_help=True
+    help="The audit store: verify its hash chains, create and revoke auditor keys, purge.",
+    no_args_is_help=True,
 )
 
 
@@ -41,18 +46,44 @@ def audit_verify(
 
 @app.command("create-key")
 def audit_create_key(
-    name: Annotated[str, typer.Option(help="who holds the key")],
+    name: Annotated[str, typer.Option(help="the holder's display name")],
     role: Annotated[list[str], typer.Option(help="auditor and/or disclosure-approver")],
+    person: Annotated[
+        str | None,
+        typer.Option(help="the person holding the key (a-z, 0-9, . _ @ -); default: derived from --name"),
+    ] = None,
+    console: Annotated[
+        bool, typer.Option("--console", help="the console's key: acts only for the person each request names")
+    ] = False,
 ) -> None:
-    """Create an auditor API key; printed once, stored only as a hash."""
+    """Create an auditor API key held by a person; printed once, stored only as a hash."""
     from services.audit.admin import create_key
     from services.audit.config import Settings
 
+    by = f"cli:{getpass.getuser()}"
     try:
-        token = asyncio.run(create_key(Settings(), name=name, roles=role, by=f"cli:{getpass.getuser()}"))
+        token = asyncio.run(
+            create_key(Settings(), name=name, roles=role, by=by, person=person, console=console)
+        )
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--role") from exc
+        hint = "--person" if "person" in str(exc) else "--role"
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
     typer.echo(token)
+
+
+@app.command("revoke-key")
+def audit_revoke_key(
+    key_id: Annotated[str, typer.Argument(help="the key id, the part of the key before the dot")],
+) -> None:
+    """Revoke an auditor key: it opens nothing from now on; the revocation is an audit record."""
+    from services.audit.admin import revoke_key
+    from services.audit.config import Settings
+
+    doc = asyncio.run(revoke_key(Settings(), key_id, by=f"cli:{getpass.getuser()}"))
+    if doc is None:
+        typer.echo(f"no active audit key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{key_id} revoked (person {doc.get('person') or key_id})")
 
 
 @app.command("purge")

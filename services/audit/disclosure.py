@@ -2,8 +2,10 @@
 
 A request names its legal basis, the requesting authority and its reference number, and a narrow
 scope. A second person holding the `disclosure-approver` role approves it (four eyes: never the
-requester). Only then may the requester or the approver open the sealed values in scope, within the
-approval's validity; the request, the decision and every opening are audit records themselves.
+person who requested it, whichever of their keys either uses, the console's included). Only then may
+the requester or the approver (as persons) open the sealed values in scope, within the approval's
+validity; the request, the decision and every opening are audit records themselves, naming the person
+and the key.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ Status = Literal["requested", "approved", "rejected"]
 
 
 class Refused(Exception):
-    def __init__(self, status_code: int, reason: str) -> None:
+    def __init__(self, status_code: int, reason: str, rule: str | None = None) -> None:
         super().__init__(reason)
         self.status_code = status_code
         self.reason = reason
+        self.rule = rule
 
 
 class Scope(CleanText):
@@ -88,29 +91,50 @@ def new_request(body: DisclosureIn, caller: Caller, now: datetime) -> Doc:
         "scope": body.scope.model_dump(mode="json", exclude_none=True),
         "note": body.note,
         "requested_by": caller.key_id,
+        "requested_by_person": caller.who,
         "requested_at": now,
         "disclosed": 0,
         "records": 0,
     }
 
 
+def requester(doc: Doc) -> str:
+    """The person who requested it (a request stored before persons: its key, its own person)."""
+    return str(doc.get("requested_by_person") or doc["requested_by"])
+
+
+def decider(doc: Doc) -> str | None:
+    return doc.get("decided_by_person") or doc.get("decided_by")
+
+
 def decide(doc: Doc, caller: Caller, *, approve: bool, now: datetime, reason: str | None = None) -> Doc:
-    """The approver's decision as field changes; refuses self-approval and the wrong role."""
+    """The approver's decision as field changes; refuses the wrong role and the requesting person."""
     if APPROVER not in caller.roles:
         raise Refused(403, "only a disclosure-approver decides on a disclosure request")
-    if caller.key_id == doc["requested_by"]:
-        raise Refused(403, "four eyes: the requester cannot decide on their own request")
+    if caller.who == requester(doc):  # R11: people, not keys: another key of theirs is still them
+        raise Refused(
+            409,
+            f"four eyes: {caller.who} requested this disclosure and cannot decide on it, with any key; "
+            "another person must",
+            rule="R11",
+        )
     if doc["status"] != "requested":
         raise Refused(409, f"the request is already {doc['status']}")
     status: Status = "approved" if approve else "rejected"
-    return {"status": status, "decided_by": caller.key_id, "decided_at": now, "decision_reason": reason}
+    return {
+        "status": status,
+        "decided_by": caller.key_id,
+        "decided_by_person": caller.who,
+        "decided_at": now,
+        "decision_reason": reason,
+    }
 
 
 def check_open(doc: Doc, caller: Caller, now: datetime, valid_days: int) -> None:
     """May this caller open the sealed values now?"""
     if doc["status"] != "approved":
         raise Refused(409, f"the request is {doc['status']}, not approved")
-    if caller.key_id not in (doc["requested_by"], doc.get("decided_by")):
+    if caller.who not in (requester(doc), decider(doc)):
         raise Refused(403, "only the requester or the approver of this request may open it")
     if now > doc["decided_at"] + timedelta(days=valid_days):
         raise Refused(409, "the approval has expired; file a new request")
@@ -118,5 +142,13 @@ def check_open(doc: Doc, caller: Caller, now: datetime, valid_days: int) -> None
 
 def summary(doc: Doc) -> Doc:
     """What an audit record keeps of a request: no raw values, the legal grounds in full."""
-    keys = ("legal_basis", "authority", "reference_number", "scope", "requested_by", "status")
+    keys = (
+        "legal_basis",
+        "authority",
+        "reference_number",
+        "scope",
+        "requested_by",
+        "requested_by_person",
+        "status",
+    )
     return {"disclosure_id": doc["_id"], **{k: doc[k] for k in keys if k in doc}}

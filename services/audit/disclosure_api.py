@@ -1,8 +1,12 @@
-"""Legal-disclosure routes (R11): request, four-eyes decision, and the recorded opening of sealed values."""
+"""Legal-disclosure routes (R11): request, four-eyes decision, and the recorded opening of sealed values.
+
+A refusal (`disclosure.Refused`) is answered by `refused` (installed by app.py): its status, the
+reason in `detail` and, where a rule refuses, its id in `rule` (four eyes: 409, R11)."""
 
 from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from services.audit import auth, records
@@ -16,6 +20,12 @@ from shared.text import CleanText
 
 def shown(doc: Doc) -> dict[str, Any]:
     return {"disclosure_id": doc["_id"], **public(doc)}
+
+
+async def refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refused)
+    body = {"detail": exc.reason, **({"rule": exc.rule} if exc.rule else {})}
+    return JSONResponse(body, exc.status_code)
 
 
 class Decision(CleanText):
@@ -38,7 +48,9 @@ def router(service: AuditService) -> APIRouter:
         return doc
 
     def note(type_: str, caller: auth.Caller, details: Doc) -> records.Entry:
-        return records.internal(type_, actor=caller.key_id, details=details, now=service.now())
+        """An audit record of a disclosure step: the person acted, with this key (R11)."""
+        details = {**details, "credential": caller.key_id}
+        return records.internal(type_, actor=caller.who, details=details, now=service.now())
 
     @api.post("", status_code=201, summary="File a disclosure request on a legal basis")
     async def request(body: DisclosureIn, caller: Reader) -> dict[str, Any]:
@@ -53,12 +65,10 @@ def router(service: AuditService) -> APIRouter:
 
     async def _decide(disclosure_id: str, caller: auth.Caller, approve: bool, reason: str | None) -> Doc:
         doc = await load(disclosure_id)
-        try:
-            changes = decide(doc, caller, approve=approve, now=service.now(), reason=reason)
-        except Refused as exc:
-            raise HTTPException(exc.status_code, exc.reason) from exc
+        changes = decide(doc, caller, approve=approve, now=service.now(), reason=reason)
         kind = "audit.disclosure_approved" if approve else "audit.disclosure_rejected"
-        await service.record(note(kind, caller, {**summary(doc), "reason": reason}))
+        details = {**summary(doc), "decided_by_person": caller.who, "reason": reason}
+        await service.record(note(kind, caller, details))
         if not await store.transition(disclosure_id, "requested", changes):
             raise HTTPException(409, "the request was decided meanwhile")
         return shown({**doc, **changes})
@@ -74,10 +84,7 @@ def router(service: AuditService) -> APIRouter:
     @api.post("/{disclosure_id}/open", summary="Disclose the raw device values in scope; itself recorded")
     async def open_sealed(disclosure_id: str, caller: Reader) -> dict[str, Any]:
         doc = await load(disclosure_id)
-        try:
-            check_open(doc, caller, service.now(), service.settings.audit_disclosure_valid_days)
-        except Refused as exc:
-            raise HTTPException(exc.status_code, exc.reason) from exc
+        check_open(doc, caller, service.now(), service.settings.audit_disclosure_valid_days)
         limit = service.settings.audit_disclosure_max_records
         query = {**Scope.model_validate(doc["scope"]).filters().query(), "sealed": True}
         found = await store.search(query, limit + 1)

@@ -208,6 +208,11 @@ class AuditStore:
     async def put_credential(self, doc: Doc) -> None:
         await self.credentials.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
+    async def revoke_credential(self, key_id: str, now: datetime, by: str) -> bool:
+        """Revoke an active key (it opens nothing from now on); False if unknown or revoked already."""
+        changes = {"active": False, "revoked_at": now, "revoked_by": by}
+        return await update_if(self.credentials, key_id, {"active": True}, {"$set": changes})
+
     async def insert_disclosure(self, doc: Doc) -> None:
         await self.disclosures.insert_one(doc)
 

@@ -192,5 +192,37 @@ async def test_r10_reading_the_audit_store_is_itself_access_logged(audit: Audit)
         return await audit.service.store.records.find_one({"type": "access.logged", "producer": "audit"})
 
     record = await eventually(logged, what="the audit API's own access log")
-    assert record["actor"] == AUDITOR_KEY.split(".")[0]
+    assert record["actor"] == AUDITOR_KEY.split(".")[0]  # a key stored without a person is its own
+    assert record["payload"]["credential"] == AUDITOR_KEY.split(".")[0]
     assert record["payload"]["route"] == "/v1/audit/records"
+
+
+CONSOLE = "ak-console.console-secret-0123456789"
+
+
+async def test_r11_the_console_key_acts_only_for_a_named_person_with_roles_it_holds(audit: Audit) -> None:
+    console = credential(CONSOLE, name="console", roles=["auditor"], now=T0, created_by="test",
+                         person="dev-console", delegates=True)  # fmt: skip
+    await audit.service.store.put_credential(console)
+    records = "/v1/audit/records"
+
+    async def status(key: str, **acting: str) -> int:
+        headers = auth(key) | {f"X-Acting-{k.title()}": v for k, v in acting.items()}
+        return (await audit.http.get(records, params={"booking_id": "none"}, headers=headers)).status_code
+
+    nobody = await audit.http.get(records, headers=auth(CONSOLE))
+    assert nobody.status_code == 401 and "acts only for a named person" in nobody.json()["detail"]
+    assert await status(CONSOLE, person="Not A Person") == 401
+    assert await status(CONSOLE, person="kansa.hanako") == 403  # no role asserted: none
+    assert await status(CONSOLE, person="kansa.hanako", roles="auditor,disclosure-approver") == 403
+    assert await status(AUDITOR_KEY, person="kansa.hanako") == 403  # a plain key acts for no one else
+    assert await status(AUDITOR_KEY, roles="auditor") == 403
+    assert await status(CONSOLE, person="kansa.hanako", roles="auditor") == 200
+
+    async def logged() -> dict[str, Any] | None:
+        query = {"type": "access.logged", "producer": "audit", "actor": "kansa.hanako",
+                 "payload.status": 200}  # fmt: skip
+        return await audit.service.store.records.find_one(query)
+
+    record = await eventually(logged, what="the access record of the console acting for kansa.hanako")
+    assert record["payload"]["credential"] == "ak-console"  # R10: the person, and the key they came with

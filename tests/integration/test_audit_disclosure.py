@@ -83,7 +83,69 @@ async def test_r11_an_approver_cannot_approve_their_own_request(audit: Audit) ->
     assert r.status_code == 201
     dr = r.json()["disclosure_id"]
     own = await audit.http.post(f"/v1/audit/disclosures/{dr}/approve", headers=auth(APPROVER_KEY))
-    assert own.status_code == 403 and "four eyes" in own.json()["detail"]
+    assert own.status_code == 409 and own.json()["rule"] == "R11" and "four eyes" in own.json()["detail"]
+
+
+HANAKO_AUDITOR = "ak-hanako-audit.hanako-secret-0123456789"
+HANAKO_APPROVER = "ak-hanako-approve.hanako-secret-9876543210"
+TARO_APPROVER = "ak-taro-approve.taro-secret-0123456789"
+CONSOLE = "ak-console.console-secret-0123456789"
+
+
+async def people(audit: Audit) -> None:
+    """Hanako holds two keys (auditor, approver), Taro one; the console's key has both roles."""
+    for token, person, role in (
+        (HANAKO_AUDITOR, "kansa.hanako", "auditor"),
+        (HANAKO_APPROVER, "kansa.hanako", "disclosure-approver"),
+        (TARO_APPROVER, "shonin.taro", "disclosure-approver"),
+    ):
+        doc = credential(token, name=person, roles=[role], now=T0, created_by="test", person=person)
+        await audit.service.store.put_credential(doc)
+    console = credential(CONSOLE, name="console", roles=["auditor", "disclosure-approver"], now=T0,
+                         created_by="test", person="dev-console", delegates=True)  # fmt: skip
+    await audit.service.store.put_credential(console)
+
+
+async def test_r11_a_second_key_of_the_requester_cannot_approve_only_another_person(audit: Audit) -> None:
+    await people(audit)
+    await audit.append(device("b-10", device_id="DEV-PEOPLE-1"))
+    key = audit.service.pseudonymise("device", "DEV-PEOPLE-1")
+    http = audit.http
+    r = await http.post("/v1/audit/disclosures", json=request_body(key), headers=auth(HANAKO_AUDITOR))
+    assert r.status_code == 201, r.text
+    dr = r.json()["disclosure_id"]
+    assert (r.json()["requested_by"], r.json()["requested_by_person"]) == ("ak-hanako-audit", "kansa.hanako")
+
+    as_console = auth(CONSOLE) | {"X-Acting-Person": "kansa.hanako", "X-Acting-Roles": "disclosure-approver"}
+    for her_other_key in (auth(HANAKO_APPROVER), as_console):
+        own = await http.post(f"/v1/audit/disclosures/{dr}/approve", headers=her_other_key)
+        assert own.status_code == 409 and own.json()["rule"] == "R11", own.text
+        assert "kansa.hanako" in own.json()["detail"]
+    still = await http.get(f"/v1/audit/disclosures/{dr}", headers=auth(HANAKO_AUDITOR))
+    assert still.json()["status"] == "requested"
+
+    approved = await http.post(f"/v1/audit/disclosures/{dr}/approve", headers=auth(TARO_APPROVER))
+    assert approved.status_code == 200, approved.text
+    assert (approved.json()["decided_by"], approved.json()["decided_by_person"]) == (
+        "ak-taro-approve",
+        "shonin.taro",
+    )
+    opened = await http.post(f"/v1/audit/disclosures/{dr}/open", headers=auth(HANAKO_APPROVER))
+    assert opened.status_code == 200, opened.text  # the requester, as a person, with another key
+
+    trail = await http.get("/v1/audit/records", params={"kind": "audit"}, headers=auth(TARO_APPROVER))
+    steps = [
+        (x["type"], x["actor"], x["payload"]["credential"])
+        for x in trail.json()
+        if x["type"].startswith("audit.disclosure")
+    ]
+    assert steps == [
+        ("audit.disclosure_requested", "kansa.hanako", "ak-hanako-audit"),
+        ("audit.disclosure_approved", "shonin.taro", "ak-taro-approve"),
+        ("audit.disclosure_opened", "kansa.hanako", "ak-hanako-approve"),
+    ]
+    assert trail.json()[-1]["payload"]["requested_by_person"] == "kansa.hanako"
+    assert (await audit.verify())["ok"]
 
 
 async def test_r11_a_portal_key_can_neither_request_nor_read_a_disclosure(audit: Audit) -> None:

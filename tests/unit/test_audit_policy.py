@@ -55,6 +55,37 @@ def test_r11_an_auditor_cannot_approve_their_own_disclosure() -> None:
         decide(doc, CAROL, approve=True, now=NOW)
 
 
+def test_r11_four_eyes_compares_people_not_keys() -> None:
+    """A second key of the requester (or the console acting for them) is still the requester: 409,
+    R11. Another person decides, and the decision names the person and the key."""
+    hanako = Caller("ak-hanako-1", "監査 花子", frozenset({AUDITOR}), who="kansa.hanako")
+    doc = new_request(REQUEST, hanako, NOW)
+    assert doc["requested_by"] == "ak-hanako-1" and doc["requested_by_person"] == "kansa.hanako"
+    her_other_key = Caller("ak-hanako-2", "監査 花子", frozenset({APPROVER}), who="kansa.hanako")
+    console_for_her = Caller("ak-console", "コンソール", frozenset({APPROVER}), who="kansa.hanako")
+    for key in (her_other_key, console_for_her):
+        with pytest.raises(Refused, match="four eyes") as refused:
+            decide(doc, key, approve=True, now=NOW)
+        assert (refused.value.status_code, refused.value.rule) == (409, "R11")
+    console_for_taro = Caller("ak-console", "コンソール", frozenset({APPROVER}), who="shonin.taro")
+    changes = decide(doc, console_for_taro, approve=True, now=NOW)
+    assert (changes["decided_by"], changes["decided_by_person"]) == ("ak-console", "shonin.taro")
+    approved = {**doc, **changes}
+    check_open(
+        approved, Caller("ak-hanako-3", "監査 花子", frozenset({AUDITOR}), who="kansa.hanako"), NOW, 30
+    )
+    with pytest.raises(Refused, match="requester or the approver"):
+        check_open(approved, Caller("ak-console", "コンソール", frozenset({AUDITOR}), who="other"), NOW, 30)
+
+
+def test_r11_a_request_stored_before_persons_is_its_keys_own_person() -> None:
+    doc = new_request(REQUEST, BOB, NOW)
+    del doc["requested_by_person"]
+    with pytest.raises(Refused, match="four eyes"):
+        decide(doc, Caller("ak-bob", "Bob", frozenset({APPROVER})), approve=True, now=NOW)
+    assert decide(doc, CAROL, approve=True, now=NOW)["decided_by_person"] == "ak-carol"
+
+
 def test_r11_only_a_disclosure_approver_decides() -> None:
     doc = new_request(REQUEST, CAROL, NOW)
     with pytest.raises(Refused, match="disclosure-approver"):
