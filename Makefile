@@ -14,6 +14,17 @@ help: ## list the targets
 
 venv: .venv/.synced ## install Python dependencies from uv.lock
 
+# The console's browser libraries (htmx; axe-core for the accessibility tests) from the npm registry,
+# exactly as package-lock.json pins them; no install scripts run. Re-run only when the lockfile changes.
+node_modules/.installed: package.json package-lock.json
+	@npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+console-assets: node_modules/.installed ## install the console's browser libraries from package-lock.json
+
+chromium: venv ## Debian's chromium and a Japanese font for the browser tests (apt-get, once)
+	@$(PY) deploy/local.py chromium
+
 infra-up: venv ## start RabbitMQ, FerretDB (MongoDB wire) and Mailpit on 127.0.0.1
 	@$(PY) deploy/local.py up
 	@$(PY) -m deploy.rabbitmq_users apply --vhost / --secrets .local/secrets --portal dev-portal
@@ -33,7 +44,7 @@ DEV_GRAPH := GRAPH_CREDENTIALS='{"kushiro-gyosei":"dev-graph-secret","demo-town"
 	GRAPH_CA_BUNDLE=$(CURDIR)/.local/graph/ca.pem MEETING_DEV_HOSTS='["127.0.0.1"]'
 DEV_ENV := EXTRA_OFFICES_DIR=$(CURDIR)/deploy/offices-demo COUNSELLORS_FILE=$(CURDIR)/deploy/counsellors.yaml $(DEV_GRAPH)
 
-up: infra-up ## servers plus the four services in the background; returns when all are ready
+up: infra-up console-assets ## servers plus the four services in the background; returns when all are ready
 	@$(DEV_ENV) $(PY) deploy/processes.py up
 
 down: venv ## stop the services and the servers; no stray process
@@ -43,10 +54,10 @@ down: venv ## stop the services and the servers; no stray process
 logs: ## follow the services' logs
 	@$(PY) deploy/processes.py logs -f
 
-demo: up ## narrated scenario through the whole system
+demo: up console-assets ## narrated scenario through the whole system
 	@$(DEV_ENV) $(PY) -m demo
 
-test: infra-up ## all tests: unit, integration, e2e, chaos (brings up what they need)
+test: infra-up console-assets chromium ## all tests: unit, integration, e2e, browser, chaos (brings up what they need)
 	@$(PY) deploy/local.py build --only mongo,smtp
 	@$(PYTEST) tests
 
@@ -58,6 +69,9 @@ test-integration: infra-up ## stores and handlers against the real servers
 
 test-e2e: infra-up ## the running services, driven over HTTP and AMQP as a portal would
 	@$(PYTEST) tests/e2e
+
+test-browser: infra-up console-assets chromium ## the console in headless Chromium (Playwright): flows, axe-core, keyboard
+	@$(PYTEST) tests/browser
 
 test-chaos: infra-up ## the chaos drills: servers and services killed and paused under a booking stream
 	@$(PY) deploy/local.py build --only mongo,smtp
@@ -78,4 +92,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-chaos lint format
+.PHONY: help docs bench venv infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium

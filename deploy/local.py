@@ -1,6 +1,7 @@
 """Run the real local servers (RabbitMQ, FerretDB, Mailpit) and the Graph contract server on 127.0.0.1.
 
     .venv/bin/python deploy/local.py up|down|status [--only rabbitmq,mongo,smtp,graph]
+    .venv/bin/python deploy/local.py chromium   # Debian's chromium and a Japanese font, once
 
 `up` reuses whatever already answers the protocol on a port and never fakes a server.
 AMQP_URL, MONGODB_URL or SMTP_URL in the environment replace the local server: only
@@ -272,17 +273,24 @@ def tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
+def apt_install(name: str, packages: list[str]) -> None:
+    """Install Debian packages with apt-get (root only; otherwise say the command and stop)."""
+    if os.geteuid() != 0:
+        sys.exit(
+            f"{name}: {' '.join(packages)} not installed; as root run: "
+            f"apt-get update && apt-get install -y {' '.join(packages)}"
+        )
+    say(name, f"installing {' '.join(packages)} with apt-get ...")
+    env, t0 = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, time.monotonic()
+    wait = ["-o", "DPkg::Lock::Timeout=600"]  # another install under way: wait for it, do not fail
+    subprocess.run(["apt-get", *wait, "update"], check=True, env=env)
+    subprocess.run(["apt-get", *wait, "install", "-y", *packages], check=True, env=env)
+    say(name, f"installed {' '.join(packages)} in {time.monotonic() - t0:.1f}s")
+
+
 def start_rabbitmq(s: Server, timeout: float) -> None:
     if not tool("rabbitmq-server"):
-        if os.geteuid() != 0:
-            sys.exit(
-                "rabbitmq: rabbitmq-server is not installed; as root run: "
-                "apt-get update && apt-get install -y rabbitmq-server"
-            )
-        say(s.name, "installing rabbitmq-server with apt-get ...")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "rabbitmq-server"], check=True, env=env)
+        apt_install(s.name, ["rabbitmq-server"])
     t0 = time.monotonic()
     if pid := rabbit_pid():
         say(s.name, f"node pid {pid} is up but AMQP does not answer yet; waiting")
@@ -303,6 +311,23 @@ def start_rabbitmq(s: Server, timeout: float) -> None:
         f"started {addr(s.url)} pid {rabbit_pid()} in {time.monotonic() - t0:.1f}s "
         f"(logs in {RABBIT_LOGS}, management http://127.0.0.1:15672)",
     )
+
+
+#: The browser tests' Debian packages, each with a file it installs: Chromium (Playwright drives
+#: /usr/bin/chromium; its own browser download cannot work here) and a Japanese font, without which
+#: the console's pages and screenshots show empty boxes instead of kana and kanji.
+BROWSER_PACKAGES = {
+    "chromium": Path("/usr/bin/chromium"),
+    "fonts-noto-cjk": Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+}
+
+
+def ensure_browser() -> None:
+    """`chromium`: install what the browser tests need, once; nothing when it is all there."""
+    if missing := [pkg for pkg, path in BROWSER_PACKAGES.items() if not path.exists()]:
+        apt_install("chromium", missing)
+    else:
+        say("chromium", f"{BROWSER_PACKAGES['chromium']} and a Japanese font are installed")
 
 
 def port_open(port: int) -> bool:
@@ -442,13 +467,15 @@ def docker(cmd: str, names: list[str], timeout: float) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "status", "build"])
+    ap.add_argument("command", choices=["up", "down", "status", "build", "chromium"])
     ap.add_argument("--only", default=",".join(SERVERS), help="subset of rabbitmq,mongo,smtp,graph")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness")
     a = ap.parse_args()
     names = [n.strip() for n in a.only.split(",") if n.strip()]
     if bad := [n for n in names if n not in SERVERS]:
         ap.error(f"unknown server(s) {bad}; choose from {list(SERVERS)}")
+    if a.command == "chromium":  # the browser tests' Debian packages (apt's own lock orders installs)
+        return ensure_browser()
     if a.command == "build":  # binaries only (the chaos drills run private servers from them)
         for n in names:
             if SERVERS[n].binary:
