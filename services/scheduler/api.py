@@ -170,6 +170,7 @@ def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, keys: S
     _counsellor_routes(api, coordinator.ctx)
     _request_routes(api, coordinator.ctx, desk, staff)
     _timer_routes(api, wheel, coordinator.ctx, staff)
+    _schedule_routes(api, coordinator.ctx)
     return api
 
 
@@ -352,3 +353,38 @@ def _timer_routes(api: APIRouter, wheel: TimerWheel, ctx: Context, staff: Any) -
             "pending": len(wheel.index),
             "stats": wheel.stats,
         }
+
+
+def schedule_item(doc: Doc) -> dict[str, Any]:
+    """One consultation of a schedule: the appointment on record, no person (the scheduler has none)."""
+    a = doc.get("appointment") or {}
+    keep = (
+        "counsellor_id",
+        "counsellor_name",
+        "start",
+        "end",
+        "app",
+        "meeting_url",
+        "meeting_id",
+        "passcode",
+    )
+    return {"booking_id": doc["_id"], "status": doc["status"], **{k: a.get(k) for k in keep}}
+
+
+def _schedule_routes(api: APIRouter, ctx: Context) -> None:
+    @api.get("/offices/{office_id}/schedule")
+    async def schedule(
+        office_id: str,
+        start: Annotated[date, Query(alias="from")],
+        end: Annotated[date, Query(alias="to", description="inclusive")],
+        counsellor_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The office's consultations with an appointment in [from, to] (JST days), by start; one
+        counsellor's with `counsellor_id`. Cancelled ones are listed with their status."""
+        _policy_of(ctx, office_id)
+        if end < start or end - start > timedelta(days=31):
+            raise HTTPException(422, "from <= to, at most 31 days apart")
+        since = datetime.combine(start, datetime.min.time(), tzinfo=JST)
+        until = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=JST)
+        docs = await ctx.requests.appointments(office_id, since, until, counsellor_id)
+        return [schedule_item(d) for d in docs]
