@@ -126,7 +126,7 @@ def install_answers(app: FastAPI, console: web.Console) -> None:
 
     async def sign_in(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, web.SignInRequired)
-        target = f"/signin?why={exc.why}"
+        target = "/signin" if exc.why == "none" else f"/signin?why={exc.why}"
         if request.method == "GET" and request.headers.get("hx-request") != "true":
             return RedirectResponse(target, 303)
         context = {

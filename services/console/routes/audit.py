@@ -3,8 +3,6 @@ per office naming the first broken record, statistics with small cells suppresse
 download, and legal disclosures (R11): request, approve or reject by a different person, each step an
 audit record of the audit service naming the person (routes/disclosures.py)."""
 
-from __future__ import annotations
-
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any
 

@@ -3,8 +3,6 @@ the booking id), the timeline of its changes, and the staff actions: a phone (or
 (R07: booking enforces the same-day rule and its refusal is shown), joined or contacted (R08), the
 identity check (R02), re-scheduling (the coordination page) and refusing for misconduct (R13)."""
 
-from __future__ import annotations
-
 from datetime import datetime, time
 from typing import Annotated, Any
 

@@ -3,8 +3,6 @@ counsellors and slots of a day (R20 areas; each counsellor's apps, R16), confirm
 propose up to three alternatives; holds and their expiry; the R04 deadline of each wished day and,
 where the office allows it, confirming later with a reason."""
 
-from __future__ import annotations
-
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 

@@ -2,8 +2,6 @@
 rejection by a different person (four eyes: the audit service refuses the requester's own decision,
 whatever key the console calls with). Every step is an audit record naming the person."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request

@@ -1,8 +1,6 @@
 """People refused (R09 no-shows, R13 misconduct) with the refusal's end, lifting a refusal, and the
 review list: people whose no-shows reached the office's threshold, refused or dismissed by staff."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request

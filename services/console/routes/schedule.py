@@ -1,8 +1,6 @@
 """A counsellor's own schedule: their consultations of the day or the week, and nothing of anyone
 else's (the scheduler answers only for the counsellor the console names, X-Acting-Counsellor)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request

@@ -5,8 +5,6 @@ middleware records the route and status; 303 signed in, 401 refused, 429 locked)
 count against the account and against the client address (services/console/ratelimit.py).
 """
 
-from __future__ import annotations
-
 import contextlib
 import secrets
 from datetime import datetime, timedelta

@@ -1,8 +1,6 @@
 """Today / this week of an office: every consultation by time, with its status, counsellor, app and join
 link; filter by counsellor; the list refreshes itself (htmx polling of its block)."""
 
-from __future__ import annotations
-
 from datetime import date, timedelta
 from typing import Annotated, Any
 
