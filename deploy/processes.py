@@ -375,8 +375,8 @@ def portal_key_note() -> None:
     staff = [p for p in (LOCAL / "staff-key.txt", LOCAL / "scheduler-staff-key.txt") if p.exists()]
     if staff:
         print("dev staff keys (booking, scheduler): " + ", ".join(str(p.relative_to(ROOT)) for p in staff))
-    consoles = [p for n in ("booking", "scheduler", "audit") if (p := LOCAL / f"console-{n}-key.txt").exists()]
-    if consoles:
+    consoles = [LOCAL / f"console-{n}-key.txt" for n in ("booking", "scheduler", "audit")]
+    if consoles := [p for p in consoles if p.exists()]:
         print("dev console keys (X-Acting-Person): " + ", ".join(str(p.relative_to(ROOT)) for p in consoles))
     if CONSOLE_PASSWORD.exists():
         where = CONSOLE_PASSWORD.relative_to(ROOT)
