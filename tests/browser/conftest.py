@@ -1,6 +1,6 @@
 """Pages in a real browser: one Debian Chromium for the whole run, a fresh context for every page.
 
-    browser      the session's Chromium (Playwright async API), started once
+    browser      Chromium (Playwright async API), started once for all of tests/browser
     new_page     new_page(**context_options) -> Page: a page in a context of its own (its own cookies,
                  so two people can be signed in at once); closed when the test ends
     page         one such page
@@ -29,7 +29,7 @@ _call_report = pytest.StashKey[pytest.TestReport]()
 expect.set_options(timeout=b.WAIT * 1000)  # Playwright's own `expect` waits as long as `wait_for`
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # closed after the last browser test: the later suites run without it
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         try:
