@@ -4,13 +4,14 @@ what every console test does: make an account, sign in, read a form's CSRF token
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from playwright.async_api import Page
 
 from services.console.accounts import new_account
 from services.console.app import create_app
@@ -18,6 +19,7 @@ from services.console.config import Settings
 from services.console.web import Console
 from shared.clock import Clock, FixedClock
 from tests.support import serve
+from tests.support.browser import axe_violations, keyboard_unreached, page_errors, screenshot
 
 T0 = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)  # 2026-12-04 (Fri) 10:00 JST
 PASSWORD = "correct horse battery staple"
@@ -98,3 +100,27 @@ async def running_console(
     async with serve(app) as http:
         assert isinstance(fixed, FixedClock)
         yield RunningConsole(http, app.state.console, fixed, settings)
+
+
+async def signed_in_page(
+    new_page: Callable[..., Awaitable[Page]], url: str, person_id: str, **options: Any
+) -> Page:
+    """A browser page of its own (its own cookies) where the person has signed in, as they would."""
+    page = await new_page(**options)
+    await page.goto(f"{url}/signin")
+    await page.get_by_label("ID").fill(person_id)
+    await page.get_by_label("パスワード").fill(PASSWORD)
+    await page.get_by_role("button", name="サインイン").click()
+    await page.wait_for_url(lambda u: "/signin" not in u)
+    return page
+
+
+async def accessible(page: Page, name: str | None = None) -> None:
+    """The screen as it is: no serious or critical axe-core violation, every control reachable by
+    Tab, no JavaScript or CSP error; with a name, its screenshot in docs/console/NAME.png."""
+    if name:
+        await screenshot(page, name)
+    violations = await axe_violations(page)
+    assert violations == [], "\n".join(map(str, violations))
+    assert await keyboard_unreached(page) == []
+    assert [e for e in page_errors(page) if "status of 4" not in e and "status of 5" not in e] == []

@@ -172,3 +172,15 @@ def test_r05_a_slot_is_wished_when_it_lies_inside_a_wished_window() -> None:
         "kg-sato",
         datetime(2026, 12, 4, 2, tzinfo=UTC),
     )
+
+
+def test_every_template_compiles_and_every_page_is_japanese_with_a_main() -> None:
+    from services.console.web import HERE, templates
+
+    env = templates().env
+    names = sorted(p.name for p in (HERE / "templates").glob("*.html"))
+    assert len(names) >= 15
+    for name in names:
+        env.get_template(name)  # a syntax error fails here, not in front of a person
+    base = (HERE / "templates" / "base.html").read_text()
+    assert '<html lang="ja">' in base and '<main id="main"' in base and "<script>" not in base
