@@ -380,7 +380,7 @@ def portal_key_note() -> None:
         print("dev console keys (X-Acting-Person): " + ", ".join(str(p.relative_to(ROOT)) for p in consoles))
     if CONSOLE_PASSWORD.exists():
         where = CONSOLE_PASSWORD.relative_to(ROOT)
-        print(f"console: http://127.0.0.1:8005/signin as dev.staff (dev.auditor, dev.approver, ...), password {where}")
+        print(f"console: http://127.0.0.1:8005/signin as dev.staff (dev.auditor, ...), password in {where}")
 
 
 def logs(services: list[Service], lines: int, follow: bool) -> NoReturn:

@@ -134,9 +134,7 @@ AUDIT = ServiceQueues("audit", events=("#",))
 #: the staff and auditor console listens to nothing: it only publishes its access records (R10)
 CONSOLE = ServiceQueues("console")
 
-SERVICES: dict[str, ServiceQueues] = {
-    q.service: q for q in (BOOKING, SCHEDULER, NOTIFIER, AUDIT, CONSOLE)
-}
+SERVICES: dict[str, ServiceQueues] = {q.service: q for q in (BOOKING, SCHEDULER, NOTIFIER, AUDIT, CONSOLE)}
 
 
 EXCHANGES = (

@@ -188,7 +188,7 @@ class ConsoleStack:
         """A person account with the test password (tests.support.console.PASSWORD); its id."""
         await console_ops.create_account(
             person_id=person_id,
-            name=f"試験 {person_id.split('.')[0]}",
+            name=f"試験 {person_id.split('.', maxsplit=1)[0]}",
             roles=roles,
             offices=offices or [],
             password=PASSWORD,
