@@ -11,12 +11,14 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
 from services.audit.admin import ensure_console_key as ensure_audit_console_key
 from services.audit.config import Settings as AuditSettings
@@ -196,6 +198,16 @@ class ConsoleStack:
             settings=self.settings(),
         )
         return person_id
+
+    async def age_sessions_of(self, person_id: str) -> None:
+        """The person's sessions as if they had been idle past the timeout (SESSION_IDLE_MINUTES)."""
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
+        try:
+            sessions = client[self.settings().database("console")]["sessions"]
+            await sessions.update_many({"person_id": person_id}, {"$set": {"last_seen": long_ago}})
+        finally:
+            await client.close()
 
 
 async def console_keys(stack: Stack, directory: Path) -> None:
