@@ -18,7 +18,7 @@ from tests.e2e.conftest import ConsoleStack
 from tests.support.browser import TABLET, ZOOM_200, horizontal_overflow
 from tests.support.console import (
     DEMO,
-    DEMO_NEMURO,
+    DEMO_KUSHIRO,
     accessible,
     book,
     signed_in_page,
@@ -101,18 +101,18 @@ async def test_r07_staff_record_a_same_day_phone_cancellation_and_see_why_email_
 
 
 async def test_a_counsellor_sees_only_their_own_schedule(console: ConsoleStack, new_page: NewPage) -> None:
-    aoki = await console.account("aoki.yoko", ["counsellor"], [DEMO], counsellor="demo-aoki")
+    ito = await console.account("ito.sho", ["counsellor"], [DEMO], counsellor="demo-ito")
     start = day_ahead(3, "14:00")
-    mine = await book(console.stack, DEMO, start)  # 釧路: demo-aoki
-    theirs = await book(console.stack, DEMO, start, address=DEMO_NEMURO)  # 根室: demo-ito
+    mine = await book(console.stack, DEMO, start)  # 根室: demo-ito
+    theirs = await book(console.stack, DEMO, start, address=DEMO_KUSHIRO)  # 釧路: demo-aoki (Teams)
     await status_of(console.stack, mine, "confirmed")
     await status_of(console.stack, theirs, "confirmed")
-    page = await signed_in_page(new_page, console.url, aoki)
+    page = await signed_in_page(new_page, console.url, ito)
     await expect(page).to_have_url(re.compile("/my/schedule$"))
     await page.get_by_label("日付").fill(start.date().isoformat())
     await page.get_by_role("button", name="表示").click()
     rows = page.locator("tbody tr", has_text="14:00〜14:30")
-    await expect(rows).to_have_count(1)  # demo-ito's consultation at the same time is not shown
+    await expect(rows).to_have_count(1)  # demo-aoki's consultation at the same time is not shown
     await accessible(page, "schedule")
     refused = await page.goto(f"{console.url}/offices/{DEMO}/today")
     assert refused is not None and refused.status == 403

@@ -132,9 +132,10 @@ async def accessible(page: Page, name: str | None = None) -> None:
 
 
 async def book(
-    stack: Any, office: str, start: datetime, *, address: str = DEMO_KUSHIRO, minutes: int = 30
+    stack: Any, office: str, start: datetime, *, address: str = DEMO_NEMURO, minutes: int = 30
 ) -> str:
-    """A booking of the demo office for exactly [start, start + minutes), as a portal makes it; its id."""
+    """A booking of the demo office for exactly [start, start + minutes), as a portal makes it; its id.
+    根室 by default: demo-ito's, in a pre-issued TeleOffice room (R16)."""
     from examples import forms
     from services.booking.config import Settings as BookingSettings
     from tests.e2e.conftest import PORTAL_KEY

@@ -184,3 +184,12 @@ def test_every_template_compiles_and_every_page_is_japanese_with_a_main() -> Non
         env.get_template(name)  # a syntax error fails here, not in front of a person
     base = (HERE / "templates" / "base.html").read_text()
     assert '<html lang="ja">' in base and '<main id="main"' in base and "<script>" not in base
+
+
+def test_r05_free_slots_closest_to_the_wished_windows_come_first() -> None:
+    from services.console.routes.coordination import nearness
+
+    windows = [{"start": "2026-12-04T01:00:00+00:00", "end": "2026-12-04T01:30:00+00:00"}]
+    right_after = {"start": "2026-12-04T01:30:00+00:00", "end": "2026-12-04T02:00:00+00:00"}
+    at_dawn = {"start": "2026-12-03T15:00:00+00:00", "end": "2026-12-03T15:30:00+00:00"}
+    assert nearness(right_after, windows) == 0 < nearness(at_dawn, windows)

@@ -27,6 +27,18 @@ def in_windows(slot: dict[str, Any], windows: list[dict[str, Any]]) -> bool:
     return any(instant(w["start"]) <= s and e <= instant(w["end"]) for w in windows)  # type: ignore[operator]
 
 
+def nearness(slot: dict[str, Any], windows: list[dict[str, Any]]) -> float:
+    """Seconds between the slot and the nearest wished window (0 inside one): closest first."""
+    s, e = instant(slot["start"]), instant(slot["end"])
+    assert s is not None and e is not None
+    gaps = []
+    for w in windows:
+        ws, we = instant(w["start"]), instant(w["end"])
+        assert ws is not None and we is not None
+        gaps.append(max((ws - e).total_seconds(), (s - we).total_seconds(), 0.0))
+    return min(gaps, default=0.0)
+
+
 def slot_value(counsellor_id: str, start: str) -> str:
     return f"{counsellor_id}|{start}"
 
@@ -67,7 +79,7 @@ async def detail(
     for s in slots:
         s["wished"] = in_windows(s, windows)
         s["value"] = slot_value(s["counsellor_id"], s["start"])
-    slots.sort(key=lambda s: (not s["wished"], s["start"]))
+    slots.sort(key=lambda s: (not s["wished"], nearness(s, windows), s["start"]))
     return {
         "office_id": office_id,
         "office": office,
