@@ -145,11 +145,14 @@ class Scheduler(ServiceClient):
         return list(await self.call("GET", f"/v1/staff/offices/{office_id}/counsellors", acting))
 
     async def free_slots(
-        self, office_id: str, day: str, area: str | None, minutes: int, acting: Acting
+        self, office_id: str, acting: Acting, *, day: str, area: str | None, minutes: int, near: str | None
     ) -> list[dict[str, Any]]:
+        """The day's free slots, closest to `near` (a wished time) first."""
         params: dict[str, Any] = {"day": day, "duration_minutes": minutes}
         if area:
             params["area"] = area
+        if near:
+            params["near"] = near
         return list(
             await self.call("GET", f"/v1/staff/offices/{office_id}/free-slots", acting, params=params)
         )

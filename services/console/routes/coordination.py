@@ -15,6 +15,7 @@ from services.console.web import Console, Person, answer_status, refused, staff_
 from shared.clock import JST
 
 MAX_ALTERNATIVES = 3
+MAX_SLOTS = 40  # the closest to the wished times; another day is one link away
 
 
 def wished_days(request_doc: dict[str, Any]) -> list[date]:
@@ -74,8 +75,11 @@ async def detail(
     office = await booking.office(office_id, person.acting)
     counsellors = {c["counsellor_id"]: c for c in await scheduler.counsellors(office_id, person.acting)}
     minutes = int(doc.get("minutes") or 30)
-    slots = await scheduler.free_slots(office_id, chosen.isoformat(), doc.get("area"), minutes, person.acting)
     windows = doc.get("windows", [])
+    near = next((w["start"] for w in windows if wished_days({"windows": [w]}) == [chosen]), None)
+    slots = await scheduler.free_slots(
+        office_id, person.acting, day=chosen.isoformat(), area=doc.get("area"), minutes=minutes, near=near
+    )
     for s in slots:
         s["wished"] = in_windows(s, windows)
         s["value"] = slot_value(s["counsellor_id"], s["start"])
@@ -88,7 +92,7 @@ async def detail(
         "days": days,
         "next_day": chosen + timedelta(days=1),
         "prev_day": chosen - timedelta(days=1),
-        "slots": slots[:60],
+        "slots": slots[:MAX_SLOTS],
         "counsellors": counsellors,
         "deadlines": await deadlines(console, office_id, sorted({*days, chosen}), person),
         "max_alternatives": MAX_ALTERNATIVES,
