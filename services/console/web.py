@@ -8,6 +8,7 @@ the shared middleware writes of every request.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -115,6 +116,25 @@ class Console:
         if not person.session.csrf_ok(presented if isinstance(presented, str) else None):
             raise HTTPException(403, "csrf")
         return Form(form)
+
+    async def show(
+        self,
+        request: Request,
+        template: str,
+        context: dict[str, Any],
+        person: Person,
+        fill: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        status: int = 200,
+        block: str | None = None,
+    ) -> Response:
+        """The page with what `fill` adds to its context from the services; a service's refusal is
+        shown on the page instead, with the service's status."""
+        try:
+            await fill(context)
+        except ServiceError as err:
+            context["refusal"], status = refused(err), answer_status(err)
+        return self.render(request, template, context, person=person, status=status, block=block)
 
     def render(
         self,

@@ -52,16 +52,14 @@ def router(console: Console) -> APIRouter:
         reader(person, request)
         q = dict(request.query_params)
         context: dict[str, Any] = {"q": q, "records": [], "next": None, "searched": bool(q)}
-        status = 200
-        if q:
-            params = {**search_params(q), "limit": 50, **({"cursor": cursor} if cursor else {})}
-            try:
-                context["records"], context["next"] = await audit.records(params, person.acting)
-            except ServiceError as err:
-                context["refusal"], status = refused(err), answer_status(err)
-        next_query = {**{k: v for k, v in q.items() if k != "cursor"}, "cursor": context["next"]}
-        context["next_query"] = next_query
-        return console.render(request, "audit_records.html", context, person=person, status=status)
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            if q:
+                params = {**search_params(q), "limit": 50, **({"cursor": cursor} if cursor else {})}
+                ctx["records"], ctx["next"] = await audit.records(params, person.acting)
+            ctx["next_query"] = {**{k: v for k, v in q.items() if k != "cursor"}, "cursor": ctx["next"]}
+
+        return await console.show(request, "audit_records.html", context, person, fill)
 
     @api.get("/export")
     async def export(request: Request, person: Signed) -> Response:
@@ -91,26 +89,25 @@ def router(console: Console) -> APIRouter:
     async def verify(request: Request, person: Signed, office_id: str | None = None) -> Response:
         reader(person, request)
         context: dict[str, Any] = {"office_id": office_id or "", "result": None}
-        status = 200
-        if office_id is not None:
-            try:
-                context["result"] = await audit.verify(office_id or None, person.acting)
-            except ServiceError as err:
-                context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "audit_verify.html", context, person=person, status=status)
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            if office_id is not None:
+                ctx["result"] = await audit.verify(office_id or None, person.acting)
+
+        return await console.show(request, "audit_verify.html", context, person, fill)
 
     @api.get("/stats")
     async def stats(request: Request, person: Signed) -> Response:
         reader(person, request)
         q = dict(request.query_params)
         context: dict[str, Any] = {"q": q, "result": None}
-        status = 200
-        if q:
-            params = {k: v for k, v in search_params(q).items() if k in ("office_id", "type", "from", "to")}
-            try:
-                context["result"] = await audit.stats(params, person.acting)
-            except ServiceError as err:
-                context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "audit_stats.html", context, person=person, status=status)
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            if q:
+                wanted = ("office_id", "type", "from", "to")
+                params = {k: v for k, v in search_params(q).items() if k in wanted}
+                ctx["result"] = await audit.stats(params, person.acting)
+
+        return await console.show(request, "audit_stats.html", context, person, fill)
 
     return api

@@ -108,15 +108,14 @@ def router(console: Console) -> APIRouter:
     async def queue(request: Request, office_id: str, person: Signed, done: str = "") -> Response:
         staff_of(person, request, office_id)
         context: dict[str, Any] = {"office_id": office_id, "requests": [], "deadlines": {}, "done": done}
-        status = 200
-        try:
+
+        async def fill(ctx: dict[str, Any]) -> None:
             waiting = await scheduler.requests(office_id, person.acting)
             days = sorted({d for r in waiting for d in wished_days(r)})
-            context["requests"] = sorted(waiting, key=lambda r: str(r.get("created_at")))
-            context["deadlines"] = await deadlines(console, office_id, days, person)
-        except ServiceError as err:
-            context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "coordination.html", context, person=person, status=status)
+            ctx["requests"] = sorted(waiting, key=lambda r: str(r.get("created_at")))
+            ctx["deadlines"] = await deadlines(console, office_id, days, person)
+
+        return await console.show(request, "coordination.html", context, person, fill)
 
     @api.get("/offices/{office_id}/coordination/{booking_id}")
     async def one(

@@ -31,15 +31,15 @@ def router(console: Console) -> APIRouter:
     audit = console.clients.audit
     reader = readers_only
 
-    async def disclosures_page(request: Request, person: Person, **extra: Any) -> Response:
-        status = int(extra.pop("status", 200))
+    async def disclosures_page(
+        request: Request, person: Person, *, status: int = 200, **extra: Any
+    ) -> Response:
         context: dict[str, Any] = {"items": [], "form": {}, **extra}
-        try:
-            context["items"] = await audit.disclosures(person.acting)
-        except ServiceError as err:
-            context.setdefault("refusal", refused(err))
-            status = answer_status(err)
-        return console.render(request, "audit_disclosures.html", context, person=person, status=status)
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            ctx["items"] = await audit.disclosures(person.acting)
+
+        return await console.show(request, "audit_disclosures.html", context, person, fill, status=status)
 
     @api.get("/disclosures")
     async def disclosures(request: Request, person: Signed, done: str = "") -> Response:
@@ -69,11 +69,11 @@ def router(console: Console) -> APIRouter:
         **extra: Any,
     ) -> Response:
         context: dict[str, Any] = {"d": None, "done": done, **extra}
-        try:
-            context["d"] = await audit.disclosure(disclosure_id, person.acting)
-        except ServiceError as err:
-            context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "audit_disclosure.html", context, person=person, status=status)
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            ctx["d"] = await audit.disclosure(disclosure_id, person.acting)
+
+        return await console.show(request, "audit_disclosure.html", context, person, fill, status=status)
 
     @api.get("/disclosures/{disclosure_id}")
     async def disclosure(request: Request, disclosure_id: str, person: Signed, done: str = "") -> Response:

@@ -15,15 +15,16 @@ def router(console: Console) -> APIRouter:
     Signed = Annotated[Person, Depends(console.person)]
     booking = console.clients.booking
 
-    async def page(request: Request, office_id: str, person: Person, **extra: Any) -> Response:
+    async def page(
+        request: Request, office_id: str, person: Person, *, status: int = 200, **extra: Any
+    ) -> Response:
         context: dict[str, Any] = {"office_id": office_id, "refused": [], "reviews": [], **extra}
-        status = int(extra.pop("status", 200))
-        try:
-            context["refused"] = await booking.refusals(office_id, person.acting)
-            context["reviews"] = await booking.reviews(office_id, person.acting)
-        except ServiceError as err:
-            context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "refusals.html", context, person=person, status=status)
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            ctx["refused"] = await booking.refusals(office_id, person.acting)
+            ctx["reviews"] = await booking.reviews(office_id, person.acting)
+
+        return await console.show(request, "refusals.html", context, person, fill, status=status)
 
     @api.get("/offices/{office_id}/refusals")
     async def show(request: Request, office_id: str, person: Signed, done: str = "") -> Response:

@@ -6,9 +6,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from services.console.clients import ServiceError
 from services.console.routes.today import span
-from services.console.web import Console, Person, answer_status, day_param, needs, refused
+from services.console.web import Console, Person, day_param, needs
 
 
 def router(console: Console) -> APIRouter:
@@ -24,13 +23,12 @@ def router(console: Console) -> APIRouter:
         day = day_param(date, console.clock)
         start, end = span(day, week)
         context: dict[str, Any] = {"day": day, "start": start, "end": end, "week": week, "items": []}
-        status = 200
-        try:
-            context["items"] = await console.clients.scheduler.schedule(
+
+        async def fill(ctx: dict[str, Any]) -> None:
+            ctx["items"] = await console.clients.scheduler.schedule(
                 office_id, start.isoformat(), end.isoformat(), person.acting, counsellor_id=a.counsellor_id
             )
-        except ServiceError as err:
-            context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "schedule.html", context, person=person, status=status)
+
+        return await console.show(request, "schedule.html", context, person, fill)
 
     return api

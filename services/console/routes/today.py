@@ -7,8 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from services.console.clients import ServiceError
-from services.console.web import Console, Person, answer_status, day_param, refused, staff_of
+from services.console.web import Console, Person, day_param, staff_of
 
 
 def when(b: dict[str, Any]) -> str:
@@ -59,15 +58,14 @@ def router(console: Console) -> APIRouter:
             "counsellors": [],
             "refusal": None,
         }
-        status = 200
-        try:
+
+        async def fill(ctx: dict[str, Any]) -> None:
             found = await console.clients.booking.bookings(
                 office_id, start.isoformat(), end.isoformat(), person.acting
             )
-            context["bookings"] = rows(found, counsellor)
-            context["counsellors"] = await console.clients.scheduler.counsellors(office_id, person.acting)
-        except ServiceError as err:
-            context["refusal"], status = refused(err), answer_status(err)
-        return console.render(request, "today.html", context, person=person, status=status, block="schedule")
+            ctx["bookings"] = rows(found, counsellor)
+            ctx["counsellors"] = await console.clients.scheduler.counsellors(office_id, person.acting)
+
+        return await console.show(request, "today.html", context, person, fill, block="schedule")
 
     return api
