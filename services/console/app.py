@@ -21,6 +21,7 @@ from services.console.routes import (
     audit,
     bookings,
     coordination,
+    counsellors,
     disclosures,
     refusals,
     schedule,
@@ -88,7 +89,17 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     app = runtime.http_app(
         title="Console", description="The offices' staff and auditors' console", docs_url=None
     )
-    for module in (signin, today, coordination, bookings, refusals, schedule, audit, disclosures):
+    for module in (
+        signin,
+        today,
+        coordination,
+        bookings,
+        refusals,
+        counsellors,
+        schedule,
+        audit,
+        disclosures,
+    ):
         app.include_router(module.router(console))
     static(app, settings)
     install_answers(app, console)

@@ -69,6 +69,9 @@ async def test_r05_a_staff_member_signs_in_and_confirms_a_waiting_request(
     confirmed = await status_of(console.stack, waiting, "confirmed")
     assert confirmed["appointment"]["start"].startswith(f"{(start + timedelta(minutes=30)):%Y-%m-%dT}")
     assert await page.locator(f'a[href$="/coordination/{waiting}"]').count() == 0  # left the queue
+    await page.get_by_role("link", name="相談員").click()
+    await expect(page.get_by_role("heading", name=re.compile("伊藤 翔"))).to_be_visible()
+    await accessible(page, "counsellors")
 
 
 async def test_r07_staff_record_a_same_day_phone_cancellation_and_see_why_email_is_refused(
@@ -124,7 +127,8 @@ async def test_staff_of_one_office_cannot_see_another_office(
     kg = await console.account("shokuin.kushiro", ["staff"], ["kushiro-gyosei"])
     demo_booking = await book(console.stack, DEMO, day_ahead(4, "09:00"))
     page = await signed_in_page(new_page, console.url, kg)
-    for path in (f"/offices/{DEMO}/today", f"/offices/{DEMO}/coordination", f"/bookings/{demo_booking}"):
+    paths = ("today", "coordination", "refusals", "counsellors")
+    for path in (*(f"/offices/{DEMO}/{p}" for p in paths), f"/bookings/{demo_booking}"):
         answer = await page.goto(f"{console.url}{path}")
         assert answer is not None and answer.status == 403, path
         await expect(page.locator("main")).not_to_contain_text("釧路 太郎")
