@@ -142,7 +142,7 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
 async def taken_over(stack: Any, timeout: float) -> dict[str, Any]:
     """The wheel's own account of its take-over, once it has happened (`stats.last_takeover`)."""
     key = stack.env.get("STAFF_API_KEY", "")
-    headers = {"X-Staff-Key": key, "X-Staff-Id": "bench"}
+    headers = {"X-Staff-Key": key}
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=stack.urls["scheduler"], timeout=5, headers=headers) as c:
         while time.monotonic() < deadline:

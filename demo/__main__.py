@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as daytime
 from pathlib import Path
@@ -77,17 +78,29 @@ async def until(probe: Callable[[], Awaitable[T | None]], what: str, timeout: fl
     raise DemoFailed(f"waited {timeout:.0f}s for {what}; see `make logs`")
 
 
+@dataclass(frozen=True)
+class Keys:
+    portal: str
+    staff: str
+    scheduler: str
+    auditor: str  # 監査 花子 (person demo.kansa.hanako): files disclosure requests
+    her_approver: str  # her second key, with the approver role: still her, so it cannot approve hers
+    approver: str  # 承認 太郎 (person demo.shonin.taro): the second person of four eyes (R11)
+
+
 class Demo:
-    def __init__(self, portal_key: str, staff_key: str, auditor_key: str, scheduler_key: str) -> None:
-        self.scheduler_staff = {"X-Staff-Key": scheduler_key, "X-Staff-Id": "demo"}
+    def __init__(self, keys: Keys) -> None:
+        portal_key, staff_key, auditor_key = keys.portal, keys.staff, keys.auditor
+        self.scheduler_staff = {"X-Staff-Key": keys.scheduler}
         self.portal = httpx.AsyncClient(
             base_url=URL["booking"], timeout=15, headers={"Authorization": f"Bearer {portal_key}"}
         )
         self.staff = httpx.AsyncClient(
             base_url=URL["booking"], timeout=15, headers={"Authorization": f"Bearer {staff_key}"}
         )
-        self.auditor = httpx.AsyncClient(
-            base_url=URL["audit"], timeout=15, headers={"Authorization": f"Bearer {auditor_key}"}
+        self.auditor, self.her_approver, self.approver = (
+            httpx.AsyncClient(base_url=URL["audit"], timeout=15, headers={"Authorization": f"Bearer {k}"})
+            for k in (auditor_key, keys.her_approver, keys.approver)
         )
         self.policies = ServiceSettings(extra_offices_dir=ROOT / "deploy" / "offices-demo").policies()
         self.booked: list[str] = []
@@ -443,8 +456,9 @@ class Demo:
 
     async def audit(self) -> None:
         scene(
-            "6. The audit trail (R10, R11): events and requests, devices pseudonymised, chain verified",
-            "Auditors read with their own key; device identifiers are stored only as keyed-hash pseudonyms.",
+            "6. The audit trail (R10, R11): events, devices pseudonymised, four eyes, chain verified",
+            "Auditors read with their own key; device identifiers are stored only as keyed-hash pseudonyms; "
+            "a legal disclosure is decided by a second person, not by a second key of the first.",
         )
         r = await self.auditor.get(
             "/v1/audit/records", params={"booking_id": self.kg_booking_id, "limit": 50}
@@ -461,14 +475,48 @@ class Demo:
         console.print(table)
         unauth = await httpx.AsyncClient(base_url=URL["audit"]).get("/v1/audit/records")
         step("portal", f"reading the audit store without an auditor key: {unauth.status_code}")
+        await self.four_eyes()
         v = (await self.auditor.get("/v1/audit/verify")).json()
         step(
             "audit",
             f"hash chains verified: ok={v.get('ok')} ({_streams(v)})",
         )
 
+    async def four_eyes(self) -> None:
+        """R11: a legal disclosure is decided by a second PERSON, whatever keys the first one holds."""
+        body = {
+            "legal_basis": "刑事訴訟法第197条第2項(捜査関係事項照会)",
+            "authority": "北海道警察釧路方面本部",
+            "reference_number": "釧方刑第1234号(デモ)",
+            "scope": {"booking_id": self.kg_booking_id},
+        }
+        r = await self.auditor.post("/v1/audit/disclosures", json=body)
+        if r.status_code != 201:
+            raise DemoFailed(f"disclosure request: {r.status_code} {r.text}")
+        dr = r.json()["disclosure_id"]
+        step(
+            "auditor",
+            f"{r.json()['requested_by_person']} files disclosure request {dr} (legal basis, authority)",
+        )
+        own = await self.her_approver.post(f"/v1/audit/disclosures/{dr}/approve")
+        if own.status_code != 409:
+            raise DemoFailed(f"the requester's second key decided her own request: {own.status_code}")
+        step("auditor", f"she tries to approve it with her second key (approver role): {own.status_code} "
+                        f"{own.json().get('rule')} (four eyes compare people, not keys)")  # fmt: skip
+        ok = await self.approver.post(
+            f"/v1/audit/disclosures/{dr}/approve", json={"reason": "照会書原本確認済"}
+        )
+        if ok.status_code != 200:
+            raise DemoFailed(f"approval by another person: {ok.status_code} {ok.text}")
+        step("approver", f"{ok.json()['decided_by_person']} approves: {ok.json()['status']}")
+        opened = await self.auditor.post(f"/v1/audit/disclosures/{dr}/open")
+        if opened.status_code != 200:
+            raise DemoFailed(f"opening the approved disclosure: {opened.status_code} {opened.text}")
+        step("audit", f"the requester opens it: {len(opened.json()['records'])} sealed record(s) in scope, "
+                      "the opening itself recorded before the values are shown")  # fmt: skip
+
     async def close(self) -> None:
-        for c in (self.portal, self.staff, self.auditor):
+        for c in (self.portal, self.staff, self.auditor, self.her_approver, self.approver):
             await c.aclose()
 
 
@@ -520,17 +568,24 @@ async def publish_intake(routing_key: str, message: dict[str, Any]) -> None:
         )
 
 
-async def credentials() -> tuple[str, str, str, str]:
+async def credentials() -> Keys:
     from services.audit.admin import create_key
     from services.audit.config import Settings as AuditSettings
     from services.booking.ops import ensure_dev_key
     from services.scheduler.keys import ensure_dev_key as ensure_scheduler_key
 
-    portal = await ensure_dev_key(ROOT / ".local" / "portal-key.txt", "portal")
-    staff = await ensure_dev_key(ROOT / ".local" / "staff-key.txt", "staff")
-    auditor = await create_key(AuditSettings(), name="demo-auditor", roles=["auditor"], by="make demo")
-    scheduler = await ensure_scheduler_key(ROOT / ".local" / "scheduler-staff-key.txt")
-    return portal, staff, auditor, scheduler
+    async def audit_key(name: str, person: str, role: str) -> str:
+        return await create_key(AuditSettings(), name=name, person=person, roles=[role], by="make demo")
+
+    hanako, taro = ("監査 花子", "demo.kansa.hanako"), ("承認 太郎", "demo.shonin.taro")
+    return Keys(
+        portal=await ensure_dev_key(ROOT / ".local" / "portal-key.txt", "portal"),
+        staff=await ensure_dev_key(ROOT / ".local" / "staff-key.txt", "staff"),
+        scheduler=await ensure_scheduler_key(ROOT / ".local" / "scheduler-staff-key.txt"),
+        auditor=await audit_key(*hanako, "auditor"),
+        her_approver=await audit_key(*hanako, "disclosure-approver"),
+        approver=await audit_key(*taro, "disclosure-approver"),
+    )
 
 
 async def settled_backlog(timeout: float = 600.0) -> None:
@@ -565,7 +620,7 @@ async def main() -> int:
         "booking :8001 · scheduler :8002 · notifier :8003 · audit :8004 · RabbitMQ :5672 · "
         "FerretDB :27017 · Mailpit :8025\nTimes are shown in JST (Asia/Tokyo).",
     ))  # fmt: skip
-    demo = Demo(*await credentials())
+    demo = Demo(await credentials())
     started = time.monotonic()
     try:
         await settled_backlog()

@@ -62,11 +62,13 @@ HEADER = "=== deploy/processes.py up "  # starts each run's part of a log
 #: is missing. A failing hook stops `up` before anything starts. Example:
 #:     (PY, "-m", "services.booking.keys", "dev-key", "--out", str(PORTAL_KEY)),
 PRESTART: tuple[tuple[str, ...], ...] = (
+    # the console's keys act only for the person each request names (X-Acting-Person), every office
     (PY, "-m", "services.booking.keys", "ensure-dev-key", str(PORTAL_KEY),
-     "--staff-file", str(LOCAL / "staff-key.txt")),
+     "--staff-file", str(LOCAL / "staff-key.txt"), "--console-file", str(LOCAL / "console-booking-key.txt")),
     # the scheduler's staff keys live in its own database: its own development key, every office
-    (PY, "-m", "services.scheduler.keys", "ensure-dev-key", str(LOCAL / "scheduler-staff-key.txt")),
-    # the console's audit key (auditor and disclosure-approver, for the person each request names)
+    (PY, "-m", "services.scheduler.keys", "ensure-dev-key", str(LOCAL / "scheduler-staff-key.txt"),
+     "--console-file", str(LOCAL / "console-scheduler-key.txt")),
+    # the console's audit key: auditor and disclosure-approver
     (PY, "-m", "services.audit.keys", "ensure-console-key", str(LOCAL / "console-audit-key.txt")),
     # the console's development person accounts (dev.staff, dev.auditor, ...), one password
     (PY, "-m", "services.console.ops", "ensure-dev-accounts", str(CONSOLE_PASSWORD)),

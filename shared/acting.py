@@ -14,6 +14,9 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Protocol, Self, TypeVar
+
+from fastapi import HTTPException, Request
 
 from shared.text import is_clean
 
@@ -21,6 +24,9 @@ PERSON_ID = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 PREFIX = "x-acting-"
 PERSON, ROLES, OFFICES, COUNSELLOR = (f"{PREFIX}{h}" for h in ("person", "roles", "offices", "counsellor"))
 EVERY_OFFICE = "*"
+#: names the services record for their own acts (`by="scheduler"`, `recorded_by="system"`, the access
+#: log's `anonymous`): never a person's, so what a person did never reads as automatic
+RESERVED = frozenset({"anonymous", "system", "booking", "scheduler", "notifier", "audit"})
 NO_PERSON = "a console credential acts only for a named person"
 
 
@@ -33,14 +39,23 @@ class Refusal(Exception):
         self.reason = reason
 
 
+def http_error(exc: Refusal) -> HTTPException:
+    """The refusal as an HTTP answer (a 401 asks for a Bearer key)."""
+    challenge = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return HTTPException(exc.status_code, exc.reason, headers=challenge)
+
+
 def is_person_id(value: str) -> bool:
-    return PERSON_ID.fullmatch(value) is not None
+    return PERSON_ID.fullmatch(value) is not None and value not in RESERVED
 
 
 def person_id(value: str) -> str:
     """`value` if it is a person id (`tanaka.hanako`), else ValueError."""
     if not is_person_id(value):
-        raise ValueError(f"{value!r} is not a person id (a-z, 0-9, . _ @ -; at most 64, from a-z or 0-9)")
+        raise ValueError(
+            f"{value!r} is not a person id (a-z, 0-9, . _ @ -; at most 64, from a-z or 0-9; "
+            f"none of {', '.join(sorted(RESERVED))})"
+        )
     return value
 
 
@@ -55,9 +70,9 @@ def derive_person(name: str) -> str:
     return slug
 
 
-def key_id(prefix: str, digest: str) -> str:
-    """The public id of a key stored as the SHA-256 `digest` of its secret (`csk-1a2b3c4d5e6f`)."""
-    return f"{prefix}-{digest[:12]}"
+def person_for(person: str | None, name: str) -> str:
+    """A new credential's person: the one named (checked), else derived from the holder's name."""
+    return person_id(person) if person else derive_person(name)
 
 
 @dataclass(frozen=True)
@@ -108,3 +123,32 @@ def acting(
     if counsellor is not None and (len(counsellor) > 64 or not is_clean(counsellor)):
         raise Refusal(401, "X-Acting-Counsellor is not a counsellor id")
     return Acting(person, frozenset(asked_roles), tuple(dict.fromkeys(asked_offices)), counsellor)
+
+
+class Credential(Protocol):
+    """A service's view of a stored key (booking's `Credential`, the scheduler's `StaffKey`)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def actor(self) -> str: ...
+
+    def acting_for(self, headers: Iterable[tuple[str, str]]) -> Self: ...
+
+
+C = TypeVar("C", bound=Credential)
+
+
+def as_requested(request: Request, cred: C) -> C:
+    """The credential as this request uses it (the console's: for the person named), with the key's
+    id and the person kept for the access record (R10); a refused request is recorded under the
+    key's own holder. Raises the refusal as HTTP."""
+    request.state.credential = cred.key_id
+    request.state.actor = cred.actor
+    try:
+        cred = cred.acting_for(request.headers.items())
+    except Refusal as exc:
+        raise http_error(exc) from exc
+    request.state.actor = cred.actor
+    return cred

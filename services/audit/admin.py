@@ -12,7 +12,7 @@ from services.audit.config import Settings
 from services.audit.crypto import Keys, Sealer
 from services.audit.ingest import Appender
 from services.audit.store import AuditStore
-from shared.acting import derive_person, person_id
+from shared.acting import person_for
 from shared.clock import Clock, SystemClock
 from shared.keyfile import kept_key
 from shared.mongo import Doc, connect
@@ -56,7 +56,7 @@ async def create_key(
     unknown = set(roles) - auth.READERS
     if not roles or unknown:
         raise ValueError(f"roles must be among {sorted(auth.READERS)}")
-    who = person_id(person) if person else derive_person(name)
+    who = person_for(person, name)
     now = (clock or SystemClock()).now()
     token = token or auth.new_key()
     doc = auth.credential(

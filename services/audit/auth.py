@@ -19,7 +19,7 @@ from datetime import datetime
 from fastapi import HTTPException, Request
 
 from services.audit.store import AuditStore
-from shared.acting import Refusal, acting
+from shared.acting import Refusal, acting, http_error
 from shared.mongo import Doc
 
 AUDITOR = "auditor"
@@ -119,12 +119,12 @@ def requires(store: AuditStore, *roles: str) -> Callable[[Request], Awaitable[Ca
         if doc is None:
             raise HTTPException(401, "an auditor API key is required", headers={"WWW-Authenticate": "Bearer"})
         request.state.credential = doc["_id"]
+        request.state.actor = doc.get("person") or doc["_id"]  # until the console's person is known
         request.state.office_id = "-"
         try:
             caller = caller_of(doc, request.headers.items())
         except Refusal as exc:
-            challenge = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-            raise HTTPException(exc.status_code, exc.reason, headers=challenge) from exc
+            raise http_error(exc) from exc
         request.state.actor = caller.who  # the access log names the person who read (R10)
         if not caller.roles & allowed:
             raise HTTPException(403, f"this key lacks the role: {' or '.join(sorted(allowed))}")

@@ -178,7 +178,7 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
             lambda b: b.cancel(
                 channel=body.channel,
                 by=body.by,
-                recorded_by=(body.recorded_by or cred.subject) if staff else cred.actor,
+                recorded_by=(body.recorded_by or cred.person) if staff else cred.actor,
                 staff=staff,
                 now=service.now,
                 policy=policy,

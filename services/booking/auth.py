@@ -1,7 +1,10 @@
 """Who is calling: a portal key or an office staff key, sent as `Authorization: Bearer <key>`.
 
 Keys are stored as hashes only. A portal acts for the offices its key names; a staff key for its
-office. The credential names the actor in the access log (R10), never the key.
+offices, as its person, with the role `staff`. The console's staff key acts only for the person a
+request names (`X-Acting-Person`), with the roles and offices it asserts (`X-Acting-Roles`,
+`X-Acting-Offices`; shared/acting.py). The access log names the person (or portal) as the actor and
+the key by its id (R10), never the key itself.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.booking.store.access import Credential, CredentialStore
+from services.booking.store.access import STAFF, Credential, CredentialStore
+from shared.acting import as_requested
 
 bearer = HTTPBearer(auto_error=False, description="portal key (cpk_...) or office staff key (csk_...)")
 
@@ -27,8 +31,7 @@ def authenticator(store: CredentialStore) -> Callable[..., Awaitable[Credential]
             raise HTTPException(
                 401, "a valid portal or staff key is required", {"WWW-Authenticate": "Bearer"}
             )
-        request.state.actor = cred.actor
-        return cred
+        return as_requested(request, cred)
 
     return credential
 
@@ -38,5 +41,7 @@ def for_office(request: Request, cred: Credential, office_id: str, *kinds: str) 
     request.state.office_id = office_id
     if kinds and cred.kind not in kinds:
         raise HTTPException(403, f"this needs a {' or '.join(kinds)} key")
+    if cred.kind == "staff" and STAFF not in cred.roles:
+        raise HTTPException(403, f"{cred.actor} acts without the role {STAFF}")
     if not cred.may_act_for(office_id):
         raise HTTPException(403, f"{cred.actor} may not act for {office_id}")

@@ -6,7 +6,8 @@
     consultctl portal-key require-signing <portal-id> [--off]   # HMAC-signed intake (issue 8)
     consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
     consultctl portal-key revoke <portal-id>                    # every key of the portal
-    consultctl staff-key create --staff <id> --office <office-id>
+    consultctl staff-key create --staff <id> --office <office-id> [--person ID] [--name NAME] [--console]
+    consultctl staff-key revoke-key <key-id>                    # one key, e.g. csk-1a2b3c4d5e6f
     consultctl jobseekers import <file.csv|.json|.jsonl>
 
 They use the service's environment (MONGODB_URL, DB_PREFIX, SECRET_KEY, PII_KEYS).
@@ -15,6 +16,7 @@ They use the service's environment (MONGODB_URL, DB_PREFIX, SECRET_KEY, PII_KEYS
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +24,8 @@ from typing import Annotated
 import typer
 
 from services.booking import ops
+from services.booking.store.access import PREFIX
+from shared.store.keys import key_hash, key_id
 
 app = typer.Typer(help="Bookings: show one booking's record.", no_args_is_help=True)
 portal_key = typer.Typer(help="Portal API keys (stored as hashes; shown once).", no_args_is_help=True)
@@ -106,9 +110,36 @@ def show_signing_secret(
 def create_staff_key(
     staff: Annotated[str, typer.Option(help="staff member or desk id")],
     office: Annotated[list[str], typer.Option(help="the office (repeatable)")],
+    person: Annotated[
+        str | None,
+        typer.Option(help="the person holding the key (a-z, 0-9, . _ @ -); default: derived from --name"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the holder's display name; default: the staff id")] = None,
+    console: Annotated[
+        bool, typer.Option("--console", help="the console's key: acts only for the person each request names")
+    ] = False,
 ) -> None:
-    """Create a key for office staff; print it once."""
-    typer.echo(asyncio.run(ops.create_key("staff", staff, office)))
+    """Create a key for office staff, held by a person; print it once (its id goes to stderr)."""
+    try:
+        key = asyncio.run(
+            ops.create_key("staff", staff, office, person=person, name=name or staff, delegates=console)
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(
+            str(exc), param_hint="--person" if "person" in str(exc) else "--office"
+        ) from exc
+    typer.echo(key)
+    typer.echo(f"key id {key_id(PREFIX['staff'], key_hash(key))} (for `staff-key revoke-key`)", err=True)
+
+
+@staff_key.command("revoke-key")
+def revoke_staff_key(key: Annotated[str, typer.Argument(help="the key id, e.g. csk-1a2b3c4d5e6f")]) -> None:
+    """Revoke one staff key: from now on it opens nothing (401); recorded on the key."""
+    doc = asyncio.run(ops.revoke_staff_key(key, f"cli:{getpass.getuser()}"))
+    if doc is None:
+        typer.echo(f"no active staff key {key}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{key} revoked (person {doc.get('person') or key}, staff {doc['subject']})")
 
 
 @jobseekers.command("import")

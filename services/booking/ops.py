@@ -1,5 +1,6 @@
 """Ops tasks on the booking database, behind `consultctl` and `python -m services.booking.keys`:
-API keys, the HW job-seeker bulk import, a booking's record."""
+API keys (the development ones, the console's, staff keys held by persons, revoking one by its id),
+the HW job-seeker bulk import, a booking's record."""
 
 from __future__ import annotations
 
@@ -19,11 +20,16 @@ from services.booking.app import DEV_PORTAL, DEV_STAFF
 from services.booking.config import Settings
 from services.booking.signing import signing_secret
 from services.booking.store import Stores
-from services.booking.store.access import Kind, new_key
+from services.booking.store.access import STAFF, Kind, new_key
 from shared.clock import SystemClock
 from shared.commands import JobseekerRecord
-from shared.mongo import connect
+from shared.keyfile import kept_key
+from shared.mongo import Doc, connect
 from shared.store import outbox
+from shared.store.keys import Holder, key_hash
+
+#: the development console's staff key (`make up`): every office, for the person each request names
+CONSOLE_SUBJECT, CONSOLE_NAME = "dev-console", "開発用コンソール"
 
 
 @asynccontextmanager
@@ -38,34 +44,60 @@ async def opened(settings: Settings | None = None) -> AsyncIterator[Stores]:
         await client.close()
 
 
-def dev_key_file(path: Path, kind: Kind) -> str:
-    """The key kept in `path`, created there (mode 600) on first use."""
-    if path.exists() and path.read_text().strip():
-        return path.read_text().strip()
-    key = new_key(kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
-    return key
-
-
 async def ensure_dev_key(path: Path, kind: Kind = "portal", settings: Settings | None = None) -> str:
-    """Read the key in `path`, or create it there; register its hash. Returns the key."""
-    key = dev_key_file(path, kind)
+    """Read the key in `path`, or create it there (mode 600); register its hash. Returns the key."""
+    key = kept_key(path, lambda: new_key(kind))
     subject = DEV_PORTAL if kind == "portal" else DEV_STAFF
     async with opened(settings) as stores:
         await stores.credentials.register(key, kind, subject, ["*"], SystemClock().now())
     return key
 
 
-async def create_key(kind: Kind, subject: str, offices: list[str], settings: Settings | None = None) -> str:
+async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
+    """Development (`make up`): the console's staff key kept in `path` (mode 600), every office, role
+    staff, acting only for the person each request names; made anew when missing or revoked."""
+    settings = settings or Settings()
+    if settings.environment == "prod":
+        raise SystemExit("no development console key in prod: `consultctl staff-key create --console`")
+    key = kept_key(path, lambda: new_key("staff"))
+    async with opened(settings) as stores:
+        known = await stores.credentials.collection.find_one({"_id": key_hash(key)})
+        if known is not None and known.get("revoked"):  # a revoked key stays revoked
+            key = kept_key(path, lambda: new_key("staff"), renew=True)
+        console = Holder(name=CONSOLE_NAME, roles=[STAFF], delegates=True)
+        await stores.credentials.register(
+            key, "staff", CONSOLE_SUBJECT, ["*"], SystemClock().now(), holder=console
+        )
+    return key
+
+
+async def create_key(
+    kind: Kind,
+    subject: str,
+    offices: list[str],
+    settings: Settings | None = None,
+    *,
+    person: str | None = None,
+    name: str | None = None,
+    delegates: bool = False,
+) -> str:
+    """A new key; a staff key is held by `person` (default: derived from `name`, else the staff id),
+    or with `delegates` is the console's."""
     settings = settings or Settings()
     policies = settings.policies()
     unknown = [o for o in offices if o not in policies and o != "*"]
     if unknown or not offices:
         raise ValueError(f"unknown offices {unknown}; known: {policies.ids()}")
     async with opened(settings) as stores:
-        return await stores.credentials.create(kind, subject, offices, SystemClock().now())
+        holder = Holder(person=person, name=name, delegates=delegates) if kind == "staff" else None
+        return await stores.credentials.create(kind, subject, offices, SystemClock().now(), holder)
+
+
+async def revoke_staff_key(key_id: str, by: str, settings: Settings | None = None) -> Doc | None:
+    """Revoke one staff key by its id (`csk-…`; recorded on the key: when, by whom). The key's
+    document as it was, or None for no such active staff key."""
+    async with opened(settings) as stores:
+        return await stores.credentials.revoke_key(key_id, "staff", SystemClock().now(), by)
 
 
 async def require_signing(portal_id: str, on: bool = True, settings: Settings | None = None) -> int:

@@ -114,7 +114,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         grace = service.policy(booking.office_id).no_show_grace
         now = service.now
         b = await service.change(
-            booking_id, lambda b: b.attend(body.how, body.at or now, now, cred.subject, grace)
+            booking_id, lambda b: b.attend(body.how, body.at or now, now, cred.person, grace)
         )
         return views.staff_view(b)
 
@@ -129,7 +129,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         now = service.now
         b = await service.change(
             booking_id,
-            lambda b: b.check_identity(body.method, body.confirmed, body.at or now, now, cred.subject),
+            lambda b: b.check_identity(body.method, body.confirmed, body.at or now, now, cred.person),
         )
         return views.staff_view(b)
 
@@ -152,7 +152,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         **views.shows(views.StaffView),
     )
     async def refuse(booking_id: str, booking: StaffBooking, cred: Caller, body: RefusalIn) -> dict[str, Any]:
-        b = await service.refuse(booking_id, body.ground, body.detail, body.until, cred.subject)
+        b = await service.refuse(booking_id, body.ground, body.detail, body.until, cred.person)
         return views.staff_view(b)
 
     @api.get(
@@ -170,7 +170,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
     )
     async def decide(office_id: str, person_key: str, cred: Staff, body: ReviewDecisionIn) -> dict[str, Any]:
         person = await service.decide_review(
-            office_id, person_key, refuse=body.decision == "refuse", until=body.until, by=cred.subject
+            office_id, person_key, refuse=body.decision == "refuse", until=body.until, by=cred.person
         )
         return views.review_view(person)
 
@@ -184,7 +184,7 @@ def router(service: BookingService, credential: Any) -> APIRouter:
 
     @api.delete("/offices/{office_id}/refusals/{person_key}", summary="Lift a refusal")
     async def lift(office_id: str, person_key: str, cred: Staff) -> dict[str, Any]:
-        lifted = await service.lift(office_id, person_key, cred.subject)
+        lifted = await service.lift(office_id, person_key, cred.person)
         return {"person_key": person_key, "lifted": lifted}
 
     return api

@@ -163,13 +163,11 @@ class Scheduler(ServiceClient):
     async def propose(self, booking_id: str, body: dict[str, Any], acting: Acting) -> dict[str, Any]:
         return dict(await self.call("POST", f"/v1/staff/requests/{booking_id}/propose", acting, json=body))
 
-    async def schedule(
-        self, office_id: str, start: str, end: str, acting: Acting, counsellor_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"from": start, "to": end}
-        if counsellor_id:
-            params["counsellor_id"] = counsellor_id
-        return list(await self.call("GET", f"/v1/staff/offices/{office_id}/schedule", acting, params=params))
+    async def schedule(self, counsellor_id: str, day: str, acting: Acting) -> dict[str, Any]:
+        """One counsellor's consultations and held times on a JST day (staff of their office, or the
+        counsellor themselves)."""
+        path = f"/v1/counsellors/{counsellor_id}/schedule"
+        return dict(await self.call("GET", path, acting, params={"day": day}))
 
 
 class Audit(ServiceClient):

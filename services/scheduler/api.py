@@ -1,24 +1,24 @@
-"""Staff HTTP API: counsellors and their availability, requests waiting for coordination (R05), timers.
+"""Staff HTTP API: counsellors and their availability, requests waiting for coordination (R05), timers;
+and a counsellor's own schedule.
 
-Every route needs a scheduler staff key (`X-Staff-Key`, or `Authorization: Bearer`, or `X-API-Key`),
-made with `consultctl scheduler staff-key create --staff <id> --office <office>` and stored hashed in
-the scheduler's database. A key acts for its office only (issue 8): the office in the path, the office
+Every route needs a scheduler staff key (services/scheduler/auth.py), held by a person; the staff
+routes the role `staff`. A key acts for its offices only (issue 8): the office in the path, the office
 of the request named in the path, or the `office_id` of a timer query; another office's is a 403.
 The check is a router dependency, so it comes before FastAPI validates body and query (and
-`AuthFirstRoute` puts it before a body that is not JSON). `X-Staff-Id` may add who at the desk acted;
-the access log and `confirmed_by` name `staff:<key subject>[/<X-Staff-Id>]` (R10).
+`AuthFirstRoute` puts it before a body that is not JSON). The access log and `confirmed_by` name the
+person (R10).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel, EmailStr, Field
 
+from services.scheduler.auth import StaffCaller, staff_auth
 from services.scheduler.availability import (
     Area,
     Counsellor,
@@ -32,14 +32,13 @@ from services.scheduler.domain import WAITING, Conflict
 from services.scheduler.keeper import Context
 from services.scheduler.slots import SlotGrid, on_day
 from services.scheduler.staff import StaffDesk
-from services.scheduler.store.requests import RequestStore
-from services.scheduler.store.staff_keys import StaffKey, StaffKeyStore
+from services.scheduler.store.staff_keys import StaffKeyStore
 from services.scheduler.wheel import TimerWheel
 from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy
-from shared.text import CleanText, is_clean
+from shared.text import CleanText
 
 
 class CounsellorIn(CleanText):
@@ -111,57 +110,6 @@ def view(doc: Doc) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("outbox")}
 
 
-@dataclass(frozen=True)
-class StaffCaller:
-    key: StaffKey
-    actor: str  # for the access log and the request's history (R10)
-
-    def office_for_timers(self, office_id: str | None) -> str | None:
-        """The office a timer query may look at: the one asked for, else the key's own office."""
-        if office_id is not None or self.key.every_office:
-            return office_id
-        if len(self.key.offices) == 1:
-            return self.key.offices[0]
-        raise HTTPException(403, "this key acts for several offices: name one (office_id)")
-
-
-def staff_auth(keys: StaffKeyStore, requests: RequestStore) -> Any:
-    """Dependency: the caller's staff key, valid for the office this request is about."""
-
-    async def staff(
-        request: Request,
-        x_staff_key: Annotated[str, Header()] = "",
-        x_staff_id: Annotated[str, Header()] = "",
-    ) -> StaffCaller:
-        presented = x_staff_key or _bearer(request) or request.headers.get("x-api-key", "")
-        key = await keys.find(presented) if presented else None
-        if key is None:
-            raise HTTPException(
-                401, "a scheduler staff key is required (X-Staff-Key)", {"WWW-Authenticate": "Bearer"}
-            )
-        who = "".join(ch for ch in x_staff_id[:64] if is_clean(ch))  # free text: keep logs clean
-        actor = f"staff:{key.subject}" + (f"/{who}" if who else "")
-        request.state.actor = actor
-        office_id = request.path_params.get("office_id")
-        if office_id is None and "booking_id" in request.path_params:
-            doc = await requests.get(request.path_params["booking_id"])
-            if doc is None:
-                raise HTTPException(404, "no such request")
-            office_id = doc["office_id"]
-        office_id = office_id or request.query_params.get("office_id")
-        request.state.office_id = office_id
-        if office_id is not None and not key.may_act_for(office_id):
-            raise HTTPException(403, f"staff:{key.subject} may not act for {office_id}")
-        return StaffCaller(key, actor)
-
-    return staff
-
-
-def _bearer(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, keys: StaffKeyStore) -> APIRouter:
     staff = staff_auth(keys, coordinator.ctx.requests)  # one callable, so FastAPI runs it once a request
     api = APIRouter(
@@ -170,7 +118,6 @@ def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, keys: S
     _counsellor_routes(api, coordinator.ctx)
     _request_routes(api, coordinator.ctx, desk, staff)
     _timer_routes(api, wheel, coordinator.ctx, staff)
-    _schedule_routes(api, coordinator.ctx)
     return api
 
 
@@ -362,38 +309,3 @@ def _timer_routes(api: APIRouter, wheel: TimerWheel, ctx: Context, staff: Any) -
             "pending": len(wheel.index),
             "stats": wheel.stats,
         }
-
-
-def schedule_item(doc: Doc) -> dict[str, Any]:
-    """One consultation of a schedule: the appointment on record, no person (the scheduler has none)."""
-    a = doc.get("appointment") or {}
-    keep = (
-        "counsellor_id",
-        "counsellor_name",
-        "start",
-        "end",
-        "app",
-        "meeting_url",
-        "meeting_id",
-        "passcode",
-    )
-    return {"booking_id": doc["_id"], "status": doc["status"], **{k: a.get(k) for k in keep}}
-
-
-def _schedule_routes(api: APIRouter, ctx: Context) -> None:
-    @api.get("/offices/{office_id}/schedule")
-    async def schedule(
-        office_id: str,
-        start: Annotated[date, Query(alias="from")],
-        end: Annotated[date, Query(alias="to", description="inclusive")],
-        counsellor_id: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The office's consultations with an appointment in [from, to] (JST days), by start; one
-        counsellor's with `counsellor_id`. Cancelled ones are listed with their status."""
-        _policy_of(ctx, office_id)
-        if end < start or end - start > timedelta(days=31):
-            raise HTTPException(422, "from <= to, at most 31 days apart")
-        since = datetime.combine(start, datetime.min.time(), tzinfo=JST)
-        until = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=JST)
-        docs = await ctx.requests.appointments(office_id, since, until, counsellor_id)
-        return [schedule_item(d) for d in docs]

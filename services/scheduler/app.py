@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from services.scheduler import api, handlers, seed
+from services.scheduler import api, handlers, schedule, seed
 from services.scheduler.answers import Answers
 from services.scheduler.config import Settings
 from services.scheduler.coordinator import Coordinator
@@ -22,7 +22,7 @@ from shared import topology
 from shared.clock import Clock
 from shared.runtime import Runtime
 
-DEV_STAFF = "dev-staff"  # the development key's subject (STAFF_API_KEY; every office; not in prod)
+DEV_STAFF = "dev-staff"  # the development key's subject and person (STAFF_API_KEY; every office; not in prod)
 
 
 def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coordinator, TimerWheel]:
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
             await keys.register(settings.staff_api_key, DEV_STAFF, [EVERY_OFFICE], runtime.clock.now())
 
     app.include_router(api.router(coordinator, desk, wheel, keys))
+    app.include_router(schedule.router(coordinator.ctx, keys))
     app.state.coordinator = coordinator
     app.state.staff = desk
     app.state.wheel = wheel

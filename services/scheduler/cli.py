@@ -5,7 +5,9 @@
     consultctl timers [--status pending|fired|cancelled|all] [--booking ID]
     consultctl scheduler lease                                      # which replica runs the timers
     consultctl scheduler staff-key create --staff kg-desk --office kushiro-gyosei   # printed once
-    consultctl scheduler staff-key revoke --staff kg-desk
+        [--person ID] [--name NAME] [--role staff|counsellor ...] [--counsellor ID] [--console]
+    consultctl scheduler staff-key revoke --staff kg-desk        # every key of the staff id
+    consultctl scheduler staff-key revoke-key css-1a2b3c4d5e6f   # one key
 
 They use the scheduler's settings (MONGODB_URL, DB_PREFIX, OFFICES_DIR, EXTRA_OFFICES_DIR).
 """
@@ -13,6 +15,7 @@ They use the scheduler's settings (MONGODB_URL, DB_PREFIX, OFFICES_DIR, EXTRA_OF
 from __future__ import annotations
 
 import asyncio
+import getpass
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,9 +27,10 @@ from rich.table import Table
 from services.scheduler import seed
 from services.scheduler.config import Settings
 from services.scheduler.store import CounsellorStore, LeaseStore, TimerStore
-from services.scheduler.store.staff_keys import StaffKeyStore
+from services.scheduler.store.staff_keys import PREFIX, STAFF, StaffKeyStore
 from shared.clock import SystemClock, format_jst
 from shared.mongo import Doc, connect
+from shared.store.keys import Holder, key_hash, key_id
 
 T = TypeVar("T")
 console = Console()
@@ -34,7 +38,8 @@ app = typer.Typer(help="Scheduler: counsellors, availability, timers.", no_args_
 counsellors = typer.Typer(help="Counsellors and their weekly availability.", no_args_is_help=True)
 app.add_typer(counsellors, name="counsellors")
 staff_key = typer.Typer(
-    help="Staff API keys, one office each (stored as hashes; shown once).", no_args_is_help=True
+    help="Staff API keys, held by persons, for their offices (stored as hashes; shown once).",
+    no_args_is_help=True,
 )
 app.add_typer(staff_key, name="staff-key")
 
@@ -138,23 +143,37 @@ def lease() -> None:
 
 @staff_key.command("create")
 def create_staff_key(
+    *,
     staff: Annotated[str, typer.Option(help="staff member or desk id, e.g. kg-desk")],
-    office: Annotated[str, typer.Option(help="the one office the key acts for")],
+    office: Annotated[list[str], typer.Option(help="the office the key acts for (repeatable)")],
+    person: Annotated[
+        str | None,
+        typer.Option(help="the person holding the key (a-z, 0-9, . _ @ -); default: derived from --name"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the holder's display name; default: the staff id")] = None,
+    role: Annotated[list[str] | None, typer.Option(help="staff (default) and/or counsellor")] = None,
+    counsellor: Annotated[str | None, typer.Option(help="role counsellor: the counsellor's id")] = None,
+    console: Annotated[
+        bool, typer.Option("--console", help="the console's key: acts only for the person each request names")
+    ] = False,
 ) -> None:
-    """Create a staff key for one office; print it once (only its hash is stored)."""
+    """Create a staff key for offices, held by a person; print it once (its id goes to stderr)."""
+    holder = Holder(person=person, name=name or staff, roles=role or [STAFF], delegates=console)
 
-    async def work(db: Any, settings: Settings) -> str | None:
-        if office not in settings.policies():
-            return None
+    async def work(db: Any, settings: Settings) -> str:
+        if unknown := [o for o in office if o not in settings.policies()]:
+            raise ValueError(f"unknown office {', '.join(unknown)}")
         store = StaffKeyStore(db)
         await store.ensure_indexes()
-        return await store.create(staff, office, SystemClock().now())
+        return await store.create(staff, office, SystemClock().now(), holder, counsellor)
 
-    key = _with_db(work)
-    if key is None:
-        typer.echo(f"unknown office {office}", err=True)
-        raise typer.Exit(1)
+    try:
+        key = _with_db(work)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
     typer.echo(key)
+    typer.echo(f"key id {key_id(PREFIX, key_hash(key))} (for `staff-key revoke-key`)", err=True)
 
 
 @staff_key.command("revoke")
@@ -169,6 +188,21 @@ def revoke_staff_key(staff: Annotated[str, typer.Option(help="staff member or de
         typer.echo(f"no scheduler staff keys for {staff}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {n} key{'s' if n != 1 else ''} of {staff}")
+
+
+@staff_key.command("revoke-key")
+def revoke_one_key(key: Annotated[str, typer.Argument(help="the key id, e.g. css-1a2b3c4d5e6f")]) -> None:
+    """Revoke one scheduler key: from now on it opens nothing (401); recorded on the key."""
+    by = f"cli:{getpass.getuser()}"
+
+    async def work(db: Any, settings: Settings) -> Doc | None:
+        return await StaffKeyStore(db).revoke_key(key, SystemClock().now(), by)
+
+    doc = _with_db(work)
+    if doc is None:
+        typer.echo(f"no active scheduler key {key}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{key} revoked (person {doc.get('person') or key}, staff {doc['subject']})")
 
 
 app.command("timers")(timers)

@@ -74,6 +74,13 @@ class SlotGrid:
             yield t.astimezone(UTC)
             t += timedelta(minutes=self.step)
 
+    def day_cells(self, day: date) -> list[datetime]:
+        """Every grid cell of the day's office hours, the day open or not: where a reservation can be."""
+        opens = datetime.combine(day, self.policy.hours.opens, tzinfo=JST)
+        closes = datetime.combine(day, self.policy.hours.closes, tzinfo=JST)
+        n = math.ceil((closes - opens) / timedelta(minutes=self.step))
+        return [(opens + timedelta(minutes=self.step * k)).astimezone(UTC) for k in range(n)]
+
     def problem(self, start: datetime, minutes: int, now: datetime, *, lead_time: bool = True) -> str | None:
         """Why a start cannot be booked (rule id first), or None; used for staff-chosen times.
         `lead_time=False`: staff make an exception to the R04 deadline (the caller checked it may)."""

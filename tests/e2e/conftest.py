@@ -23,8 +23,11 @@ from pymongo import AsyncMongoClient
 from services.audit.admin import ensure_console_key as ensure_audit_console_key
 from services.audit.config import Settings as AuditSettings
 from services.booking.config import Settings as BookingSettings
+from services.booking.ops import ensure_console_key as ensure_booking_console_key
 from services.console import ops as console_ops
 from services.console.config import Settings as ConsoleSettings
+from services.scheduler.config import Settings as SchedulerSettings
+from services.scheduler.keys import ensure_console_key as ensure_scheduler_console_key
 from shared.messaging import open_resting_copy
 from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
@@ -213,8 +216,10 @@ class ConsoleStack:
 async def console_keys(stack: Stack, directory: Path) -> None:
     """The console's credential in each service it calls (`--console`: acts for the named person), in
     the files `make up` would keep (CONSOLE_KEY_DIR)."""
-    audit = AuditSettings(environment="test", mongodb_url=support.MONGODB_URL, db_prefix=stack.db_prefix)
-    await ensure_audit_console_key(directory / "console-audit-key.txt", audit)
+    where = {"environment": "test", "mongodb_url": support.MONGODB_URL, "db_prefix": stack.db_prefix}
+    await ensure_audit_console_key(directory / "console-audit-key.txt", AuditSettings(**where))
+    await ensure_booking_console_key(directory / "console-booking-key.txt", BookingSettings(**where))
+    await ensure_scheduler_console_key(directory / "console-scheduler-key.txt", SchedulerSettings(**where))
 
 
 @pytest.fixture(scope="session")

@@ -170,6 +170,12 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("scheduler", "POST", "/v1/staff/requests/{booking_id}/propose"): (SCHEDULER_STAFF, frozenset()),
     ("scheduler", "GET", "/v1/staff/timers"): (ANY_SCHEDULER_STAFF, frozenset()),  # its own office's
     ("scheduler", "GET", "/v1/staff/timers/lease"): (ANY_SCHEDULER_STAFF, frozenset()),
+    # a counsellor's schedule: staff of its office, or that counsellor; the path names no counsellor
+    # that exists, so every valid scheduler key is told so (404) once it is known to be a staff key
+    ("scheduler", "GET", "/v1/counsellors/{counsellor_id}/schedule"): (
+        SCHEDULER_STAFF,
+        frozenset({"scheduler-staff-other-office"}),
+    ),
     # audit (R11): auditors and disclosure approvers read; only approvers decide disclosures (four eyes)
     ("audit", "GET", "/v1/audit/records"): (READERS, frozenset()),
     ("audit", "GET", "/v1/audit/export"): (READERS, frozenset()),

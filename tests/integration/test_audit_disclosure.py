@@ -136,7 +136,7 @@ async def test_r11_a_second_key_of_the_requester_cannot_approve_only_another_per
     trail = await http.get("/v1/audit/records", params={"kind": "audit"}, headers=auth(TARO_APPROVER))
     steps = [
         (x["type"], x["actor"], x["payload"]["credential"])
-        for x in trail.json()
+        for x in sorted(trail.json(), key=lambda x: x["seq"])  # one instant (the fixed clock): chain order
         if x["type"].startswith("audit.disclosure")
     ]
     assert steps == [
@@ -144,7 +144,7 @@ async def test_r11_a_second_key_of_the_requester_cannot_approve_only_another_per
         ("audit.disclosure_approved", "shonin.taro", "ak-taro-approve"),
         ("audit.disclosure_opened", "kansa.hanako", "ak-hanako-approve"),
     ]
-    assert trail.json()[-1]["payload"]["requested_by_person"] == "kansa.hanako"
+    assert {x["payload"]["requested_by_person"] for x in trail.json()} == {"kansa.hanako"}
     assert (await audit.verify())["ok"]
 
 

@@ -243,7 +243,7 @@ async def test_staff_list_confirm_and_propose_by_hand(
 
         chosen = {"counsellor_id": "hw-one", "start": jst(2026, 11, 30, 15, 0).isoformat()}
         r = await s.client.post(f"{url}/confirm", json=chosen, headers=STAFF)
-        assert r.status_code == 200 and r.json()["confirmed_by"] == "staff:dev-staff/tester"
+        assert r.status_code == 200 and r.json()["confirmed_by"] == "dev-staff"  # the key's person (R10)
         (confirmed,) = await s.probe.wait("appointment.confirmed", bid)
         assert (
             confirmed.payload.appointment.start == jst(2026, 11, 30, 15)
@@ -376,27 +376,3 @@ async def test_staff_manage_counsellors_and_see_free_slots(
         assert (await c.delete(f"/v1/staff/offices/{HW}/counsellors/hw-x", headers=STAFF)).status_code == 204
         listed = (await c.get(f"/v1/staff/offices/{HW}/counsellors", headers=STAFF)).json()
         assert "hw-x" not in {x["counsellor_id"] for x in listed}
-
-
-async def test_staff_read_the_schedule_of_a_day_and_of_one_counsellor(
-    make_settings: Callable[..., Any], amqp_url: str
-) -> None:
-    async with scheduler(make_settings, amqp_url) as s:
-        bid = await _take(s, HW, MON_9)
-        path = f"/v1/staff/offices/{HW}/schedule"
-        day = {"from": "2026-11-30", "to": "2026-11-30"}
-        [item] = (await s.client.get(path, params=day, headers=STAFF)).json()
-        assert item["booking_id"] == bid and item["status"] == "confirmed"
-        assert datetime.fromisoformat(item["start"]) == MON_9[0] and item["meeting_url"].startswith(
-            "https://"
-        )
-        mine = {**day, "counsellor_id": item["counsellor_id"]}
-        assert [i["booking_id"] for i in (await s.client.get(path, params=mine, headers=STAFF)).json()] == [
-            bid
-        ]
-        others = {**day, "counsellor_id": "hw-nobody"}
-        assert (await s.client.get(path, params=others, headers=STAFF)).json() == []
-        next_day = {"from": "2026-12-01", "to": "2026-12-01"}
-        assert (await s.client.get(path, params=next_day, headers=STAFF)).json() == []
-        too_long = {"from": "2026-11-01", "to": "2026-12-31"}
-        assert (await s.client.get(path, params=too_long, headers=STAFF)).status_code == 422

@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ from services.console.accounts import new_account
 from services.console.app import create_app
 from services.console.config import Settings
 from services.console.web import Console
-from shared.clock import JST, Clock, FixedClock, SystemClock
-from tests.support import eventually, serve
+from shared.clock import Clock, FixedClock
+from tests.support import serve
 from tests.support.browser import axe_violations, keyboard_unreached, page_errors, screenshot
 
 T0 = datetime(2026, 12, 4, 1, 0, tzinfo=UTC)  # 2026-12-04 (Fri) 10:00 JST
@@ -129,37 +129,3 @@ async def accessible(page: Page, name: str | None = None) -> None:
     assert violations == [], "\n".join(map(str, violations))
     assert await keyboard_unreached(page) == []
     assert [e for e in page_errors(page) if "status of 4" not in e and "status of 5" not in e] == []
-
-
-async def book(
-    stack: Any, office: str, start: datetime, *, address: str = DEMO_NEMURO, minutes: int = 30
-) -> str:
-    """A booking of the demo office for exactly [start, start + minutes), as a portal makes it; its id.
-    根室 by default: demo-ito's, in a pre-issued TeleOffice room (R16)."""
-    from examples import forms
-    from services.booking.config import Settings as BookingSettings
-    from tests.e2e.conftest import PORTAL_KEY
-
-    policy = BookingSettings(extra_offices_dir=ROOT / "deploy" / "offices-demo").policies()[office]
-    day = start.astimezone(JST).date()
-    window = (
-        f"{start.astimezone(JST):%H:%M}",
-        f"{(start + timedelta(minutes=minutes)).astimezone(JST):%H:%M}",
-    )
-    form = forms.kg_form(policy, day, SystemClock().now(), window=window, address=address)
-    async with stack.client("booking", headers={"Authorization": f"Bearer {PORTAL_KEY}"}) as portal:
-        r = await portal.post(f"/v1/offices/{office}/bookings", json=form)
-    assert r.status_code == 202, r.text
-    return str(r.json()["booking_id"])
-
-
-async def status_of(stack: Any, booking_id: str, *wanted: str) -> dict[str, Any]:
-    """The booking (staff's view) once its status is one of `wanted`."""
-    from tests.e2e.conftest import BOOKING_STAFF_KEY
-
-    async def reached() -> dict[str, Any] | None:
-        async with stack.client("booking", headers={"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}) as c:
-            b = (await c.get(f"/v1/bookings/{booking_id}")).json()
-        return b if b.get("status") in wanted else None
-
-    return await eventually(reached, timeout=30, what=f"booking {booking_id} {' or '.join(wanted)}")

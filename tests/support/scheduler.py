@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO_OFFICES = ROOT / "deploy" / "offices-demo"
 #: the development key (STAFF_API_KEY: every office), registered at start-up by the test services
 STAFF_KEY = "dev-staff-key"
-STAFF = {"X-Staff-Key": STAFF_KEY, "X-Staff-Id": "tester"}
+STAFF = {"X-Staff-Key": STAFF_KEY}
 KG, HW, DEMO = "kushiro-gyosei", "kohoku-hellowork", "demo-town"
 WEEKDAYS_9_TO_5 = {d: ["09:00-17:00"] for d in ("mon", "tue", "wed", "thu", "fri")}
 

@@ -20,6 +20,7 @@ def test_r11_a_console_credential_acts_only_for_a_named_person() -> None:
     assert refusal({}) == (401, "a console credential acts only for a named person (X-Acting-Person)")
     assert refusal({"X-Acting-Roles": "staff"})[0] == 401
     assert refusal({"X-Acting-Person": "Tanaka Hanako"})[0] == 401  # not a person id
+    assert refusal({"X-Acting-Person": "scheduler"})[0] == 401  # the service's own name, nobody's
 
 
 def test_r11_the_console_gets_only_what_it_asserts_of_what_the_credential_holds() -> None:
@@ -51,10 +52,12 @@ def test_r11_acting_headers_from_a_plain_credential_are_refused() -> None:
 
 def test_person_ids_and_their_default_from_a_name() -> None:
     assert person_id("tanaka.hanako") == "tanaka.hanako"
-    for bad in ("", "Tanaka", "-x", "a" * 65, "tanaka hanako"):
+    for bad in ("", "Tanaka", "-x", "a" * 65, "tanaka hanako", "scheduler", "system"):
         with pytest.raises(ValueError, match="not a person id"):
             person_id(bad)
     assert derive_person("Tanaka Hanako") == "tanaka-hanako"
     assert derive_person("ｋｇ－desk 1") == "kg-desk-1"  # NFKC: full-width letters
     with pytest.raises(ValueError, match="--person"):
         derive_person("監査 花子")
+    with pytest.raises(ValueError, match="--person"):
+        derive_person("Scheduler")  # the services' own name for what they do themselves

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import secrets
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -13,39 +12,52 @@ from typing import Any, Literal
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
+from shared import acting
 from shared.events import Envelope
 from shared.mongo import Doc
 from shared.sealing import Sealer
-from shared.store import outbox
+from shared.store import keys, outbox
+from shared.store.keys import key_hash
 
 Kind = Literal["portal", "staff"]
 PREFIX: dict[str, str] = {"portal": "cpk", "staff": "csk"}
+STAFF = "staff"  #: the role of office staff, the one role of booking's staff keys
+ROLES: dict[str, frozenset[str]] = {"portal": frozenset(), "staff": frozenset({STAFF})}
 
 
 @dataclass(frozen=True)
 class Credential:
-    """Who is calling: a portal (books for its offices) or an office's staff member."""
+    """Who is calling: a portal (books for its offices) or an office's staff member, a person (the
+    console's key: the person it acts for, with the roles and offices it asserts)."""
 
     kind: Kind
     subject: str  # portal id or staff id
     offices: tuple[str, ...]
     signed: bool = False  # issue 8: this portal's intake requests must carry an HMAC signature
+    key_id: str = ""
+    person: str = ""  # staff: the person behind the key; portals have none
+    roles: frozenset[str] = frozenset()
+    delegates: bool = False
 
     @property
     def actor(self) -> str:
-        return f"{self.kind}:{self.subject}"
+        """Who the access log and the history name (R10): the person, or the portal."""
+        return self.person if self.kind == "staff" and self.person else f"{self.kind}:{self.subject}"
 
     def may_act_for(self, office_id: str) -> bool:
-        return office_id in self.offices or "*" in self.offices
+        return office_id in self.offices or acting.EVERY_OFFICE in self.offices
 
-
-def key_hash(key: str) -> str:
-    """Keys are 256-bit random strings: a plain SHA-256 is enough to store them safely."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    def acting_for(self, headers: Iterable[tuple[str, str]]) -> Credential:
+        """This credential as the request uses it: itself, or the console acting for a person
+        (`shared/acting.py`; raises `acting.Refusal`)."""
+        act = acting.acting(headers, delegates=self.delegates, roles=self.roles, offices=self.offices)
+        if act is None:
+            return self
+        return dataclasses.replace(self, person=act.person, roles=act.roles, offices=act.offices)
 
 
 def new_key(kind: Kind) -> str:
-    return f"{PREFIX[kind]}_{secrets.token_urlsafe(32)}"
+    return keys.new_key(PREFIX[kind])
 
 
 class CredentialStore:
@@ -55,33 +67,54 @@ class CredentialStore:
     async def ensure_indexes(self) -> None:
         await self.collection.create_index("subject")
 
-    async def register(self, key: str, kind: Kind, subject: str, offices: list[str], now: datetime) -> None:
-        """Store a key's hash (idempotent: the same key registered again updates its offices)."""
+    async def register(
+        self,
+        key: str,
+        kind: Kind,
+        subject: str,
+        offices: list[str],
+        now: datetime,
+        *,
+        holder: keys.Holder | None = None,
+    ) -> None:
+        """Store a key's hash (idempotent: the same key registered again updates its offices). A staff
+        key names its holder: a person (default: the staff id) with the role staff."""
+        fields: Doc = {"kind": kind, "subject": subject, "offices": offices, "revoked": False}
+        if kind == "staff":
+            fields |= (holder or keys.Holder()).fields(subject, ROLES["staff"], ROLES["staff"])
         await self.collection.update_one(
-            {"_id": key_hash(key)},
-            {
-                "$set": {"kind": kind, "subject": subject, "offices": offices, "revoked": False},
-                "$setOnInsert": {"created_at": now},
-            },
-            upsert=True,
+            {"_id": key_hash(key)}, {"$set": fields, "$setOnInsert": {"created_at": now}}, upsert=True
         )
 
-    async def create(self, kind: Kind, subject: str, offices: list[str], now: datetime) -> str:
+    async def create(
+        self, kind: Kind, subject: str, offices: list[str], now: datetime, holder: keys.Holder | None = None
+    ) -> str:
         """A new key; only its hash is kept, so the key is shown once."""
         key = new_key(kind)
-        await self.register(key, kind, subject, offices, now)
+        await self.register(key, kind, subject, offices, now, holder=holder)
         return key
 
     async def revoke(self, subject: str) -> int:
         done = await self.collection.update_many({"subject": subject}, {"$set": {"revoked": True}})
         return done.modified_count
 
+    async def revoke_key(self, kid: str, kind: Kind, now: datetime, by: str) -> Doc | None:
+        """Revoke one key by its id (`csk-…`); its document as it was, or None."""
+        return await keys.revoke_key(self.collection, kid, PREFIX[kind], now=now, by=by)
+
     async def find(self, key: str) -> Credential | None:
         d = await self.collection.find_one({"_id": key_hash(key)})  # by _id alone: FerretDB's index
         if d is None or d.get("revoked"):
             return None
+        holder = keys.holder_of(d, PREFIX[d["kind"]], ROLES[d["kind"]])
+        if d["kind"] != "staff":
+            holder["person"] = ""
         return Credential(
-            kind=d["kind"], subject=d["subject"], offices=tuple(d["offices"]), signed=bool(d.get("signed"))
+            kind=d["kind"],
+            subject=d["subject"],
+            offices=tuple(d["offices"]),
+            signed=bool(d.get("signed")),
+            **holder,
         )
 
     async def require_signing(self, subject: str, on: bool = True) -> int:

@@ -1,6 +1,7 @@
 """A counsellor's own schedule: their consultations of the day or the week, and nothing of anyone
 else's (the scheduler answers only for the counsellor the console names, X-Acting-Counsellor)."""
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,16 +19,17 @@ def router(console: Console) -> APIRouter:
     async def mine(request: Request, person: Signed, date: str | None = None, week: bool = True) -> Response:
         needs(person, "counsellor")
         a = person.account
-        office_id = a.counsellor_office or ""
-        request.state.office_id = office_id
+        cid = a.counsellor_id or ""
+        request.state.office_id = a.counsellor_office or "-"
         day = day_param(date, console.clock)
         start, end = span(day, week)
         context: dict[str, Any] = {"day": day, "start": start, "end": end, "week": week, "items": []}
 
         async def fill(ctx: dict[str, Any]) -> None:
-            ctx["items"] = await console.clients.scheduler.schedule(
-                office_id, start.isoformat(), end.isoformat(), person.acting, counsellor_id=a.counsellor_id
-            )
+            days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+            for d in days:  # the scheduler answers one day at a time
+                found = await console.clients.scheduler.schedule(cid, d.isoformat(), person.acting)
+                ctx["items"] += found["reservations"]
 
         return await console.show(request, "schedule.html", context, person, fill)
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -121,22 +120,6 @@ class RequestStore:
     async def note(self, booking_id: str, fields: Doc) -> None:
         """Facts that change no decision (attendance), recorded without a revision check."""
         await self.collection.update_one({"_id": booking_id}, {"$set": fields})
-
-    async def appointments(
-        self,
-        office_id: str,
-        start: datetime,
-        end: datetime,
-        counsellor_id: str | None = None,
-        limit: int = 500,
-    ) -> list[Doc]:
-        """The office's requests with an appointment starting in [start, end), earliest first (the
-        staff's and a counsellor's schedule; a read off the hot path, so a filter is fine)."""
-        query: Doc = {"office_id": office_id, "appointment.start": {"$gte": start, "$lt": end}}
-        if counsellor_id is not None:
-            query["appointment.counsellor_id"] = counsellor_id
-        cursor = self.collection.find(query, {"outbox": 0})
-        return await cursor.sort("appointment.start", 1).limit(limit).to_list()
 
     async def of_office(self, office_id: str, statuses: Sequence[str], limit: int = 200) -> list[Doc]:
         cursor = self.collection.find(

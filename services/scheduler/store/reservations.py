@@ -11,6 +11,7 @@ kind "booked" is a confirmed appointment; kind "held" is an alternative proposed
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -142,6 +143,12 @@ class Reservations:
 
     async def of_booking(self, booking_id: str) -> list[Doc]:
         return await self.collection.find({"booking_id": booking_id}).sort("start", 1).to_list()
+
+    async def at_cells(self, counsellor_id: str, starts: Sequence[datetime]) -> list[Doc]:
+        """The counsellor's reserved cells among these cell starts, each read by `_id` (FerretDB's
+        index; a range query decodes the collection there)."""
+        found = [await self.collection.find_one({"_id": cell_id(counsellor_id, start)}) for start in starts]
+        return [d for d in found if d is not None]
 
     async def of_counsellor(self, counsellor_id: str, start: datetime, end: datetime) -> list[Doc]:
         return (
