@@ -64,7 +64,7 @@ async def ensure_console_key(path: Path, settings: Settings | None = None) -> st
         known = await stores.credentials.collection.find_one({"_id": key_hash(key)})
         if known is not None and known.get("revoked"):  # a revoked key stays revoked
             key = kept_key(path, lambda: new_key("staff"), renew=True)
-        console = Holder(name=CONSOLE_NAME, roles=[STAFF], delegates=True)
+        console = Holder(person=CONSOLE_SUBJECT, name=CONSOLE_NAME, roles=[STAFF], delegates=True)
         await stores.credentials.register(
             key, "staff", CONSOLE_SUBJECT, ["*"], SystemClock().now(), holder=console
         )

@@ -58,7 +58,7 @@ async def ensure_console_key(path: Path, settings: Settings | None = None) -> st
         known = await store.stored(key)
         if known is not None and known.get("revoked"):
             key = kept_key(path, new_key, renew=True)
-        console = Holder(name=CONSOLE_NAME, roles=ROLES, delegates=True)
+        console = Holder(person=CONSOLE_SUBJECT, name=CONSOLE_NAME, roles=ROLES, delegates=True)
         await store.register(key, CONSOLE_SUBJECT, [EVERY_OFFICE], SystemClock().now(), console)
     return key
 
