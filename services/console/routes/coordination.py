@@ -84,6 +84,9 @@ async def detail(
         s["wished"] = in_windows(s, windows)
         s["value"] = slot_value(s["counsellor_id"], s["start"])
     slots.sort(key=lambda s: (not s["wished"], nearness(s, windows), s["start"]))
+    shown = sorted(
+        slots[:MAX_SLOTS], key=lambda s: (instant(s["start"]), s["counsellor_id"])
+    )  # in time order
     return {
         "office_id": office_id,
         "office": office,
@@ -92,7 +95,7 @@ async def detail(
         "days": days,
         "next_day": chosen + timedelta(days=1),
         "prev_day": chosen - timedelta(days=1),
-        "slots": slots[:MAX_SLOTS],
+        "slots": shown,
         "counsellors": counsellors,
         "deadlines": await deadlines(console, office_id, sorted({*days, chosen}), person),
         "max_alternatives": MAX_ALTERNATIVES,
