@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from services.booking.config import Settings
+from services.booking.ops import ensure_console_key, opened, revoke_staff_key
 from services.booking.store.access import CredentialStore
 from shared.store.keys import Holder, key_hash, key_id
 from tests.integration.test_booking_lifecycle import confirmed, kg_booking, service_of
@@ -107,3 +109,20 @@ async def test_r11_keys_of_one_person_and_a_revoked_key_opens_nothing(h: Harness
     portal_id = key_id("cpk", key_hash(PORTAL_KEY))
     wrong_kind = await asyncio.to_thread(consultctl, "staff-key", "revoke-key", portal_id)
     assert wrong_kind.returncode == 1  # a portal's key is not revoked as a staff key
+
+
+async def test_r11_make_up_keeps_the_console_key_and_replaces_a_revoked_one(
+    make_settings: Callable[..., Any], tmp_path: Path
+) -> None:
+    settings: Settings = make_settings(Settings)
+    path = tmp_path / "console-booking-key.txt"
+    key = await ensure_console_key(path, settings)
+    assert oct(path.stat().st_mode)[-3:] == "600" and await ensure_console_key(path, settings) == key
+    async with opened(settings) as stores:
+        cred = await stores.credentials.find(key)
+    assert cred is not None and (cred.person, cred.delegates, cred.offices) == ("dev-console", True, ("*",))
+    assert await revoke_staff_key(key_id("csk", key_hash(key)), "test", settings) is not None
+    fresh = await ensure_console_key(path, settings)
+    assert fresh != key and path.read_text().strip() == fresh  # a revoked key is never revived
+    async with opened(settings) as stores:
+        assert await stores.credentials.find(key) is None and await stores.credentials.find(fresh) is not None

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
 from ops.cli import app
+from services.scheduler.keys import ensure_console_key
 from services.scheduler.store.staff_keys import ROLES, StaffKeyStore
 from shared.store.keys import Holder, key_hash, key_id
 from tests.integration.test_scheduler_flow import Running, scheduler
 from tests.support import MONGODB_URL, eventually
-from tests.support.scheduler import DEMO_OFFICES, HW, KG, STAFF, jst, put_counsellor
+from tests.support.scheduler import DEMO_OFFICES, HW, KG, STAFF, jst, put_counsellor, scheduler_settings
 
 CONSOLE = "css_test-console-key-0123456789abcdefghijklmnopqrstu"
 CONSOLE_ID = key_id("css", key_hash(CONSOLE))
@@ -65,7 +67,7 @@ async def test_r10_the_console_key_acts_only_for_a_named_person_and_the_access_r
 
         await s.probe.flush()
 
-        def logged() -> list[Any]:
+        async def logged() -> list[Any]:
             return [
                 e.payload
                 for e in s.probe.of("access.logged")
@@ -145,3 +147,27 @@ async def test_r11_keys_of_one_person_and_a_revoked_key_opens_nothing(
         assert doc is not None and doc["revoked"] and doc["revoked_by"].startswith("cli:")
         again = await consultctl(db_prefix, "scheduler", "staff-key", "revoke-key", kid)
         assert again.exit_code == 1 and "no active scheduler key" in again.output
+
+
+async def test_r11_make_up_keeps_the_console_key_and_replaces_a_revoked_one(
+    make_settings: Callable[..., Any], amqp_url: str, tmp_path: Path
+) -> None:
+    async with scheduler(make_settings, amqp_url) as s:
+        settings = scheduler_settings(make_settings)
+        path = tmp_path / "console-scheduler-key.txt"
+        key = await ensure_console_key(path, settings)
+        assert oct(path.stat().st_mode)[-3:] == "600" and await ensure_console_key(path, settings) == key
+        store = StaffKeyStore(s.runtime.db)
+        found = await store.find(key)
+        assert found is not None and (found.person, found.delegates, found.roles) == (
+            "dev-console",
+            True,
+            ROLES,
+        )
+        acting = {"X-Staff-Key": key, "X-Acting-Person": "sato.counsellor", "X-Acting-Roles": "staff",
+                  "X-Acting-Offices": KG}  # fmt: skip
+        assert (await s.client.get(f"/v1/staff/offices/{KG}/counsellors", headers=acting)).status_code == 200
+        assert await store.revoke_key(key_id("css", key_hash(key)), s.clock.now(), "test") is not None
+        fresh = await ensure_console_key(path, settings)
+        assert fresh != key and path.read_text().strip() == fresh  # a revoked key is never revived
+        assert await store.find(key) is None and await store.find(fresh) is not None
