@@ -4,30 +4,19 @@ accounts; the console signs them in (against the real servers)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from services.console.config import Settings
 from services.console.ops import DEV_ACCOUNTS, ensure_dev_accounts
-from tests.support.console import PASSWORD, ROOT, running_console, sign_in
+from tests.support.audit import run_consultctl
+from tests.support.console import PASSWORD, running_console, sign_in
 
 
 def consultctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(ENVIRONMENT="test", MONGODB_URL=settings.mongodb_url, DB_PREFIX=settings.db_prefix)
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "console", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_consultctl(settings, "console", *args)
 
 
 async def test_consultctl_creates_an_offices_first_account_that_signs_in(
