@@ -44,7 +44,7 @@ DEV_GRAPH := GRAPH_CREDENTIALS='{"kushiro-gyosei":"dev-graph-secret","demo-town"
 	GRAPH_CA_BUNDLE=$(CURDIR)/.local/graph/ca.pem MEETING_DEV_HOSTS='["127.0.0.1"]'
 DEV_ENV := EXTRA_OFFICES_DIR=$(CURDIR)/deploy/offices-demo COUNSELLORS_FILE=$(CURDIR)/deploy/counsellors.yaml $(DEV_GRAPH)
 
-up: infra-up console-assets ## servers plus the four services in the background; returns when all are ready
+up: infra-up console-assets ## servers plus the services and the console in the background; returns when all are ready
 	@$(DEV_ENV) $(PY) deploy/processes.py up
 
 down: venv ## stop the services and the servers; no stray process

@@ -42,7 +42,9 @@ from shared.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parent.parent
 #: an address in each area of the demo office that a counsellor serves (deploy/counsellors.yaml)
 DEMO_ADDRESSES = {"釧路": "北海道釧路市黒金町7-5", "根室": "北海道根室市常盤町2-1"}
-PORTS = {"booking": 8001, "scheduler": 8002, "notifier": 8003, "audit": 8004}
+PORTS = {"booking": 8001, "scheduler": 8002, "notifier": 8003, "audit": 8004, "console": 8005}
+#: what `make up` keeps for the console's development sign-in (services/console/ops.py)
+CONSOLE_PASSWORD = ROOT / ".local" / "console-dev-password.txt"
 URL = {name: f"http://127.0.0.1:{port}" for name, port in PORTS.items()}
 MAILPIT = os.environ.get("MAILPIT_API", "http://127.0.0.1:8025/api/v1")
 GRAPH = os.environ.get("GRAPH_CONTRACT_URL", "https://127.0.0.1:8443")  # the local Graph stand-in
@@ -644,7 +646,19 @@ async def main() -> int:
         "`make logs` follows the services, `.venv/bin/consultctl queues` shows the broker, "
         "`make down` stops it all."
     )
+    console_sign_in()
     return 0
+
+
+def console_sign_in() -> None:
+    """The demo's last lines: where the console is and how to sign in to it (development only)."""
+    password = CONSOLE_PASSWORD.read_text().strip() if CONSOLE_PASSWORD.exists() else "(make up writes it)"
+    console.print()
+    console.print(f"[bold]Console (staff and auditors):[/bold] {URL['console']}/signin")
+    console.print(
+        f"  development sign-in: [bold]dev.staff[/bold] / {password}   "
+        "(also dev.auditor, dev.approver, dev.counsellor; same password)"
+    )
 
 
 if __name__ == "__main__":

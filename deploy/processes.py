@@ -1,4 +1,4 @@
-"""Run the four services (booking, scheduler, notifier, audit) in the background.
+"""Run the services (booking, scheduler, notifier, audit, console) in the background.
 
     .venv/bin/python deploy/processes.py up|down|status|logs [--only booking,audit] [--timeout 60]
 
@@ -48,7 +48,8 @@ RUN, LOGS = LOCAL / "run", LOCAL / "logs"
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(VENV_PY) if VENV_PY.exists() else sys.executable
 PORTAL_KEY = LOCAL / "portal-key.txt"  # written by the dev-portal-key hook, if there is one
-NAMES = ("booking", "scheduler", "notifier", "audit")
+CONSOLE_PASSWORD = LOCAL / "console-dev-password.txt"  # the console's development accounts
+NAMES = ("booking", "scheduler", "notifier", "audit", "console")
 #: Set in each service's environment: how `down` recognises this checkout's processes even
 #: without a pid file, and never touches another checkout's or the e2e tests' processes.
 MARK = "CONSULT_SERVICES_ROOT"
@@ -69,6 +70,8 @@ PRESTART: tuple[tuple[str, ...], ...] = (
      "--console-file", str(LOCAL / "console-scheduler-key.txt")),
     # the console's audit key: auditor and disclosure-approver
     (PY, "-m", "services.audit.keys", "ensure-console-key", str(LOCAL / "console-audit-key.txt")),
+    # the console's development person accounts (dev.staff, dev.auditor, ...), one password
+    (PY, "-m", "services.console.ops", "ensure-dev-accounts", str(CONSOLE_PASSWORD)),
 )  # fmt: skip
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never proxy 127.0.0.1
@@ -377,6 +380,9 @@ def portal_key_note() -> None:
     consoles = [LOCAL / f"console-{n}-key.txt" for n in ("booking", "scheduler", "audit")]
     if consoles := [p for p in consoles if p.exists()]:
         print("dev console keys (X-Acting-Person): " + ", ".join(str(p.relative_to(ROOT)) for p in consoles))
+    if CONSOLE_PASSWORD.exists():
+        where = CONSOLE_PASSWORD.relative_to(ROOT)
+        print(f"console: http://127.0.0.1:8005/signin as dev.staff (dev.auditor, ...), password in {where}")
 
 
 def logs(services: list[Service], lines: int, follow: bool) -> NoReturn:

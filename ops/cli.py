@@ -14,6 +14,7 @@ import typer
 from ops import broker_cli, notice_samples
 from services.audit import cli as audit_cli
 from services.booking import cli as booking_cli
+from services.console import cli as console_cli
 from services.notifier import cli as notifier_cli
 from services.scheduler import cli as scheduler_cli
 
@@ -31,6 +32,7 @@ SERVICE_CLIS: tuple[tuple[ModuleType, str], ...] = (
     (scheduler_cli, "scheduler"),
     (audit_cli, "audit"),
     (notifier_cli, "notifier"),
+    (console_cli, "console"),
 )
 
 # rendered from examples/, which the notifier does not ship (ops/notice_samples.py says why)

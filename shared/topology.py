@@ -134,8 +134,10 @@ NOTIFIER = ServiceQueues(
     retry_delays=(1, 3, 10, 20, 30, 60, 120, 300),
 )
 AUDIT = ServiceQueues("audit", events=("#",))
+#: the staff and auditor console listens to nothing: it only publishes its access records (R10)
+CONSOLE = ServiceQueues("console")
 
-SERVICES: dict[str, ServiceQueues] = {q.service: q for q in (BOOKING, SCHEDULER, NOTIFIER, AUDIT)}
+SERVICES: dict[str, ServiceQueues] = {q.service: q for q in (BOOKING, SCHEDULER, NOTIFIER, AUDIT, CONSOLE)}
 
 
 EXCHANGES = (

@@ -3,9 +3,9 @@
 A refusal (`disclosure.Refused`) is answered by `refused` (installed by app.py): its status, the
 reason in `detail` and, where a rule refuses, its id in `rule` (four eyes: 409, R11)."""
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
@@ -51,6 +51,14 @@ def router(service: AuditService) -> APIRouter:
         """An audit record of a disclosure step: the person acted, with this key (R11)."""
         details = {**details, "credential": caller.key_id}
         return records.internal(type_, actor=caller.who, details=details, now=service.now())
+
+    @api.get("", summary="Disclosure requests, newest first (the console's list)")
+    async def listed(
+        caller: Reader,
+        status: Annotated[Literal["requested", "approved", "rejected"] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> list[dict[str, Any]]:
+        return [shown(d) for d in await store.disclosures_list(status, limit)]
 
     @api.post("", status_code=201, summary="File a disclosure request on a legal basis")
     async def request(body: DisclosureIn, caller: Reader) -> dict[str, Any]:

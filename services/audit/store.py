@@ -216,6 +216,11 @@ class AuditStore:
     async def insert_disclosure(self, doc: Doc) -> None:
         await self.disclosures.insert_one(doc)
 
+    async def disclosures_list(self, status: str | None, limit: int) -> list[Doc]:
+        """Disclosure requests, newest first (a small collection: a scan is fine off the hot path)."""
+        query = {"status": status} if status else {}
+        return await self.disclosures.find(query).sort("requested_at", -1).limit(limit).to_list()
+
     async def disclosure(self, disclosure_id: str) -> Doc | None:
         return await self.disclosures.find_one({"_id": disclosure_id})
 

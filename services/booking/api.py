@@ -253,6 +253,7 @@ def router(service: BookingService, intake: Intake, credential: Any, guard: Any 
             "form": [f.value for f in p.form],  # R02
             "max_minutes": p.max_minutes,  # R01
             "lead_time_open_days": p.lead_time_open_days,  # R04
+            "lead_time_exception": p.lead_time_exception,  # R04: staff may confirm later, with a reason
             "hours": {"opens": f"{p.hours.opens:%H:%M}", "closes": f"{p.hours.closes:%H:%M}"},
             "device_checklist": [c.model_dump() for c in p.device_checklist],  # R19
             "terms": terms_view(terms, p.terms_announced(service.now)),  # R17

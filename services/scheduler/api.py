@@ -216,15 +216,24 @@ def _counsellor_routes(api: APIRouter, ctx: Context) -> None:
         day: date,
         area: str | None = None,
         duration_minutes: int = Query(30, ge=1, le=30),
+        near: Annotated[
+            AwareDatetime | None, Query(description="closest to this time of day first (R05)")
+        ] = None,
     ) -> list[FreeSlot]:
-        """What staff can offer on one day (earliest first)."""
+        """What staff can offer on one day: earliest first, or closest to `near` (a wished time)."""
         policy = _policy_of(ctx, office_id)
         counsellors = [c for c in await ctx.counsellors.of_office(office_id) if c.serves(policy, area)]
         start = datetime.combine(day, datetime.min.time(), tzinfo=JST)
         now = ctx.clock.now()
         taken = await ctx.reservations.taken(office_id, start, start + timedelta(days=1), now)
         slots = on_day(
-            SlotGrid(policy), counsellors, day=day, minutes=duration_minutes, now=now, taken=taken, near=start
+            SlotGrid(policy),
+            counsellors,
+            day=day,
+            minutes=duration_minutes,
+            now=now,
+            taken=taken,
+            near=near or start,
         )
         return [FreeSlot(counsellor_id=s.counsellor_id, start=s.start, end=s.end) for s in slots[:500]]
 

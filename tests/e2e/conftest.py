@@ -1,4 +1,5 @@
-"""The four services as real processes, on free ports, in their own vhost and databases."""
+"""The four services as real processes, on free ports, in their own vhost and databases; the console
+(`console`) as a fifth process for the tests that use it (tests/e2e, tests/browser)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,30 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from pymongo import AsyncMongoClient
 
+from services.audit.admin import ensure_console_key as ensure_audit_console_key
+from services.audit.config import Settings as AuditSettings
 from services.booking.config import Settings as BookingSettings
+from services.booking.ops import ensure_console_key as ensure_booking_console_key
+from services.console import ops as console_ops
+from services.console.config import Settings as ConsoleSettings
+from services.scheduler.config import Settings as SchedulerSettings
+from services.scheduler.keys import ensure_console_key as ensure_scheduler_console_key
 from shared.messaging import open_resting_copy
 from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
 from tests import support
 from tests.conftest import RUN_ID
 from tests.support import agreement
+from tests.support.console import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("booking", "scheduler", "notifier", "audit")
@@ -153,6 +164,84 @@ def stack_env(amqp_url: str, db_prefix: str) -> dict[str, str]:
         }
     )
     return env
+
+
+@dataclass
+class ConsoleStack:
+    """The console as one more process of the stack, calling the stack's booking, scheduler and audit
+    with console keys made for this run; `account` makes a person account in its database."""
+
+    stack: Stack
+    url: str
+
+    def settings(self) -> ConsoleSettings:
+        return ConsoleSettings(
+            environment="test",
+            mongodb_url=support.MONGODB_URL,
+            amqp_url=self.stack.amqp_url,
+            db_prefix=self.stack.db_prefix,
+            extra_offices_dir=ROOT / "deploy" / "offices-demo",
+        )
+
+    async def account(
+        self,
+        person_id: str,
+        roles: list[str],
+        offices: list[str] | None = None,
+        counsellor: str | None = None,
+    ) -> str:
+        """A person account with the test password (tests.support.console.PASSWORD); its id."""
+        await console_ops.create_account(
+            person_id=person_id,
+            name=f"試験 {person_id.split('.', maxsplit=1)[0]}",
+            roles=roles,
+            offices=offices or [],
+            password=PASSWORD,
+            counsellor_id=counsellor,
+            settings=self.settings(),
+        )
+        return person_id
+
+    async def age_sessions_of(self, person_id: str) -> None:
+        """The person's sessions as if they had been idle past the timeout (SESSION_IDLE_MINUTES)."""
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
+        try:
+            sessions = client[self.settings().database("console")]["sessions"]
+            await sessions.update_many({"person_id": person_id}, {"$set": {"last_seen": long_ago}})
+        finally:
+            await client.close()
+
+
+async def console_keys(stack: Stack, directory: Path) -> None:
+    """The console's credential in each service it calls (`--console`: acts for the named person), in
+    the files `make up` would keep (CONSOLE_KEY_DIR)."""
+    where = {"environment": "test", "mongodb_url": support.MONGODB_URL, "db_prefix": stack.db_prefix}
+    await ensure_audit_console_key(directory / "console-audit-key.txt", AuditSettings(**where))
+    await ensure_booking_console_key(directory / "console-booking-key.txt", BookingSettings(**where))
+    await ensure_scheduler_console_key(directory / "console-scheduler-key.txt", SchedulerSettings(**where))
+
+
+@pytest.fixture(scope="session")
+async def console(stack: Stack) -> AsyncIterator[ConsoleStack]:
+    """The console process, started once for the session's console tests (e2e and browser)."""
+    keys = stack.logs["booking"].parent / "console-keys"
+    await console_keys(stack, keys)
+    stack.env.update(
+        BOOKING_URL=stack.urls["booking"],
+        SCHEDULER_URL=stack.urls["scheduler"],
+        AUDIT_URL=stack.urls["audit"],
+        CONSOLE_KEY_DIR=str(keys),
+        RABBITMQ_MANAGEMENT_URL=support.RABBITMQ_API,
+    )
+    stack.urls["console"] = f"http://127.0.0.1:{support.free_port()}"
+    stack.logs["console"] = stack.logs["booking"].parent / "console.log"
+    stack.start("console")
+    try:
+        await stack.wait_ready("console")
+        yield ConsoleStack(stack, stack.urls["console"])
+    finally:
+        stack.stop("console")
 
 
 @pytest.fixture(scope="session")

@@ -182,6 +182,7 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("audit", "GET", "/v1/audit/export"): (READERS, frozenset()),
     ("audit", "GET", "/v1/audit/stats"): (READERS, frozenset()),
     ("audit", "GET", "/v1/audit/verify"): (READERS, frozenset()),
+    ("audit", "GET", "/v1/audit/disclosures"): (READERS, frozenset()),
     ("audit", "POST", "/v1/audit/disclosures"): (READERS, frozenset()),
     ("audit", "GET", "/v1/audit/disclosures/{disclosure_id}"): (READERS, frozenset()),
     ("audit", "POST", "/v1/audit/disclosures/{disclosure_id}/approve"): (APPROVER, frozenset()),

@@ -161,3 +161,22 @@ async def test_r11_a_request_must_state_its_legal_grounds_and_a_narrow_scope(aud
     assert (await audit.http.post("/v1/audit/disclosures", json=vague, headers=auth())).status_code == 422
     no_basis = {k: v for k, v in request_body("k").items() if k != "legal_basis"}
     assert (await audit.http.post("/v1/audit/disclosures", json=no_basis, headers=auth())).status_code == 422
+
+
+async def test_r11_disclosure_requests_are_listed_newest_first_to_auditors_only(audit: Audit) -> None:
+    made = []
+    for key in ("dev-a", "dev-b"):
+        r = await audit.http.post("/v1/audit/disclosures", json=request_body(key), headers=auth(AUDITOR_KEY))
+        made.append(r.json()["disclosure_id"])
+        audit.clock.advance(timedelta(minutes=1))
+    await audit.http.post(f"/v1/audit/disclosures/{made[0]}/reject", headers=auth(APPROVER_KEY))
+
+    listed = await audit.http.get("/v1/audit/disclosures", headers=auth(AUDITOR_KEY))
+    assert listed.status_code == 200
+    assert [d["disclosure_id"] for d in listed.json()] == [made[1], made[0]]
+    waiting = await audit.http.get("/v1/audit/disclosures", params={"status": "requested"}, headers=auth())
+    assert [d["disclosure_id"] for d in waiting.json()] == [made[1]]
+    portal = credential(PORTAL_KEY, name="HW portal", roles=["portal"], now=T0, created_by="test")
+    await audit.service.store.put_credential(portal)
+    assert (await audit.http.get("/v1/audit/disclosures", headers=auth(PORTAL_KEY))).status_code == 403
+    assert (await audit.http.get("/v1/audit/disclosures")).status_code == 401

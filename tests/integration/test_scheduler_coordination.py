@@ -365,6 +365,10 @@ async def test_staff_manage_counsellors_and_see_free_slots(
             ("hw-x", "00:00"),
             ("hw-x", "00:30"),
         }  # 9:00 and 9:30 JST
+        near = {"day": "2026-11-30", "near": jst(2026, 11, 30, 9, 30).isoformat()}
+        closest = (await c.get(f"/v1/staff/offices/{HW}/free-slots", params=near, headers=STAFF)).json()
+        mine = [x["start"][11:16] for x in closest if x["counsellor_id"] == "hw-x"]
+        assert mine == ["00:30", "00:00"]  # R05: the wished time first
         away = (
             await c.get(f"/v1/staff/offices/{HW}/free-slots", params={"day": "2026-12-07"}, headers=STAFF)
         ).json()

@@ -21,6 +21,7 @@ from services.audit.config import Settings
 from services.audit.service import AuditService
 from shared.clock import FixedClock
 from shared.events import Envelope, Payload, new_event
+from shared.settings import ServiceSettings
 from tests.support import eventually, serve
 
 AUDITOR_KEY = "ak-test-auditor.auditor-secret-0123456789"
@@ -91,6 +92,11 @@ async def running_audit(make_settings: Callable[..., Any], **overrides: Any) -> 
 
 def consultctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """`consultctl audit ...` as an operator runs it, against this test's databases (blocking)."""
+    return run_consultctl(settings, "audit", *args)
+
+
+def run_consultctl(settings: ServiceSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    """`consultctl ...` as an operator runs it, with a service's settings (its databases, broker)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(
         ENVIRONMENT="test",
@@ -100,7 +106,7 @@ def consultctl(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         SECRET_KEY=settings.secret_key,
     )
     return subprocess.run(
-        [sys.executable, "-m", "ops.cli", "audit", *args],
+        [sys.executable, "-m", "ops.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -157,6 +157,7 @@ def _registered(service: str) -> Consumer:
         "scheduler": (scheduler_handlers.register, 3),
         "notifier": (notifier_handlers.register, 1),
         "audit": (audit_handlers.register, 1),
+        "console": (lambda consumer: None, 0),  # binds nothing: it only publishes access records
     }
     register, collaborators = registrations[service]
     register(c, *(MagicMock() for _ in range(collaborators)))
