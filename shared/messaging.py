@@ -14,13 +14,14 @@ comes back; only the message in transit to its consumer is in clear. The broker'
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from faststream.rabbit import RabbitBroker
@@ -64,24 +65,45 @@ RETRYABLE = (TransientError, PyMongoError, ConnectionError, TimeoutError)
 
 
 class EventPublisher:
-    """Persistent, mandatory publishes with publisher confirms; unroutable raises."""
+    """Persistent, mandatory publishes with publisher confirms; unroutable raises.
+
+    One message id is in flight at a time: aiormq matches a returned (unroutable) message to its
+    publish by message id, so two publishes of one event at once on a channel made the first look
+    confirmed while the second got both returns (tests/integration/test_messaging.py shows it).
+    """
 
     def __init__(self, broker: RabbitBroker) -> None:
         self.broker = broker
+        self._in_flight: dict[str, asyncio.Event] = {}
+
+    @contextlib.asynccontextmanager
+    async def _alone(self, message_id: str | None) -> AsyncIterator[None]:
+        if message_id is None:
+            yield
+            return
+        while (busy := self._in_flight.get(message_id)) is not None:
+            await busy.wait()
+        done = self._in_flight[message_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._in_flight[message_id]
+            done.set()
 
     async def publish(self, event: Envelope[Any], exchange: str = topology.EVENTS) -> None:
-        await self.broker.publish(
-            event.to_json(),
-            exchange=exchange,
-            routing_key=event.type,
-            mandatory=True,
-            persist=True,
-            message_id=str(event.event_id),
-            correlation_id=str(event.correlation_id),
-            content_type="application/json",
-            message_type=event.type,
-            timestamp=event.occurred_at,
-        )
+        async with self._alone(str(event.event_id)):
+            await self.broker.publish(
+                event.to_json(),
+                exchange=exchange,
+                routing_key=event.type,
+                mandatory=True,
+                persist=True,
+                message_id=str(event.event_id),
+                correlation_id=str(event.correlation_id),
+                content_type="application/json",
+                message_type=event.type,
+                timestamp=event.occurred_at,
+            )
 
     async def publish_raw(
         self,
@@ -93,17 +115,18 @@ class EventPublisher:
         message_id: str | None = None,
         correlation_id: str | None = None,
     ) -> None:
-        await self.broker.publish(
-            body,
-            exchange=exchange,
-            routing_key=routing_key,
-            mandatory=True,
-            persist=True,
-            headers=headers,
-            content_type="application/json",
-            message_id=message_id,
-            correlation_id=correlation_id,
-        )
+        async with self._alone(message_id):
+            await self.broker.publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                mandatory=True,
+                persist=True,
+                headers=headers,
+                content_type="application/json",
+                message_id=message_id,
+                correlation_id=correlation_id,
+            )
 
 
 class Inbox:

@@ -200,6 +200,23 @@ async def test_unroutable_publish_raises_and_the_event_stays_in_the_outbox(
         assert await relay.backlog() == 1
 
 
+async def test_the_same_unroutable_event_published_twice_at_once_raises_both_times(
+    make_settings: Callable[..., ServiceSettings],
+) -> None:
+    """aiormq matches a returned message to its publish by message id: two publishes of one event at
+    once on one channel made the first look confirmed (its return went to the second), so a relay
+    racing another drain marked an unroutable event sent (found when this module's outbox test failed
+    under load). The publisher sends one message id at a time."""
+    lonely = topology.ServiceQueues("lonely2", events=("nothing.here",))
+    runtime = Runtime(make_settings(ServiceSettings), lonely)
+    async with runtime.running():
+        event = _event(runtime, "twice")
+        results = await asyncio.gather(
+            *(runtime.publisher.publish(event) for _ in range(3)), return_exceptions=True
+        )
+    assert all(isinstance(r, Exception) and "NO_ROUTE" in str(r) for r in results), results
+
+
 async def test_inbox_claims_once_takes_over_an_expired_claim_and_finishes_with_an_insert(
     mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str
 ) -> None:
