@@ -18,11 +18,12 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import pytest
 import yaml
+from pydantic import SecretStr
 from pymongo import ReadPreference
 
 from deploy import local, mongo_users, rabbitmq_users
@@ -40,6 +41,9 @@ K8S = CLUSTER / "k8s"
 APPS = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/__main__.py")))
 #: environment names whose values are secrets; URLs with a password are checked apart
 SECRET_NAME = re.compile(r"(PASS(WORD)?|SECRET|KEYS?|COOKIE|TOKEN|CREDENTIALS)(_|$)")
+#: names SECRET_NAME matches whose settings hold no secret: the console's key directory and whether its
+#: cookies are Secure (test_the_names_excused_from_secrets_hold_no_text checks their settings' types)
+NOT_SECRET = frozenset({"CONSOLE_KEY_DIR", "COOKIE_SECURE"})
 COMPOSE_REF = re.compile(r"\$\{\w+:\?[^}]*\}")  # ${NAME:?message}: required, no default
 ANY_COMPOSE_REF = re.compile(r"\$\{[^}]*\}")
 REQUIRED, OTHER = "required-variable", "other-variable"
@@ -59,6 +63,16 @@ def settings_cls(app: str) -> type[ServiceSettings]:
 
 def port(app: str) -> int:
     return int(settings_cls(app).model_fields["http_port"].default)
+
+
+#: the services the console calls, by its settings `<service>_url` (services/console/clients.py)
+CALLED = tuple(app for app in APPS if f"{app}_url" in settings_cls("console").model_fields)
+#: whose HTTP replicas HAProxy balances in the compose cluster: the public ones and the console's calls
+BALANCED = tuple(sorted(PUBLIC | set(CALLED)))
+
+
+def secret_name(name: str) -> bool:
+    return name not in NOT_SECRET and bool(SECRET_NAME.search(name))
 
 
 def assert_check(check: Callable[[Any], Problems], real: Any, broken: Any, fault: str) -> None:
@@ -255,7 +269,7 @@ def compose_url(value: str) -> SplitResult:
 
 def compose_secret_problems(where: str, name: str, value: Any) -> Problems:
     value = str(value)
-    if SECRET_NAME.search(name) and not COMPOSE_REF.fullmatch(value):
+    if secret_name(name) and not COMPOSE_REF.fullmatch(value):
         return [f"{where}: {name} is not a required ${{VARIABLE:?}} (inline or with a default)"]
     password = compose_url(value).password if "://" in value else None
     if password is not None and password != REQUIRED:
@@ -299,7 +313,7 @@ def check_k8s_secrets(docs: list[Doc]) -> Problems:
             problems += [
                 f"k8s: ConfigMap {doc['metadata']['name']} holds {k}"
                 for k in doc.get("data", {})
-                if SECRET_NAME.search(k)
+                if secret_name(k)
             ]
     for where, c in containers(docs):
         from_secret = set()
@@ -307,7 +321,7 @@ def check_k8s_secrets(docs: list[Doc]) -> Problems:
             name, ref = var["name"], var.get("valueFrom", {})
             if "secretKeyRef" in ref:
                 from_secret.add(name)
-            elif SECRET_NAME.search(name):
+            elif secret_name(name):
                 problems.append(f"k8s: {where}: {name} does not come from a Secret")
             value = str(var.get("value", ""))
             password = urlsplit(value).password if "://" in value else None
@@ -330,6 +344,24 @@ def test_kubernetes_manifests_have_no_secret_inline(manifests: list[Doc]) -> Non
     found = check_k8s_secrets(broken)
     assert "k8s: Deployment/booking: AMQP_URL has a password that is not from a Secret" in found
     assert "k8s: Secret leaked holds values in the manifests" in found
+
+
+def check_not_secret(excused: frozenset[str]) -> Problems:
+    """A name is excused from the secret checks only if the setting it sets cannot hold text."""
+    fields = {n.upper(): f.annotation for app in APPS for n, f in settings_cls(app).model_fields.items()}
+    problems = []
+    for name in sorted(excused):
+        if name not in fields:
+            problems.append(f"{name} sets no setting of any service")
+        elif {str, SecretStr} & {fields[name], *get_args(fields[name])}:
+            problems.append(f"{name} sets a text setting: it may hold a secret")
+    return problems
+
+
+def test_the_names_excused_from_secrets_hold_no_text() -> None:
+    broken = NOT_SECRET | {"CONSOLE_AUDIT_KEY", "SECRET_DIR"}
+    assert_check(check_not_secret, NOT_SECRET, broken, "CONSOLE_AUDIT_KEY sets a text setting")
+    assert "SECRET_DIR sets no setting of any service" in check_not_secret(broken)
 
 
 # --------------------------------------------------------------------------- RabbitMQ: cluster, quorum 3
@@ -444,15 +476,19 @@ def check_haproxy(given: tuple[str, Doc]) -> Problems:
     header = b"AMQP\x00\x00\x09\x01".hex()
     if f"tcp-check send-binary {header}" not in rabbit:
         problems.append("backend rabbitmq does not check the nodes with the AMQP handshake")
-    if f"bind :{port('booking')}" not in sections.get("frontend booking", []):
-        problems.append("frontend booking does not listen on booking's port")
-    backend = sections.get("backend booking", [])
-    if f"http-check send meth GET uri {READY_PATH}" not in backend:
-        problems.append(f"backend booking does not check {READY_PATH}")
-    replicas = compose_apps(compose)["booking"]["deploy"]["replicas"]
-    template = [line.split() for line in backend if line.startswith("server-template ")]
-    if not template or int(template[0][2]) < replicas or template[0][3] != f"booking:{port('booking')}":
-        problems.append("backend booking has no slot for every replica")
+    published = {str(p) for p in compose["services"]["haproxy"].get("ports", [])}
+    for app in BALANCED:
+        if f"bind :{port(app)}" not in sections.get(f"frontend {app}", []):
+            problems.append(f"frontend {app} does not listen on {app}'s port")
+        if (f"127.0.0.1:{port(app)}:{port(app)}" in published) != (app in PUBLIC):
+            problems.append(f"{app} is {'not ' if app in PUBLIC else ''}published by the load balancer")
+        backend = sections.get(f"backend {app}", [])
+        if f"http-check send meth GET uri {READY_PATH}" not in backend:
+            problems.append(f"backend {app} does not check {READY_PATH}")
+        replicas = compose_apps(compose)[app]["deploy"]["replicas"]
+        template = [line.split() for line in backend if line.startswith("server-template ")]
+        if not template or int(template[0][2]) < replicas or template[0][3] != f"{app}:{port(app)}":
+            problems.append(f"backend {app} has no slot for every replica")
     for app, service in compose_apps(compose).items():
         amqp = compose_url(service["environment"]["AMQP_URL"])
         if (amqp.hostname, amqp.port) != ("haproxy", 5672):
@@ -460,16 +496,23 @@ def check_haproxy(given: tuple[str, Doc]) -> Problems:
     return problems
 
 
-def test_haproxy_balances_the_three_nodes_and_bookings_ready_replicas(compose: Doc) -> None:
+def test_haproxy_balances_the_three_nodes_and_the_http_services_ready_replicas(compose: Doc) -> None:
     text = (CLUSTER / "haproxy" / "haproxy.cfg").read_text()
     broken_text = text.replace("server rabbitmq-3 rabbitmq-3:5672 check\n", "").replace(
         READY_PATH, HEALTH_PATH
     )
+    broken_text = broken_text.replace(
+        "server-template console- 4 console:8005", "server console console:8005"
+    )
     broken = copy.deepcopy(compose)
     broken["services"]["audit"]["environment"]["AMQP_URL"] = "amqp://audit:${P:?}@rabbitmq-1:5672/"
+    broken["services"]["haproxy"]["ports"].append("127.0.0.1:8004:8004")
     assert_check(check_haproxy, (text, compose), (broken_text, broken), "not the three nodes")
     found = check_haproxy((broken_text, broken))
     assert f"backend booking does not check {READY_PATH}" in found
+    assert f"backend scheduler does not check {READY_PATH}" in found
+    assert "backend console has no slot for every replica" in found
+    assert "audit is published by the load balancer" in found
     assert "audit does not reach the broker through the load balancer" in found
 
 
@@ -641,14 +684,21 @@ def egress_ports(docs: list[Doc], labels: dict[str, str]) -> set[int]:
     }
 
 
-def ingress_from(docs: list[Doc], labels: dict[str, str]) -> list[tuple[Doc, set[int]]]:
+def peers(docs: list[Doc], labels: dict[str, str], way: str = "Ingress") -> list[tuple[Doc, set[int]]]:
+    """Each peer the policies admit these pods to be reached from (Ingress) or to reach (Egress), with
+    the ports of its rule."""
+    side = "from" if way == "Ingress" else "to"
     return [
         (peer, {p["port"] for p in rule.get("ports", [])})
         for np in policies(docs)
-        if "Ingress" in np["spec"]["policyTypes"] and selects(np["spec"]["podSelector"], labels)
-        for rule in np["spec"].get("ingress", [])
-        for peer in rule.get("from", [])
+        if way in np["spec"]["policyTypes"] and selects(np["spec"]["podSelector"], labels)
+        for rule in np["spec"].get(way.lower(), [])
+        for peer in rule.get(side, [])
     ]
+
+
+def ingress_from(docs: list[Doc], labels: dict[str, str]) -> list[tuple[Doc, set[int]]]:
+    return peers(docs, labels, "Ingress")
 
 
 def check_network_policies(docs: list[Doc]) -> Problems:
@@ -704,13 +754,82 @@ def test_network_policies_limit_who_talks_to_whom(manifests: list[Doc]) -> None:
         if np["metadata"]["name"] == "notifier-to-smtp":
             np["spec"]["podSelector"] = {"matchLabels": {"app.kubernetes.io/component": "service"}}
     broken = [d for d in broken if d["metadata"]["name"] != "default-deny"]
-    (ing,) = of_kind(broken, "Ingress")
+    (ing,) = [i for i in of_kind(broken, "Ingress") if i["metadata"]["name"] == "booking"]
     ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = "audit"
     assert_check(check_network_policies, manifests, broken, "no default-deny policy")
     found = check_network_policies(broken)
     assert "audit: reached from outside the namespace" in found
     assert "booking: only the notifier reaches SMTP" in found
     assert "Ingress booking routes to audit" in found
+
+
+# --------------------------------------------------------------------------- the console's calls
+
+
+def in_namespace_peer(peer: Doc, labels: dict[str, str]) -> bool:
+    """A peer of this namespace (no namespaceSelector, no ipBlock) whose pods have these labels."""
+    return set(peer) == {"podSelector"} and selects(peer["podSelector"], labels)
+
+
+def check_console_calls(given: tuple[Doc, str, list[Doc]]) -> Problems:
+    """The console reaches each service it calls (its `<SERVICE>_URL`): in compose through HAProxy's
+    frontend for that service (its ready replicas only); on Kubernetes through the service's Service,
+    with the console's egress and the service's ingress both admitting it on the service's port."""
+    compose, haproxy_text, docs = given
+    problems, sections = [], haproxy_sections(haproxy_text)
+    env = compose_apps(compose)["console"]["environment"]
+    for app in CALLED:
+        url = urlsplit(env.get(f"{app.upper()}_URL", ""))
+        frontend = sections.get(f"frontend {app}", [])
+        if (url.hostname, url.port) != ("haproxy", port(app)) or f"default_backend {app}" not in frontend:
+            problems.append(f"compose: the console does not call {app} through the load balancer")
+    deps = deployments(docs)
+    (c,) = deps["console"]["spec"]["template"]["spec"]["containers"]
+    values = {v["name"]: str(v.get("value", "")) for v in c["env"]}
+    console = pod_labels(deps["console"])
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    for app in CALLED:
+        url, labels = urlsplit(values.get(f"{app.upper()}_URL", "")), pod_labels(deps[app])
+        service = services.get(url.hostname or "")
+        if (
+            service is None
+            or not selects({"matchLabels": service["spec"]["selector"]}, labels)
+            or url.port != port(app)
+            or url.port not in [p["port"] for p in service["spec"]["ports"]]
+        ):
+            problems.append(f"k8s: the console's {app.upper()}_URL is not {app}'s Service on {port(app)}")
+        if not any(
+            in_namespace_peer(peer, labels) and port(app) in ports
+            for peer, ports in peers(docs, console, "Egress")
+        ):
+            problems.append(f"k8s: the console may not reach {app} on {port(app)}")
+        if not any(
+            in_namespace_peer(peer, console) and port(app) in ports
+            for peer, ports in ingress_from(docs, labels)
+        ):
+            problems.append(f"k8s: {app} does not admit the console on {port(app)}")
+    return problems
+
+
+def test_the_console_calls_booking_scheduler_and_audit_at_their_ready_replicas(
+    compose: Doc, manifests: list[Doc]
+) -> None:
+    assert set(CALLED) == {"booking", "scheduler", "audit"}
+    text = (CLUSTER / "haproxy" / "haproxy.cfg").read_text()
+    broken_compose = copy.deepcopy(compose)
+    broken_compose["services"]["console"]["environment"]["SCHEDULER_URL"] = "http://scheduler:8002"
+    broken = [copy.deepcopy(d) for d in manifests if d["metadata"]["name"] != "audit-from-console"]
+    (c,) = deployments(broken)["console"]["spec"]["template"]["spec"]["containers"]
+    next(v for v in c["env"] if v["name"] == "BOOKING_URL")["value"] = "http://booking:8002"
+    for np in policies(broken):
+        if np["metadata"]["name"] == "console-to-services":
+            np["spec"]["egress"] = [r for r in np["spec"]["egress"] if r["ports"][0]["port"] != 8002]
+    real, wrong = (compose, text, manifests), (broken_compose, text, broken)
+    assert_check(check_console_calls, real, wrong, "compose: the console does not call scheduler through")
+    found = check_console_calls(wrong)
+    assert "k8s: the console's BOOKING_URL is not booking's Service on 8001" in found
+    assert "k8s: the console may not reach scheduler on 8002" in found
+    assert "k8s: audit does not admit the console on 8004" in found
 
 
 # --------------------------------------------------------------------------- R12: each its own user
@@ -750,3 +869,19 @@ def test_r12_each_replica_logs_in_as_its_own_service(compose: Doc, manifests: li
     c["env"][-3]["valueFrom"]["secretKeyRef"]["name"] = "consult-booking"
     assert_check(check_own_users, (compose, manifests), (broken_compose, broken), "notifier MONGODB_URL")
     assert any("audit reads the Secrets" in p for p in check_own_users((compose, broken)))
+
+
+def check_access_init(compose: Doc) -> Problems:
+    """access-init is given every service's (and ops') broker and database password: `apply
+    --from-env` stops at the first one missing, and no service user is made."""
+    env = compose["services"]["access-init"]["environment"]
+    wanted = [rabbitmq_users.env_name(r) for r in rabbitmq_users.roles()]
+    wanted += [mongo_users.env_name(r) for r in mongo_users.roles()]
+    return [f"compose: access-init is not given {name}" for name in wanted if name not in env]
+
+
+def test_r12_access_init_makes_every_services_users(compose: Doc) -> None:
+    assert "console" in topology.SERVICES
+    broken = copy.deepcopy(compose)
+    del broken["services"]["access-init"]["environment"]["RABBITMQ_CONSOLE_PASSWORD"]
+    assert_check(check_access_init, compose, broken, "access-init is not given RABBITMQ_CONSOLE_PASSWORD")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ import yaml
 from shared.settings import PLACEHOLDER_SECRETS, ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("booking", "scheduler", "notifier", "audit")
+#: every service the repository runs (`python -m services.<name>`), the console too
+APPS = tuple(sorted(p.parent.name for p in (ROOT / "services").glob("*/__main__.py")))
+#: who sends no email, so is not given the mail server (the console is a client of the services' HTTP)
+NO_SMTP = {"console"}
 SERVERS = ("rabbitmq", "mongo", "mailpit")
 #: What the servers publish: the addresses deploy/local.py and the tests use (USE_DOCKER=1 mode).
 SERVER_PORTS = {"rabbitmq": {5672, 15672}, "mongo": {27017}, "mailpit": {1025, 8025}}
@@ -119,7 +123,10 @@ def test_app_environment_names_real_settings_and_servers(compose: dict[str, Any]
     assert env["HTTP_HOST"] == "0.0.0.0"
     assert urlsplit(env["AMQP_URL"]).hostname == "rabbitmq"
     assert urlsplit(env["MONGODB_URL"]).hostname == "mongo"
-    assert urlsplit(env["SMTP_URL"]).hostname == "mailpit"
+    if app in NO_SMTP:
+        assert "SMTP_URL" not in env
+    else:
+        assert urlsplit(env["SMTP_URL"]).hostname == "mailpit"
 
 
 @pytest.mark.parametrize("app", APPS)
@@ -151,6 +158,30 @@ def test_dockerfile_installs_from_the_lock_as_non_root() -> None:
     for src in re.findall(r"^COPY\s+(?!--)(.+)\s+\S+$", text, re.M):
         for path in src.split():
             assert (ROOT / path).exists(), f"COPY {path}: not in the repository"
+
+
+def test_the_image_serves_the_consoles_htmx_from_the_lockfile_without_dev_packages() -> None:
+    """An npm stage installs package-lock.json exactly (no install script, no dev dependency: axe-core
+    is for the browser tests) and only htmx's package goes into the image, where the console's
+    NODE_MODULES setting looks by default (<repository root>/node_modules, the image's WORKDIR)."""
+    from services.console.app import HTMX
+    from services.console.config import Settings as ConsoleSettings
+
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    package = json.loads((ROOT / "package.json").read_text())
+    assert HTMX[0] in package["dependencies"] and "axe-core" in package["devDependencies"]
+    stage = re.search(r"^FROM node:(\S+) AS (\w+)\n(.*?)^FROM ", text, re.M | re.S)
+    assert stage, "no npm stage before the image"
+    tag, name, steps = stage.groups()
+    assert re.fullmatch(r"\d+\.\d+\.\d+-\w+-slim", tag), f"pin node's version, got {tag}"
+    assert re.search(r"^COPY package\.json package-lock\.json \./$", steps, re.M)
+    assert re.search(r"^RUN npm ci --ignore-scripts --omit=dev\b", steps, re.M)
+    workdir = re.findall(r"^WORKDIR (\S+)", steps, re.M)[-1]
+    final = text[stage.end() :]
+    copied = re.findall(rf"^COPY --from={name} (\S+) (\S+)$", final, re.M)
+    default = ConsoleSettings.model_fields["node_modules"].default.relative_to(ROOT)
+    assert copied == [(f"{workdir}/node_modules/{HTMX[0]}", f"./{default}/{HTMX[0]}")], copied
+    assert re.search(r"^COPY shared \./shared$", final, re.M), "the repository root (shared/..) is WORKDIR"
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out() -> None:

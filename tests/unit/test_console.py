@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import pyotp
 import pytest
+from starlette.requests import Request
 
 from services.console import labels
 from services.console.accounts import AccountError, new_account
 from services.console.clients import Acting, ServiceError
+from services.console.config import Settings
 from services.console.routes.coordination import in_windows, parse_slot, slot_value
+from services.console.routes.signin import SignIn
 from services.console.routes.today import rows, span
 from services.console.sessions import Timeouts, new_session, signin_csrf, token_hash
 
@@ -193,3 +197,22 @@ def test_r05_free_slots_closest_to_the_wished_windows_come_first() -> None:
     right_after = {"start": "2026-12-04T01:30:00+00:00", "end": "2026-12-04T02:00:00+00:00"}
     at_dawn = {"start": "2026-12-03T15:00:00+00:00", "end": "2026-12-03T15:30:00+00:00"}
     assert nearness(right_after, windows) == 0 < nearness(at_dawn, windows)
+
+
+def signin_from(peer: str, forwarded: str | None, trusted: list[str]) -> str:
+    """The address a sign-in from `peer` (with that X-Forwarded-For) counts against."""
+    settings = Settings(environment="test", trusted_proxies=trusted)
+    signin = SignIn(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    return signin.client(Request({"type": "http", "client": (peer, 40000), "headers": headers}))
+
+
+def test_failed_sign_ins_count_against_the_person_behind_the_load_balancer_not_the_balancer() -> None:
+    """Two console replicas behind HAProxy or an ingress (deploy/cluster): the peer is the proxy for
+    everyone, so counting by it would let one person's mistakes lock the whole office out."""
+    behind = ["172.28.20.0/24"]
+    assert signin_from("172.28.20.7", "198.51.100.23", behind) == "198.51.100.23"
+    assert signin_from("172.28.20.7", "198.51.100.23, 172.28.20.1", behind) == "198.51.100.23"
+    # a header from anyone else is only a claim: the peer is the client
+    assert signin_from("203.0.113.9", "198.51.100.23", behind) == "203.0.113.9"
+    assert signin_from("172.28.20.7", "198.51.100.23", []) == "172.28.20.7"

@@ -2,7 +2,8 @@
 
 Every sign-in and failed sign-in is an access record naming the person it was for (R10: the
 middleware records the route and status; 303 signed in, 401 refused, 429 locked). Failed attempts
-count against the account and against the client address (services/console/ratelimit.py).
+count against the account and against the client address (services/console/ratelimit.py), which is
+the one a trusted proxy reports when the console runs behind a load balancer (TRUSTED_PROXIES).
 """
 
 import contextlib
@@ -34,6 +35,14 @@ class SignIn:
         window = timedelta(minutes=s.signin_window_minutes)
         self.by_account = Limit("account", s.signin_limit_account, window)
         self.by_client = Limit("client", s.signin_limit_client, window)
+        self.client_ip = s.client_ip()
+
+    def client(self, request: Request) -> str:
+        """The address failed sign-ins count against: the socket peer, or behind the office's trusted
+        proxies (TRUSTED_PROXIES: the load balancer, the ingress) the client they report, as the access
+        record has it (shared/client_ip.py). Without it every person behind a proxy shares one count."""
+        peer = request.client.host if request.client else None
+        return self.client_ip.of(peer, request.headers) or "unknown"
 
     def page(
         self, request: Request, *, status: int = 200, error: str = "", why: str = "", person_id: str = ""
@@ -90,7 +99,7 @@ class SignIn:
         typed = form.get("person_id", "").strip().lower()
         person_id = typed if PERSON_ID.match(typed) else None
         request.state.actor = person_id or "anonymous"  # R10: who tried
-        client = request.client.host if request.client else "unknown"
+        client = self.client(request)
         now = self.console.clock.now()
         if await self.locked(person_id, client, now):
             until = jst(self.console.stores.attempts.retry_at(self.by_account, now))
