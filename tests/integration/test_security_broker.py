@@ -96,7 +96,11 @@ def _probe(runtime: Runtime, request_id: str) -> Envelope[Any]:
     return runtime.event(payload, "office-x")
 
 
-@pytest.mark.parametrize("service", list(topology.SERVICES))
+#: the services with an inbox (the console consumes nothing: its own test is below)
+CONSUMERS = [name for name, q in topology.SERVICES.items() if q.events]
+
+
+@pytest.mark.parametrize("service", CONSUMERS)
 async def test_r12_service_user_declares_its_topology_consumes_publishes_retries_and_parks(
     service: str, bare_users: Users, amqp_url: str, make_settings: Callable[..., ServiceSettings]
 ) -> None:
@@ -126,6 +130,28 @@ async def test_r12_service_user_declares_its_topology_consumes_publishes_retries
         await eventually(lambda: _true(stats["handled"] == 1 and stats["parked"] == 1), what="retry and park")
     assert attempts == {"retry-me": 2, "poison": 1}
     assert stats["retried"] == 1  # consult.retry -> <svc>.delay.1s -> consult.redeliver -> inbox
+
+
+async def test_r12_the_consoles_user_publishes_its_access_records_and_reads_no_inbox(
+    bare_users: Users, amqp_url: str, make_settings: Callable[..., ServiceSettings]
+) -> None:
+    admin = await aio_pika.connect(amqp_url)
+    async with admin:
+        channel = await admin.channel()
+        await topology.declare_exchanges(channel)
+        audit = await channel.declare_queue(topology.AUDIT.inbox, durable=True)  # where audit reads them
+        await audit.bind(topology.EVENTS, "access.logged")
+        runtime = Runtime(
+            make_settings(ServiceSettings, amqp_url=bare_users.url("console")), topology.CONSOLE
+        )
+        async with runtime.running():
+            await runtime.publisher.publish(_probe(runtime, "console-probe"))
+        message = await audit.get(timeout=10, fail=True)
+        assert message is not None and b"console-probe" in message.body
+        await message.ack()
+    assert "ACCESS_REFUSED" in await _refused(
+        bare_users.url("console"), lambda ch: _get(ch, topology.AUDIT.inbox)
+    )
 
 
 async def _true(value: bool) -> bool:
