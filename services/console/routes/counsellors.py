@@ -4,8 +4,6 @@ areas (R20), apps and pre-issued rooms (R16), work email. Changed through the sc
 which validates and decides: its 422 and 409 are shown beside the field they name, with the rule.
 The scheduler also refuses staff of another office (403); the console checks the office first."""
 
-from __future__ import annotations
-
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
