@@ -45,15 +45,15 @@ class Desk:
 async def desk(make_settings: Callable[..., Any], tmp_path: Path) -> AsyncIterator[Desk]:
     settings = scheduler_settings(make_settings)
     key = await ensure_console_key(tmp_path / "console-scheduler-key.txt", settings)
-    async with uvicorn_serving(scheduler_app(settings)) as url:
-        async with (
-            running_console(make_settings, scheduler_url=url, console_scheduler_key=key) as c,
-            httpx.AsyncClient(base_url=url) as scheduler,
-        ):
-            await add_account(c.console, "yamada.taro", ["staff"], [KG])
-            await add_account(c.console, "kohoku.staff", ["staff"], [HW])
-            await sign_in(c.http, "yamada.taro")
-            yield Desk(c, scheduler)
+    async with (
+        uvicorn_serving(scheduler_app(settings)) as url,
+        running_console(make_settings, scheduler_url=url, console_scheduler_key=key) as c,
+        httpx.AsyncClient(base_url=url) as scheduler,
+    ):
+        await add_account(c.console, "yamada.taro", ["staff"], [KG])
+        await add_account(c.console, "kohoku.staff", ["staff"], [HW])
+        await sign_in(c.http, "yamada.taro")
+        yield Desk(c, scheduler)
 
 
 def field_error(html: str, key: str) -> str:
