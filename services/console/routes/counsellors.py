@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.console.clients import ServiceError
 from services.console.web import Console, Form, Person, answer_status, refused, staff_of
-from shared.policy import OfficePolicy
+from shared.policy import OfficePolicy, Policies
 
 WEEKDAYS = (
     ("mon", "月"),
@@ -126,9 +126,10 @@ class Call:
 @dataclass
 class Pages:
     console: Console
+    policies: Policies
 
     def policy_of(self, office_id: str) -> OfficePolicy:
-        policy = self.console.settings.policies().get(office_id)
+        policy = self.policies.get(office_id)
         if policy is None:
             raise HTTPException(404, "office")
         return policy
@@ -239,7 +240,7 @@ def router(console: Console) -> APIRouter:
     api = APIRouter()
     Signed = Annotated[Person, Depends(console.person)]
     scheduler = console.clients.scheduler
-    pages = Pages(console)
+    pages = Pages(console, console.settings.policies())
 
     async def staff_call(request: Request, office_id: str, person: Signed) -> Call:
         staff_of(person, request, office_id)

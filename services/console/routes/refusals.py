@@ -15,11 +15,12 @@ def router(console: Console) -> APIRouter:
     api = APIRouter()
     Signed = Annotated[Person, Depends(console.person)]
     booking = console.clients.booking
+    policies = console.settings.policies()
 
     async def page(
         request: Request, office_id: str, person: Person, *, status: int = 200, **extra: Any
     ) -> Response:
-        policy = console.settings.policies().get(office_id)
+        policy = policies.get(office_id)
         context: dict[str, Any] = {
             "office_id": office_id,
             "refused": [],
