@@ -141,8 +141,35 @@ class Scheduler(ServiceClient):
     async def request(self, booking_id: str, acting: Acting) -> dict[str, Any]:
         return dict(await self.call("GET", f"/v1/staff/requests/{booking_id}", acting))
 
-    async def counsellors(self, office_id: str, acting: Acting) -> list[dict[str, Any]]:
-        return list(await self.call("GET", f"/v1/staff/offices/{office_id}/counsellors", acting))
+    async def counsellors(
+        self, office_id: str, acting: Acting, *, include_inactive: bool = False
+    ) -> list[dict[str, Any]]:
+        params = {"include_inactive": "true"} if include_inactive else None
+        return list(
+            await self.call("GET", f"/v1/staff/offices/{office_id}/counsellors", acting, params=params)
+        )
+
+    async def put_counsellor(
+        self, office_id: str, counsellor_id: str, body: dict[str, Any], acting: Acting
+    ) -> dict[str, Any]:
+        """Create or replace the counsellor (weekly, exceptions, areas R20, apps R16, work email);
+        their rooms are kept."""
+        path = f"/v1/staff/offices/{office_id}/counsellors/{counsellor_id}"
+        return dict(await self.call("PUT", path, acting, json=body))
+
+    async def retire_counsellor(self, office_id: str, counsellor_id: str, acting: Acting) -> None:
+        await self.call("DELETE", f"/v1/staff/offices/{office_id}/counsellors/{counsellor_id}", acting)
+
+    async def put_room(
+        self, office_id: str, counsellor_id: str, room_id: str, body: dict[str, Any], acting: Acting
+    ) -> dict[str, Any]:
+        """R16: register or replace one of the counsellor's pre-issued rooms."""
+        path = f"/v1/staff/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}"
+        return dict(await self.call("PUT", path, acting, json=body))
+
+    async def delete_room(self, office_id: str, counsellor_id: str, room_id: str, acting: Acting) -> None:
+        path = f"/v1/staff/offices/{office_id}/counsellors/{counsellor_id}/rooms/{room_id}"
+        await self.call("DELETE", path, acting)
 
     async def free_slots(
         self, office_id: str, acting: Acting, *, day: str, area: str | None, minutes: int, near: str | None

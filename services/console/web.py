@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,12 @@ def answer_status(err: ServiceError) -> int:
 
 def today_jst(clock: Clock) -> date:
     return clock.now().astimezone(JST).date()
+
+
+def day_start(value: str) -> str:
+    """A form's date (YYYY-MM-DD) as the start of that day in JST, ISO 8601: when a refusal ends.
+    ValueError for one that is not a date."""
+    return datetime.combine(date.fromisoformat(value), time(), JST).isoformat()
 
 
 def day_param(value: str | None, clock: Clock) -> date:

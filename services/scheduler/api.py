@@ -11,12 +11,13 @@ person (R10).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import AwareDatetime, BaseModel, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, EmailStr, Field, ValidationError
 
 from services.scheduler.auth import StaffCaller, staff_auth
 from services.scheduler.availability import (
@@ -39,6 +40,8 @@ from shared.clock import JST
 from shared.mongo import Doc
 from shared.policy import MeetingApp, OfficePolicy
 from shared.text import CleanText
+
+RULE_PREFIX = re.compile(r"^R\d\d: ")
 
 
 class CounsellorIn(CleanText):
@@ -129,14 +132,24 @@ def _policy_of(ctx: Context, office_id: str) -> OfficePolicy:
 
 
 def _valid(ctx: Context, policy: OfficePolicy, **fields: Any) -> Counsellor:
-    """A counsellor record the office can use (R16 rooms and apps, R20 areas), else 422."""
+    """A counsellor record the office can use (R16 rooms and apps, R20 areas), else 422 with the
+    field errors in FastAPI's form (`loc`, `msg`, `type`) and, for the office's rules, the `rule`."""
     try:
         c = Counsellor.model_validate(fields)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        raise HTTPException(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors]) from exc
     if problems := check_against_policy(c, policy, ctx.rooms.dev_hosts):
-        raise HTTPException(422, "; ".join(problems))
+        raise HTTPException(422, [_policy_problem(p) for p in problems])
     return c
+
+
+def _policy_problem(text: str) -> dict[str, Any]:
+    """One of check_against_policy's problems as a field error: R20 the areas, R16 the apps or the
+    rooms."""
+    rule = text[:3] if RULE_PREFIX.match(text) else None
+    field = "rooms" if "room" in text else {"R20": "areas", "R16": "apps"}.get(rule or "", "body")
+    return {"loc": ["body", field], "msg": text, "type": "policy", "rule": rule}
 
 
 async def _counsellor_of(ctx: Context, office_id: str, counsellor_id: str) -> Counsellor:

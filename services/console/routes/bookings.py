@@ -3,15 +3,13 @@ the booking id), the timeline of its changes, and the staff actions: a phone (or
 (R07: booking enforces the same-day rule and its refusal is shown), joined or contacted (R08), the
 identity check (R02), re-scheduling (the coordination page) and refusing for misconduct (R13)."""
 
-from datetime import datetime, time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.console.clients import ServiceError
-from services.console.web import Console, Form, Person, answer_status, needs, refused, staff_of
-from shared.clock import JST
+from services.console.web import Console, Form, Person, answer_status, day_start, needs, refused, staff_of
 
 DONE = {
     "cancellations": "cancelled",
@@ -33,7 +31,7 @@ def body_of(action: str, form: Form) -> dict[str, Any]:
     if detail := form.get("detail"):
         body["detail"] = detail
     if until := form.get("until"):  # a date: the refusal ends at the start of that day (JST)
-        body["until"] = datetime.combine(datetime.fromisoformat(until).date(), time(), JST).isoformat()
+        body["until"] = day_start(until)
     return body
 
 
