@@ -14,6 +14,7 @@ names another one. State lives in .local/ (bin, logs, run, data).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import glob
 import hashlib
@@ -23,6 +24,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -442,10 +444,46 @@ def command(s: Server) -> list[str]:
     return [str(ensure_binary(s)), *s.args]
 
 
+def tidy_ferretdb(folder: Path) -> list[str]:
+    """Set aside what keeps FerretDB from starting; returns what was moved.
+
+    FerretDB 1.24 drops a database by deleting its SQLite file; a connection still reading it can
+    leave the `-wal`/`-shm` files behind, and at the next start SQLite makes an empty database from
+    the orphaned log, which FerretDB then refuses ("no such table: _ferretdb_collections"). Orphaned
+    logs and databases without FerretDB's own table are moved to `<folder>/set-aside/`, never deleted.
+    """
+    moved: list[str] = []
+    aside = folder / "set-aside"
+
+    def set_aside(path: Path) -> None:
+        aside.mkdir(exist_ok=True)
+        path.replace(aside / path.name)
+        moved.append(path.name)
+
+    for log in sorted([*folder.glob("*.sqlite-wal"), *folder.glob("*.sqlite-shm")]):
+        if not log.with_name(log.name.rsplit("-", 1)[0]).exists():
+            set_aside(log)
+    for db in sorted(folder.glob("*.sqlite")):
+        try:
+            with contextlib.closing(sqlite3.connect(db)) as conn:  # read-write: replays a WAL
+                ours = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = '_ferretdb_collections'"
+                ).fetchone()
+        except sqlite3.DatabaseError:
+            ours = None
+        if ours is None:
+            for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                if path.exists():
+                    set_aside(path)
+    return moved
+
+
 def start_binary(s: Server, timeout: float) -> None:
     argv = command(s)
     for d in (RUN, LOGS, LOCAL / "ferretdb", LOCAL / "mailpit"):
         d.mkdir(parents=True, exist_ok=True)
+    if s.name == "mongo" and (moved := tidy_ferretdb(LOCAL / "ferretdb")):
+        say(s.name, f"set aside {len(moved)} file(s) FerretDB cannot open: .local/ferretdb/set-aside/")
     log = LOGS / f"{s.binary or s.name}.log"
     with log.open("a") as f:
         f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} deploy/local.py up ===\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -11,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pymongo import AsyncMongoClient
 
 from services.audit import chain, records
@@ -20,8 +18,8 @@ from services.audit.config import Settings
 from services.audit.service import AuditService
 from shared.clock import FixedClock
 from shared.events import new_event
+from tests import support
 from tests.integration.test_audit_ingest import device
-from tests.support import free_port
 from tests.support.audit import AUDITOR_KEY, OFFICE, T0, auth
 
 N = 100_000
@@ -66,40 +64,31 @@ async def test_audit_export_of_100k_records_streams_without_holding_them(
     )
     clock = FixedClock(T0)
     app = create_app(settings, clock)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    serving = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            assert not serving.done(), "the audit service did not start"
-            await asyncio.sleep(0.05)
-        service: AuditService = app.state.audit
-        load_s = await bulk_load(service, clock)
+        async with support.uvicorn_serving(app) as base_url:
+            service: AuditService = app.state.audit
+            load_s = await bulk_load(service, clock)
 
-        size = lines = 0
-        tracemalloc.start()
-        baseline = tracemalloc.get_traced_memory()[0]
-        started = time.perf_counter()
-        async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as client,
-            client.stream(
-                "GET", "/v1/audit/export", params={"format": "csv", "kind": "device"}, headers=auth()
-            ) as r,
-        ):
-            assert r.status_code == 200
-            async for chunk in r.aiter_bytes():
-                size += len(chunk)
-                lines += chunk.count(b"\n")
-        export_s = time.perf_counter() - started
-        peak = tracemalloc.get_traced_memory()[1] - baseline
-        tracemalloc.stop()
-        print(f"\naudit export: loaded {N} records in {load_s:.1f}s; exported {size / 1e6:.1f} MB CSV in "
-              f"{export_s:.1f}s; peak Python memory growth {peak / 1e6:.1f} MB")  # fmt: skip
-        assert lines == N + 1  # header and every record
-        assert peak < size / 5, "the export held too much of itself in memory"
+            size = lines = 0
+            tracemalloc.start()
+            baseline = tracemalloc.get_traced_memory()[0]
+            started = time.perf_counter()
+            async with (
+                httpx.AsyncClient(base_url=base_url, timeout=600) as client,
+                client.stream(
+                    "GET", "/v1/audit/export", params={"format": "csv", "kind": "device"}, headers=auth()
+                ) as r,
+            ):
+                assert r.status_code == 200
+                async for chunk in r.aiter_bytes():
+                    size += len(chunk)
+                    lines += chunk.count(b"\n")
+            export_s = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1] - baseline
+            tracemalloc.stop()
+            print(f"\naudit export: loaded {N} records in {load_s:.1f}s; exported {size / 1e6:.1f} MB CSV in "
+                  f"{export_s:.1f}s; peak Python memory growth {peak / 1e6:.1f} MB")  # fmt: skip
+            assert lines == N + 1  # header and every record
+            assert peak < size / 5, "the export held too much of itself in memory"
     finally:
-        server.should_exit = True
-        await serving
         await mongo.drop_database(settings.database("audit"))  # 100k records: free the server now

@@ -208,7 +208,16 @@ async def uvicorn_serving(app: FastAPI) -> AsyncIterator[str]:
         app, host="127.0.0.1", port=free_port(), log_level="warning", proxy_headers=serving.PROXY_HEADERS
     )  # as shared.serve.run serves a service
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits on a failed start: fail this test, not the session
+            raise AssertionError(
+                f"uvicorn could not start the app (exit {exc.code}): see the log above"
+            ) from None
+
+    task = asyncio.create_task(serve())
 
     async def started() -> bool:
         if task.done():
