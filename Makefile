@@ -73,6 +73,9 @@ test-e2e: infra-up ## the running services, driven over HTTP and AMQP as a porta
 test-browser: infra-up console-assets chromium ## the console in headless Chromium (Playwright): flows, axe-core, keyboard
 	@$(PYTEST) tests/browser
 
+console-screenshots: infra-up console-assets chromium ## the console's screens, written to docs/console/ (the READMEs show them)
+	@CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(PYTEST) tests/browser -q
+
 test-chaos: infra-up ## the chaos drills: servers and services killed and paused under a booking stream
 	@$(PY) deploy/local.py build --only mongo,smtp
 	@$(PYTEST) tests/chaos
@@ -116,4 +119,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv promtool promtool-go haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser test-chaos lint format console-assets chromium
+.PHONY: help docs bench venv promtool promtool-go haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser console-screenshots test-chaos lint format console-assets chromium

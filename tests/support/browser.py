@@ -61,7 +61,9 @@ CHROMIUM_ARGS = (
 NODE_MODULES = ROOT / "node_modules"
 HTMX_JS = NODE_MODULES / "htmx.org" / "dist" / "htmx.min.js"
 AXE_JS = NODE_MODULES / "axe-core" / "axe.min.js"
-SCREENSHOTS = ROOT / "docs" / "console"
+#: where the console's screenshots go: .local/screenshots on a test run (a run leaves the clone clean);
+#: `make console-screenshots` writes them to docs/console, where the READMEs show them
+SCREENSHOTS = Path(os.environ.get("CONSOLE_SCREENSHOTS") or ROOT / ".local" / "screenshots")
 
 #: every page: a staff member's second screen in a Japanese office
 CONTEXT: dict[str, Any] = {
@@ -233,7 +235,7 @@ SCREENSHOT_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 async def screenshot(page: Page, name: str, *, directory: Path = SCREENSHOTS, full_page: bool = True) -> Path:
-    """The page as a person sees it, written to docs/console/NAME.png (name: a-z, 0-9, -)."""
+    """The page as a person sees it, written to SCREENSHOTS/NAME.png (name: a-z, 0-9, -)."""
     if not SCREENSHOT_NAME.fullmatch(name):
         raise ValueError(f"screenshot name {name!r}: use a-z, 0-9 and -")
     path = directory / f"{name}.png"  # Playwright makes the directory
