@@ -20,7 +20,7 @@ from services.booking.app import DEV_PORTAL, DEV_STAFF
 from services.booking.config import Settings
 from services.booking.signing import signing_secret
 from services.booking.store import Stores
-from services.booking.store.access import STAFF, Kind, new_key
+from services.booking.store.access import OPERATOR, STAFF, Kind, new_key
 from shared.clock import SystemClock
 from shared.commands import JobseekerRecord
 from shared.keyfile import kept_key
@@ -64,7 +64,7 @@ async def ensure_console_key(path: Path, settings: Settings | None = None) -> st
         known = await stores.credentials.collection.find_one({"_id": key_hash(key)})
         if known is not None and known.get("revoked"):  # a revoked key stays revoked
             key = kept_key(path, lambda: new_key("staff"), renew=True)
-        console = Holder(person=CONSOLE_SUBJECT, name=CONSOLE_NAME, roles=[STAFF], delegates=True)
+        console = Holder(person=CONSOLE_SUBJECT, name=CONSOLE_NAME, roles=[STAFF, OPERATOR], delegates=True)
         await stores.credentials.register(
             key, "staff", CONSOLE_SUBJECT, ["*"], SystemClock().now(), holder=console
         )

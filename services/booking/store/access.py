@@ -22,7 +22,8 @@ from shared.store.keys import key_hash
 Kind = Literal["portal", "staff"]
 PREFIX: dict[str, str] = {"portal": "cpk", "staff": "csk"}
 STAFF = "staff"  #: the role of office staff, the one role of booking's staff keys
-ROLES: dict[str, frozenset[str]] = {"portal": frozenset(), "staff": frozenset({STAFF})}
+OPERATOR = acting.OPERATOR  #: may replay booking's parked messages (the operations page)
+ROLES: dict[str, frozenset[str]] = {"portal": frozenset(), "staff": frozenset({STAFF, OPERATOR})}
 
 
 @dataclass(frozen=True)
