@@ -9,6 +9,7 @@ account and twenty per client address within 15 minutes lock further attempts un
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -25,8 +26,18 @@ class Settings(ServiceSettings):
     scheduler_url: str = Field("http://127.0.0.1:8002", description="the scheduler service's HTTP API")
     audit_url: str = Field("http://127.0.0.1:8004", description="the audit service's HTTP API")
     rabbitmq_management_url: str = Field(
-        "http://guest:guest@127.0.0.1:15672/api", description="operations page: queues and parked messages"
+        "http://127.0.0.1:15672/api", description="operations page: the RabbitMQ management API"
     )
+    #: the console's own `monitoring` user (deploy/rabbitmq_users.py `console-monitor`)
+    rabbitmq_monitor_user: str = Field("console-monitor", description="the console's management API user")
+    rabbitmq_monitor_password: SecretStr = Field(
+        SecretStr(""),
+        description="its password; unset: `make up`'s .local/secrets/rabbitmq-console-monitor.password",
+    )
+    rabbitmq_secrets_dir: Path = Field(
+        LOCAL / "secrets", description="where `make up` keeps broker passwords"
+    )
+    ops_peek_max: int = Field(20, ge=1, le=200, description="parked messages shown when asked for reasons")
     #: the console's own credential in each service (`--console`: it acts for a named person)
     console_booking_key: SecretStr = Field(SecretStr(""), description="booking console key (or the file)")
     console_scheduler_key: SecretStr = Field(SecretStr(""), description="scheduler console key")
@@ -52,6 +63,27 @@ class Settings(ServiceSettings):
         if self.environment == "prod" and self.cookie_secure is False:
             raise ValueError("COOKIE_SECURE=false is for development; the console is served over TLS in prod")
         return self
+
+    def monitor(self) -> tuple[str, str, str] | None:
+        """The management API (without credentials) and the console's user and password there: the
+        password set, else `make up`'s file, else (development) credentials in the URL; None: none."""
+        u = urlsplit(self.rabbitmq_management_url)
+        api = urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[-1]))
+        user, given = self.rabbitmq_monitor_user, self.rabbitmq_monitor_password.get_secret_value()
+        path = self.rabbitmq_secrets_dir / f"rabbitmq-{user}.password"
+        if not given and path.exists():
+            given = path.read_text().strip()
+        if given:
+            return api, user, given
+        if u.username and u.password:
+            return api, unquote(u.username), unquote(u.password)
+        return None
+
+    @property
+    def vhost(self) -> str:
+        """The services' vhost, from AMQP_URL (the console reads its queues, never opens them)."""
+        path = self.amqp_url.split("?", 1)[0].split("://", 1)[-1].split("/", 1)
+        return unquote(path[1]) if len(path) > 1 and path[1] else "/"
 
     def key(self, service: str) -> str:
         """The console's key for a service: from the setting, else from `make up`'s key file."""
