@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import aio_pika
 from fastapi import APIRouter, Depends
@@ -139,8 +139,10 @@ def ops_router(amqp_url: str, q: topology.ServiceQueues, operator: Guard) -> API
     access log (R10) names the person who asked."""
     api = APIRouter(prefix="/v1/ops", tags=["operations"])
 
-    @api.post("/parked/replay", response_model=ReplayDone)
-    async def replay_parked(ask: ReplayAsk, _: Annotated[Any, Depends(operator)]) -> ReplayDone:
+    # a dependency of the route, not a parameter: annotations are strings here (the future import)
+    # and `operator` a local FastAPI could not resolve
+    @api.post("/parked/replay", response_model=ReplayDone, dependencies=[Depends(operator)])
+    async def replay_parked(ask: ReplayAsk) -> ReplayDone:
         moved = await replay(amqp_url, q, ask.limit)
         return ReplayDone(parking=q.parking, inbox=q.inbox, moved=moved)
 

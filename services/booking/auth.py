@@ -50,7 +50,8 @@ def for_office(request: Request, cred: Credential, office_id: str, *kinds: str) 
 def operator(credential: Callable[..., Awaitable[Credential]]) -> Callable[..., Awaitable[Credential]]:
     """Dependency: a staff key (or the console for a person) with the role `operator`; 403 else."""
 
-    async def checked(cred: Annotated[Credential, Depends(credential)]) -> Credential:
+    async def checked(request: Request) -> Credential:
+        cred = await credential(request, await bearer(request))
         if cred.kind != "staff" or OPERATOR not in cred.roles:
             raise HTTPException(403, f"{cred.actor} acts without the role {OPERATOR}")
         return cred

@@ -80,16 +80,22 @@ async def create_key(
     person: str | None = None,
     name: str | None = None,
     delegates: bool = False,
+    roles: list[str] | None = None,
 ) -> str:
     """A new key; a staff key is held by `person` (default: derived from `name`, else the staff id),
-    or with `delegates` is the console's."""
+    or with `delegates` is the console's; it holds `roles` (default: staff; `operator` may replay
+    booking's parked messages)."""
     settings = settings or Settings()
     policies = settings.policies()
     unknown = [o for o in offices if o not in policies and o != "*"]
     if unknown or not offices:
         raise ValueError(f"unknown offices {unknown}; known: {policies.ids()}")
     async with opened(settings) as stores:
-        holder = Holder(person=person, name=name, delegates=delegates) if kind == "staff" else None
+        holder = (
+            Holder(person=person, name=name, roles=roles or (), delegates=delegates)
+            if kind == "staff"
+            else None
+        )
         return await stores.credentials.create(kind, subject, offices, SystemClock().now(), holder)
 
 

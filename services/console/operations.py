@@ -28,6 +28,7 @@ KINDS = {"inbox": "受信", "delay": "再試行待ち", "parking": "保留（パ
 #: the reasons the services park with (shared/messaging.py, `MessageError`), in Japanese; another
 #: reason is shown as the service wrote it
 REASONS = {
+    "invalid-event": "読み取れないイベント",
     "unparseable": "読み取れない形式",
     "retries-exhausted": "再試行の上限に達した",
     "message-id-reused": "同じIDで内容の違うメッセージ",
