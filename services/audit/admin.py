@@ -85,8 +85,10 @@ async def revoke_key(settings: Settings, key_id: str, *, by: str, clock: Clock |
 
 
 async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
-    """Development (`make up`): the console's key kept in `path` (mode 600), registered with both
-    roles for the person each request names; made anew when missing or revoked. Refused in prod."""
+    """Development (`make up`): the console's key kept in `path` (mode 600), registered with the
+    roles auditor, disclosure-approver and operator for the person each request names; made anew
+    when missing or revoked (a key kept from before the role operator keeps its roles: revoke it
+    for a new one). Refused in prod."""
     settings = settings or Settings()
     if settings.environment == "prod":
         raise SystemExit("no development console key in prod: `consultctl audit create-key --console`")

@@ -54,8 +54,8 @@ async def ensure_dev_key(path: Path, kind: Kind = "portal", settings: Settings |
 
 
 async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
-    """Development (`make up`): the console's staff key kept in `path` (mode 600), every office, role
-    staff, acting only for the person each request names; made anew when missing or revoked."""
+    """Development (`make up`): the console's staff key kept in `path` (mode 600), every office, roles
+    staff and operator, acting only for the person each request names; made anew when missing or revoked."""
     settings = settings or Settings()
     if settings.environment == "prod":
         raise SystemExit("no development console key in prod: `consultctl staff-key create --console`")
