@@ -65,19 +65,19 @@ class Settings(ServiceSettings):
         return self
 
     def monitor(self) -> tuple[str, str, str] | None:
-        """The management API (without credentials) and the console's user and password there: the
-        password set, else `make up`'s file, else (development) credentials in the URL; None: none."""
+        """The management API (without credentials) and the user and password the console reads it
+        as: RABBITMQ_MONITOR_PASSWORD for RABBITMQ_MONITOR_USER, else credentials in the URL
+        (development compose, the tests' vhosts), else `make up`'s password file of the user; None:
+        none of them."""
         u = urlsplit(self.rabbitmq_management_url)
         api = urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[-1]))
         user, given = self.rabbitmq_monitor_user, self.rabbitmq_monitor_password.get_secret_value()
-        path = self.rabbitmq_secrets_dir / f"rabbitmq-{user}.password"
-        if not given and path.exists():
-            given = path.read_text().strip()
         if given:
             return api, user, given
         if u.username and u.password:
             return api, unquote(u.username), unquote(u.password)
-        return None
+        path = self.rabbitmq_secrets_dir / f"rabbitmq-{user}.password"
+        return (api, user, path.read_text().strip()) if path.exists() else None
 
     @property
     def vhost(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,17 +145,17 @@ def test_r12_a_service_may_replay_its_own_parking_and_no_other() -> None:
 
 
 def test_the_console_reads_the_management_api_as_its_own_user(tmp_path: Path) -> None:
-    base = {"secret_key": "x" * 32, "rabbitmq_secrets_dir": tmp_path}
-    given = ConsoleSettings(**base, rabbitmq_monitor_password="pw")  # type: ignore[arg-type]
-    assert given.monitor() == ("http://127.0.0.1:15672/api", "console-monitor", "pw")
-    (tmp_path / "rabbitmq-console-monitor.password").write_text("from-file\n")
-    kept = ConsoleSettings(**base, rabbitmq_management_url="http://admin:secret@mq:15672/api")  # type: ignore[arg-type]
-    assert kept.monitor() == ("http://mq:15672/api", "console-monitor", "from-file")  # never the admin's
-    (tmp_path / "rabbitmq-console-monitor.password").unlink()
-    dev = ConsoleSettings(**base, rabbitmq_management_url="http://guest:guest@127.0.0.1:15672/api")  # type: ignore[arg-type]
-    assert dev.monitor() == ("http://127.0.0.1:15672/api", "guest", "guest")  # development compose
-    assert ConsoleSettings(**base).monitor() is None  # type: ignore[arg-type]
-    assert ConsoleSettings(**base, amqp_url="amqp://u:p@h:5672/test-v%2F1").vhost == "test-v/1"  # type: ignore[arg-type]
+    base: dict[str, Any] = {"secret_key": "x" * 32, "rabbitmq_secrets_dir": tmp_path}
+    assert ConsoleSettings(**base).monitor() is None
+    (tmp_path / "rabbitmq-console-monitor.password").write_text("from-file\n")  # what `make up` keeps
+    assert ConsoleSettings(**base).monitor() == ("http://127.0.0.1:15672/api", "console-monitor", "from-file")
+    secure = ConsoleSettings(
+        **base, rabbitmq_management_url="https://mq:15671/api", rabbitmq_monitor_password="pw"
+    )
+    assert secure.monitor() == ("https://mq:15671/api", "console-monitor", "pw")
+    dev = ConsoleSettings(**base, rabbitmq_management_url="http://guest:guest@127.0.0.1:15672/api")
+    assert dev.monitor() == ("http://127.0.0.1:15672/api", "guest", "guest")  # development compose, tests
+    assert ConsoleSettings(**base, amqp_url="amqp://u:p@h:5672/test-v%2F1").vhost == "test-v/1"
 
 
 def test_the_operator_role_is_asserted_to_the_services_with_http_replay() -> None:
