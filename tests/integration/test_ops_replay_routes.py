@@ -1,0 +1,98 @@
+"""`POST /v1/ops/parked/replay` on the scheduler and audit, in-process against the real broker and
+FerretDB: a message each cannot read is parked for real; a key without the role `operator` is refused
+403; one with it has the service move the message back to its own inbox, where it is handled again
+(still unreadable: parked again, saying where it was replayed from). Booking's: test_console_ops.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import httpx
+
+from services.audit.auth import credential
+from services.scheduler.store.staff_keys import StaffKeyStore
+from shared import parking, topology
+from shared.store.keys import Holder
+from tests.integration.test_scheduler_flow import scheduler
+from tests.support import eventually
+from tests.support.audit import AUDITOR_KEY, T0, running_audit
+from tests.support.booking import parked, publish
+from tests.support.scheduler import STAFF
+
+AUDIT_OPERATOR = "ak-test-operator.operator-secret-0123456789"
+SCHEDULER_OPERATOR = "css_test-operator-key-0123456789abcdefghijklmnopq"
+
+
+async def parked_count(amqp_url: str, queue: str) -> int:
+    conn = await aio_pika.connect(amqp_url)
+    async with conn:
+        q = await (await conn.channel()).get_queue(queue)
+        return q.declaration_result.message_count or 0
+
+
+async def park_and_replay(
+    http: httpx.AsyncClient,
+    amqp_url: str,
+    q: topology.ServiceQueues,
+    routing_key: str,
+    *,
+    refused: dict[str, str],
+    operator: dict[str, str],
+) -> None:
+    await publish(amqp_url, b"\xff not an event", routing_key, exchange=topology.EVENTS)
+
+    async def one_parked() -> bool:
+        return await parked_count(amqp_url, q.parking) == 1
+
+    await eventually(one_parked, what=f"the unreadable message in {q.parking}")
+    r = await http.post("/v1/ops/parked/replay", json={"limit": 1}, headers=refused)
+    assert r.status_code == 403, r.text
+    assert (await http.post("/v1/ops/parked/replay", json={"limit": 0}, headers=operator)).status_code == 422
+    r = await http.post("/v1/ops/parked/replay", json={"limit": 5}, headers=operator)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"parking": q.parking, "inbox": q.inbox, "moved": 1}
+
+    async def parked_again() -> list[Any]:
+        return [
+            m
+            for m in await parked(amqp_url, q.parking)
+            if m.headers.get(parking.REPLAYED_HEADER) == q.parking
+        ]
+
+    assert (
+        len(
+            await eventually(
+                parked_again, what=f"the replayed message handled and parked again by {q.service}"
+            )
+        )
+        == 1
+    )
+
+
+async def test_the_scheduler_replays_its_parked_messages_for_an_operator_only(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    async with scheduler(make_settings, amqp_url) as s:
+        store = StaffKeyStore(s.runtime.db)
+        await store.register(SCHEDULER_OPERATOR, "ops-desk", ["*"], s.clock.now(), Holder(roles=["operator"]))
+        operator = {"X-Staff-Key": SCHEDULER_OPERATOR}
+        await park_and_replay(
+            s.client, amqp_url, topology.SCHEDULER, topology.SCHEDULER.events[0], STAFF, operator
+        )
+
+
+async def test_audit_replays_its_parked_messages_for_an_operator_only(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    async with running_audit(make_settings) as a:
+        doc = credential(AUDIT_OPERATOR, name="運用 担当", roles=["operator"], now=T0, created_by="test")
+        await a.service.store.put_credential(doc)
+        auditor = {"Authorization": f"Bearer {AUDITOR_KEY}"}
+        operator = {"Authorization": f"Bearer {AUDIT_OPERATOR}"}
+        await park_and_replay(
+            a.http, amqp_url, topology.AUDIT, "booking.anything", refused=auditor, operator=operator
+        )
+        # the role opens no record
+        assert (await a.http.get("/v1/audit/records", headers=operator)).status_code == 403
