@@ -26,11 +26,6 @@ class OpsSettings(ServiceSettings):
         "http://guest:guest@127.0.0.1:15672/api", description="RabbitMQ management API"
     )
 
-    @property
-    def vhost(self) -> str:
-        path = self.amqp_url.split("://", 1)[-1].split("/", 1)
-        return path[1] if len(path) > 1 and path[1] else "/"
-
 
 def _api(settings: OpsSettings, path: str) -> str:
     return f"{settings.rabbitmq_management_url.rstrip('/')}/{path}/{quote(settings.vhost, safe='')}"

@@ -79,12 +79,6 @@ class Settings(ServiceSettings):
         path = self.rabbitmq_secrets_dir / f"rabbitmq-{user}.password"
         return (api, user, path.read_text().strip()) if path.exists() else None
 
-    @property
-    def vhost(self) -> str:
-        """The services' vhost, from AMQP_URL (the console reads its queues, never opens them)."""
-        path = self.amqp_url.split("?", 1)[0].split("://", 1)[-1].split("/", 1)
-        return unquote(path[1]) if len(path) > 1 and path[1] else "/"
-
     def key(self, service: str) -> str:
         """The console's key for a service: from the setting, else from `make up`'s key file."""
         given = {
