@@ -57,7 +57,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     runtime = Runtime(settings, topology.CONSOLE, clock=clock)
     stores = Stores(runtime.db, runtime.sealer, settings.secret_key)
-    urls = {"booking": settings.booking_url, "scheduler": settings.scheduler_url, "audit": settings.audit_url}
+    urls = {
+        "booking": settings.booking_url,
+        "scheduler": settings.scheduler_url,
+        "audit": settings.audit_url,
+        "notifier": settings.notifier_url,
+    }
     keys = {service: settings.key(service) for service in urls}
     if missing := [s for s, k in keys.items() if not k]:
         log.warning("no console key for %s: its pages will answer that the service refused", missing)

@@ -24,6 +24,7 @@ SERVICE_ROLES: dict[str, frozenset[str]] = {
     "booking": frozenset({"staff", OPERATOR}),
     "scheduler": frozenset({"staff", "counsellor", OPERATOR}),
     "audit": frozenset({"auditor", "disclosure-approver", OPERATOR}),
+    "notifier": frozenset({OPERATOR}),
 }
 
 
@@ -254,6 +255,12 @@ class Broker:
         return list(await self._call("POST", path, json=parking.peek_body(count)))
 
 
+class Notifier(ServiceClient):
+    """The notifier: only its replay of parked messages (role operator)."""
+
+    service = "notifier"
+
+
 @dataclass
 class Clients:
     booking: Booking
@@ -261,10 +268,14 @@ class Clients:
     audit: Audit
     https: tuple[httpx.AsyncClient, ...]
     broker: Broker | None = None
+    notifier: Notifier | None = None
 
     def of(self, service: str) -> ServiceClient:
-        """The client of a service that replays its parked messages over HTTP."""
-        return {"booking": self.booking, "scheduler": self.scheduler, "audit": self.audit}[service]
+        """The client of a service that replays its parked messages over HTTP (KeyError: none)."""
+        found = {"booking": self.booking, "scheduler": self.scheduler, "audit": self.audit}
+        if self.notifier is not None:
+            found["notifier"] = self.notifier
+        return found[service]
 
     def with_broker(self, api: str, user: str, password: str, vhost: str, timeout: float) -> Clients:
         auth = httpx.BasicAuth(user, password)
@@ -281,6 +292,7 @@ class Clients:
             Scheduler(made["scheduler"], keys["scheduler"]),
             Audit(made["audit"], keys["audit"]),
             tuple(made.values()),
+            notifier=Notifier(made["notifier"], keys["notifier"]) if "notifier" in made else None,
         )
 
     async def close(self) -> None:

@@ -25,6 +25,7 @@ class Settings(ServiceSettings):
     booking_url: str = Field("http://127.0.0.1:8001", description="the booking service's HTTP API")
     scheduler_url: str = Field("http://127.0.0.1:8002", description="the scheduler service's HTTP API")
     audit_url: str = Field("http://127.0.0.1:8004", description="the audit service's HTTP API")
+    notifier_url: str = Field("http://127.0.0.1:8003", description="the notifier's HTTP API (replay only)")
     rabbitmq_management_url: str = Field(
         "http://127.0.0.1:15672/api", description="operations page: the RabbitMQ management API"
     )
@@ -42,6 +43,7 @@ class Settings(ServiceSettings):
     console_booking_key: SecretStr = Field(SecretStr(""), description="booking console key (or the file)")
     console_scheduler_key: SecretStr = Field(SecretStr(""), description="scheduler console key")
     console_audit_key: SecretStr = Field(SecretStr(""), description="audit console key")
+    console_notifier_key: SecretStr = Field(SecretStr(""), description="notifier console key (operator)")
     console_key_dir: Path = Field(
         LOCAL, description="where `make up` keeps console-<service>-key.txt, read when a key is unset"
     )
@@ -85,6 +87,7 @@ class Settings(ServiceSettings):
             "booking": self.console_booking_key,
             "scheduler": self.console_scheduler_key,
             "audit": self.console_audit_key,
+            "notifier": self.console_notifier_key,
         }[service].get_secret_value()
         if given:
             return given

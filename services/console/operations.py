@@ -15,8 +15,8 @@ from typing import Any
 from shared import parking, topology
 
 #: the services that replay their parked messages over HTTP (`POST /v1/ops/parked/replay`); the
-#: notifier has no HTTP keys yet: `consultctl dlq replay notifier` replays its parking
-REPLAYS_OVER_HTTP = ("booking", "scheduler", "audit")
+#: console binds no queue (`consultctl dlq replay console` if ever needed)
+REPLAYS_OVER_HTTP = ("booking", "scheduler", "notifier", "audit")
 NAMES = {
     "booking": "予約",
     "scheduler": "日程調整",

@@ -1,7 +1,8 @@
-"""`POST /v1/ops/parked/replay` on the scheduler and audit, in-process against the real broker and
-FerretDB: a message each cannot read is parked for real; a key without the role `operator` is refused
-403; one with it has the service move the message back to its own inbox, where it is handled again
-(still unreadable: parked again, saying where it was replayed from). Booking's: test_console_ops.py."""
+"""`POST /v1/ops/parked/replay` on the scheduler, the notifier and audit, in-process against the real
+broker and FerretDB: a message each cannot read is parked for real; a key without the role `operator`
+is refused 403; one with it has the service move the message back to its own inbox, where it is
+handled again (still unreadable: parked again, saying where it was replayed from). Booking's:
+test_console_ops.py."""
 
 from __future__ import annotations
 
@@ -12,17 +13,21 @@ import aio_pika
 import httpx
 
 from services.audit.auth import credential
+from services.notifier.app import create_app as notifier_app
+from services.notifier.config import Settings as NotifierSettings
+from services.notifier.keys import OpsKeyStore
 from services.scheduler.store.staff_keys import StaffKeyStore
 from shared import parking, topology
 from shared.store.keys import Holder
 from tests.integration.test_scheduler_flow import scheduler
-from tests.support import eventually
+from tests.support import eventually, serve
 from tests.support.audit import AUDITOR_KEY, T0, running_audit
 from tests.support.booking import parked, publish
 from tests.support.scheduler import STAFF
 
 AUDIT_OPERATOR = "ak-test-operator.operator-secret-0123456789"
 SCHEDULER_OPERATOR = "css_test-operator-key-0123456789abcdefghijklmnopq"
+NOTIFIER_CONSOLE = "cnk_test-console-key-0123456789abcdefghijklmnopqrs"
 
 
 async def parked_count(amqp_url: str, queue: str) -> int:
@@ -96,3 +101,19 @@ async def test_audit_replays_its_parked_messages_for_an_operator_only(
         )
         # the role opens no record
         assert (await a.http.get("/v1/audit/records", headers=operator)).status_code == 403
+
+
+async def test_the_notifier_replays_its_parked_messages_for_an_operator_only(
+    make_settings: Callable[..., Any], amqp_url: str
+) -> None:
+    app = notifier_app(make_settings(NotifierSettings))
+    async with serve(app) as http:
+        store = OpsKeyStore(app.state.delivery.runtime.db)
+        await store.register(NOTIFIER_CONSOLE, "dev-console", T0, Holder(roles=["operator"], delegates=True))
+        console = {"Authorization": f"Bearer {NOTIFIER_CONSOLE}"}
+        nobody = await http.post("/v1/ops/parked/replay", json={"limit": 1}, headers=console)
+        assert nobody.status_code == 401  # the console's key acts only for a named person
+        as_staff = console | {"X-Acting-Person": "sato.jiro", "X-Acting-Roles": ""}
+        as_operator = console | {"X-Acting-Person": "ops.tanaka", "X-Acting-Roles": "operator"}
+        key = topology.NOTIFIER.events[0]
+        await park_and_replay(http, amqp_url, topology.NOTIFIER, key, refused=as_staff, operator=as_operator)

@@ -119,7 +119,8 @@ def test_the_operations_page_counts_each_services_queues_and_parked_messages() -
     )
     assert [q.kind for q in booking.queues].count("delay") == len(topology.BOOKING.retry_delays)
     assert not figures["scheduler"].queues[0].found  # not declared: shown as missing, not as 0
-    assert (figures["notifier"].parked, figures["notifier"].replays_over_http) == (1, False)
+    assert (figures["notifier"].parked, figures["notifier"].replays_over_http) == (1, True)
+    assert not figures["console"].replays_over_http  # binds no queue: nothing of its own to replay
     assert operations.of_service(listed, "booking") == booking
     assert operations.reason_text("invalid-event") == "読み取れないイベント（invalid-event）"
     assert operations.reason_text("some-new-reason") == "some-new-reason"
