@@ -18,6 +18,7 @@ from services.console import operations
 from services.console.accounts import new_account
 from services.console.clients import Acting
 from services.console.config import Settings as ConsoleSettings
+from services.notifier.keys import OpsKey
 from services.scheduler.store import staff_keys
 from shared import parking, topology
 from shared.acting import OPERATOR, Refusal, acting
@@ -193,3 +194,17 @@ def test_operator_is_a_role_keys_may_hold_but_never_by_default() -> None:
             delegates=True,
             roles={"staff"},
         )
+
+
+def test_the_notifiers_operator_keys_act_for_a_named_person_with_the_role_they_hold() -> None:
+    console = OpsKey("dev-console", key_id="cnk-0", person="dev-console", delegates=True)
+    acted = console.acting_for([("X-Acting-Person", "ops.tanaka"), ("X-Acting-Roles", "operator")])
+    assert (acted.person, acted.roles) == ("ops.tanaka", frozenset({"operator"}))
+    assert console.acting_for([("X-Acting-Person", "sato.jiro")]).roles == frozenset()  # nothing asserted
+    with pytest.raises(Refusal) as unnamed:
+        console.acting_for([])
+    assert unnamed.value.status_code == 401
+    plain = OpsKey("desk", key_id="cnk-1", person="suzuki")
+    assert plain.acting_for([]) is plain
+    with pytest.raises(Refusal):  # a plain key's X-Acting-* are refused, never believed
+        plain.acting_for([("X-Acting-Person", "someone.else")])
