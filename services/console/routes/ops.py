@@ -12,9 +12,10 @@ from services.console import operations
 from services.console.clients import Broker, ServiceError
 from services.console.web import Console, Person, answer_status, needs, refused
 from shared import topology
+from shared.acting import OPERATOR
 from shared.parking import MAX_REPLAY, Parked
 
-ROLE = "operator"
+ROLE = OPERATOR
 
 
 def router(console: Console) -> APIRouter:
