@@ -83,9 +83,8 @@ async def test_the_scheduler_replays_its_parked_messages_for_an_operator_only(
         store = StaffKeyStore(s.runtime.db)
         await store.register(SCHEDULER_OPERATOR, "ops-desk", ["*"], s.clock.now(), Holder(roles=["operator"]))
         operator = {"X-Staff-Key": SCHEDULER_OPERATOR}
-        await park_and_replay(
-            s.client, amqp_url, topology.SCHEDULER, topology.SCHEDULER.events[0], STAFF, operator
-        )
+        key = topology.SCHEDULER.events[0]
+        await park_and_replay(s.client, amqp_url, topology.SCHEDULER, key, refused=STAFF, operator=operator)
 
 
 async def test_audit_replays_its_parked_messages_for_an_operator_only(
