@@ -6,18 +6,23 @@ test_console_ops.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import aio_pika
 import httpx
+import pytest
+from typer.testing import CliRunner
 
+from ops.cli import app
 from services.audit.auth import credential
 from services.notifier.app import create_app as notifier_app
 from services.notifier.config import Settings as NotifierSettings
 from services.notifier.keys import OpsKeyStore
 from services.scheduler.store.staff_keys import StaffKeyStore
 from shared import parking, topology
+from shared.mongo import connect
 from shared.store.keys import Holder
 from tests.integration.test_scheduler_flow import scheduler
 from tests.support import eventually, serve
@@ -116,3 +121,28 @@ async def test_the_notifier_replays_its_parked_messages_for_an_operator_only(
         as_operator = console | {"X-Acting-Person": "ops.tanaka", "X-Acting-Roles": "operator"}
         key = topology.NOTIFIER.events[0]
         await park_and_replay(http, amqp_url, topology.NOTIFIER, key, refused=as_staff, operator=as_operator)
+
+
+async def test_consultctl_makes_and_revokes_a_notifier_operator_key(
+    make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(NotifierSettings)
+    monkeypatch.setenv("MONGODB_URL", settings.mongodb_url)
+    monkeypatch.setenv("DB_PREFIX", settings.db_prefix)
+
+    async def consultctl(*args: str) -> Any:
+        return await asyncio.to_thread(CliRunner().invoke, app, ["notifier", "ops-key", *args])
+
+    made = await consultctl("create", "--person", "suzuki.ops", "--name", "鈴木")
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip().splitlines()[0]
+    client = connect(settings.mongodb_url, app_name="test")
+    try:
+        store = OpsKeyStore(client[settings.database("notifier")])
+        found = await store.find(key)
+        assert found is not None and (found.person, found.roles) == ("suzuki.ops", frozenset({"operator"}))
+        revoked = await consultctl("revoke-key", found.key_id)
+        assert revoked.exit_code == 0, revoked.output
+        assert await store.find(key) is None  # a revoked key opens nothing
+    finally:
+        await client.close()
