@@ -70,6 +70,8 @@ PRESTART: tuple[tuple[str, ...], ...] = (
      "--console-file", str(LOCAL / "console-scheduler-key.txt")),
     # the console's audit key: auditor and disclosure-approver
     (PY, "-m", "services.audit.keys", "ensure-console-key", str(LOCAL / "console-audit-key.txt")),
+    # the console's notifier key: operator (the operations page's replay)
+    (PY, "-m", "services.notifier.keys", "ensure-console-key", str(LOCAL / "console-notifier-key.txt")),
     # the console's development person accounts (dev.staff, dev.auditor, ...), one password
     (PY, "-m", "services.console.ops", "ensure-dev-accounts", str(CONSOLE_PASSWORD)),
 )  # fmt: skip
@@ -377,7 +379,7 @@ def portal_key_note() -> None:
     staff = [p for p in (LOCAL / "staff-key.txt", LOCAL / "scheduler-staff-key.txt") if p.exists()]
     if staff:
         print("dev staff keys (booking, scheduler): " + ", ".join(str(p.relative_to(ROOT)) for p in staff))
-    consoles = [LOCAL / f"console-{n}-key.txt" for n in ("booking", "scheduler", "audit")]
+    consoles = [LOCAL / f"console-{n}-key.txt" for n in ("booking", "scheduler", "audit", "notifier")]
     if consoles := [p for p in consoles if p.exists()]:
         print("dev console keys (X-Acting-Person): " + ", ".join(str(p.relative_to(ROOT)) for p in consoles))
     if CONSOLE_PASSWORD.exists():

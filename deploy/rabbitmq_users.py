@@ -11,7 +11,10 @@
 Users: one per service (booking, scheduler, notifier, audit), one per portal, `portal.<portal id>`
 (may only publish the intake commands to consult.intake, and must set the AMQP `user_id` property to
 its own name, which booking checks against the command's `portal_id`: issue 14), and `ops`
-(consultctl: read parked messages, send them back through consult.redeliver). Nothing else: no
+(consultctl: read parked messages, send them back through consult.redeliver), and `console-monitor`
+(the console's operations page: the `monitoring` tag, AMQP read on the parking queues only). A
+service may read its own parking queue and publish to consult.redeliver: it replays its own parked
+messages (`POST /v1/ops/parked/replay`, shared/parking.py). Nothing else: no
 service user has a management tag (nor `impersonator`, which would let it set another `user_id`),
 none may touch the default exchange, none may read another service's queues. The portals are
 `--portal` (repeatable) or RABBITMQ_PORTALS (comma-separated); the one user all portals once shared,
@@ -61,6 +64,8 @@ NOTHING = "^$"  # matches no resource: the default exchange is checked as "amq.d
 #: Exchanges every service publishes to from shared/messaging.py: events, retries and parking.
 SERVICE_PUBLISHES = (topology.EVENTS, topology.RETRY, topology.DEAD)
 OPS = "ops"
+#: the console's operations page: reads queues through the management API (issue 18)
+CONSOLE_MONITOR = "console-monitor"
 #: the user all portals shared before each had its own (issue 14): `apply` deletes it
 LEGACY_PORTAL = "portal"
 #: the portal the local services register a development key for (services/booking/app.py)
@@ -161,8 +166,10 @@ def service_grant(queues: topology.ServiceQueues, user: str | None = None) -> Gr
     configure = [*rec.queues]  # the shared exchanges come from the definitions (checked passively)
     # queue.bind: write on the queue, read on the exchange; a dead-letter exchange in a queue's
     # arguments: read on the queue, write on that exchange; consuming: read on the inbox.
-    write = {b["destination"] for b in rec.bindings} | set(SERVICE_PUBLISHES)
-    read = {b["source"] for b in rec.bindings} | {queues.inbox}
+    # replaying its own parked messages (shared/parking.py): read its parking, publish to the inbox
+    # through consult.redeliver
+    write = {b["destination"] for b in rec.bindings} | set(SERVICE_PUBLISHES) | {topology.REDELIVER}
+    read = {b["source"] for b in rec.bindings} | {queues.inbox, queues.parking}
     for q in rec.queues.values():
         if dlx := q["arguments"].get("x-dead-letter-exchange"):
             write.add(dlx)
@@ -189,16 +196,24 @@ def ops_grant(user: str = OPS) -> Grant:
     return Grant(user, NOTHING, _pattern([topology.REDELIVER]), _pattern(parking), tags=("management",))
 
 
+def console_monitor_grant(user: str = CONSOLE_MONITOR) -> Grant:
+    """The console's operations page: the `monitoring` tag (read-only management API: queues, their
+    depth, consumers and rates) and AMQP read on the parking queues alone, which the management API's
+    `get` of parked headers needs; it configures and writes nothing (a replay is the service's)."""
+    parking = [q.parking for q in topology.SERVICES.values()]
+    return Grant(user, NOTHING, NOTHING, _pattern(parking), tags=("monitoring",))
+
+
 def grants(prefix: str = "", portals: Iterable[str] = ()) -> list[Grant]:
     """Every user the system needs, in `roles` order; `prefix` keeps tests' users apart."""
     out = [service_grant(q, prefix + name) for name, q in topology.SERVICES.items()]
     out += [portal_grant(prefix + topology.portal_user(p)) for p in portals]
-    return [*out, ops_grant(prefix + OPS)]
+    return [*out, ops_grant(prefix + OPS), console_monitor_grant(prefix + CONSOLE_MONITOR)]
 
 
 def roles(portals: Iterable[str] = ()) -> list[str]:
-    """The users by role name: the services, `portal.<id>` for each portal, ops."""
-    return [*topology.SERVICES, *(topology.portal_user(p) for p in portals), OPS]
+    """The users by role name: the services, `portal.<id>` for each portal, ops, console-monitor."""
+    return [*topology.SERVICES, *(topology.portal_user(p) for p in portals), OPS, CONSOLE_MONITOR]
 
 
 def check_portal_id(portal_id: str) -> str:

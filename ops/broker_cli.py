@@ -7,7 +7,6 @@ import json
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import aio_pika
 import httpx
 import typer
 from pydantic import Field
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from shared import topology
+from shared import parking, topology
 from shared.settings import ServiceSettings
 
 console = Console()
@@ -26,11 +25,6 @@ class OpsSettings(ServiceSettings):
     rabbitmq_management_url: str = Field(
         "http://guest:guest@127.0.0.1:15672/api", description="RabbitMQ management API"
     )
-
-    @property
-    def vhost(self) -> str:
-        path = self.amqp_url.split("://", 1)[-1].split("/", 1)
-        return path[1] if len(path) > 1 and path[1] else "/"
 
 
 def _api(settings: OpsSettings, path: str) -> str:
@@ -86,21 +80,12 @@ def show(
     q = _parking(service)
     settings = OpsSettings()
     url = f"{_api(settings, 'queues')}/{quote(q.parking, safe='')}/get"
-    body = {"count": limit, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 2000}
-    messages = httpx.post(url, json=body, timeout=10).raise_for_status().json()
+    messages = httpx.post(url, json=parking.peek_body(limit), timeout=10).raise_for_status().json()
     table = Table(title=f"{q.parking}: {len(messages)} shown")
     for col in ("routing key", "reason", "detail", "body"):
         table.add_column(col, overflow="fold")
-    for m in messages:
-        headers = m.get("properties", {}).get("headers", {})
-        # R12: a body the service sealed opens only in the service; ops see where it came from and why
-        sealed = headers.get(topology.SEALED_HEADER) is not None
-        table.add_row(
-            str(headers.get("x-routing-key", m.get("routing_key", ""))),
-            str(headers.get(topology.REASON_HEADER, "delivery limit (broker)")),
-            str(headers.get(topology.DETAIL_HEADER, ""))[:300],
-            "(sealed by the service)" if sealed else str(m.get("payload", ""))[:300],
-        )
+    for m in map(parking.Parked.of, messages):
+        table.add_row(m.routing_key, m.reason, m.detail, "(sealed by the service)" if m.sealed else m.body)
     console.print(table)
 
 
@@ -116,41 +101,13 @@ def replay(
 
 
 async def _replay(settings: OpsSettings, q: topology.ServiceQueues, limit: int) -> int:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        parking = await channel.get_queue(q.parking)
-        redeliver = await channel.get_exchange(topology.REDELIVER)
-        total = parking.declaration_result.message_count or 0
-        if limit:
-            total = min(total, limit)
-        moved = 0
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"replaying {q.parking}", total=total)
-            while moved < total and (msg := await parking.get(fail=False, no_ack=False)) is not None:
-                headers = {
-                    k: v
-                    for k, v in (msg.headers or {}).items()
-                    # the service opens the sealed body and trusts the sender it sealed itself
-                    if not k.startswith("x-") or k in (topology.SEALED_HEADER, topology.SENDER_HEADER)
-                }
-                headers["x-replayed-from"] = q.parking
-                await redeliver.publish(
-                    aio_pika.Message(
-                        msg.body,
-                        headers=headers,
-                        content_type=msg.content_type,
-                        message_id=msg.message_id,
-                        correlation_id=msg.correlation_id,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key=q.inbox,
-                    mandatory=True,
-                )
-                await msg.ack()
-                moved += 1
-                progress.advance(task)
-        return moved
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"replaying {q.parking}", total=None)
+
+        def moved(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return await parking.replay(settings.amqp_url, q, limit, moved)
 
 
 def _json(obj: Any) -> str:

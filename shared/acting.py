@@ -24,6 +24,9 @@ PERSON_ID = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 PREFIX = "x-acting-"
 PERSON, ROLES, OFFICES, COUNSELLOR = (f"{PREFIX}{h}" for h in ("person", "roles", "offices", "counsellor"))
 EVERY_OFFICE = "*"
+#: the role, in every service with HTTP keys, that may replay the service's parked messages
+#: (shared/parking.py; the console's operations page)
+OPERATOR = "operator"
 #: names the services record for their own acts (`by="scheduler"`, `recorded_by="system"`, the access
 #: log's `anonymous`): never a person's, so what a person did never reads as automatic
 RESERVED = frozenset({"anonymous", "system", "booking", "scheduler", "notifier", "audit"})

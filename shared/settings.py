@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, IPvAnyNetwork, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,3 +103,9 @@ class ServiceSettings(BaseSettings):
     def database(self, name: str) -> str:
         """The database name for this service, isolated by prefix in tests."""
         return f"{self.db_prefix}{name}"
+
+    @property
+    def vhost(self) -> str:
+        """The broker's virtual host in AMQP_URL (`/` when it names none), for the management API."""
+        path = urlsplit(self.amqp_url).path.lstrip("/")
+        return unquote(path) if path else "/"

@@ -53,9 +53,9 @@ async def create_key(
     """A new API key (or `token`) for an auditor or approver, held by `person` (default: derived from
     the name; shared/acting.py), or with `console` the console's key, which acts for the person each
     request names. The secret is shown once and stored only hashed."""
-    unknown = set(roles) - auth.READERS
+    unknown = set(roles) - auth.ROLES
     if not roles or unknown:
-        raise ValueError(f"roles must be among {sorted(auth.READERS)}")
+        raise ValueError(f"roles must be among {sorted(auth.ROLES)}")
     who = person_for(person, name)
     now = (clock or SystemClock()).now()
     token = token or auth.new_key()
@@ -85,8 +85,10 @@ async def revoke_key(settings: Settings, key_id: str, *, by: str, clock: Clock |
 
 
 async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
-    """Development (`make up`): the console's key kept in `path` (mode 600), registered with both
-    roles for the person each request names; made anew when missing or revoked. Refused in prod."""
+    """Development (`make up`): the console's key kept in `path` (mode 600), registered with the
+    roles auditor, disclosure-approver and operator for the person each request names; made anew
+    when missing or revoked (a key kept from before the role operator keeps its roles: revoke it
+    for a new one). Refused in prod."""
     settings = settings or Settings()
     if settings.environment == "prod":
         raise SystemExit("no development console key in prod: `consultctl audit create-key --console`")
@@ -97,7 +99,7 @@ async def ensure_console_key(path: Path, settings: Settings | None = None) -> st
         return token
     if doc is not None:  # revoked: the console gets a new key, the revoked one stays revoked
         token = kept_key(path, auth.new_key, renew=True)
-    roles = sorted(auth.READERS)
+    roles = sorted(auth.ROLES)
     await create_key(
         settings,
         name=CONSOLE_NAME,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.audit import api, disclosure_api, handlers
+from services.audit import api, auth, disclosure_api, handlers
 from services.audit.config import Settings
 from services.audit.disclosure import Refused
 from services.audit.service import AuditService
-from shared import topology
+from shared import parking, topology
+from shared.acting import OPERATOR
 from shared.clock import Clock
 from shared.runtime import Runtime
 
@@ -27,6 +28,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     )
     app.include_router(api.router(service))
     app.include_router(disclosure_api.router(service))
+    operator = auth.requires(service.store, OPERATOR)
+    app.include_router(parking.ops_router(settings.amqp_url, runtime.queues, operator))
     app.add_exception_handler(Refused, disclosure_api.refused)
     app.state.audit = service
     return app

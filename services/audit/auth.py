@@ -19,12 +19,14 @@ from datetime import datetime
 from fastapi import HTTPException, Request
 
 from services.audit.store import AuditStore
-from shared.acting import Refusal, acting, http_error
+from shared.acting import OPERATOR, Refusal, acting, http_error
 from shared.mongo import Doc
 
 AUDITOR = "auditor"
 APPROVER = "disclosure-approver"
 READERS = frozenset({AUDITOR, APPROVER})
+#: OPERATOR may replay audit's parked messages (it opens no record)
+ROLES = READERS | {OPERATOR}
 
 
 @dataclass(frozen=True)

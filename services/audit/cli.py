@@ -47,7 +47,7 @@ def audit_verify(
 @app.command("create-key")
 def audit_create_key(
     name: Annotated[str, typer.Option(help="the holder's display name")],
-    role: Annotated[list[str], typer.Option(help="auditor and/or disclosure-approver")],
+    role: Annotated[list[str], typer.Option(help="auditor, disclosure-approver and/or operator")],
     person: Annotated[
         str | None,
         typer.Option(help="the person holding the key (a-z, 0-9, . _ @ -); default: derived from --name"),

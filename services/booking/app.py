@@ -10,13 +10,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.booking import api, guard, handlers, staff_api
-from services.booking.auth import authenticator
+from services.booking.auth import authenticator, operator
 from services.booking.config import Settings
 from services.booking.domain import IllegalTransition, InvalidFields, RuleViolation
 from services.booking.intake import Intake, invalid
 from services.booking.service import BookingService, NotFound
 from services.booking.store import Stores
-from shared import topology
+from shared import parking, topology
 from shared.clock import Clock
 from shared.messaging import TransientError
 from shared.runtime import Runtime
@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     intake_guard = guard.build(settings, runtime.db, runtime.clock, limits, credential)
     app.include_router(api.router(service, intake, credential, intake_guard))
     app.include_router(staff_api.router(service, credential))
+    app.include_router(parking.ops_router(settings.amqp_url, runtime.queues, operator(credential)))
     api.document_form(app)
     install_errors(app)
     app.state.service = service

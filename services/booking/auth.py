@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.booking.store.access import STAFF, Credential, CredentialStore
+from services.booking.store.access import OPERATOR, STAFF, Credential, CredentialStore
 from shared.acting import as_requested
 
 bearer = HTTPBearer(auto_error=False, description="portal key (cpk_...) or office staff key (csk_...)")
@@ -45,3 +45,15 @@ def for_office(request: Request, cred: Credential, office_id: str, *kinds: str) 
         raise HTTPException(403, f"{cred.actor} acts without the role {STAFF}")
     if not cred.may_act_for(office_id):
         raise HTTPException(403, f"{cred.actor} may not act for {office_id}")
+
+
+def operator(credential: Callable[..., Awaitable[Credential]]) -> Callable[..., Awaitable[Credential]]:
+    """Dependency: a staff key (or the console for a person) with the role `operator`; 403 else."""
+
+    async def checked(request: Request) -> Credential:
+        cred = await credential(request, await bearer(request))
+        if cred.kind != "staff" or OPERATOR not in cred.roles:
+            raise HTTPException(403, f"{cred.actor} acts without the role {OPERATOR}")
+        return cred
+
+    return checked

@@ -7,6 +7,7 @@
     consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
     consultctl portal-key revoke <portal-id>                    # every key of the portal
     consultctl staff-key create --staff <id> --office <office-id> [--person ID] [--name NAME] [--console]
+                                [--role staff --role operator]
     consultctl staff-key revoke-key <key-id>                    # one key, e.g. csk-1a2b3c4d5e6f
     consultctl jobseekers import <file.csv|.json|.jsonl>
 
@@ -107,7 +108,7 @@ def show_signing_secret(
 
 
 @staff_key.command("create")
-def create_staff_key(
+def create_staff_key(  # noqa: PLR0917 (typer passes options by name)
     staff: Annotated[str, typer.Option(help="staff member or desk id")],
     office: Annotated[list[str], typer.Option(help="the office (repeatable)")],
     person: Annotated[
@@ -118,11 +119,16 @@ def create_staff_key(
     console: Annotated[
         bool, typer.Option("--console", help="the console's key: acts only for the person each request names")
     ] = False,
+    role: Annotated[
+        list[str] | None, typer.Option(help="staff (default) and/or operator (replays parked messages)")
+    ] = None,
 ) -> None:
     """Create a key for office staff, held by a person; print it once (its id goes to stderr)."""
     try:
         key = asyncio.run(
-            ops.create_key("staff", staff, office, person=person, name=name or staff, delegates=console)
+            ops.create_key(
+                "staff", staff, office, person=person, name=name or staff, delegates=console, roles=role
+            )
         )
     except ValueError as exc:
         raise typer.BadParameter(

@@ -20,7 +20,7 @@ from services.booking.app import DEV_PORTAL, DEV_STAFF
 from services.booking.config import Settings
 from services.booking.signing import signing_secret
 from services.booking.store import Stores
-from services.booking.store.access import STAFF, Kind, new_key
+from services.booking.store.access import OPERATOR, STAFF, Kind, new_key
 from shared.clock import SystemClock
 from shared.commands import JobseekerRecord
 from shared.keyfile import kept_key
@@ -54,8 +54,8 @@ async def ensure_dev_key(path: Path, kind: Kind = "portal", settings: Settings |
 
 
 async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
-    """Development (`make up`): the console's staff key kept in `path` (mode 600), every office, role
-    staff, acting only for the person each request names; made anew when missing or revoked."""
+    """Development (`make up`): the console's staff key kept in `path` (mode 600), every office, roles
+    staff and operator, acting only for the person each request names; made anew when missing or revoked."""
     settings = settings or Settings()
     if settings.environment == "prod":
         raise SystemExit("no development console key in prod: `consultctl staff-key create --console`")
@@ -64,7 +64,7 @@ async def ensure_console_key(path: Path, settings: Settings | None = None) -> st
         known = await stores.credentials.collection.find_one({"_id": key_hash(key)})
         if known is not None and known.get("revoked"):  # a revoked key stays revoked
             key = kept_key(path, lambda: new_key("staff"), renew=True)
-        console = Holder(person=CONSOLE_SUBJECT, name=CONSOLE_NAME, roles=[STAFF], delegates=True)
+        console = Holder(person=CONSOLE_SUBJECT, name=CONSOLE_NAME, roles=[STAFF, OPERATOR], delegates=True)
         await stores.credentials.register(
             key, "staff", CONSOLE_SUBJECT, ["*"], SystemClock().now(), holder=console
         )
@@ -80,16 +80,22 @@ async def create_key(
     person: str | None = None,
     name: str | None = None,
     delegates: bool = False,
+    roles: list[str] | None = None,
 ) -> str:
     """A new key; a staff key is held by `person` (default: derived from `name`, else the staff id),
-    or with `delegates` is the console's."""
+    or with `delegates` is the console's; it holds `roles` (default: staff; `operator` may replay
+    booking's parked messages)."""
     settings = settings or Settings()
     policies = settings.policies()
     unknown = [o for o in offices if o not in policies and o != "*"]
     if unknown or not offices:
         raise ValueError(f"unknown offices {unknown}; known: {policies.ids()}")
     async with opened(settings) as stores:
-        holder = Holder(person=person, name=name, delegates=delegates) if kind == "staff" else None
+        holder = (
+            Holder(person=person, name=name, roles=roles or (), delegates=delegates)
+            if kind == "staff"
+            else None
+        )
         return await stores.credentials.create(kind, subject, offices, SystemClock().now(), holder)
 
 

@@ -4,7 +4,8 @@ Plain Python, no I/O (the store is services/console/store.py). Passwords are Arg
 (argon2-cffi, its RFC 9106 low-memory profile); a TOTP second factor (pyotp) is optional per account,
 its secret sealed at rest. The roles are the ones the services know a person by (PEOPLE-SPEC):
 staff act for their offices, a counsellor reads their own schedule, auditors search the records and
-request disclosures, disclosure approvers decide on them (R11, four eyes).
+request disclosures, disclosure approvers decide on them (R11, four eyes), operators watch the
+queues and replay parked messages (the operations page).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-Role = Literal["staff", "counsellor", "auditor", "disclosure-approver"]
-ROLES: tuple[Role, ...] = ("staff", "counsellor", "auditor", "disclosure-approver")
+Role = Literal["staff", "counsellor", "auditor", "disclosure-approver", "operator"]
+ROLES: tuple[Role, ...] = ("staff", "counsellor", "auditor", "disclosure-approver", "operator")
 ROLE_NAMES: dict[str, str] = {
     "staff": "職員",
     "counsellor": "相談員",
     "auditor": "監査担当",
     "disclosure-approver": "開示承認者",
+    "operator": "運用担当",
 }
 #: a person id, as the services take it in X-Acting-Person (PEOPLE-SPEC)
 PERSON_ID = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")

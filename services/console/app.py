@@ -23,6 +23,7 @@ from services.console.routes import (
     coordination,
     counsellors,
     disclosures,
+    ops,
     refusals,
     schedule,
     signin,
@@ -45,6 +46,9 @@ ERRORS = {
     "ページを再読み込みしてから、もう一度操作してください。",
     "office": "この事務所の情報を見る権限がありません。",
     "role": "この画面を使う権限がありません。",
+    "replay-cli": "このサービスの保留メッセージは画面から再投入できません"
+    "（consultctl dlq replay で行います）。",
+    "replay-limit": "再投入する件数は 1 件以上、上限以下で指定してください。",
 }
 SWEEP_SECONDS = 600.0
 
@@ -53,11 +57,20 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
     settings = settings or Settings()
     runtime = Runtime(settings, topology.CONSOLE, clock=clock)
     stores = Stores(runtime.db, runtime.sealer, settings.secret_key)
-    urls = {"booking": settings.booking_url, "scheduler": settings.scheduler_url, "audit": settings.audit_url}
+    urls = {
+        "booking": settings.booking_url,
+        "scheduler": settings.scheduler_url,
+        "audit": settings.audit_url,
+        "notifier": settings.notifier_url,
+    }
     keys = {service: settings.key(service) for service in urls}
     if missing := [s for s, k in keys.items() if not k]:
         log.warning("no console key for %s: its pages will answer that the service refused", missing)
     clients = Clients.open(urls, keys, settings.service_timeout_seconds)
+    if monitor := settings.monitor():
+        clients.with_broker(*monitor, settings.vhost, settings.service_timeout_seconds)
+    else:
+        log.warning("no management API user: the operations page cannot read the queues")
     names = {p.office_id: p.name for p in (settings.policies()[o] for o in settings.policies().ids())}
     console = web.Console(settings, stores, clients, runtime.clock, web.templates(), names)
     runtime.on_shutdown(clients.close)
@@ -99,6 +112,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
         schedule,
         audit,
         disclosures,
+        ops,
     ):
         app.include_router(module.router(console))
     static(app, settings)

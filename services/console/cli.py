@@ -38,7 +38,9 @@ def _password(path: Path | None) -> str:
 def create_account(  # noqa: PLR0917 (typer passes options by name)
     person: Annotated[str, typer.Option(help="person id, e.g. tanaka.hanako")],
     name: Annotated[str, typer.Option(help="display name, e.g. 田中花子")],
-    role: Annotated[list[str], typer.Option(help="staff, counsellor, auditor, disclosure-approver")],
+    role: Annotated[
+        list[str], typer.Option(help="staff, counsellor, auditor, disclosure-approver, operator")
+    ],
     office: Annotated[list[str] | None, typer.Option(help="office (repeatable): staff, counsellor")] = None,
     counsellor: Annotated[str | None, typer.Option(help="the counsellor id (role counsellor)")] = None,
     password_file: Annotated[Path | None, typer.Option(help="read the password from this file")] = None,

@@ -1,4 +1,5 @@
-"""One small typed client per service the console calls: booking, scheduler, audit (httpx).
+"""One small typed client per service the console calls: booking, scheduler, audit (httpx), and the
+RabbitMQ management API for the operations page (`Broker`, the console's own monitoring user).
 
 Each call carries the console's own credential in that service (made with `--console`: it acts only
 for a named person) and the person it acts for: `X-Acting-Person`, the person's roles the service
@@ -11,14 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
+from shared import parking
+from shared.acting import OPERATOR
+
 #: the roles each service knows a person by; the console asserts only those
 SERVICE_ROLES: dict[str, frozenset[str]] = {
-    "booking": frozenset({"staff"}),
-    "scheduler": frozenset({"staff", "counsellor"}),
-    "audit": frozenset({"auditor", "disclosure-approver"}),
+    "booking": frozenset({"staff", OPERATOR}),
+    "scheduler": frozenset({"staff", "counsellor", OPERATOR}),
+    "audit": frozenset({"auditor", "disclosure-approver", OPERATOR}),
+    "notifier": frozenset({OPERATOR}),
 }
 
 
@@ -82,6 +88,10 @@ class ServiceClient:
         except httpx.HTTPError as exc:
             raise ServiceError(self.service, 503, {"detail": f"{type(exc).__name__}: {exc}"}) from exc
         return self.answer(r)
+
+    async def replay_parked(self, limit: int, acting: Acting) -> dict[str, Any]:
+        """The service replays up to `limit` of its own parked messages (role operator)."""
+        return dict(await self.call("POST", "/v1/ops/parked/replay", acting, json={"limit": limit}))
 
     def answer(self, r: httpx.Response) -> Any:
         if r.status_code >= 400:
@@ -243,12 +253,63 @@ class Audit(ServiceClient):
         return await self.call("POST", path, acting, json={"reason": reason})
 
 
+class Broker:
+    """The RabbitMQ management API as the console's own `monitoring` user reads it (console-monitor:
+    no configure, no write, AMQP read on the parking queues alone)."""
+
+    service = "rabbitmq"
+
+    def __init__(self, http: httpx.AsyncClient, vhost: str) -> None:
+        self.http = http
+        self.vhost = quote(vhost, safe="")
+
+    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            r = await self.http.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            raise ServiceError(self.service, 503, {"detail": f"{type(exc).__name__}: {exc}"}) from exc
+        if r.status_code >= 400:
+            raise ServiceError(self.service, 502 if r.status_code == 401 else r.status_code, r.text[:300])
+        return r.json()
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every queue of the vhost: depth, consumers, rates (never a message)."""
+        return list(await self._call("GET", f"queues/{self.vhost}"))
+
+    async def peek(self, queue: str, count: int) -> list[dict[str, Any]]:
+        """Up to `count` messages of a parking queue, left parked (shared/parking.py `peek_body`)."""
+        path = f"queues/{self.vhost}/{quote(queue, safe='')}/get"
+        return list(await self._call("POST", path, json=parking.peek_body(count)))
+
+
+class Notifier(ServiceClient):
+    """The notifier: only its replay of parked messages (role operator)."""
+
+    service = "notifier"
+
+
 @dataclass
 class Clients:
     booking: Booking
     scheduler: Scheduler
     audit: Audit
     https: tuple[httpx.AsyncClient, ...]
+    broker: Broker | None = None
+    notifier: Notifier | None = None
+
+    def of(self, service: str) -> ServiceClient:
+        """The client of a service that replays its parked messages over HTTP (KeyError: none)."""
+        found = {"booking": self.booking, "scheduler": self.scheduler, "audit": self.audit}
+        if self.notifier is not None:
+            found["notifier"] = self.notifier
+        return found[service]
+
+    def with_broker(self, api: str, user: str, password: str, vhost: str, timeout: float) -> Clients:
+        auth = httpx.BasicAuth(user, password)
+        http = httpx.AsyncClient(base_url=api.rstrip("/") + "/", auth=auth, timeout=timeout, trust_env=False)
+        self.broker = Broker(http, vhost)
+        self.https = (*self.https, http)
+        return self
 
     @classmethod
     def open(cls, urls: dict[str, str], keys: dict[str, str], timeout: float) -> Clients:
@@ -258,6 +319,7 @@ class Clients:
             Scheduler(made["scheduler"], keys["scheduler"]),
             Audit(made["audit"], keys["audit"]),
             tuple(made.values()),
+            notifier=Notifier(made["notifier"], keys["notifier"]) if "notifier" in made else None,
         )
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ account and twenty per client address within 15 minutes lock further attempts un
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -24,13 +25,25 @@ class Settings(ServiceSettings):
     booking_url: str = Field("http://127.0.0.1:8001", description="the booking service's HTTP API")
     scheduler_url: str = Field("http://127.0.0.1:8002", description="the scheduler service's HTTP API")
     audit_url: str = Field("http://127.0.0.1:8004", description="the audit service's HTTP API")
+    notifier_url: str = Field("http://127.0.0.1:8003", description="the notifier's HTTP API (replay only)")
     rabbitmq_management_url: str = Field(
-        "http://guest:guest@127.0.0.1:15672/api", description="operations page: queues and parked messages"
+        "http://127.0.0.1:15672/api", description="operations page: the RabbitMQ management API"
     )
+    #: the console's own `monitoring` user (deploy/rabbitmq_users.py `console-monitor`)
+    rabbitmq_monitor_user: str = Field("console-monitor", description="the console's management API user")
+    rabbitmq_monitor_password: SecretStr = Field(
+        SecretStr(""),
+        description="its password; unset: `make up`'s .local/secrets/rabbitmq-console-monitor.password",
+    )
+    rabbitmq_secrets_dir: Path = Field(
+        LOCAL / "secrets", description="where `make up` keeps broker passwords"
+    )
+    ops_peek_max: int = Field(20, ge=1, le=200, description="parked messages shown when asked for reasons")
     #: the console's own credential in each service (`--console`: it acts for a named person)
     console_booking_key: SecretStr = Field(SecretStr(""), description="booking console key (or the file)")
     console_scheduler_key: SecretStr = Field(SecretStr(""), description="scheduler console key")
     console_audit_key: SecretStr = Field(SecretStr(""), description="audit console key")
+    console_notifier_key: SecretStr = Field(SecretStr(""), description="notifier console key (operator)")
     console_key_dir: Path = Field(
         LOCAL, description="where `make up` keeps console-<service>-key.txt, read when a key is unset"
     )
@@ -53,12 +66,28 @@ class Settings(ServiceSettings):
             raise ValueError("COOKIE_SECURE=false is for development; the console is served over TLS in prod")
         return self
 
+    def monitor(self) -> tuple[str, str, str] | None:
+        """The management API (without credentials) and the user and password the console reads it
+        as: RABBITMQ_MONITOR_PASSWORD for RABBITMQ_MONITOR_USER, else credentials in the URL
+        (development compose, the tests' vhosts), else `make up`'s password file of the user; None:
+        none of them."""
+        u = urlsplit(self.rabbitmq_management_url)
+        api = urlunsplit(u._replace(netloc=u.netloc.rsplit("@", 1)[-1]))
+        user, given = self.rabbitmq_monitor_user, self.rabbitmq_monitor_password.get_secret_value()
+        if given:
+            return api, user, given
+        if u.username and u.password:
+            return api, unquote(u.username), unquote(u.password)
+        path = self.rabbitmq_secrets_dir / f"rabbitmq-{user}.password"
+        return (api, user, path.read_text().strip()) if path.exists() else None
+
     def key(self, service: str) -> str:
         """The console's key for a service: from the setting, else from `make up`'s key file."""
         given = {
             "booking": self.console_booking_key,
             "scheduler": self.console_scheduler_key,
             "audit": self.console_audit_key,
+            "notifier": self.console_notifier_key,
         }[service].get_secret_value()
         if given:
             return given

@@ -36,6 +36,7 @@ DEV_ACCOUNTS: tuple[tuple[str, str, list[str], list[str] | None, str | None], ..
     ("dev.auditor", "開発 監査担当", ["auditor", "disclosure-approver"], [], None),
     ("dev.approver", "開発 開示承認者", ["auditor", "disclosure-approver"], [], None),
     ("dev.counsellor", "青木（デモ相談員）", ["counsellor"], ["demo-town"], "demo-aoki"),
+    ("dev.operator", "開発 運用担当", ["operator"], [], None),
 )
 
 

@@ -64,6 +64,8 @@ class Person:
             return f"/offices/{a.offices[0]}/today"
         if a.has("counsellor"):
             return "/my/schedule"
+        if a.has("operator") and not (a.has("auditor") or a.has("disclosure-approver")):
+            return "/ops"
         return "/audit/records"
 
 

@@ -7,7 +7,8 @@ from fastapi import FastAPI
 from services.notifier import handlers
 from services.notifier.config import Settings
 from services.notifier.delivery import DeliveryService
-from shared import topology
+from services.notifier.keys import OpsKeyStore, operator_auth
+from shared import parking, topology
 from shared.clock import Clock
 from shared.runtime import Runtime
 
@@ -26,5 +27,7 @@ def create_app(
     service = DeliveryService(runtime, settings)
     handlers.register(runtime.consumer, service)
     app = runtime.http_app(title="Notifier service")
+    ops_keys = OpsKeyStore(runtime.db)
+    app.include_router(parking.ops_router(settings.amqp_url, runtime.queues, operator_auth(ops_keys)))
     app.state.delivery = service
     return app

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.scheduler import api, handlers, schedule, seed
 from services.scheduler.answers import Answers
+from services.scheduler.auth import operator_auth
 from services.scheduler.config import Settings
 from services.scheduler.coordinator import Coordinator
 from services.scheduler.graph_clients import GraphClients
@@ -18,7 +19,7 @@ from services.scheduler.staff import StaffDesk
 from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
 from services.scheduler.store.staff_keys import EVERY_OFFICE, StaffKeyStore
 from services.scheduler.wheel import TimerWheel
-from shared import topology
+from shared import parking, topology
 from shared.clock import Clock
 from shared.runtime import Runtime
 
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     app.include_router(api.router(coordinator, desk, wheel, keys))
     app.include_router(schedule.router(coordinator.ctx, keys))
+    app.include_router(parking.ops_router(settings.amqp_url, runtime.queues, operator_auth(keys)))
     app.state.coordinator = coordinator
     app.state.staff = desk
     app.state.wheel = wheel

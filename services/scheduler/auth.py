@@ -18,7 +18,7 @@ from fastapi import Header, HTTPException, Request
 from services.scheduler.availability import Counsellor
 from services.scheduler.store.counsellors import CounsellorStore
 from services.scheduler.store.requests import RequestStore
-from services.scheduler.store.staff_keys import COUNSELLOR, STAFF, StaffKey, StaffKeyStore
+from services.scheduler.store.staff_keys import COUNSELLOR, OPERATOR, STAFF, StaffKey, StaffKeyStore
 from shared.acting import as_requested
 
 
@@ -98,3 +98,15 @@ def schedule_auth(keys: StaffKeyStore, counsellors: CounsellorStore) -> Any:
         raise HTTPException(403, f"{key.person} may not read the schedule of {counsellor_id}")
 
     return reader
+
+
+def operator_auth(keys: StaffKeyStore) -> Any:
+    """Dependency: a staff key (or the console for a person) with the role `operator`; 403 else."""
+
+    async def operator(request: Request, x_staff_key: Annotated[str, Header()] = "") -> StaffKey:
+        key = await authenticated(keys, request, x_staff_key)
+        if OPERATOR not in key.roles:
+            raise HTTPException(403, f"{key.person} acts without the role {OPERATOR}")
+        return key
+
+    return operator

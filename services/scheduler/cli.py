@@ -151,7 +151,7 @@ def create_staff_key(
         typer.Option(help="the person holding the key (a-z, 0-9, . _ @ -); default: derived from --name"),
     ] = None,
     name: Annotated[str | None, typer.Option(help="the holder's display name; default: the staff id")] = None,
-    role: Annotated[list[str] | None, typer.Option(help="staff (default) and/or counsellor")] = None,
+    role: Annotated[list[str] | None, typer.Option(help="staff (default), counsellor, operator")] = None,
     counsellor: Annotated[str | None, typer.Option(help="role counsellor: the counsellor's id")] = None,
     console: Annotated[
         bool, typer.Option("--console", help="the console's key: acts only for the person each request names")

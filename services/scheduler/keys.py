@@ -51,7 +51,7 @@ async def ensure_dev_key(path: Path, settings: Settings | None = None) -> str:
 
 
 async def ensure_console_key(path: Path, settings: Settings | None = None) -> str:
-    """The console's key kept in `path` (every office, roles staff and counsellor, for the person
+    """The console's key kept in `path` (every office, roles staff, counsellor and operator, for the person
     each request names), registered; a revoked one is replaced, never revived. The key."""
     key = kept_key(path, new_key)
     async with _keys(settings or Settings()) as store:

@@ -26,6 +26,8 @@ from services.booking.config import Settings as BookingSettings
 from services.booking.ops import ensure_console_key as ensure_booking_console_key
 from services.console import ops as console_ops
 from services.console.config import Settings as ConsoleSettings
+from services.notifier.config import Settings as NotifierSettings
+from services.notifier.keys import ensure_console_key as ensure_notifier_console_key
 from services.scheduler.config import Settings as SchedulerSettings
 from services.scheduler.keys import ensure_console_key as ensure_scheduler_console_key
 from shared.messaging import open_resting_copy
@@ -220,6 +222,7 @@ async def console_keys(stack: Stack, directory: Path) -> None:
     await ensure_audit_console_key(directory / "console-audit-key.txt", AuditSettings(**where))
     await ensure_booking_console_key(directory / "console-booking-key.txt", BookingSettings(**where))
     await ensure_scheduler_console_key(directory / "console-scheduler-key.txt", SchedulerSettings(**where))
+    await ensure_notifier_console_key(directory / "console-notifier-key.txt", NotifierSettings(**where))
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +234,7 @@ async def console(stack: Stack) -> AsyncIterator[ConsoleStack]:
         BOOKING_URL=stack.urls["booking"],
         SCHEDULER_URL=stack.urls["scheduler"],
         AUDIT_URL=stack.urls["audit"],
+        NOTIFIER_URL=stack.urls["notifier"],
         CONSOLE_KEY_DIR=str(keys),
         RABBITMQ_MANAGEMENT_URL=support.RABBITMQ_API,
     )

@@ -94,9 +94,11 @@ async def running_console(
         "booking_url": "http://127.0.0.1:9",
         "scheduler_url": "http://127.0.0.1:9",
         "audit_url": "http://127.0.0.1:9",
+        "notifier_url": "http://127.0.0.1:9",
         "console_booking_key": "none",
         "console_scheduler_key": "none",
         "console_audit_key": "none",
+        "console_notifier_key": "none",
         **overrides,
     }
     settings: Settings = make_settings(Settings, **values)

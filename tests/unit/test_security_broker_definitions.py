@@ -31,7 +31,11 @@ def test_committed_definitions_are_generated_from_the_current_topology() -> None
 
 def test_r12_committed_definitions_hold_no_password() -> None:
     defs = json.loads(rabbitmq_users.DEFINITIONS.read_text())
-    assert {u["name"] for u in defs["users"]} == {*topology.SERVICES, "ops"}  # portals: per deployment
+    assert {u["name"] for u in defs["users"]} == {
+        *topology.SERVICES,
+        "ops",
+        "console-monitor",
+    }  # portals: per deployment
     assert all(u["password_hash"] == "" for u in defs["users"])
     assert "guest" not in rabbitmq_users.DEFINITIONS.read_text()
 

@@ -22,7 +22,10 @@ from shared.store.keys import key_hash
 Kind = Literal["portal", "staff"]
 PREFIX: dict[str, str] = {"portal": "cpk", "staff": "csk"}
 STAFF = "staff"  #: the role of office staff, the one role of booking's staff keys
-ROLES: dict[str, frozenset[str]] = {"portal": frozenset(), "staff": frozenset({STAFF})}
+OPERATOR = acting.OPERATOR  #: may replay booking's parked messages (the operations page)
+ROLES: dict[str, frozenset[str]] = {"portal": frozenset(), "staff": frozenset({STAFF, OPERATOR})}
+#: what a key holds when none are named (and a key stored before roles existed): never operator
+DEFAULT_ROLES: dict[str, frozenset[str]] = {"portal": frozenset(), "staff": frozenset({STAFF})}
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class CredentialStore:
         key names its holder: a person (default: the staff id) with the role staff."""
         fields: Doc = {"kind": kind, "subject": subject, "offices": offices, "revoked": False}
         if kind == "staff":
-            fields |= (holder or keys.Holder()).fields(subject, ROLES["staff"], ROLES["staff"])
+            fields |= (holder or keys.Holder()).fields(subject, ROLES["staff"], DEFAULT_ROLES["staff"])
         await self.collection.update_one(
             {"_id": key_hash(key)}, {"$set": fields, "$setOnInsert": {"created_at": now}}, upsert=True
         )
@@ -106,7 +109,7 @@ class CredentialStore:
         d = await self.collection.find_one({"_id": key_hash(key)})  # by _id alone: FerretDB's index
         if d is None or d.get("revoked"):
             return None
-        holder = keys.holder_of(d, PREFIX[d["kind"]], ROLES[d["kind"]])
+        holder = keys.holder_of(d, PREFIX[d["kind"]], DEFAULT_ROLES[d["kind"]])
         if d["kind"] != "staff":
             holder["person"] = ""
         return Credential(

@@ -25,7 +25,8 @@ from shared.store.keys import key_hash
 PREFIX = "css"  # consult scheduler staff; booking's are csk_, portals' cpk_
 EVERY_OFFICE = acting.EVERY_OFFICE
 STAFF, COUNSELLOR = "staff", "counsellor"
-ROLES = frozenset({STAFF, COUNSELLOR})
+OPERATOR = acting.OPERATOR  #: may replay the scheduler's parked messages
+ROLES = frozenset({STAFF, COUNSELLOR, OPERATOR})
 
 
 @dataclass(frozen=True)
