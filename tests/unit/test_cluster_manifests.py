@@ -814,7 +814,7 @@ def check_console_calls(given: tuple[Doc, str, list[Doc]]) -> Problems:
 def test_the_console_calls_booking_scheduler_and_audit_at_their_ready_replicas(
     compose: Doc, manifests: list[Doc]
 ) -> None:
-    assert set(CALLED) == {"booking", "scheduler", "audit"}
+    assert set(CALLED) == {"booking", "scheduler", "notifier", "audit"}
     text = (CLUSTER / "haproxy" / "haproxy.cfg").read_text()
     broken_compose = copy.deepcopy(compose)
     broken_compose["services"]["console"]["environment"]["SCHEDULER_URL"] = "http://scheduler:8002"
