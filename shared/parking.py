@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from shared import topology
+from shared.authfirst import AuthFirstRoute
 
 #: the header a replayed message carries: the parking queue it left
 REPLAYED_HEADER = "x-replayed-from"
@@ -137,7 +138,7 @@ def ops_router(amqp_url: str, q: topology.ServiceQueues, operator: Guard) -> API
     """`POST /v1/ops/parked/replay`: this service replays its own parked messages. `operator` is the
     service's dependency that lets only a caller with the role `operator` through (401/403 else); the
     access log (R10) names the person who asked."""
-    api = APIRouter(prefix="/v1/ops", tags=["operations"])
+    api = APIRouter(prefix="/v1/ops", tags=["operations"], route_class=AuthFirstRoute)  # 401/403 first
 
     # a dependency of the route, not a parameter: annotations are strings here (the future import)
     # and `operator` a local FastAPI could not resolve

@@ -188,7 +188,12 @@ TABLE: dict[Route, tuple[frozenset[str], frozenset[str]]] = {
     ("audit", "POST", "/v1/audit/disclosures/{disclosure_id}/approve"): (APPROVER, frozenset()),
     ("audit", "POST", "/v1/audit/disclosures/{disclosure_id}/reject"): (APPROVER, frozenset()),
     ("audit", "POST", "/v1/audit/disclosures/{disclosure_id}/open"): (READERS, frozenset()),
-    # notifier: no API besides health, readiness and metrics
+    # every service replays its own parked messages for a person with the role operator, which none
+    # of these keys holds (staff keys get `staff` only unless `--role operator` names it)
+    ("booking", "POST", "/v1/ops/parked/replay"): (frozenset(), frozenset()),
+    ("scheduler", "POST", "/v1/ops/parked/replay"): (frozenset(), frozenset()),
+    ("notifier", "POST", "/v1/ops/parked/replay"): (frozenset(), frozenset()),
+    ("audit", "POST", "/v1/ops/parked/replay"): (frozenset(), frozenset()),
 }
 DENIED = {401, 403}
 #: valid bodies, sent to forbidden callers (besides an empty object and text that is not JSON)
@@ -201,6 +206,10 @@ VALID_BODIES: dict[Route, dict[str, Any]] = {
     ("booking", "POST", "/v1/bookings/{booking_id}/completion"): {"started_at": ISO, "ended_at": ISO},
     ("booking", "POST", "/v1/bookings/{booking_id}/refusal"): {"ground": "暴言", "detail": "roles"},
     ("booking", "POST", "/v1/offices/{office_id}/refusal-reviews/{person_key}"): {"decision": "dismiss"},
+    **{
+        (svc, "POST", "/v1/ops/parked/replay"): {"limit": 1}
+        for svc in ("booking", "scheduler", "notifier", "audit")
+    },
 }
 
 APPS: dict[str, Callable[[], FastAPI]] = {
