@@ -139,6 +139,9 @@ class Fault:
     method: str | None = None
     retry_after: float | None = None
     times: int = 1
+    #: only a request whose body's `externalId` is this one (a test's own appointment), so tests
+    #: running at once against one contract server never take each other's faults
+    external_id: str | None = None
 
 
 @dataclass
@@ -164,10 +167,16 @@ class Contract:
         tmp.write_text(json.dumps(self.meetings, ensure_ascii=False, indent=1), encoding="utf-8")
         tmp.replace(self.file)
 
-    def fault_for(self, method: str, path: str) -> Fault | None:
+    def fault_for(self, method: str, path: str, body: Any = None) -> Fault | None:
+        external_id = body.get("externalId") if isinstance(body, dict) else None
         with self.lock:
             for f in self.faults:
-                if f.match in path and (f.method is None or f.method.upper() == method) and f.times > 0:
+                if (
+                    f.match in path
+                    and (f.method is None or f.method.upper() == method)
+                    and (f.external_id is None or f.external_id == external_id)
+                    and f.times > 0
+                ):
                     f.times -= 1
                     return f
         return None
@@ -341,10 +350,10 @@ def create_app(contract: Contract) -> FastAPI:  # noqa: PLR0915 - one route tabl
         held = c.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
         return held is not None and held[2] > now()
 
-    def guard(request: Request) -> JSONResponse | None:
+    def guard(request: Request, body: Any = None) -> JSONResponse | None:
         if not authorized(request):
             return graph_error(401, "Access token is empty or invalid.")
-        if f := c.fault_for(request.method, request.url.path):
+        if f := c.fault_for(request.method, request.url.path, body):
             return graph_error(f.status, "Injected by the contract server's /_contract/faults", f.retry_after)
         return None
 
@@ -355,7 +364,7 @@ def create_app(contract: Contract) -> FastAPI:  # noqa: PLR0915 - one route tabl
     @api.post("/v1.0/users/{user}/onlineMeetings/createOrGet")
     async def create_or_get(user: str, request: Request) -> Response:
         body = await request.json()
-        if refused := guard(request):
+        if refused := guard(request, body):
             record(request, refused.status_code, body)
             return refused
         if not isinstance(body, dict) or not body.get("externalId"):
@@ -496,6 +505,7 @@ def create_app(contract: Contract) -> FastAPI:  # noqa: PLR0915 - one route tabl
                     b.get("method"),
                     b.get("retry_after"),
                     int(b.get("times", 1)),
+                    b.get("external_id"),
                 )
             )
         return {"ok": "fault armed"}

@@ -24,7 +24,10 @@ RUN_ID = uuid.uuid4().hex[:8]
 # Issue 14: booking takes an AMQP command's portal from its broker user `<prefix><portal id>`; this
 # run's portal users have a prefix of their own (the services under test, in-process or spawned with
 # this environment, read it), deleted at the end of the run.
-os.environ.setdefault(support.PORTAL_PREFIX_ENV, f"t{RUN_ID}.portal.")
+# Under pytest-xdist every worker is a run of its own (its own RUN_ID, so its own portal users and
+# passwords): a worker inherits the controller's environment, so it must not keep the controller's prefix.
+if os.environ.get("PYTEST_XDIST_WORKER") or support.PORTAL_PREFIX_ENV not in os.environ:
+    os.environ[support.PORTAL_PREFIX_ENV] = f"t{RUN_ID}.portal."
 for _name, _value in support.GRAPH_ENV.items():  # R16: Teams meetings from the local Graph contract server
     os.environ.setdefault(_name, _value)
 _counter = itertools.count(1)
@@ -168,3 +171,23 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.support.servicelogs import ServiceLogs
 
     config.pluginmanager.register(ServiceLogs(RUN_ID), "service-logs")
+
+
+#: Tests that must share one pytest-xdist worker (`make test` runs `-n auto --dist loadgroup`):
+#: the e2e and browser suites share one stack of service processes per worker (a session fixture),
+#: so they go together; a module with a module-scoped fixture keeps its tests together.
+XDIST_GROUPS = {
+    "tests/e2e/": "stack",
+    "tests/browser/": "stack",
+    "tests/chaos/": "chaos",
+    "tests/integration/test_security_tls.py": "tls",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        group = next((g for prefix, g in XDIST_GROUPS.items() if where.startswith(prefix)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -28,8 +28,20 @@ GRAPH = GraphContract()
 MONDAY_10 = (jst(2026, 11, 30, 10, 0), jst(2026, 11, 30, 10, 30))
 
 
-async def _kg_confirmed(s: Running, window: tuple[Any, Any] = MONDAY_10) -> tuple[str, Any]:
+async def _kg_confirmed(
+    s: Running, window: tuple[Any, Any] = MONDAY_10, *, fault: tuple[int, float | None] | None = None
+) -> tuple[str, Any]:
+    """A KG request confirmed with a Teams meeting; `fault` (status, Retry-After) makes Graph refuse
+    this booking's first createOrGet once (scoped to its appointment: other tests run at once)."""
     event = s.booking.requested(KG, [window], area="釧路")
+    if fault is not None:
+        status, retry_after = fault
+        await GRAPH.fault(
+            "createOrGet",
+            status,
+            retry_after=retry_after,
+            external_id=appointment_id(event.payload.booking_id, 1),
+        )
     await s.booking.send(event)
     (confirmed,) = await s.probe.wait("appointment.confirmed", event.payload.booking_id)
     return event.payload.booking_id, confirmed.payload.appointment
@@ -65,9 +77,8 @@ async def test_r16_a_retried_creation_returns_the_same_meeting(
 ) -> None:
     """Graph throttles once (429 with Retry-After): the message waits in a delay queue and the
     retry gets the meeting; createOrGet by appointment id never makes a second one."""
-    await GRAPH.fault("createOrGet", 429, retry_after=1)
     async with scheduler(make_settings, amqp_url) as s:
-        bid, a = await _kg_confirmed(s)
+        bid, a = await _kg_confirmed(s, fault=(429, 1))
         assert s.runtime.consumer.stats["retried"] >= 1
     mine = [m for m in await GRAPH.meetings() if m["externalId"] == appointment_id(bid, 1)]
     assert len(mine) == 1 and mine[0]["joinWebUrl"] == a.meeting_url
@@ -76,9 +87,9 @@ async def test_r16_a_retried_creation_returns_the_same_meeting(
 async def test_r16_graph_refusing_sends_the_request_to_staff_with_the_reason(
     make_settings: Callable[..., Any], amqp_url: str
 ) -> None:
-    await GRAPH.fault("createOrGet", 403)
     async with scheduler(make_settings, amqp_url) as s:
         event = s.booking.requested(KG, [MONDAY_10], area="釧路")
+        await GRAPH.fault("createOrGet", 403, external_id=appointment_id(event.payload.booking_id, 1))
         await s.booking.send(event)
         (left,) = await s.probe.wait("appointment.left_to_staff", event.payload.booking_id)
         doc = await request_doc(s.client, event.payload.booking_id)
@@ -116,7 +127,9 @@ async def test_r16_a_deletion_graph_could_not_take_is_retried_by_the_sweep(
 ) -> None:
     async with scheduler(make_settings, amqp_url) as s:
         bid, _ = await _kg_confirmed(s)
-        await GRAPH.fault("onlineMeetings/", 503, method="DELETE", times=1)
+        meeting = await GRAPH.meeting(appointment_id(bid, 1))
+        assert meeting is not None
+        await GRAPH.fault(f"onlineMeetings/{meeting['id']}", 503, method="DELETE", times=1)
         await s.booking.send(s.booking.cancelled(KG, bid))
         rooms = s.coordinator.ctx.rooms
         await eventually(lambda: rooms.pending.find_one({}), what="the deletion recorded as pending")
