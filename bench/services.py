@@ -15,10 +15,10 @@ from bench.stack import running_stack
 
 async def run(run_: Run, box: env.Sandbox, opts: Any, parts: list[str], say: Callable[[str], None]) -> None:
     try:
-        from tests.e2e.conftest import Stack  # noqa: F401
+        from tests.support.stack import Stack  # noqa: F401
     except Exception as exc:
         for part in parts:
-            run_.skip(part, f"the e2e stack helpers (tests/e2e/conftest.py) cannot be imported: {exc}")
+            run_.skip(part, f"the e2e stack helpers (tests/support/stack.py) cannot be imported: {exc}")
         return
     say("starting the four services (booking, scheduler, notifier, audit) on free ports")
     try:

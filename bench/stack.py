@@ -1,7 +1,7 @@
 """The four services as real processes for the bench's parts 2–4, started like the e2e tests start
 them, and what the parts read from them (metrics, a tap on the events exchange, process ids).
 
-The stack lives in the bench's own vhost and database prefix. It reuses `tests/e2e/conftest.py`
+The stack lives in the bench's own vhost and database prefix. It reuses `tests/support/stack.py`
 (`Stack`, `stack_env`), so settings the services gain for the e2e tests reach the bench too; what
 only the bench needs (dev keys, counsellors, demo offices) is added here. A part whose service API
 is not there yet is skipped with the reason, never faked.
@@ -34,7 +34,7 @@ AUDITOR_KEY = "bench-auditor.bench-auditor-secret-0123456789"
 
 
 def bench_env(box: env.Sandbox) -> dict[str, str]:
-    from tests.e2e.conftest import stack_env
+    from tests.support.stack import stack_env
 
     extra = {
         "DEV_PORTAL_KEY": PORTAL_KEY,
@@ -58,8 +58,8 @@ def bench_env(box: env.Sandbox) -> dict[str, str]:
 
 @asynccontextmanager
 async def running_stack(box: env.Sandbox, say: Callable[[str], None]) -> AsyncIterator[Any]:
-    from tests.e2e.conftest import Stack
     from tests.support import free_port
+    from tests.support.stack import Stack
 
     stack = Stack(amqp_url=box.amqp_url, db_prefix=box.db_prefix, env=bench_env(box))
     log_dir = env.ROOT / ".local" / "logs" / f"bench-{box.run_id}"

@@ -184,6 +184,7 @@ XDIST_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = config.rootpath
     for item in items:
@@ -191,3 +192,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = next((g for prefix, g in XDIST_GROUPS.items() if where.startswith(prefix)), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+# The services (and the console) as real processes, one stack per run (per xdist worker) for tests/e2e
+# and tests/browser alike: defined once here (a conftest importing them would make a second), imported
+# last because tests.support.stack reads RUN_ID.
+from tests.support.stack import console, stack  # noqa: F401, E402

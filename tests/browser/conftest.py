@@ -5,7 +5,7 @@
                  so two people can be signed in at once); closed when the test ends
     page         one such page
     browser_assets  the npm files the console serves and the tests inject (htmx, axe-core)
-    stack, console  the services and the console as real processes (tests/e2e/conftest.py)
+    stack, console  the services and the console as real processes (tests/support/stack.py)
 
 Every context is Japanese (ja-JP, Asia/Tokyo, 1280x800) unless the test passes other options, such
 as tests.support.browser.ZOOM_200 or TABLET. When a test fails, its report shows each page's URL,
@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from tests.e2e.conftest import console, stack  # noqa: F401 (the services and the console as processes)
 from tests.support import browser as b
 
 NewPage = Callable[..., Awaitable[Page]]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from playwright.async_api import expect
 
 from tests.browser.conftest import NewPage
-from tests.e2e.conftest import ConsoleStack
 from tests.support.console import accessible, signed_in_page
+from tests.support.stack import ConsoleStack
 
 
 async def test_r11_a_disclosure_is_approved_only_by_a_second_person(

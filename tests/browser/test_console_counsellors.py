@@ -23,9 +23,9 @@ from shared.store.versioned import VersionedStore
 from tests import support
 from tests.browser.conftest import NewPage
 from tests.browser.test_console_staff import book, day_ahead, status_of
-from tests.e2e.conftest import SCHEDULER_STAFF_KEY, ConsoleStack, Stack
 from tests.support.browser import ZOOM_200, horizontal_overflow
 from tests.support.console import DEMO, accessible, signed_in_page
+from tests.support.stack import SCHEDULER_STAFF_KEY, ConsoleStack, Stack
 
 SCHEDULER = {"X-Staff-Key": SCHEDULER_STAFF_KEY}
 

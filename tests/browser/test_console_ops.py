@@ -8,10 +8,10 @@ from playwright.async_api import Page, expect
 
 from shared import topology
 from tests.browser.conftest import NewPage
-from tests.e2e.conftest import ConsoleStack
 from tests.support import eventually
 from tests.support.booking import publish
 from tests.support.console import accessible, signed_in_page
+from tests.support.stack import ConsoleStack
 
 
 async def parked_shown(page: Page) -> int:

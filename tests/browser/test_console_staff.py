@@ -17,10 +17,10 @@ from examples import forms
 from services.booking.config import Settings as BookingSettings
 from shared.clock import JST, SystemClock
 from tests.browser.conftest import NewPage
-from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, ConsoleStack, Stack
 from tests.support import eventually
 from tests.support.browser import TABLET, ZOOM_200, horizontal_overflow
 from tests.support.console import DEMO, DEMO_KUSHIRO, DEMO_NEMURO, ROOT, accessible, signed_in_page
+from tests.support.stack import BOOKING_STAFF_KEY, PORTAL_KEY, ConsoleStack, Stack
 
 CONFIRM = re.compile("^確定")
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}

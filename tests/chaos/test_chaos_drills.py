@@ -7,7 +7,7 @@ the 2-core dev machine (measured: 500 submitted in ~190 s, all final ~215 s afte
 and the portal's answers are printed (`pytest -s`).
 
 The stack is entirely our own, so no drill touches the servers other engineers' tests share: the
-four services as processes (tests.e2e.conftest.Stack), our OWN RabbitMQ node (rabbitmq-server with
+four services as processes (tests.support.stack.Stack), our OWN RabbitMQ node (rabbitmq-server with
 its own node name, ports and data dir; ~5 s to start), our OWN FerretDB (ferretdb-local on a free
 port, temp data dir) and our OWN Mailpit (free SMTP/API ports). Drills:
 
@@ -78,7 +78,8 @@ from shared.store.outbox import OutboxRelay, new_document_fields
 from tests import support
 from tests.chaos import figure
 from tests.conftest import RUN_ID
-from tests.e2e.conftest import (
+from tests.support import agreement, free_port
+from tests.support.stack import (
     AUDITOR_KEY,
     BOOKING_STAFF_KEY,
     PORTAL_KEY,
@@ -89,7 +90,6 @@ from tests.e2e.conftest import (
     parked_body,
     stack_env,
 )
-from tests.support import agreement, free_port
 
 BOOKINGS = int(os.environ.get("CHAOS_BOOKINGS", "500"))
 #: seconds between two submissions: the stream must outlast the drills (~2 min)

@@ -18,8 +18,8 @@ from services.audit.crypto import Keys, Pseudonymiser
 from shared import topology
 from shared.clock import SystemClock
 from shared.events import DeviceRecorded, new_event
-from tests.e2e.conftest import AUDITOR_KEY, ROOT, Stack
 from tests.support import eventually
+from tests.support.stack import AUDITOR_KEY, ROOT, Stack
 
 AUDITOR = {"Authorization": f"Bearer {AUDITOR_KEY}"}
 

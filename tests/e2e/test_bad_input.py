@@ -26,7 +26,7 @@ from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
 from shared.settings import ServiceSettings
 from tests import support
-from tests.e2e.conftest import PORTAL_KEY, ROOT, SERVICES, Stack, parked_body
+from tests.support.stack import PORTAL_KEY, ROOT, SERVICES, Stack, parked_body
 
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
 OFFICE = "kushiro-gyosei"

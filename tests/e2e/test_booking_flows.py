@@ -21,10 +21,10 @@ from shared.clock import JST, SystemClock
 from shared.commands import booking_id_for
 from shared.policy import OfficePolicy, load_file
 from tests import support
-from tests.e2e.conftest import BOOKING_STAFF_KEY, PORTAL_KEY, Stack, parked_body
 from tests.support import Mailpit, eventually
 from tests.support.booking import publish, tap
 from tests.support.scheduler import DEMO_OFFICES
+from tests.support.stack import BOOKING_STAFF_KEY, PORTAL_KEY, Stack, parked_body
 
 KG, HW, DEMO = "kushiro-gyosei", "kohoku-hellowork", "demo-town"
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}

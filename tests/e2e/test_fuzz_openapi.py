@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.e2e.conftest import APPROVER_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
+from tests.support.stack import APPROVER_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
 
 MAX_EXAMPLES = 15
 BUDGET_SECONDS = 25.0  # per service: later cases are skipped (not sent) once it is spent

@@ -30,7 +30,8 @@ from shared import topology
 from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
 from tests import support
-from tests.e2e.conftest import (
+from tests.e2e.test_security_roles import APPS, OPS
+from tests.support.stack import (
     APPROVER_KEY,
     AUDITOR_KEY,
     BOOKING_STAFF_KEY,
@@ -38,7 +39,6 @@ from tests.e2e.conftest import (
     SCHEDULER_STAFF_KEY,
     Stack,
 )
-from tests.e2e.test_security_roles import APPS, OPS
 
 KG = "kushiro-gyosei"
 ISO = "2030-01-07T10:00:00+09:00"

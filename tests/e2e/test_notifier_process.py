@@ -12,8 +12,8 @@ from services.notifier.preview import format_message
 from shared import topology
 from shared.events import Envelope, Recipient
 from shared.settings import ServiceSettings
-from tests.e2e.conftest import Stack
 from tests.support import Mailpit, eventually, unique
+from tests.support.stack import Stack
 
 POLICIES = ServiceSettings().policies()
 

@@ -29,10 +29,10 @@ from shared import topology
 from shared.calendar import OfficeCalendar
 from shared.commands import normalize_email, normalize_phone
 from tests import support
-from tests.e2e.conftest import AUDITOR_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
 from tests.e2e.test_booking_flows import HW, KG, now, policy
 from tests.support import Mailpit, eventually
 from tests.support.booking import publish
+from tests.support.stack import AUDITOR_KEY, BOOKING_STAFF_KEY, PORTAL_KEY, Stack
 
 PORTAL = {"Authorization": f"Bearer {PORTAL_KEY}"}
 STAFF = {"Authorization": f"Bearer {BOOKING_STAFF_KEY}"}

@@ -52,7 +52,7 @@ from services.scheduler.store.staff_keys import StaffKeyStore
 from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
 from tests import support
-from tests.e2e.conftest import (
+from tests.support.stack import (
     APPROVER_KEY,
     AUDITOR_KEY,
     BOOKING_STAFF_KEY,

@@ -9,8 +9,8 @@ from examples import forms
 from services.booking.config import Settings
 from shared.calendar import OfficeCalendar
 from shared.clock import SystemClock
-from tests.e2e.conftest import AUDITOR_KEY, PORTAL_KEY, Stack
 from tests.support import eventually
+from tests.support.stack import AUDITOR_KEY, PORTAL_KEY, Stack
 
 
 async def test_booking_request_reaches_the_audit_store(stack: Stack) -> None:
