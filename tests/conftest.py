@@ -121,7 +121,7 @@ async def _databases(servers: None) -> AsyncIterator[list[str]]:
     yield prefixes
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
     try:
-        for name in await client.list_database_names():
+        for name in await support.database_names(client):
             if any(name.startswith(p) for p in prefixes):
                 await client.drop_database(name)
     finally:
@@ -173,25 +173,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ServiceLogs(RUN_ID), "service-logs")
 
 
-#: Tests that must share one pytest-xdist worker (`make test` runs `-n auto --dist loadgroup`):
-#: the e2e and browser suites share one stack of service processes per worker (a session fixture),
-#: so they go together; a module with a module-scoped fixture keeps its tests together.
-XDIST_GROUPS = {
-    "tests/e2e/": "stack",
-    "tests/browser/": "stack",
-    "tests/chaos/": "chaos",
-    "tests/integration/test_security_tls.py": "tls",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = config.rootpath
-    for item in items:
-        where = item.path.relative_to(root).as_posix()
-        group = next((g for prefix, g in XDIST_GROUPS.items() if where.startswith(prefix)), None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+# `make test` runs the suites on pytest-xdist workers with `--dist loadfile`: the tests of one file
+# run in one worker, in file order (tests/chaos's drills under one stream; module-scoped fixtures).
+# (`--dist loadgroup` would need xdist_group markers, which pytest-xdist 3.8 cannot apply to
+# pytest 9's node ids.) Each worker is a run of its own: RUN_ID, vhosts, databases, portal users,
+# and one stack of service processes if it runs tests/e2e or tests/browser.
 
 
 # The services (and the console) as real processes, one stack per run (per xdist worker) for tests/e2e

@@ -313,7 +313,7 @@ async def chaos() -> AsyncIterator[Chaos]:
         stack, rabbit, vhost, mongodb_url, f"http://127.0.0.1:{mail_api_port}/api/v1", ferret, mailpit
     )
     try:
-        await asyncio.gather(*(stack.wait_ready(s, timeout=90) for s in SERVICES))
+        await asyncio.gather(*(stack.wait_ready(s) for s in SERVICES))
         yield state
     finally:
         if state.stream is not None and not state.stream.done():

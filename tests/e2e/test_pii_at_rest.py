@@ -93,7 +93,7 @@ async def _scan_databases(prefix: str, needles: dict[str, str]) -> tuple[list[st
     seen: dict[str, int] = {}
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL)
     try:
-        for db_name in await client.list_database_names():
+        for db_name in await support.database_names(client):
             if not db_name.startswith(prefix):
                 continue
             db = client[db_name]

@@ -303,6 +303,15 @@ class GraphContract:
         return list(await self._call("GET", "requests"))
 
 
+async def database_names(client: Any) -> list[str]:
+    """The server's databases; of the local FerretDB by its files (deploy.local.local_database_names
+    says why listDatabases is avoided there)."""
+    from deploy.local import local_database_names
+
+    names = local_database_names(MONGODB_URL)
+    return names if names is not None else list(await client.list_database_names())
+
+
 def unique(prefix: str = "") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 

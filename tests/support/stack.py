@@ -85,7 +85,7 @@ class Stack:
             proc.kill()
             proc.wait()
 
-    async def wait_ready(self, service: str, timeout: float = 60.0) -> None:
+    async def wait_ready(self, service: str, timeout: float = 180.0) -> None:
         """Until /readyz answers 200. The client waits longer than the service's own checks take
         (up to 3 s for the database ping), and a time-out says what the last answer was."""
         last: list[str] = ["no answer yet"]
