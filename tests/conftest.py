@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -20,7 +19,7 @@ from shared.settings import ServiceSettings
 from tests import support
 
 S = TypeVar("S", bound=ServiceSettings)
-RUN_ID = uuid.uuid4().hex[:8]
+RUN_ID = support.RUN_ID
 # Issue 14: booking takes an AMQP command's portal from its broker user `<prefix><portal id>`; this
 # run's portal users have a prefix of their own (the services under test, in-process or spawned with
 # this environment, read it), deleted at the end of the run.
@@ -28,6 +27,9 @@ RUN_ID = uuid.uuid4().hex[:8]
 # passwords): a worker inherits the controller's environment, so it must not keep the controller's prefix.
 if os.environ.get("PYTEST_XDIST_WORKER") or support.PORTAL_PREFIX_ENV not in os.environ:
     os.environ[support.PORTAL_PREFIX_ENV] = f"t{RUN_ID}.portal."
+# consultctl's tables (rich) are as wide as the terminal: 80 columns under xdist, where no test has one,
+# which wraps the ids the tests look for; every run renders them at one width
+os.environ["COLUMNS"] = "200"
 for _name, _value in support.GRAPH_ENV.items():  # R16: Teams meetings from the local Graph contract server
     os.environ.setdefault(_name, _value)
 _counter = itertools.count(1)

@@ -77,8 +77,7 @@ from shared.settings import ServiceSettings
 from shared.store.outbox import OutboxRelay, new_document_fields
 from tests import support
 from tests.chaos import figure
-from tests.conftest import RUN_ID
-from tests.support import agreement, free_port
+from tests.support import RUN_ID, agreement, free_port
 from tests.support.stack import (
     AUDITOR_KEY,
     BOOKING_STAFF_KEY,

@@ -325,6 +325,7 @@ async def test_amqp_booking_request_runs_the_same_handler(h: Harness) -> None:
     booking_id = booking_id_for("dev-portal", "amqp-1")
     await h.events.wait("booking.requested", booking_id=booking_id)
     r = await h.portal("GET", "/v1/requests/amqp-1")
+    assert r.status_code == 200, r.text
     assert r.json()["status"] == 202
     assert (await h.get(booking_id))["status"] == "requested"
     await h.publish(cmd, "booking.request")  # the same message again: handled once

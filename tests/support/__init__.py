@@ -73,6 +73,10 @@ def vhost_url(vhost: str) -> str:
     return f"{base}/{vhost}"
 
 
+#: this run's id (one per pytest process: each xdist worker is a run of its own): vhosts, database
+#: prefixes, portal users and service logs are named with it
+RUN_ID = uuid.uuid4().hex[:8]
+
 #: the tests' portal users are `<this prefix><portal id>`, booking's BROKER_PORTAL_PREFIX in every
 #: service under test (tests/conftest.py sets it per run), so tests never touch the real users
 PORTAL_PREFIX_ENV = "BROKER_PORTAL_PREFIX"
@@ -166,12 +170,19 @@ async def publish_as_portal(
         await publish(body, routing_key, message_id, headers)
 
 
+#: every wait of the tests is this many times the timeout its test names (TEST_WAIT_SCALE): a deadline
+#: only says when to give up on a condition, and `make test` runs three workers on two cores, maybe
+#: beside other work, so the margins a test was written with on a quiet machine are multiplied here
+WAIT_SCALE = float(os.environ.get("TEST_WAIT_SCALE", "3"))
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T]], *, timeout: float = 15.0, interval: float = 0.1, what: str = ""
 ) -> T:
     """Poll until the probe returns something truthy; fail with what was awaited. A probe call
     that does not return is bounded by the same deadline (it fails naming what was awaited, rather
-    than hanging until pytest-timeout)."""
+    than hanging until pytest-timeout). The deadline is `timeout` × WAIT_SCALE."""
+    timeout *= WAIT_SCALE
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:

@@ -42,6 +42,8 @@ from playwright.async_api import (
     TimeoutError as PlaywrightTimeoutError,
 )
 
+from tests.support import WAIT_SCALE
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Debian's package (deploy/local.py chromium installs it); CHROMIUM names another build
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -81,7 +83,7 @@ TABLET: dict[str, Any] = {
     "has_touch": True,
 }
 ACTION_TIMEOUT = 10.0  # seconds a click, fill or navigation may take before the test fails
-WAIT = 10.0  # seconds `wait_for` and `wait_until` wait by default
+WAIT = 10.0 * WAIT_SCALE  # seconds `wait_for` and `wait_until` wait by default (tests.support.WAIT_SCALE)
 SERIOUS = ("serious", "critical")
 
 

@@ -34,8 +34,7 @@ from shared.messaging import open_resting_copy
 from shared.sealing import Sealer, SecretSealer
 from shared.settings import ServiceSettings
 from tests import support
-from tests.conftest import RUN_ID
-from tests.support import agreement
+from tests.support import RUN_ID, agreement
 from tests.support.console import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[2]
