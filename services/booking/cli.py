@@ -2,7 +2,7 @@
 
     consultctl booking show <booking-id> [--pii]
     consultctl booking seal-outboxes                            # R12: once, after upgrading
-    consultctl booking list-existing                            # day lists, look-ups, refusals (start-up does it once)
+    consultctl booking list-existing                            # issue 19: start-up does it once
     consultctl portal-key create --portal <id> --office <office-id> [--office ...]
     consultctl portal-key require-signing <portal-id> [--off]   # HMAC-signed intake (issue 8)
     consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
