@@ -32,8 +32,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from bench import env
 from bench.results import latency_ms
+from examples.bookings import requested
 from services.booking.crypto import Vault
-from services.booking.domain import Booking, Person, Status, Window
+from services.booking.domain import Booking, Person
 from services.booking.refusals import PersonRecord, Refusal
 from services.booking.store import Stores
 from services.booking.store.bookings import DAYS, day_of
@@ -88,22 +89,9 @@ def booking(n: int, vault: Vault) -> Booking:
         phone=f"+8115422{n % 100000:05d}",
         email=f"person{n}@example.jp",
     )
-    return Booking(
-        booking_id=uuid.uuid5(uuid.NAMESPACE_URL, f"bench-booking-{n}").hex,
-        office_id=office,
-        portal_id="bench-portal",
-        request_id=f"bench-{n}",
-        correlation_id=str(uuid.uuid4()),
-        status=Status.REQUESTED,
-        created_at=NOW,
-        updated_at=NOW,
-        windows=[Window(start, start + timedelta(hours=2))],
-        duration_minutes=30,
-        person=person,
-        person_key=vault.person_key(office, [("phone", person.phone or ""), ("email", person.email or "")]),
-        terms_version="2023-11-08",
-        terms_agreed_at=NOW,
-    )
+    key = vault.person_key(office, [("phone", person.phone or ""), ("email", person.email or "")])
+    bid = uuid.uuid5(uuid.NAMESPACE_URL, f"bench-booking-{n}").hex
+    return requested(office, start, NOW, person, booking_id=bid, person_key=key, portal_id="bench-portal")
 
 
 def booking_docs(stores: Stores, b: Booking, clock: FixedClock) -> dict[str, list[Doc]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -14,8 +13,9 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
+from examples.bookings import requested
 from services.booking.crypto import Vault
-from services.booking.domain import Booking, Person, Status, Window
+from services.booking.domain import Booking, Person, Status
 from services.booking.refusals import PersonRecord, Review
 from services.booking.store import Conflict, Stores
 from services.booking.store.bookings import DAYS
@@ -71,23 +71,8 @@ def at(day: date, hhmm: str = "10:00") -> datetime:
 def booking(
     office: str, day: date, hhmm: str = "10:00", phone: str = "+81154221234", **person: Any
 ) -> Booking:
-    start = at(day, hhmm)
-    return Booking(
-        booking_id=uuid.uuid4().hex,
-        office_id=office,
-        portal_id="dev-portal",
-        request_id=uuid.uuid4().hex,
-        correlation_id=str(uuid.uuid4()),
-        status=Status.REQUESTED,
-        created_at=NOW,
-        updated_at=NOW,
-        windows=[Window(start, start + timedelta(hours=2))],
-        duration_minutes=30,
-        person=Person(name="釧路 太郎", phone=phone, email=person.pop("email", "taro@example.jp"), **person),
-        person_key="p_" + uuid.uuid4().hex,
-        terms_version="2023-11-08",
-        terms_agreed_at=NOW,
-    )
+    email = person.pop("email", "taro@example.jp")
+    return requested(office, at(day, hhmm), NOW, Person(name="釧路 太郎", phone=phone, email=email, **person))
 
 
 def confirm(b: Booking, day: date, hhmm: str = "10:00") -> Booking:
