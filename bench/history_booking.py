@@ -12,6 +12,11 @@ store (`BookingStore.find`, `.get`, `PersonStore.refused`). `docs_decoded` count
 server returned to one read; every read is by `_id` or of one whole bucket, so that is what it
 decoded.
 
+Sizes: 10,000 and 100,000 by default. 1,000,000 works (`--sizes 10000,100000,1000000`) but does not
+fit a run on this 2-core machine: the bulk insert of booking-sized documents (sealed fields and a
+sealed outbox event, about 3 KB each, twice: head and version) runs at 100–400 bookings/s on the
+shared FerretDB/SQLite server, so 1,000,000 bookings and people would take hours.
+
 Run alone: `python -m bench.history_booking [--sizes 10000,100000] [--runs 50]`.
 """
 
