@@ -2,6 +2,7 @@
 
     consultctl booking show <booking-id> [--pii]
     consultctl booking seal-outboxes                            # R12: once, after upgrading
+    consultctl booking list-existing                            # issue 19: start-up does it once
     consultctl portal-key create --portal <id> --office <office-id> [--office ...]
     consultctl portal-key require-signing <portal-id> [--off]   # HMAC-signed intake (issue 8)
     consultctl portal-key signing-secret <portal-id>            # the secret the portal signs with
@@ -52,6 +53,14 @@ def seal_outboxes() -> None:
     """R12: seal the outbox events older versions kept in clear (recipients, device values); run once
     after upgrading. Idempotent; nothing is published again."""
     typer.echo(json.dumps(asyncio.run(ops.seal_outboxes())))
+
+
+@app.command("list-existing")
+def list_existing() -> None:
+    """List the bookings and people written before the day lists, look-up slots and refusal lists
+    existed. The service's start-up does it once per database; run it again after replicas of an
+    older version wrote meanwhile. Idempotent."""
+    typer.echo(json.dumps(asyncio.run(ops.list_existing())))
 
 
 @portal_key.command("create")

@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
         3600.0, gt=0, description="R17: how often announced terms changes are looked for and people told"
     )
 
+    list_days_back: int = Field(
+        31, ge=0, description="a staff list without `from` starts this many days before today (office policy)"
+    )
+    list_max_days: int = Field(
+        400, ge=1, description="the most days one staff list covers (it reads one bucket per day)"
+    )
+
     # issue 8: hardened intake (services/booking/signing.py, ratelimit.py)
     require_signed_requests: bool = Field(
         False, description="every portal must sign intake requests (else only keys flagged `signed`)"

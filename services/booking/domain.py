@@ -210,6 +210,7 @@ class Booking:
     terms_notices: list[str] = field(default_factory=list)  # R17: announced versions told of
     history: list[Change] = field(default_factory=list)
     version: int = 0
+    placed: dict[str, Any] = field(default_factory=dict)  # the store's: where this version is listed
 
     # ----------------------------------------------------------------- helpers
 

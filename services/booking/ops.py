@@ -183,6 +183,12 @@ async def seal_outboxes(settings: Settings | None = None) -> dict[str, int]:
         }
 
 
+async def list_existing(settings: Settings | None = None) -> dict[str, int] | None:
+    """Day markers, look-up slots and refusal and review listings of data from before them."""
+    async with opened(settings) as stores:
+        return await stores.list_existing()
+
+
 async def show_booking(
     booking_id: str, pii: bool = False, settings: Settings | None = None
 ) -> dict[str, Any] | None:

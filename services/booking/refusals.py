@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from shared.events import Payload, PersonRefused, Recipient, RefusalLifted
 from shared.policy import OfficePolicy
@@ -58,6 +58,7 @@ class PersonRecord:
     refusal: Refusal | None = None
     review: Review | None = None
     version: int = 0
+    placed: dict[str, Any] = field(default_factory=dict)  # the store's: where this version is listed
 
     def refusal_in_force(self, now: datetime) -> Refusal | None:
         return self.refusal if self.refusal and self.refusal.in_force(now) else None

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from functools import cache, partial
 from typing import Any, TypeVar
 
@@ -190,10 +190,11 @@ class BookingService:
             if policy.terms_change != "general-interest-or-reasonable" or coming is None:
                 continue
             since = datetime.combine(coming.effective_from, time(), JST)
+            until = datetime.combine(now.astimezone(JST).date() + policy.booking_horizon, time(), JST)
             ahead = [s.value for s in OPEN | {Status.CONFIRMED}]
             skip = 0
             while page := await self.stores.bookings.find(
-                office_id, status=ahead, after=since, limit=200, skip=skip
+                office_id, after=since, before=until + timedelta(days=1), status=ahead, limit=200, skip=skip
             ):
                 for b in page:
                     if coming.version not in b.terms_notices:

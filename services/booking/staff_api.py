@@ -2,6 +2,7 @@
 (R02, KG 第4条(1)), completion (R10), refusing (R13), deciding the no-show reviews (R09 where the office
 decides) and lifting refusals (R09/R13). Staff keys are per office."""
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -10,12 +11,12 @@ from pydantic import AwareDatetime, Field
 
 from services.booking import views
 from services.booking.api import booking_access, office_access
-from services.booking.domain import Booking, Status
+from services.booking.domain import Booking, InvalidFields, Status
 from services.booking.service import BookingService
 from services.booking.store import Credential
 from shared.authfirst import AuthFirstRoute
 from shared.clock import JST
-from shared.commands import normalize_jobseeker_number, normalize_phone
+from shared.commands import FieldError, normalize_email, normalize_jobseeker_number, normalize_phone
 from shared.text import CleanText
 
 
@@ -61,7 +62,33 @@ class ReviewDecisionIn(CleanText):
     )
 
 
-def router(service: BookingService, credential: Any) -> APIRouter:
+def _midnight(day: date, days: int = 0) -> datetime:
+    """The JST midnight that starts `day` (+ `days`)."""
+    return datetime.combine(day + timedelta(days=days), time(), JST)
+
+
+@dataclass(frozen=True)
+class ListSpan:
+    """The days a staff list covers (office policy, `Settings`): without dates, from `days_back`
+    days before today to the office's booking horizon; at most `max_days` days at once, since a list
+    reads one bucket per day."""
+
+    days_back: int
+    max_days: int
+
+    def of(self, start: date | None, end: date | None, today: date, ahead: timedelta) -> tuple[date, date]:
+        if start is None:
+            start = min(end or today, today) - timedelta(days=self.days_back)
+        if end is None:
+            end = max(start, today) + ahead
+        if (end - start).days >= self.max_days:
+            last = start + timedelta(days=self.max_days - 1)
+            message = f"at most {self.max_days} days at once (from {start}: to {last} at the latest)"
+            raise InvalidFields([FieldError(field="to", message=message)])
+        return start, end
+
+
+def router(service: BookingService, credential: Any, span: ListSpan) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["staff"], route_class=AuthFirstRoute)
     # dependencies, so a caller of the wrong office or kind is refused before body and query are read
     Staff = Annotated[Credential, Depends(office_access(credential, "staff"))]
@@ -77,10 +104,18 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         office_id: str,
         cred: Staff,
         status: Annotated[list[Status] | None, Query()] = None,
-        start: Annotated[date | None, Query(alias="from")] = None,
-        end: Annotated[date | None, Query(alias="to", description="inclusive")] = None,
-        phone: str | None = None,
-        jobseeker_number: str | None = None,
+        start: Annotated[
+            date | None,
+            Query(alias="from", description="JST day; default `LIST_DAYS_BACK` days before today"),
+        ] = None,
+        end: Annotated[
+            date | None, Query(alias="to", description="JST day, inclusive; default the booking horizon")
+        ] = None,
+        phone: Annotated[str | None, Query(description="the person's bookings, whatever their days")] = None,
+        email: Annotated[str | None, Query(description="the person's bookings, whatever their days")] = None,
+        jobseeker_number: Annotated[
+            str | None, Query(description="the person's bookings, whatever their days")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,  # MongoDB skips take 64-bit ints only
     ) -> list[dict[str, Any]]:
@@ -88,19 +123,25 @@ def router(service: BookingService, credential: Any) -> APIRouter:
         try:
             if phone:
                 lookup = ("phone", normalize_phone(phone))
+            elif email:
+                lookup = ("email", normalize_email(email))
             elif jobseeker_number:
                 lookup = ("jobseeker_number", normalize_jobseeker_number(jobseeker_number))
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        found = await service.stores.bookings.find(
-            office_id,
-            status=[s.value for s in status] if status else None,
-            after=datetime.combine(start, time(), JST) if start else None,
-            before=datetime.combine(end + timedelta(days=1), time(), JST) if end else None,
-            lookup=lookup,
-            limit=limit,
-            skip=offset,
-        )
+        statuses = [s.value for s in status] if status else None
+        if lookup is not None:  # the person's bookings, whatever their days
+            found = await service.stores.bookings.looked_up(
+                office_id, lookup, status=statuses, after=_midnight(start) if start else None,
+                before=_midnight(end, 1) if end else None, limit=limit, skip=offset,
+            )  # fmt: skip
+        else:
+            today = service.now.astimezone(JST).date()
+            first, last = span.of(start, end, today, service.policy(office_id).booking_horizon)
+            found = await service.stores.bookings.find(
+                office_id, after=_midnight(first), before=_midnight(last, 1), status=statuses,
+                limit=limit, skip=offset,
+            )  # fmt: skip
         return [views.staff_view(b) for b in found]
 
     @api.post(

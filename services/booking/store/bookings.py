@@ -3,15 +3,21 @@
 Every change of a booking is one insert carrying the whole state and its events (outbox), keyed by
 (booking, version): of two concurrent writers that read the same version only one commits, the other
 reads again (see shared/store/versioned.py for why not a conditional update on FerretDB).
+
+Lists are read by `_id` alone (FerretDB answers nothing else from an index): an office's bookings of
+one JST day are the markers of that day's bucket (`listings.py`; the day of the appointment, or of
+the first wished window before there is one), each booking loaded by `_id`; a person's bookings
+under a phone, email or job-seeker number are numbered slots (`lookups.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo.asynchronous.database import AsyncDatabase
 
 from services.booking.crypto import Vault
 from services.booking.domain import (
@@ -24,67 +30,126 @@ from services.booking.domain import (
     Status,
     Window,
 )
+from services.booking.store.listings import Listing, Place, list_existing, placements, settle
+from services.booking.store.lookups import Lookups
+from shared.clock import JST
 from shared.events import Alternative, Appointment, Envelope
 from shared.mongo import Doc
+from shared.store.buckets import period_key
 from shared.store.versioned import Conflict, VersionedStore
 
 #: sealed per field (R12)
 PII_FIELDS = ("name", "name_kana", "address", "phone", "email", "jobseeker_number", "topic", "notice_email")
 #: keyed-hash indexes staff look bookings up by
 LOOKUPS = ("phone", "email", "jobseeker_number")
+#: the bucket kind of an office's bookings per JST day
+DAYS = "booking_days"
+
+
+def day_of(state: Doc) -> Place:
+    """A booking is listed on the JST day of `sort_at`: its appointment, or its first wished window."""
+    return Place(state["office_id"], period_key(state["sort_at"], "day"))
 
 
 class BookingStore:
-    def __init__(self, versions: VersionedStore, vault: Vault) -> None:
+    def __init__(self, versions: VersionedStore, vault: Vault, db: AsyncDatabase[Doc]) -> None:
         self.versions = versions
         self.vault = vault
-
-    async def ensure_indexes(self) -> None:
-        heads = self.versions.heads
-        await heads.create_index([("office_id", ASCENDING), ("sort_at", ASCENDING)])
-        await heads.create_index("person_key")
-        for f in LOOKUPS:
-            await heads.create_index(f"lookup.{f}")
+        self.days = Listing(db, DAYS, "day", day_of)
+        self.lookups = Lookups(db["booking_lookups"])
 
     async def insert(self, booking: Booking, events: list[Envelope[Any]]) -> bool:
         """The booking and its first events, as version 1; False if it already exists."""
+        for f, digest in self._lookups(booking).items():  # slots first: a crash leaves one unused
+            await self.lookups.add(booking.office_id, f, digest, booking.booking_id)
+        booking.version = 0
         try:
-            await self.versions.commit(booking.booking_id, 1, self.to_doc(booking), events)
+            await self._commit(booking, events)
         except Conflict:
             return False
-        booking.version = 1
         return True
 
     async def save(self, booking: Booking, events: list[Envelope[Any]]) -> None:
         """The next version with its events; Conflict if another writer committed it first."""
-        await self.versions.commit(booking.booking_id, booking.version + 1, self.to_doc(booking), events)
-        booking.version += 1
+        await self._commit(booking, events)
+
+    async def _commit(self, booking: Booking, events: list[Envelope[Any]]) -> None:
+        version, state = booking.version + 1, self.to_doc(booking)
+        listings = [self.days]
+        state["placed"] = await placements(listings, booking.booking_id, version, booking.placed, state)
+        await self.versions.commit(booking.booking_id, version, state, events)
+        await settle(listings, booking.booking_id, booking.placed, state["placed"])
+        booking.version, booking.placed = version, state["placed"]
 
     async def get(self, booking_id: str) -> Booking | None:
         doc = await self.versions.load(booking_id)
         return self.from_doc(doc) if doc else None
 
+    async def on_day(self, office_id: str, day: str) -> list[Doc]:
+        """The office's bookings listed on one JST day (`YYYYMMDD`), as stored, by `sort_at`."""
+        docs = await self.days.read(office_id, day, self.versions.load)
+        return sorted(docs, key=lambda d: (d["sort_at"], d["_id"]))
+
     async def find(
         self,
         office_id: str,
         *,
+        after: datetime,
+        before: datetime,
         status: list[str] | None = None,
-        after: datetime | None = None,
-        before: datetime | None = None,
-        lookup: tuple[str, str] | None = None,
         limit: int = 50,
         skip: int = 0,
     ) -> list[Booking]:
-        query: Doc = {"office_id": office_id}
-        if status:
-            query["status"] = {"$in": status}
-        if after or before:
-            query["sort_at"] = {k: v for k, v in (("$gte", after), ("$lt", before)) if v is not None}
-        if lookup:
-            query[f"lookup.{lookup[0]}"] = self.vault.index(*lookup)
-        docs = await self.versions.find(query, sort="sort_at", skip=skip, limit=limit)
-        found = [self.from_doc(d) for d in docs]
-        return [b for b in found if not status or b.status.value in status]  # a lagging head moved on
+        """The office's bookings with `sort_at` in [after, before), by `sort_at`: the day buckets of
+        that span, in order, until the page is full."""
+        found: list[Doc] = []
+        day = after.astimezone(JST).date()
+        last = (before - timedelta(microseconds=1)).astimezone(JST).date()
+        while day <= last and len(found) < skip + limit:
+            docs = await self.on_day(office_id, period_key(day, "day"))
+            found += [d for d in docs if _matches(d, status, after, before)]
+            day += timedelta(days=1)
+        return [self.from_doc(d) for d in found[skip : skip + limit]]
+
+    async def looked_up(
+        self,
+        office_id: str,
+        lookup: tuple[str, str],
+        *,
+        status: list[str] | None = None,
+        after: datetime | None = None,
+        before: datetime | None = None,
+        limit: int = 50,
+        skip: int = 0,
+    ) -> list[Booking]:
+        """The office's bookings of the person with this phone, email or job-seeker number."""
+        field, value = lookup
+        digest = self.vault.index(field, value)
+        ids = await self.lookups.read(office_id, field, digest)
+        docs = await asyncio.gather(*(self.versions.load(i) for i in ids))
+        mine = [
+            d
+            for d in docs
+            if d is not None
+            and d["office_id"] == office_id
+            and d.get("lookup", {}).get(field) == digest  # a slot of a booking never committed
+            and _matches(d, status, after, before)
+        ]
+        mine.sort(key=lambda d: (d["sort_at"], d["_id"]))
+        return [self.from_doc(d) for d in mine[skip : skip + limit]]
+
+    async def index_existing(self) -> int:
+        """Day markers and look-up slots for bookings written before they existed (idempotent)."""
+
+        async def slots(state: Doc) -> None:
+            for f, digest in state.get("lookup", {}).items():
+                await self.lookups.add(state["office_id"], f, digest, state["_id"])
+
+        return await list_existing(self.versions, [self.days], slots)
+
+    def _lookups(self, b: Booking) -> dict[str, str]:
+        person = asdict(b.person)
+        return {f: self.vault.index(f, v) for f in LOOKUPS if (v := person[f])}
 
     # ----------------------------------------------------------------- mapping
 
@@ -111,7 +176,7 @@ class BookingStore:
             "pii": {
                 f: self.vault.seal(v, self._ctx(b.booking_id, f)) for f in PII_FIELDS if (v := person[f])
             },
-            "lookup": {f: self.vault.index(f, v) for f in LOOKUPS if (v := person[f])},
+            "lookup": self._lookups(b),
             "person_key": b.person_key,
             "appointment": appt.model_dump() if appt else None,
             "alternatives": [a.model_dump() for a in b.alternatives],
@@ -158,4 +223,13 @@ class BookingStore:
             terms_notices=list(d.get("terms_notices", [])),
             history=[Change(Status(c["status"]), c["at"], c.get("note", "")) for c in d.get("history", [])],
             version=d["version"],
+            placed=dict(d.get("placed") or {}),
         )
+
+
+def _matches(d: Doc, status: list[str] | None, after: datetime | None, before: datetime | None) -> bool:
+    return (
+        (not status or d["status"] in status)
+        and (after is None or d["sort_at"] >= after)
+        and (before is None or d["sort_at"] < before)
+    )

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 
 from services.booking.crypto import Vault
 from services.booking.refusals import NoShowMark, PersonRecord, Refusal, Review
 from services.booking.rules import RegisteredJobseeker
+from services.booking.store.listings import CURRENT, Listing, Place, list_existing, placements, settle
 from shared.commands import JobseekerRecord
 from shared.events import Envelope
 from shared.mongo import Doc
@@ -18,14 +20,30 @@ from shared.store.locks import KeyedLocks
 from shared.store.versioned import VersionedStore
 
 
+def _stint(state: Doc, part: str) -> Place | None:
+    """Listed while the state holds a refusal (or a review); each new one is a new stint."""
+    held = state.get(part)
+    if not held:
+        return None
+    return Place(
+        state["office_id"], CURRENT, held["since"].astimezone(UTC).isoformat(timespec="milliseconds")
+    )
+
+
 class PersonStore:
-    """Keyed by the person's pseudonym; no personal data is kept here. Versioned like bookings."""
+    """Keyed by the person's pseudonym; no personal data is kept here. Versioned like bookings.
 
-    def __init__(self, versions: VersionedStore) -> None:
+    The refusal and review lists are listings (`listings.py`): one bucket per office holding the
+    people refused (reviewed) there, each loaded by `_id`, so a list costs what it lists."""
+
+    def __init__(self, versions: VersionedStore, db: AsyncDatabase[Doc]) -> None:
         self.versions = versions
+        self.refusals = Listing(db, "refused_people", "day", lambda s: _stint(s, "refusal"))
+        self.reviews = Listing(db, "reviewed_people", "day", lambda s: _stint(s, "review"))
 
-    async def ensure_indexes(self) -> None:
-        await self.versions.heads.create_index("office_id")
+    @property
+    def listings(self) -> list[Listing]:
+        return [self.refusals, self.reviews]
 
     async def get(self, person_key: str) -> PersonRecord | None:
         d = await self.versions.load(person_key)
@@ -40,21 +58,23 @@ class PersonStore:
             refusal=Refusal(**d["refusal"]) if d.get("refusal") else None,
             review=Review(**d["review"]) if d.get("review") else None,
             version=d["version"],
+            placed=dict(d.get("placed") or {}),
         )
 
     async def refused(self, office_id: str, now: datetime) -> list[PersonRecord]:
-        docs = await self.versions.find(
-            {"office_id": office_id, "refusal": {"$ne": None}}, sort="_id", limit=1000
+        """People refused at the office now (R09, R13), by pseudonym."""
+        docs = await self.refusals.read(
+            office_id,
+            CURRENT,
+            self.versions.load,
+            keep=lambda d: self._record(d).refusal_in_force(now) is not None,
         )
-        people = [self._record(d) for d in docs]
-        return [p for p in people if p.refusal_in_force(now)]
+        return sorted((self._record(d) for d in docs), key=lambda p: p.person_key)
 
     async def in_review(self, office_id: str) -> list[PersonRecord]:
         """People whose no-shows reached the threshold, for staff to decide (R09, `decide: staff`)."""
-        docs = await self.versions.find(
-            {"office_id": office_id, "review": {"$ne": None}}, sort="_id", limit=1000
-        )
-        return [self._record(d) for d in docs]
+        docs = await self.reviews.read(office_id, CURRENT, self.versions.load)
+        return sorted((self._record(d) for d in docs), key=lambda p: p.person_key)
 
     async def save(self, person: PersonRecord, events: list[Envelope[Any]]) -> None:
         """The next version with its events; Conflict if another writer committed it first."""
@@ -65,8 +85,15 @@ class PersonStore:
             "refusal": asdict(person.refusal) if person.refusal else None,
             "review": asdict(person.review) if person.review else None,
         }
-        await self.versions.commit(person.person_key, person.version + 1, state, events)
-        person.version += 1
+        version = person.version + 1
+        state["placed"] = await placements(self.listings, person.person_key, version, person.placed, state)
+        await self.versions.commit(person.person_key, version, state, events)
+        await settle(self.listings, person.person_key, person.placed, state["placed"])
+        person.version, person.placed = version, state["placed"]
+
+    async def index_existing(self) -> int:
+        """Listings for people written before they existed (idempotent); how many there were."""
+        return await list_existing(self.versions, self.listings)
 
 
 class JobseekerStore:

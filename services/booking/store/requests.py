@@ -43,9 +43,6 @@ class RequestStore:
         self.sealer = sealer  # booking.rejected rests sealed in the outbox (R12)
         self.on_write: Callable[[Any], None] = lambda _id: None  # wakes the outbox relay
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index("booking_id")
-
     async def claim(
         self,
         *,
