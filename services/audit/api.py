@@ -9,7 +9,7 @@ from pydantic import AwareDatetime
 
 from services.audit import auth, records
 from services.audit.export import csv_chunks, json_chunks
-from services.audit.search import BadCursor, Filters, after, encode_cursor, public
+from services.audit.search import BadCursor, Filters, encode_cursor, public
 from services.audit.service import AuditService
 from services.audit.stats import Tally
 from services.audit.verify import check_chains
@@ -55,10 +55,9 @@ def router(service: AuditService) -> APIRouter:
         cursor: str | None = None,
     ) -> list[dict[str, Any]]:
         try:
-            query = after(f.query(), cursor)
+            docs = await store.search(f, limit + 1, cursor)
         except BadCursor as exc:
             raise HTTPException(400, str(exc)) from exc
-        docs = await store.search(query, limit + 1)
         if len(docs) > limit:
             docs = docs[:limit]
             nxt = encode_cursor(docs[-1])
@@ -92,7 +91,7 @@ def router(service: AuditService) -> APIRouter:
                 now=service.now(),
             )
         )
-        rows = store.export(f.query())
+        rows = store.export(f)
         body, media = (
             (csv_chunks(rows), "text/csv; charset=utf-8")
             if format == "csv"
@@ -112,7 +111,7 @@ def router(service: AuditService) -> APIRouter:
         until: Annotated[AwareDatetime | None, Query(alias="to")] = None,
     ) -> dict[str, Any]:
         tally = Tally()
-        async for row in store.stat_rows(Filters(since, until, office_id, type=type).query()):
+        async for row in store.stat_rows(Filters(since, until, office_id, type=type)):
             tally.add(row)
         threshold = service.settings.audit_stats_min_cell
         return {"type": type, "threshold": threshold, "cells": tally.publish(threshold)}

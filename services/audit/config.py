@@ -50,6 +50,12 @@ class Settings(ServiceSettings):
     audit_batch_max: int = Field(256, ge=1, description="records per chain append")
     audit_batch_linger_seconds: float = Field(0.002, ge=0, description="wait for more records to batch")
     audit_page_max: int = Field(1000, ge=1, description="largest page of a search")
+    audit_view_max_days: int = Field(
+        366,
+        ge=1,
+        description="an office's search, export or statistics over at most this many JST days reads the "
+        "day view (one bucket a day); longer or open periods read the whole store",
+    )
     audit_disclosure_valid_days: int = Field(30, ge=1, description="an approval is usable this long")
     audit_disclosure_max_records: int = Field(10_000, ge=1, description="records one disclosure may open")
 

@@ -3,6 +3,7 @@
 A refusal (`disclosure.Refused`) is answered by `refused` (installed by app.py): its status, the
 reason in `detail` and, where a rule refuses, its id in `rule` (four eyes: 409, R11)."""
 
+import dataclasses
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -94,8 +95,8 @@ def router(service: AuditService) -> APIRouter:
         doc = await load(disclosure_id)
         check_open(doc, caller, service.now(), service.settings.audit_disclosure_valid_days)
         limit = service.settings.audit_disclosure_max_records
-        query = {**Scope.model_validate(doc["scope"]).filters().query(), "sealed": True}
-        found = await store.search(query, limit + 1)
+        scope = dataclasses.replace(Scope.model_validate(doc["scope"]).filters(), sealed=True)
+        found = await store.search(scope, limit + 1)
         if len(found) > limit:
             raise HTTPException(422, f"the scope covers more than {limit} records; narrow it")
         ids = [str(r["_id"]) for r in found]

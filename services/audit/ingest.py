@@ -107,6 +107,7 @@ class Appender:
             seq, prev = await self._head(stream)
             linked += chain.link(docs, after_seq=seq, prev_hash=prev, key=self.key)
         inserted, refused = await self.store.insert_chained(linked)
+        await self.store.view.add(linked[:inserted])  # the day view, once the chain holds them
         self.stats.stored += inserted
         for doc in linked[:inserted]:
             self.heads[doc["stream"]] = (int(doc["seq"]), str(doc["hash"]))
@@ -116,8 +117,11 @@ class Appender:
         for doc, original in zip(linked[refused:], _flatten(pending, refused), strict=True):
             left.setdefault(doc["stream"], []).append(original)
         bad = linked[refused]
-        if await self.store.has_record(str(bad["_id"])):
-            self.stats.duplicates += 1  # already recorded: drop it, re-link the rest after what went in
+        if (stored := await self.store.record(str(bad["_id"]))) is not None:
+            # already recorded: drop it, re-link the rest after what went in; its copy in the day view
+            # again, in case a crash came between the chain insert and the copy (it was not acked then)
+            await self.store.view.add([stored])
+            self.stats.duplicates += 1
             left[bad["stream"]].pop(0)
             return {k: v for k, v in left.items() if v}, 0
         self.stats.catch_ups += 1  # another writer took this seq: go on from the stream's real end

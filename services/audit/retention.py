@@ -74,7 +74,7 @@ async def purge_stream(
         return None
     if not await store.save_checkpoint(checkpoint(stream, last, cutoff=cutoff, now=now, key=key)):
         return None  # another replica purges this stream right now
-    deleted = await store.delete(await store.ids_up_to(stream, up_to))
+    deleted = await store.delete(await store.up_to(stream, up_to))
     details = {
         "stream": stream,
         "up_to_seq": up_to,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.clock import jst
@@ -47,6 +46,10 @@ COLUMNS = (
 SHOWN_IN_JST = ("usage_start", "usage_end")
 
 
+#: the equality filters, in the order `query()` writes them
+EQUAL = ("office_id", "booking_id", "type", "kind", "actor", "device_key", "ip_key", "email_key", "sealed")
+
+
 class BadCursor(ValueError):
     pass
 
@@ -65,13 +68,13 @@ class Filters:
     device_key: str | None = None
     ip_key: str | None = None
     email_key: str | None = None
+    sealed: bool | None = None
+
+    def _equal(self) -> Doc:
+        return {f: getattr(self, f) for f in EQUAL if getattr(self, f) is not None}
 
     def query(self) -> Doc:
-        q: Doc = {
-            f: getattr(self, f)
-            for f in ("office_id", "booking_id", "type", "kind", "actor", "device_key", "ip_key", "email_key")
-            if getattr(self, f) is not None
-        }
+        q = self._equal()
         span: Doc = {}
         if self.since is not None:
             span["$gte"] = self.since.astimezone(UTC)
@@ -81,22 +84,37 @@ class Filters:
             q["occurred_at"] = span
         return q
 
+    def matches(self, record: Doc) -> bool:
+        """What `query()` selects, decided in Python (the day view filters its buckets so)."""
+        if any(record.get(k) != v for k, v in self._equal().items()):
+            return False
+        if self.since is None and self.until is None:
+            return True
+        at = record.get("occurred_at")
+        if not isinstance(at, datetime):
+            return False
+        return (self.since is None or at >= self.since) and (self.until is None or at < self.until)
+
+    def bounded_days(self) -> int | None:
+        """How many JST days an office's search spans, when it names the office and both bounds."""
+        if self.office_id is None or self.since is None or self.until is None:
+            return None
+        start = jst(self.since).date()
+        end = jst(max(self.since, self.until - timedelta(milliseconds=1))).date()
+        return (end - start).days + 1
+
 
 def encode_cursor(record: Doc) -> str:
-    key = [record["occurred_at"].astimezone(UTC).isoformat(timespec="milliseconds"), record["_id"]]
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+    """The next page starts after this record: its id is the cursor (read back by `_id`)."""
+    return str(record["_id"])
 
 
-def after(query: Doc, cursor: str | None) -> Doc:
-    """The query restricted to records after the cursor in (occurred_at, _id) order."""
-    if not cursor:
+def after(query: Doc, position: tuple[datetime, str] | None) -> Doc:
+    """The query restricted to records after `position` (the cursor's record) in (occurred_at, _id) order."""
+    if position is None:
         return query
-    try:
-        at_text, rid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        at = datetime.fromisoformat(at_text)
-    except (ValueError, TypeError) as exc:
-        raise BadCursor("not a cursor from this API") from exc
-    page = {"$or": [{"occurred_at": {"$gt": at}}, {"occurred_at": at, "_id": {"$gt": str(rid)}}]}
+    at, rid = position
+    page = {"$or": [{"occurred_at": {"$gt": at}}, {"occurred_at": at, "_id": {"$gt": rid}}]}
     return {"$and": [query, page]} if query else page
 
 

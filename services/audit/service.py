@@ -21,8 +21,10 @@ class AuditService:
     def __init__(self, runtime: Runtime, settings: Settings) -> None:
         self.runtime = runtime
         self.settings = settings
-        self.store = AuditStore(runtime.db)
         self.keys = Keys.from_settings(settings)
+        self.store = AuditStore(
+            runtime.db, chain_key=self.keys.chain, view_max_days=settings.audit_view_max_days
+        )
         self.pseudonymise = Pseudonymiser(self.keys.pseudonym)
         self.sealer = Sealer(self.keys.seal, self.keys.seal_id)
         self.appender = Appender(self.store, self.keys.chain, self.sealer, head_every=1.0)
@@ -44,7 +46,13 @@ class AuditService:
     async def start(self) -> None:
         await self.store.ensure_indexes()
         await self._bootstrap_keys()
+        state = await self.store.view_state()
         self.batcher.start()
+        if state.get("built") and not state.get("running"):
+            self.store.view_ready = True
+            await self.store.set_view_state(running=True)
+        else:  # never built (records from before the view), or no clean stop since: copies may lack
+            self.runtime.spawn(self._rebuild_view(), "audit-day-view")
         self._stopping.clear()
         if self.settings.audit_purge_interval_seconds > 0:
             self.runtime.spawn(self._retention_loop(), "audit-retention")
@@ -52,6 +60,16 @@ class AuditService:
     async def stop(self) -> None:
         self._stopping.set()
         await self.batcher.stop()
+        if self.store.view_ready:  # every record written by this process has its copy
+            await self.store.set_view_state(running=False)
+
+    async def _rebuild_view(self) -> None:
+        """Copy the records the day view may lack; meanwhile reads go to `records` (as before the view)."""
+        await self.store.set_view_state(running=True)
+        copied = await self.store.rebuild_view()
+        await self.store.set_view_state(built=True)
+        self.store.view_ready = True
+        log.info("audit day view rebuilt from %d records", copied)
 
     async def purge_once(self) -> list[retention.Purged]:
         return await retention.purge(

@@ -2,8 +2,11 @@
 
 Collections: `records` (queryable, pseudonymised, chained; append-only), `heads` (last seq and hash
 per stream, a hint the writer repairs), `checkpoints` (where the retention job cut each stream),
-`sealed` (raw device values, AES-GCM), `credentials` (hashed API keys), `disclosures` (legal requests).
-FerretDB scans a collection for any query, so the ingest path only inserts; queries are for the API.
+`sealed` (raw device values, AES-GCM), `credentials` (hashed API keys), `disclosures` (legal requests),
+`audit_day*` (the day view, `view.py`: a copy of each record in its office's JST day) and `views`
+(whether the day view is complete). FerretDB scans a collection for any query but `{_id: value}`, so
+the ingest path only inserts, and an office's search, export and statistics over a period read the
+day view; other queries (no office, or no period) read `records`, which MongoDB's indexes serve.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,20 +24,30 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.audit.chain import GENESIS
 from services.audit.export import chain_ordered
+from services.audit.records import stream_of
+from services.audit.search import BadCursor, Filters, after
+from services.audit.view import KIND, DayView
 from shared.mongo import Doc
 from shared.store.backend import is_ferretdb
+from shared.store.buckets import Buckets, layout_for
 from shared.store.conditional import update_if
 
 ORDER = [("occurred_at", ASCENDING), ("_id", ASCENDING)]
 CHAIN_ORDER = [("stream", ASCENDING), ("seq", ASCENDING)]
+#: MongoDB only (FerretDB would only insert slower): the reads of `records` that the day view does not
+#: serve, each with the index it uses (services/audit/README.md, "Reads and indexes")
 SEARCH_INDEXES = (
-    ORDER,
-    [("office_id", ASCENDING), ("occurred_at", ASCENDING)],
-    [("booking_id", ASCENDING), ("occurred_at", ASCENDING)],
-    [("device_key", ASCENDING), ("occurred_at", ASCENDING)],
-    [("type", ASCENDING), ("occurred_at", ASCENDING)],
-    [("stream", ASCENDING), ("recorded_at", ASCENDING)],
+    ORDER,  # a search or statistic across offices, or without both bounds
+    [("office_id", ASCENDING), ("occurred_at", ASCENDING)],  # an office's search without both bounds
+    [("booking_id", ASCENDING), ("occurred_at", ASCENDING)],  # a booking's records; disclosure scopes
+    [("device_key", ASCENDING), ("occurred_at", ASCENDING)],  # disclosure scope by device
+    [("ip_key", ASCENDING), ("occurred_at", ASCENDING)],  # disclosure scope by address
+    [("type", ASCENDING), ("occurred_at", ASCENDING)],  # statistics of one type across offices
+    [("stream", ASCENDING), ("recorded_at", ASCENDING)],  # retention: the first record kept
+    [("stream", ASCENDING), ("hash", ASCENDING)],  # verify: where a genuine record's predecessor is
 )
+VIEW_STATE = "audit_day"
+REBUILD_DEADLINE_SECONDS = 3600.0  # a scan of the whole store: a batch job's deadline
 DUPLICATE_KEY = 11000
 CHUNK = 500
 ORDERED_BATCH = 100  # FerretDB's own write batch: an ordered insert is ordered only within one
@@ -45,7 +59,7 @@ def _only_duplicates(exc: BulkWriteError) -> None:
 
 
 class AuditStore:
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], *, chain_key: bytes = b"", view_max_days: int = 366) -> None:
         self.db = db
         self.records = db["records"]
         self.heads = db["heads"]
@@ -53,7 +67,11 @@ class AuditStore:
         self.sealed = db["sealed"]
         self.credentials = db["credentials"]
         self.disclosures = db["disclosures"]
+        self.views = db["views"]
         self.scans_only = False  # set by ensure_indexes: the server cannot stream a sorted result
+        self.view = DayView(Buckets(db, KIND, period="day", layout="collections"), chain_key, self.record)
+        self.view_ready = False  # set by the service once the view holds every record
+        self.view_max_days = view_max_days
 
     async def ensure_indexes(self) -> None:
         # _id is the event id: the unique index that makes ingest idempotent
@@ -61,6 +79,8 @@ class AuditStore:
         # FerretDB's SQLite backend answers every query with a scan: search indexes would only slow
         # the inserts there. MongoDB gets them.
         self.scans_only = await is_ferretdb(self.db.client)
+        self.view.buckets.layout = await layout_for(self.db)
+        await self.view.buckets.ensure_indexes()
         if self.scans_only:
             return
         for keys in SEARCH_INDEXES:
@@ -94,8 +114,8 @@ class AuditStore:
                 return start + int(exc.details["nInserted"]), start + int(first["index"])
         return len(docs), None
 
-    async def has_record(self, record_id: str) -> bool:
-        return await self.records.find_one({"_id": record_id}, {"_id": 1}) is not None
+    async def record(self, record_id: str) -> Doc | None:
+        return await self.records.find_one({"_id": record_id})
 
     async def head(self, stream: str) -> Doc | None:
         return await self.heads.find_one({"_id": stream})
@@ -126,23 +146,59 @@ class AuditStore:
 
     # ----------------------------------------------------------------- reads
 
-    async def search(self, query: Doc, limit: int) -> list[Doc]:
-        return await self.records.find(query).sort(ORDER).limit(limit).to_list()
+    def _viewed(self, f: Filters) -> bool:
+        span = f.bounded_days()
+        return self.view_ready and span is not None and span <= self.view_max_days
 
-    def export(self, query: Doc, batch: int = 1000) -> AsyncIterable[Doc]:
+    async def position(self, cursor: str | None) -> tuple[datetime, str] | None:
+        """Where the page after `cursor` (a record id) starts: that record's (occurred_at, _id)."""
+        if not cursor:
+            return None
+        doc = await self.records.find_one({"_id": cursor[:100]}, {"occurred_at": 1})
+        if doc is None:
+            raise BadCursor("not a cursor from this API")
+        return doc["occurred_at"], str(doc["_id"])
+
+    async def search(self, f: Filters, limit: int, cursor: str | None = None) -> list[Doc]:
+        """A page in (occurred_at, _id) order: from the office's days in the view, else `records`."""
+        position = await self.position(cursor)
+        if self._viewed(f):
+            return await self.view.page(f, stream_of(str(f.office_id)), position, limit)
+        return await self.records.find(after(f.query(), position)).sort(ORDER).limit(limit).to_list()
+
+    def export(self, f: Filters, batch: int = 1000) -> AsyncIterable[Doc]:
         """Every match, streamed in chain order (streams by name, each in `seq` order) on every
-        database. MongoDB sorts by `(stream, seq)`, which the `chain_position` index gives. FerretDB
-        pushes no sort down to SQLite and would sort the whole result before its first record
-        (docs/performance.md, finding 14): there the collection is read once, unsorted, and
-        `export.chain_ordered` orders it."""
-        cursor = self.records.find(query).batch_size(batch)
+        database. An office's period comes from its days in the view, put in `seq` order by
+        `export.chain_ordered`. Otherwise MongoDB sorts by `(stream, seq)`, which the
+        `chain_position` index gives; FerretDB pushes no sort down to SQLite and would sort the whole
+        result before its first record (docs/performance.md, finding 14): there the collection is
+        read once, unsorted, and `chain_ordered` orders it."""
+        if self._viewed(f):
+            rows = self.view.matching(f, stream_of(str(f.office_id)))
+            return chain_ordered(rows, self.records.codec_options)
+        cursor = self.records.find(f.query()).batch_size(batch)
         if not self.scans_only:
             return cursor.sort(CHAIN_ORDER)
         return chain_ordered(cursor, self.records.codec_options)
 
-    def stat_rows(self, query: Doc) -> AsyncCursor[Doc]:
+    def stat_rows(self, f: Filters) -> AsyncIterable[Doc]:
+        if self._viewed(f):
+            return self.view.matching(f, stream_of(str(f.office_id)))
         fields = {"_id": 0, "office_id": 1, "day": 1, "hour": 1, "usage_minutes": 1}
-        return self.records.find(query, fields).batch_size(2000)
+        return self.records.find(f.query(), fields).batch_size(2000)
+
+    # ----------------------------------------------------------------- the day view's upkeep
+
+    async def view_state(self) -> Doc:
+        return await self.views.find_one({"_id": VIEW_STATE}) or {"_id": VIEW_STATE}
+
+    async def set_view_state(self, **fields: Any) -> None:
+        await self.views.update_one({"_id": VIEW_STATE}, {"$set": fields}, upsert=True)
+
+    async def rebuild_view(self) -> int:
+        """Copy every record into the day view (a scan of `records`, idempotent)."""
+        with pymongo.timeout(REBUILD_DEADLINE_SECONDS):
+            return await self.view.rebuild(self.records.find({}).batch_size(2000))
 
     def chain_scan(self, stream: str | None = None) -> AsyncCursor[Doc]:
         return self.records.find({"stream": stream} if stream else {}).sort(CHAIN_ORDER).batch_size(2000)
@@ -186,13 +242,16 @@ class AuditStore:
             return False
         return True
 
-    async def ids_up_to(self, stream: str, seq: int) -> list[str]:
-        return [
-            d["_id"] async for d in self.records.find({"stream": stream, "seq": {"$lte": seq}}, {"_id": 1})
-        ]
+    async def up_to(self, stream: str, seq: int) -> list[Doc]:
+        """Id, stream and time of each record of `stream` up to `seq` (what retention removes)."""
+        fields = {"_id": 1, "stream": 1, "occurred_at": 1}
+        return await self.records.find({"stream": stream, "seq": {"$lte": seq}}, fields).to_list()
 
-    async def delete(self, ids: Sequence[str]) -> int:
-        """Records and their sealed values, in chunks (FerretDB refuses very large deletes)."""
+    async def delete(self, docs: Sequence[Doc]) -> int:
+        """Records, their copies in the day view and their sealed values, in chunks (FerretDB refuses
+        very large deletes)."""
+        await self.view.remove(docs)
+        ids = [str(d["_id"]) for d in docs]
         deleted = 0
         for i in range(0, len(ids), CHUNK):
             chunk = list(ids[i : i + CHUNK])

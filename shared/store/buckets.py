@@ -20,13 +20,13 @@ a stale marker that the next read ignores, never a missing one).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.clock import JST
 from shared.mongo import Doc
@@ -34,6 +34,7 @@ from shared.store.backend import is_ferretdb
 
 Period = Literal["day", "month"]
 Layout = Literal["collections", "indexed"]
+DUPLICATE_KEY = 11000
 _SCOPE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
@@ -105,6 +106,24 @@ class Buckets:
         except DuplicateKeyError:
             return False
         return True
+
+    async def add_many(self, scope: str, when: date | datetime | str, items: Sequence[Doc]) -> int:
+        """Mark many items of one bucket in one unordered insert (each item's `_id` is its id); an
+        item marked there already keeps its first marker. Returns how many markers are new."""
+        if not items:
+            return 0
+        bucket = self.bucket(scope, when)
+        if self.layout == "collections":
+            target, docs = self.db[f"{self.kind}.{bucket}"], list(items)
+        else:
+            target = self.db[self.kind]
+            docs = [{**d, "_id": f"{bucket}|{d['_id']}", "bucket": bucket} for d in items]
+        try:
+            return len((await target.insert_many(docs, ordered=False)).inserted_ids)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+            return int(exc.details.get("nInserted", 0))
 
     async def remove(self, scope: str, when: date | datetime | str, item_id: str) -> None:
         bucket = self.bucket(scope, when)

@@ -41,6 +41,22 @@ async def test_markers_are_read_per_bucket_unique_per_item_and_removable(
     assert await days.read("kushiro", date(2026, 12, 4)) == []
 
 
+@pytest.mark.parametrize("layout", ["collections", "indexed"])
+async def test_many_markers_go_in_at_once_and_those_present_keep_their_first_marker(
+    mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str, layout: Any
+) -> None:
+    db = mongo[f"{db_prefix}buckets"]
+    days = Buckets(db, "many", period="day", layout=layout)
+    await days.ensure_indexes()
+    assert await days.add_many("kushiro", date(2026, 12, 4), []) == 0
+    assert await days.add("kushiro", date(2026, 12, 4), "a2", {"n": 0})
+    added = await days.add_many("kushiro", date(2026, 12, 4), [{"_id": f"a{i}", "n": i} for i in range(5)])
+    assert added == 4
+    got = {d["_id"]: d["n"] for d in await days.read("kushiro", date(2026, 12, 4))}
+    assert got == {"a0": 0, "a1": 1, "a2": 0, "a3": 3, "a4": 4}
+    assert await days.read("kushiro", date(2026, 12, 5)) == []
+
+
 async def test_the_layout_follows_the_server(mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str) -> None:
     info = await mongo.admin.command("buildInfo")
     expected = "collections" if "ferretdbVersion" in info else "indexed"

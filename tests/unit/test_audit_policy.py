@@ -11,12 +11,12 @@ import pytest
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 
-from services.audit import records
+from services.audit import records, view
 from services.audit.auth import APPROVER, AUDITOR, Caller
 from services.audit.disclosure import DisclosureIn, Refused, Scope, check_open, decide, new_request
 from services.audit.export import chain_ordered, csv_chunks
 from services.audit.ingest import Batcher
-from services.audit.search import BadCursor, Filters, after, encode_cursor
+from services.audit.search import Filters, after, encode_cursor
 from services.audit.stats import Tally
 
 NOW = datetime(2026, 12, 1, 3, tzinfo=UTC)
@@ -143,13 +143,49 @@ async def test_batcher_hands_a_failed_write_to_every_waiter() -> None:
     assert all(isinstance(r, ConnectionError) for r in results)
 
 
-def test_cursor_continues_after_the_last_record() -> None:
+def test_cursor_is_the_last_records_id_and_the_next_page_starts_after_it() -> None:
     last = {"_id": "e9", "occurred_at": NOW}
-    q = after(Filters(office_id="kg").query(), encode_cursor(last))
+    assert encode_cursor(last) == "e9"
+    q = after(Filters(office_id="kg").query(), (NOW, "e9"))
     assert q["$and"][0] == {"office_id": "kg"}
     assert q["$and"][1]["$or"][1] == {"occurred_at": NOW, "_id": {"$gt": "e9"}}
-    with pytest.raises(BadCursor):
-        after({}, "not-a-cursor")
+    assert after({"type": "t"}, None) == {"type": "t"}
+
+
+def test_filters_decide_in_python_what_their_query_selects() -> None:
+    f = Filters(since=NOW, until=NOW + timedelta(hours=1), office_id="kg", type="t", sealed=True)
+    assert f.query() == {
+        "office_id": "kg",
+        "type": "t",
+        "sealed": True,
+        "occurred_at": {"$gte": NOW, "$lt": NOW + timedelta(hours=1)},
+    }
+    row = {"office_id": "kg", "type": "t", "sealed": True, "occurred_at": NOW}
+    assert f.matches(row)
+    assert not f.matches({**row, "sealed": False})
+    assert not f.matches({**row, "type": "u"})
+    assert not f.matches({**row, "occurred_at": NOW + timedelta(hours=1)})  # the upper bound is open
+    assert not f.matches({k: v for k, v in row.items() if k != "occurred_at"})
+    assert Filters(type="t").matches({"type": "t"})
+
+
+def test_only_an_offices_bounded_period_is_read_from_the_day_view() -> None:
+    day = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)  # 00:00 JST on the 4th
+    assert Filters(since=day, until=day + timedelta(days=1), office_id="kg").bounded_days() == 1
+    assert (
+        Filters(
+            since=day - timedelta(seconds=1), until=day + timedelta(days=1), office_id="kg"
+        ).bounded_days()
+        == 2
+    )
+    assert Filters(since=day, until=day + timedelta(days=1)).bounded_days() is None
+    assert Filters(since=day, office_id="kg").bounded_days() is None
+    assert [d.isoformat() for d in view.days(day, day + timedelta(days=2))] == ["2026-12-04", "2026-12-05"]
+    assert view.days(day, day) == []
+    assert view.scope_of("kushiro-gyosei") == "kushiro-gyosei"
+    assert view.scope_of("_audit") == "_audit"
+    odd = view.scope_of("釧路.office")
+    assert odd.startswith("h-") and odd == view.scope_of("釧路.office") != view.scope_of("釧路.other")
 
 
 async def test_an_export_that_fails_midway_says_so() -> None:

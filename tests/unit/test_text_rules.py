@@ -4,6 +4,8 @@ hostile (shared/safejson.py)."""
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from datetime import UTC, datetime
 
 import pytest
@@ -176,3 +178,16 @@ def test_observe_device_over_amqp_uses_the_same_rules() -> None:
     for bad in ({"device_id": "a\nb"}, {"ip_address": "x"}, {"user_agent": "\u202e"}, {"sent_at": 1}):
         with pytest.raises(ValidationError):
             ObserveDevice.model_validate({**base, **bad})
+
+
+def test_r12_the_printable_fast_path_never_passes_a_character_the_rule_refuses() -> None:
+    """`no_controls` answers text Python calls printable without looking at each character: that is
+    sound only if every refused code point is one `str.isprintable` refuses too (all of Unicode)."""
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char)[0] == "C" or unicodedata.category(char) in ("Zl", "Zp"):
+            assert not char.isprintable(), f"U+{code:04X}"
+    for char in ("\x00", "\x1b", "\u202e", "\u2028", "\u2029", "\ue000", "\ud800", "\U000e0001"):
+        with pytest.raises(ValueError):
+            no_controls(f"ok{char}ok")
+    assert no_controls("相談\u3000窓口 ok") == "相談\u3000窓口 ok"  # not printable to Python, yet allowed
