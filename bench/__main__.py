@@ -7,6 +7,7 @@ Parts (all by default; pick with --parts):
   e2e       HTTP intake -> confirmation email in Mailpit -> audit record, at stepped loads
   audit     audit ingest, events/s
   timers    100,000 pending timers: memory, re-arm time after a restart, firing lateness
+  history   each service's waited-for reads timed as the history grows (10,000 / 100,000 / 1,000,000)
 The service parts start the four services as processes on free ports in the bench's own vhost
 and databases (like the e2e tests do); everything the bench creates is removed afterwards.
 """
@@ -21,11 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import env, report
+from bench import env, history, report
 from bench.results import Run
 from shared.logsafe import configure_logging
 
-PARTS = ("baseline", "layer", "profile", "e2e", "audit", "timers")
+FULL_SIZES = ",".join(str(n) for n in history.SIZES)
+PARTS = ("baseline", "layer", "profile", "e2e", "audit", "timers", "history")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Options:
     audit_events: int
     timers: int
     timer_fire: int
+    history_sizes: tuple[int, ...]
+    history_runs: int
     write: bool
 
     def record(self) -> dict[str, Any]:
@@ -49,6 +53,7 @@ class Options:
         out.pop("write")
         out["parts"] = ",".join(self.parts)
         out["loads"] = ",".join(f"{x:g}" for x in self.loads)
+        out["history_sizes"] = ",".join(str(x) for x in self.history_sizes)
         return out
 
 
@@ -67,6 +72,8 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--audit-events", type=int, help="events for audit ingest (default 600)")
     p.add_argument("--timers", type=int, help="pending timers (default 100000)")
     p.add_argument("--timer-fire", type=int, help="of which fire during the run (default 20)")
+    p.add_argument("--history-sizes", help="documents behind each read (default 10000,100000,1000000)")
+    p.add_argument("--history-runs", type=int, help="timed runs of each read per size (default 50)")
     p.add_argument("--no-write", action="store_true", help="print only; no JSON, no docs table")
     a = p.parse_args(argv)
     quick = a.quick
@@ -91,6 +98,8 @@ def parse(argv: list[str]) -> Options:
         audit_events=pick(a.audit_events, 600, 300),
         timers=pick(a.timers, 100_000, 5000),
         timer_fire=pick(a.timer_fire, 20, 20),
+        history_sizes=tuple(int(x) for x in pick(a.history_sizes, FULL_SIZES, "1000,5000").split(",")),
+        history_runs=pick(a.history_runs, 50, 10),
         write=not a.no_write,
     )
 
@@ -134,6 +143,9 @@ async def main(opts: Options) -> Run:
 
             run.mark("services")
             await services.run(run, box, opts, service_parts, say)
+        if "history" in opts.parts:
+            run.mark("history")
+            await history.run(run, list(opts.history_sizes), opts.history_runs, say)
     return run
 
 

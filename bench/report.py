@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import history
 from bench.env import ROOT
 from bench.results import Figure, Run
 
@@ -50,9 +51,13 @@ def show(run: Run) -> None:
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for f in run.figures:
+        if f.part == history.PART:
+            continue  # a table of its own
         ratio = "" if f.ratio is None else f"{f.ratio:.2f} × {f.baseline}"
         table.add_row(f.part, f.name, _fmt(f.value), f.unit, ratio, _latency(f), f.meaning)
     console.print(table)
+    if rows := history.rows_of(run):
+        show_history(rows)
     for f in run.figures:
         if cpu := f.extra.get("cpu_cores_by_process"):
             console.print(f"CPU during {f.key} (cores, 2 = the whole machine): {_cpu(cpu)}")
@@ -62,6 +67,32 @@ def show(run: Run) -> None:
         show_mongo_time(run.mongo_time)
     for s in run.skipped:
         console.print(f"[yellow]{s.part}: not available: {s.reason}[/yellow]")
+
+
+HISTORY_COLUMNS = ("read", "size", "p50 ms", "p95 ms", "docs decoded", "ratio to smallest", "goal ≤ 2×")
+
+
+def _history_cells(r: dict[str, Any]) -> tuple[str, ...]:
+    goal = "" if r["goal"] is None else ("yes" if r["goal"] else "**no**")
+    return (
+        r["read"],
+        f"{r['size']:,}",
+        _fmt(r["p50_ms"]),
+        _fmt(r["p95_ms"]),
+        "" if r["docs_decoded"] is None else f"{r['docs_decoded']:,}",
+        "" if r["ratio"] is None else f"{r['ratio']:.2f}",
+        goal,
+    )
+
+
+def show_history(rows: list[dict[str, Any]]) -> None:
+    title = "history: reads as the data behind them grows (ratio: p50 ÷ p50 at the smallest size)"
+    table = Table(title=title)
+    for col in HISTORY_COLUMNS:
+        table.add_column(col, justify="left" if col == "read" else "right")
+    for r in rows:
+        table.add_row(*(c.replace("**", "") for c in _history_cells(r)))
+    console.print(table)
 
 
 def show_profile(name: str, summary: dict[str, Any]) -> None:
@@ -122,10 +153,22 @@ def markdown(run: Run, json_path: Path | None) -> str:
         "| --- | --- | ---: | --- | ---: | ---: | --- |",
     ]
     for f in run.figures:
+        if f.part == history.PART:
+            continue  # a table of its own
         ratio = "" if f.ratio is None else f"{f.ratio:.2f} × `{f.baseline}`"
         lines.append(
             f"| {f.part} | `{f.name}` | {_fmt(f.value)} | {f.unit} | {ratio} | {_latency(f)} | {f.meaning} |"
         )
+    if rows := history.rows_of(run):
+        lines += [
+            "",
+            "History: each read's p50 and p95 as the collections it reads grow; ratio = p50 ÷ p50 at the "
+            "smallest size (goal: at most 2 at the largest):",
+            "",
+            "| " + " | ".join(HISTORY_COLUMNS) + " |",
+            "| --- | " + " | ".join("---:" for _ in HISTORY_COLUMNS[1:]) + " |",
+        ]
+        lines += ["| " + " | ".join(_history_cells(r)) + " |" for r in rows]
     cpu_lines = [
         f"- `{f.key}`: {_cpu(cpu)}" for f in run.figures if (cpu := f.extra.get("cpu_cores_by_process"))
     ]
