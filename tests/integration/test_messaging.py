@@ -600,3 +600,42 @@ async def test_a_peers_retry_after_skips_the_shorter_delays(
         await eventually(lambda: _settled(runtime, 1), timeout=30, what="the throttled event parked")
     assert len(attempts) == 2  # the first try and one retry after 3 s (not four tries)
     assert runtime.consumer.stats["retried"] == 1
+
+
+async def test_a_published_event_carries_the_properties_consumers_rely_on_and_is_counted(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """EventPublisher sends through aio-pika on the broker's channel, not FastStream's publish: the
+    message is persistent with the event's id, correlation id, type and time, and the service's app id;
+    a raw copy (a delay or parking copy) keeps its headers; both are counted per exchange."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    conn, tap = await _tap(amqp_url, runtime)
+    async with conn, runtime.running():
+        event = _event(runtime, "props")
+        await runtime.publisher.publish(event)
+        await runtime.publisher.publish_raw(
+            event.to_json(),
+            exchange=topology.EVENTS,
+            routing_key="booking.attended",
+            headers={"x-probe": "1"},
+            message_id="raw-1",
+        )
+        got: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def both() -> bool:
+            while (m := await tap.get(fail=False)) is not None:
+                got.append(m)
+                await m.ack()
+            return len(got) >= 2
+
+        await eventually(both, what="the event and the raw copy on the tap")
+    first, raw = got
+    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert (first.message_id, first.correlation_id) == (str(event.event_id), str(event.correlation_id))
+    assert first.type == "booking.attended" and first.content_type == "application/json"
+    assert first.app_id == QUEUES.service and first.timestamp is not None
+    assert first.timestamp.replace(microsecond=0) == event.occurred_at.replace(microsecond=0)
+    assert json.loads(first.body)["event_id"] == str(event.event_id)
+    assert raw.message_id == "raw-1" and raw.headers["x-probe"] == "1" and raw.correlation_id
+    assert raw.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert runtime.publisher.published[topology.EVENTS] == 2  # (the consumer parked both: no handler)
