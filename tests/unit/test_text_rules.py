@@ -176,3 +176,17 @@ def test_observe_device_over_amqp_uses_the_same_rules() -> None:
     for bad in ({"device_id": "a\nb"}, {"ip_address": "x"}, {"user_agent": "\u202e"}, {"sent_at": 1}):
         with pytest.raises(ValidationError):
             ObserveDevice.model_validate({**base, **bad})
+
+
+def test_r12_the_printable_fast_path_refuses_exactly_what_the_character_scan_refuses() -> None:
+    """`no_controls` skips its per-character scan for `str.isprintable()` text: that must never let
+    through a character the rule refuses (checked over every code point), and text that is not
+    printable still gets the scan (spaces of other kinds pass, controls do not)."""
+    from shared.text import _refused, is_clean
+
+    leaks = [cp for cp in range(0x110000) if chr(cp).isprintable() and _refused(chr(cp))]
+    assert not leaks, [f"U+{cp:04X}" for cp in leaks[:10]]
+    for cp in (0x00, 0x1B, 0x7F, 0x85, 0xA0, 0x200B, 0x202E, 0x2028, 0x2029, 0x3000, 0xD800, 0xE000, 0x378):
+        c = chr(cp)
+        assert is_clean(f"山田{c}太郎") == (not _refused(c)), f"U+{cp:04X}"
+    assert is_clean("山田\u3000太郎") and not is_clean("a\nb") and is_clean("a\nb", "\n")
