@@ -38,6 +38,7 @@ from shared.logsafe import redact_text
 from shared.mongo import Doc
 from shared.sealing import Sealer
 from shared.store.conditional import delete_if
+from shared.store.grouped import GroupedInserts
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,21 @@ class Inbox:
 
     A claim and its done marker keep a digest of the message's content: a message that comes with the
     id of another, different message is a conflict, not a duplicate, and is not swallowed silently.
+
+    The claims and done markers of the deliveries in flight (the prefetch window, handled
+    concurrently) go to the server together, one `insert_many` per round (`GroupedInserts`): each
+    still succeeds or fails on its own, as its `insert_one` did, at a fraction of the cost on FerretDB.
+    A claim whose delivery was cancelled while it was on the way is released again once it lands.
     """
 
     def __init__(self, collection: AsyncCollection[Doc], lease_seconds: float = 120.0) -> None:
         self.collection = collection
         self.lease_seconds = lease_seconds
+        self.inserts = GroupedInserts(collection, abandoned=self._abandoned)
+
+    async def _abandoned(self, doc: Doc) -> None:
+        if doc.get("state") == "processing":  # a claim nobody holds: free it for the redelivery
+            await self.release(str(doc["_id"]))
 
     @staticmethod
     def done_id(event_id: str) -> str:
@@ -180,13 +191,9 @@ class Inbox:
     async def claim(
         self, event_id: str, event_type: str, now: float, digest: str | None = None
     ) -> Literal["new", "done", "busy", "conflict"]:
-        try:
-            await self.collection.insert_one(
-                {"_id": event_id, "type": event_type, "state": "processing", "at": now, "digest": digest}
-            )
+        claim = {"_id": event_id, "type": event_type, "state": "processing", "at": now, "digest": digest}
+        if await self.inserts.insert(claim):
             return "new"
-        except DuplicateKeyError:
-            pass
         finished = await self.collection.find_one({"_id": self.done_id(event_id)}, {"digest": 1})
         if finished is not None:
             return "conflict" if _differs(finished, digest) else "done"
@@ -208,8 +215,8 @@ class Inbox:
         return "busy"
 
     async def done(self, event_id: str, now: float, digest: str | None = None) -> None:
-        with contextlib.suppress(DuplicateKeyError):  # a taken-over claim finished twice
-            await self.collection.insert_one({"_id": self.done_id(event_id), "at": now, "digest": digest})
+        # False when present: a taken-over claim finished twice
+        await self.inserts.insert({"_id": self.done_id(event_id), "at": now, "digest": digest})
 
     async def release(self, event_id: str) -> None:
         await delete_if(self.collection, event_id, {"state": "processing"})

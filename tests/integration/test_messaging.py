@@ -240,6 +240,47 @@ async def test_inbox_claims_once_takes_over_an_expired_claim_and_finishes_with_a
     assert set(docs) == {"e1", "e1#taken#100.0", "e1#done", "e2"}
 
 
+async def test_inbox_claims_and_done_markers_in_flight_together_share_rounds_and_keep_their_outcomes(
+    mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str
+) -> None:
+    """A prefetch window's claims reach the server as one insert_many per round, yet each claim answers
+    as its own unique insert would: one `new` per event id, even for copies inside one round."""
+    inbox = Inbox(mongo[f"{db_prefix}_inbox_rounds"]["inbox"], lease_seconds=60)
+    ids = [f"r{i}" for i in range(30)] + ["twice"] * 5
+    claims = await asyncio.gather(*(inbox.claim(i, "booking.attended", now=100.0) for i in ids))
+    assert claims[:30] == ["new"] * 30
+    assert sorted(claims[30:]) == ["busy"] * 4 + ["new"]  # the copies of one event: one holder
+    assert inbox.inserts.sent_rounds < len(ids) / 4  # shared rounds, not one insert per claim
+    await asyncio.gather(*(inbox.done(i, now=101.0) for i in ids))  # a done twice is harmless too
+    assert all(await asyncio.gather(*(inbox.seen(i) for i in ids)))
+    again = await asyncio.gather(*(inbox.claim(i, "booking.attended", now=102.0) for i in ids))
+    assert set(again) == {"done"}
+    assert await inbox.collection.count_documents({}) == 31 * 2
+
+
+async def test_a_claim_whose_delivery_was_cancelled_on_the_way_is_released_when_it_lands(
+    mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str
+) -> None:
+    """A delivery cut off (connection dropped) while its claim was queued for the next round: the
+    claim still lands, nobody holds it, so it is freed and the redelivery is handled at once instead
+    of waiting `lease_seconds` as `busy`."""
+    inbox = Inbox(mongo[f"{db_prefix}_inbox_cut"]["inbox"], lease_seconds=600)
+    holder = asyncio.ensure_future(inbox.claim("cut", "booking.attended", now=100.0))
+    other = asyncio.ensure_future(inbox.claim("kept", "booking.attended", now=100.0))
+    await asyncio.sleep(0)  # both queued for the round
+    holder.cancel()
+    assert await other == "new"  # the round went out with both claims
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+
+    async def freed() -> bool:
+        return await inbox.collection.find_one({"_id": "cut"}) is None
+
+    await eventually(freed, what="the abandoned claim released")
+    assert await inbox.claim("cut", "booking.attended", now=101.0) == "new"
+    assert await inbox.claim("kept", "booking.attended", now=101.0) == "busy"  # a held claim stays
+
+
 async def _tap(
     amqp_url: str, runtime: Runtime
 ) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractQueue]:
