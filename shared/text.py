@@ -12,6 +12,7 @@ a model names its free-text fields in `PROSE`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import unicodedata
 from typing import Annotated, Any, ClassVar, get_args
@@ -77,6 +78,12 @@ def _holds_model(annotation: Any) -> bool:
     return any(_holds_model(arg) for arg in get_args(annotation))
 
 
+@functools.cache
+def _model_fields_of(cls: type[BaseModel]) -> frozenset[str]:
+    """The fields of `cls` that hold another model (worked out once per class, not per validation)."""
+    return frozenset(name for name, f in cls.model_fields.items() if _holds_model(f.annotation))
+
+
 class CleanText(BaseModel):
     """Base of models with strings from outside: every string field meets `no_controls`, and a key
     the model does not know is an error, not silently dropped."""
@@ -94,8 +101,7 @@ class CleanText(BaseModel):
     @classmethod
     def _sent_without_controls(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name not in cls.CHECKED_LATER:
-            field = cls.model_fields.get(info.field_name or "")
-            models = field is not None and _holds_model(field.annotation)  # raw input of a nested model
+            models = info.field_name in _model_fields_of(cls)  # raw input of a nested model
             _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "", dicts=not models)
         return value
 
