@@ -17,6 +17,7 @@ import aio_pika
 from bench import env
 from bench.baseline import (
     PREFETCH,
+    consume,
     publish_pipelined,
     publish_sequential,
     raw_message,
@@ -133,25 +134,10 @@ ROUNDS = 3
 
 
 async def consume_raw(amqp_url: str, queue: str, n: int, timeout: float = 300) -> float:
-    """Seconds for aio-pika alone to take n prefilled messages from `queue` (ack one at a time, the
-    services' prefetch): first delivery to last ack, as `baseline.consume`."""
+    """Seconds for aio-pika alone to take n prefilled messages from `queue`, as `baseline.consume`."""
     conn = await aio_pika.connect(amqp_url)
-    async with conn:
-        ch = await conn.channel()
-        await ch.set_qos(prefetch_count=PREFETCH)
-        q = await ch.get_queue(queue)
-        first = last = 0.0
-        count = 0
-        async with asyncio.timeout(timeout), q.iterator() as it:
-            async for msg in it:
-                if count == 0:
-                    first = time.perf_counter()
-                await msg.ack()
-                count += 1
-                if count >= n:
-                    last = time.perf_counter()
-                    break
-    return last - first
+    async with conn, asyncio.timeout(timeout):
+        return await consume(conn, n, queue)
 
 
 def _paired(
