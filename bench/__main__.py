@@ -4,9 +4,12 @@ Parts (all by default; pick with --parts):
   baseline  raw aio-pika publish-with-confirms and consume, raw PyMongo insert_many/insert_one
   layer     the project's EventPublisher, Consumer and OutboxRelay over the same servers
   profile   cProfile of the project's publish and consume paths (top functions)
-  e2e       HTTP intake -> confirmation email in Mailpit -> audit record, at stepped loads
+  e2e       HTTP intake -> confirmation email in Mailpit -> audit record, the load doubled from 1/s
+            until a step does not hold: the knee, the cost per booking and the limit it implies
+            (runs the baseline too: the limit divides its raw rates)
   audit     audit ingest, events/s
   timers    100,000 pending timers: memory, re-arm time after a restart, firing lateness
+  history   each service's waited-for reads timed as the history grows (10,000 / 100,000 / 1,000,000)
 The service parts start the four services as processes on free ports in the bench's own vhost
 and databases (like the e2e tests do); everything the bench creates is removed afterwards.
 """
@@ -21,11 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench import env, report
+from bench import env, history, report
+from bench.e2e import STEPS
 from bench.results import Run
 from shared.logsafe import configure_logging
 
-PARTS = ("baseline", "layer", "profile", "e2e", "audit", "timers")
+FULL_SIZES = ",".join(str(n) for n in history.SIZES)
+PARTS = ("baseline", "layer", "profile", "e2e", "audit", "timers", "history")
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Options:
     audit_events: int
     timers: int
     timer_fire: int
+    history_sizes: tuple[int, ...]
+    history_runs: int
     write: bool
 
     def record(self) -> dict[str, Any]:
@@ -49,6 +56,7 @@ class Options:
         out.pop("write")
         out["parts"] = ",".join(self.parts)
         out["loads"] = ",".join(f"{x:g}" for x in self.loads)
+        out["history_sizes"] = ",".join(str(x) for x in self.history_sizes)
         return out
 
 
@@ -62,11 +70,13 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--singles", type=int, help="one-at-a-time Mongo operations (default 200)")
     p.add_argument("--outbox-docs", type=int, help="documents through the outbox relay (default 200)")
     p.add_argument("--profile-messages", type=int, help="messages under the profiler (default 500)")
-    p.add_argument("--loads", help="bookings per second, stepped (default 1,2,4)")
+    p.add_argument("--loads", help="bookings/s, stepped until one does not hold (default 1,2,4,…,128)")
     p.add_argument("--step-seconds", type=float, help="seconds of load per step (default 10)")
     p.add_argument("--audit-events", type=int, help="events for audit ingest (default 600)")
     p.add_argument("--timers", type=int, help="pending timers (default 100000)")
     p.add_argument("--timer-fire", type=int, help="of which fire during the run (default 20)")
+    p.add_argument("--history-sizes", help="documents behind each read (default 10000,100000,1000000)")
+    p.add_argument("--history-runs", type=int, help="timed runs of each read per size (default 50)")
     p.add_argument("--no-write", action="store_true", help="print only; no JSON, no docs table")
     a = p.parse_args(argv)
     quick = a.quick
@@ -86,11 +96,13 @@ def parse(argv: list[str]) -> Options:
         singles=pick(a.singles, 200, 100),
         outbox_docs=pick(a.outbox_docs, 200, 100),
         profile_messages=pick(a.profile_messages, 500, 300),
-        loads=tuple(float(x) for x in pick(a.loads, "1,2,4", "1,2").split(",")),
+        loads=tuple(float(x) for x in pick(a.loads, ",".join(str(x) for x in STEPS), "1,2").split(",")),
         step_seconds=pick(a.step_seconds, 10.0, 5.0),
         audit_events=pick(a.audit_events, 600, 300),
         timers=pick(a.timers, 100_000, 5000),
         timer_fire=pick(a.timer_fire, 20, 20),
+        history_sizes=tuple(int(x) for x in pick(a.history_sizes, FULL_SIZES, "1000,5000").split(",")),
+        history_runs=pick(a.history_runs, 50, 10),
         write=not a.no_write,
     )
 
@@ -108,7 +120,7 @@ async def main(opts: Options) -> Run:
         raise SystemExit(2)
     run = Run(machine=await env.machine_info(), options=opts.record())
     async with env.sandbox() as box:
-        if "baseline" in opts.parts or "layer" in opts.parts:
+        if {"baseline", "layer", "e2e"} & set(opts.parts):  # e2e's limit divides the raw rates
             from bench import baseline
 
             run.mark("baseline")
@@ -134,6 +146,9 @@ async def main(opts: Options) -> Run:
 
             run.mark("services")
             await services.run(run, box, opts, service_parts, say)
+        if "history" in opts.parts:
+            run.mark("history")
+            await history.run(run, list(opts.history_sizes), opts.history_runs, say)
     return run
 
 

@@ -137,11 +137,11 @@ async def run_amqp(run: Run, amqp_url: str, messages: int, window: int) -> None:
         )
 
 
-async def consume(conn: aio_pika.abc.AbstractConnection, total: int) -> float:
+async def consume(conn: aio_pika.abc.AbstractConnection, total: int, queue: str = RAW_QUEUE) -> float:
     """Seconds from the first delivery to the last ack (start-up excluded)."""
     ch = await conn.channel()
     await ch.set_qos(prefetch_count=PREFETCH)
-    q = await ch.get_queue(RAW_QUEUE)
+    q = await ch.get_queue(queue)
     first = last = 0.0
     n = 0
     async with q.iterator() as it:

@@ -16,6 +16,8 @@ import aio_pika
 
 from bench import env
 from bench.baseline import (
+    PREFETCH,
+    consume,
     publish_pipelined,
     publish_sequential,
     raw_message,
@@ -115,10 +117,7 @@ async def measure_publish(runtime: Runtime, events: list[Envelope[Any]], window:
 
 async def measure_consume(box: env.Sandbox, n: int, *, dedupe: bool, timeout: float = 300) -> float:
     """Seconds for the project's Consumer to handle n prefilled events (first to last)."""
-    async with channel(box.amqp_url) as ch:
-        await topology.declare_service(ch, SUB)
-        await (await ch.get_queue(SUB.inbox)).purge()
-    await prefill(box.amqp_url, [sample_event(i) for i in range(n)])
+    await _prefilled(box, n)
     runtime = Runtime(settings(box), SUB)
     if not dedupe:
         runtime.consumer.inbox = None
@@ -129,61 +128,114 @@ async def measure_consume(box: env.Sandbox, n: int, *, dedupe: bool, timeout: fl
     return clocked.seconds
 
 
+#: raw and layer measured in turn this many times: on a shared machine the load changes from one
+#: second to the next, so a ratio of figures taken minutes apart says more about the load than the layer
+ROUNDS = 3
+
+
+async def consume_raw(amqp_url: str, queue: str, n: int, timeout: float = 300) -> float:
+    """Seconds for aio-pika alone to take n prefilled messages from `queue`, as `baseline.consume`."""
+    conn = await aio_pika.connect(amqp_url)
+    async with conn, asyncio.timeout(timeout):
+        return await consume(conn, n, queue)
+
+
+def _paired(
+    name: str, n: int, seconds: list[float], raw_seconds: list[float], *, meaning: str, raw: str
+) -> Figure:
+    """A layer figure over all rounds, with each round's ratio to the raw figure taken next to it."""
+    rounds = [round(r / s, 3) if s > 0 else None for s, r in zip(seconds, raw_seconds, strict=True)]
+    return throughput(
+        PART,
+        name,
+        n * len(seconds),
+        sum(seconds),
+        "msg/s",
+        meaning=meaning,
+        baseline=f"{PART}/{raw}",
+        counted=(n - 1) * len(seconds) if name.startswith("consume") else None,
+        round_ratios=rounds,
+    )
+
+
 async def run(run_: Run, box: env.Sandbox, messages: int, window: int, docs: int) -> None:
+    """Publish and consume, each in ROUNDS rounds of raw aio-pika then the project's layer, on the
+    same exchange and queues: the ratios are to the raw figures measured in turn with them."""
     await bind_sink(box.amqp_url)
     runtime = Runtime(settings(box), PUB)
-    async with runtime.running():
-        seq = [sample_event(i) for i in range(max(messages // 4, 50))]
-        seconds = await measure_publish(runtime, seq, 1)
+    sequential = max(messages // 4, 50)
+    times: dict[str, list[float]] = {k: [] for k in ("raw_seq", "seq", "raw_pipe", "pipe")}
+    async with runtime.running(), channel(box.amqp_url) as ch:
+        exchange = await ch.get_exchange(topology.EVENTS)
+
+        async def raw(message: aio_pika.Message) -> None:
+            await exchange.publish(message, routing_key="booking.attended", mandatory=True)
+
+        for _ in range(ROUNDS):
+            messages_ = [raw_message(sample_event(i)) for i in range(sequential)]
+            times["raw_seq"].append(await publish_sequential(raw, messages_))
+            events = [sample_event(i) for i in range(sequential)]
+            times["seq"].append(await measure_publish(runtime, events, 1))
+            messages_ = [raw_message(sample_event(i)) for i in range(messages)]
+            times["raw_pipe"].append(await publish_pipelined(raw, messages_, window))
+            events = [sample_event(i) for i in range(messages)]
+            times["pipe"].append(await measure_publish(runtime, events, window))
+    raw_meaning = "aio-pika alone, prebuilt messages, persistent+mandatory, confirms, to the same exchange"
+    for key, name, n, what in (
+        ("seq", "publish_sequential", sequential, "one at a time"),
+        ("pipe", "publish_pipelined", messages, f"{window} in flight"),
+    ):
         run_.add(
             throughput(
-                PART,
-                "publish_sequential",
-                len(seq),
-                seconds,
-                "msg/s",
-                meaning="EventPublisher.publish (FastStream, confirms), one at a time",
-                baseline="baseline/amqp_publish_sequential",
+                PART, f"raw_{name}", n * ROUNDS, sum(times[f"raw_{key}"]), "msg/s",
+                meaning=f"{raw_meaning}, {what}, measured in turn with the next figure",
+                baseline=f"baseline/amqp_{name}",
             )
-        )
-        pipe = [sample_event(i) for i in range(messages)]
-        seconds = await measure_publish(runtime, pipe, window)
+        )  # fmt: skip
         run_.add(
-            throughput(
-                PART,
-                "publish_pipelined",
-                len(pipe),
-                seconds,
-                "msg/s",
-                meaning=f"EventPublisher.publish, {window} in flight",
-                baseline="baseline/amqp_publish_pipelined",
-                window=window,
+            _paired(
+                name, n, times[key], times[f"raw_{key}"],
+                meaning=f"EventPublisher.publish (aio-pika on the broker's channel, confirms), {what}",
+                raw=f"raw_{name}",
             )
-        )
+        )  # fmt: skip
     await delete_queue(box.amqp_url, SINK)
 
-    for dedupe in (True, False):
-        seconds = await measure_consume(box, messages, dedupe=dedupe)
-        name = "consume" if dedupe else "consume_no_inbox"
-        what = (
-            "parse + inbox claim and done marker (two insert_one) + handler + ack"
-            if dedupe
-            else ("the same without the inbox (parse + handler + ack)")
+    consumed: dict[str, list[float]] = {"raw": [], "inbox": [], "no_inbox": []}
+    for _ in range(ROUNDS):
+        await _prefilled(box, messages)
+        consumed["raw"].append(await consume_raw(box.amqp_url, SUB.inbox, messages))
+        for dedupe in (True, False):
+            consumed["inbox" if dedupe else "no_inbox"].append(
+                await measure_consume(box, messages, dedupe=dedupe)
+            )
+    run_.add(
+        throughput(
+            PART, "raw_consume", messages * ROUNDS, sum(consumed["raw"]), "msg/s",
+            meaning=f"aio-pika alone consuming the Consumer's own inbox queue, ack one at a time, prefetch "
+            f"{PREFETCH}, measured in turn with the next two figures",
+            baseline="baseline/amqp_consume", counted=(messages - 1) * ROUNDS,
         )
+    )  # fmt: skip
+    for key, name, what in (
+        ("inbox", "consume", "parse + inbox claim and done marker (grouped inserts) + handler + ack"),
+        ("no_inbox", "consume_no_inbox", "the same without the inbox (parse + handler + ack)"),
+    ):
         run_.add(
-            throughput(
-                PART,
-                name,
-                messages,
-                seconds,
-                "msg/s",
-                meaning=f"Consumer: {what}",
-                baseline="baseline/amqp_consume",
-                counted=messages - 1,
+            _paired(
+                name, messages, consumed[key], consumed["raw"], meaning=f"Consumer: {what}", raw="raw_consume"
             )
         )
     await delete_queue(box.amqp_url, SUB.inbox)
     await run_outbox(run_, box, docs)
+
+
+async def _prefilled(box: env.Sandbox, n: int) -> None:
+    """The Consumer's inbox queue, declared and empty, then n events in it."""
+    async with channel(box.amqp_url) as ch:
+        await topology.declare_service(ch, SUB)
+        await (await ch.get_queue(SUB.inbox)).purge()
+    await prefill(box.amqp_url, [sample_event(i) for i in range(n)])
 
 
 async def run_outbox(run_: Run, box: env.Sandbox, docs: int) -> None:

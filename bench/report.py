@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import history
 from bench.env import ROOT
 from bench.results import Figure, Run
 
@@ -50,18 +51,88 @@ def show(run: Run) -> None:
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for f in run.figures:
+        if f.part == history.PART:
+            continue  # a table of its own
         ratio = "" if f.ratio is None else f"{f.ratio:.2f} × {f.baseline}"
         table.add_row(f.part, f.name, _fmt(f.value), f.unit, ratio, _latency(f), f.meaning)
     console.print(table)
+    if rows := history.rows_of(run):
+        show_history(rows)
     for f in run.figures:
         if cpu := f.extra.get("cpu_cores_by_process"):
             console.print(f"CPU during {f.key} (cores, 2 = the whole machine): {_cpu(cpu)}")
+    for line in accounting(run):
+        console.print(line.replace("`", ""))
     for name, summaries in run.profiles.items():
         show_profile(name, summaries[0])
     if run.mongo_time:
         show_mongo_time(run.mongo_time)
     for s in run.skipped:
         console.print(f"[yellow]{s.part}: not available: {s.reason}[/yellow]")
+
+
+HISTORY_COLUMNS = ("read", "size", "p50 ms", "p95 ms", "docs decoded", "ratio to smallest", "goal ≤ 2×")
+
+
+def _history_cells(r: dict[str, Any]) -> tuple[str, ...]:
+    goal = "" if r["goal"] is None else ("yes" if r["goal"] else "**no**")
+    return (
+        r["read"],
+        f"{r['size']:,}",
+        _fmt(r["p50_ms"]),
+        _fmt(r["p95_ms"]),
+        "" if r["docs_decoded"] is None else f"{r['docs_decoded']:,}",
+        "" if r["ratio"] is None else f"{r['ratio']:.2f}",
+        goal,
+    )
+
+
+def show_history(rows: list[dict[str, Any]]) -> None:
+    title = "history: reads as the data behind them grows (ratio: p50 ÷ p50 at the smallest size)"
+    table = Table(title=title)
+    for col in HISTORY_COLUMNS:
+        table.add_column(col, justify="left" if col == "read" else "right")
+    for r in rows:
+        table.add_row(*(c.replace("**", "") for c in _history_cells(r)))
+    console.print(table)
+
+
+def accounting(run: Run) -> list[str]:
+    """What one booking cost at each e2e step, and the limit and knee drawn from it."""
+    lines = []
+    for f in run.figures:
+        if use := f.extra.get("per_booking"):
+            held = "held" if f.extra.get("held") else f"did not hold: {f.extra.get('not_held_because')}"
+            parts = [
+                f"{key.replace('_', ' ')} {v['total']:g} ({_shares(v)})"
+                for key, v in use.items()
+                if key != "cpu_ms"
+            ]
+            lines.append(
+                f"- per booking at `{f.key}` ({held}): "
+                + "; ".join(parts)
+                + f"; CPU ms {_shares(use['cpu_ms'])}"
+                f" = {use['cpu_ms']['total']:g} without the bench"
+            )
+    if (limit := run.get("e2e/limit")) is not None:
+        res = limit.extra["resources"]
+        lines.append(
+            "- limit per resource (raw rate ÷ use per booking): "
+            + ", ".join(
+                f"{k} {r['raw_per_s']:g}/s ÷ {r['per_booking']:g} = {r['limit_per_s']:g}/s"
+                for k, r in res.items()
+            )
+            + f"; scarcest: {limit.extra['scarcest']}"
+        )
+    if (knee := run.get("e2e/knee")) is not None:
+        ratio = "" if knee.ratio is None else f", knee ÷ limit {knee.ratio:.2f}"
+        why = knee.extra.get("stopped_because")
+        lines.append(f"- knee {knee.value:g} bookings/s{ratio}" + (f"; the next step: {why}" if why else ""))
+    return lines
+
+
+def _shares(v: dict[str, float]) -> str:
+    return ", ".join(f"{k} {x:g}" for k, x in v.items() if k != "total" and x)
 
 
 def show_profile(name: str, summary: dict[str, Any]) -> None:
@@ -122,10 +193,22 @@ def markdown(run: Run, json_path: Path | None) -> str:
         "| --- | --- | ---: | --- | ---: | ---: | --- |",
     ]
     for f in run.figures:
+        if f.part == history.PART:
+            continue  # a table of its own
         ratio = "" if f.ratio is None else f"{f.ratio:.2f} × `{f.baseline}`"
         lines.append(
             f"| {f.part} | `{f.name}` | {_fmt(f.value)} | {f.unit} | {ratio} | {_latency(f)} | {f.meaning} |"
         )
+    if rows := history.rows_of(run):
+        lines += [
+            "",
+            "History: each read's p50 and p95 as the collections it reads grow; ratio = p50 ÷ p50 at the "
+            "smallest size (goal: at most 2 at the largest):",
+            "",
+            "| " + " | ".join(HISTORY_COLUMNS) + " |",
+            "| --- | " + " | ".join("---:" for _ in HISTORY_COLUMNS[1:]) + " |",
+        ]
+        lines += ["| " + " | ".join(_history_cells(r)) + " |" for r in rows]
     cpu_lines = [
         f"- `{f.key}`: {_cpu(cpu)}" for f in run.figures if (cpu := f.extra.get("cpu_cores_by_process"))
     ]
@@ -135,6 +218,13 @@ def markdown(run: Run, json_path: Path | None) -> str:
             "CPU by process while the service figures were measured (cores; 2 = the whole machine):",
         ]
         lines += cpu_lines
+    if cost := accounting(run):
+        lines += [
+            "",
+            "End to end, what one booking cost (from the services' `/metrics` and /proc) and the knee:",
+            "",
+        ]
+        lines += cost
     for name, summaries in run.profiles.items():
         s = summaries[0]
         top = ", ".join(f"{p['package']} {p['share']:.0%}" for p in s["self_time_by_package"][:6])

@@ -1,8 +1,9 @@
 """Prometheus metrics of one service: FastStream's broker metrics plus the runtime's own.
 
-FastStream's middleware counts messages received and published per queue and exchange and times
-handlers; the collectors here add what only the runtime knows: how each delivery ended (handled,
-duplicate, retried, parked) and the outbox backlog. Services register their own gauges on
+FastStream's middleware counts messages received per queue and times handlers; the collectors here
+add what only the runtime knows: how each delivery ended (handled, duplicate, retried, parked), the
+messages the service published per exchange (its `EventPublisher` sends through aio-pika itself, so
+FastStream's publish counters stay at zero) and the outbox backlog. Services register their own gauges on
 `registry` (pending timers, emails sent, audit ingest lag).
 """
 
@@ -41,6 +42,14 @@ class RuntimeCollector(Collector):
         for outcome, n in self.consumer.stats.items():
             outcomes.add_metric([self.service, self.inbox, outcome], n)
         yield outcomes
+        sent = CounterMetricFamily(
+            "consult_published",
+            "Messages the service published, confirmed by the broker, per exchange",
+            labels=["service", "exchange"],
+        )
+        for exchange, n in self.consumer.publisher.published.items():
+            sent.add_metric([self.service, exchange], n)
+        yield sent
         published = CounterMetricFamily(
             "consult_outbox_published", "Events the outbox relays published", labels=["service", "collection"]
         )

@@ -12,6 +12,7 @@ a model names its free-text fields in `PROSE`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import unicodedata
 from typing import Annotated, Any, ClassVar, get_args
@@ -25,7 +26,7 @@ PROSE_ALLOWED = "\n\t"
 def no_controls(text: str, allowed: str = "") -> str:
     """Control and format characters (NUL, ESC, BEL, bidi overrides, lone surrogates…) have no place in
     a field."""
-    if text.isprintable():  # in C: every character the rule refuses is one `isprintable` refuses
+    if text.isprintable():  # no character of category C or Z but the space: clean, without a scan here
         return text
     bad = next((c for c in text if _refused(c) and c not in allowed), None)
     if bad is not None:
@@ -77,6 +78,12 @@ def _holds_model(annotation: Any) -> bool:
     return any(_holds_model(arg) for arg in get_args(annotation))
 
 
+@functools.cache
+def _model_fields_of(cls: type[BaseModel]) -> frozenset[str]:
+    """The fields of `cls` that hold another model (worked out once per class, not per validation)."""
+    return frozenset(name for name, f in cls.model_fields.items() if _holds_model(f.annotation))
+
+
 class CleanText(BaseModel):
     """Base of models with strings from outside: every string field meets `no_controls`, and a key
     the model does not know is an error, not silently dropped."""
@@ -94,8 +101,7 @@ class CleanText(BaseModel):
     @classmethod
     def _sent_without_controls(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name not in cls.CHECKED_LATER:
-            field = cls.model_fields.get(info.field_name or "")
-            models = field is not None and _holds_model(field.annotation)  # raw input of a nested model
+            models = info.field_name in _model_fields_of(cls)  # raw input of a nested model
             _walk(value, PROSE_ALLOWED if info.field_name in cls.PROSE else "", dicts=not models)
         return value
 

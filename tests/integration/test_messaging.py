@@ -240,6 +240,47 @@ async def test_inbox_claims_once_takes_over_an_expired_claim_and_finishes_with_a
     assert set(docs) == {"e1", "e1#taken#100.0", "e1#done", "e2"}
 
 
+async def test_inbox_claims_and_done_markers_in_flight_together_share_rounds_and_keep_their_outcomes(
+    mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str
+) -> None:
+    """A prefetch window's claims reach the server as one insert_many per round, yet each claim answers
+    as its own unique insert would: one `new` per event id, even for copies inside one round."""
+    inbox = Inbox(mongo[f"{db_prefix}_inbox_rounds"]["inbox"], lease_seconds=60)
+    ids = [f"r{i}" for i in range(30)] + ["twice"] * 5
+    claims = await asyncio.gather(*(inbox.claim(i, "booking.attended", now=100.0) for i in ids))
+    assert claims[:30] == ["new"] * 30
+    assert sorted(claims[30:]) == ["busy"] * 4 + ["new"]  # the copies of one event: one holder
+    assert inbox.inserts.sent_rounds < len(ids) / 4  # shared rounds, not one insert per claim
+    await asyncio.gather(*(inbox.done(i, now=101.0) for i in ids))  # a done twice is harmless too
+    assert all(await asyncio.gather(*(inbox.seen(i) for i in ids)))
+    again = await asyncio.gather(*(inbox.claim(i, "booking.attended", now=102.0) for i in ids))
+    assert set(again) == {"done"}
+    assert await inbox.collection.count_documents({}) == 31 * 2
+
+
+async def test_a_claim_whose_delivery_was_cancelled_on_the_way_is_released_when_it_lands(
+    mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str
+) -> None:
+    """A delivery cut off (connection dropped) while its claim was queued for the next round: the
+    claim still lands, nobody holds it, so it is freed and the redelivery is handled at once instead
+    of waiting `lease_seconds` as `busy`."""
+    inbox = Inbox(mongo[f"{db_prefix}_inbox_cut"]["inbox"], lease_seconds=600)
+    holder = asyncio.ensure_future(inbox.claim("cut", "booking.attended", now=100.0))
+    other = asyncio.ensure_future(inbox.claim("kept", "booking.attended", now=100.0))
+    await asyncio.sleep(0)  # both queued for the round
+    holder.cancel()
+    assert await other == "new"  # the round went out with both claims
+    with pytest.raises(asyncio.CancelledError):
+        await holder
+
+    async def freed() -> bool:
+        return await inbox.collection.find_one({"_id": "cut"}) is None
+
+    await eventually(freed, what="the abandoned claim released")
+    assert await inbox.claim("cut", "booking.attended", now=101.0) == "new"
+    assert await inbox.claim("kept", "booking.attended", now=101.0) == "busy"  # a held claim stays
+
+
 async def _tap(
     amqp_url: str, runtime: Runtime
 ) -> tuple[aio_pika.abc.AbstractConnection, aio_pika.abc.AbstractQueue]:
@@ -600,3 +641,42 @@ async def test_a_peers_retry_after_skips_the_shorter_delays(
         await eventually(lambda: _settled(runtime, 1), timeout=30, what="the throttled event parked")
     assert len(attempts) == 2  # the first try and one retry after 3 s (not four tries)
     assert runtime.consumer.stats["retried"] == 1
+
+
+async def test_a_published_event_carries_the_properties_consumers_rely_on_and_is_counted(
+    make_settings: Callable[..., ServiceSettings], amqp_url: str
+) -> None:
+    """EventPublisher sends through aio-pika on the broker's channel, not FastStream's publish: the
+    message is persistent with the event's id, correlation id, type and time, and the service's app id;
+    a raw copy (a delay or parking copy) keeps its headers; both are counted per exchange."""
+    runtime = Runtime(make_settings(ServiceSettings), QUEUES)
+    conn, tap = await _tap(amqp_url, runtime)
+    async with conn, runtime.running():
+        event = _event(runtime, "props")
+        await runtime.publisher.publish(event)
+        await runtime.publisher.publish_raw(
+            event.to_json(),
+            exchange=topology.EVENTS,
+            routing_key="booking.attended",
+            headers={"x-probe": "1"},
+            message_id="raw-1",
+        )
+        got: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def both() -> bool:
+            while (m := await tap.get(fail=False)) is not None:
+                got.append(m)
+                await m.ack()
+            return len(got) >= 2
+
+        await eventually(both, what="the event and the raw copy on the tap")
+    first, raw = got
+    assert first.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert (first.message_id, first.correlation_id) == (str(event.event_id), str(event.correlation_id))
+    assert first.type == "booking.attended" and first.content_type == "application/json"
+    assert first.app_id == QUEUES.service and first.timestamp is not None
+    assert first.timestamp.replace(microsecond=0) == event.occurred_at.replace(microsecond=0)
+    assert json.loads(first.body)["event_id"] == str(event.event_id)
+    assert raw.message_id == "raw-1" and raw.headers["x-probe"] == "1" and raw.correlation_id
+    assert raw.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert runtime.publisher.published[topology.EVENTS] == 2  # (the consumer parked both: no handler)

@@ -41,7 +41,8 @@ async def test_metrics_endpoint_counts_deliveries_and_broker_traffic(
         'consult_deliveries_total{outcome="duplicates",queue="metered.inbox",service="metered"} 1.0' in text
     )
     assert "faststream_received_messages_total" in text
-    assert "faststream_published_messages_total" in text
+    # the two publishes, counted by the publisher (it sends through aio-pika, not FastStream's publish)
+    assert 'consult_published_total{exchange="consult.events",service="metered"} 2.0' in text
     assert "consult_outbox_backlog" in text
 
 
