@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.clock import JST
 from shared.mongo import Doc
@@ -35,6 +35,7 @@ from shared.store.backend import is_ferretdb
 Period = Literal["day", "month"]
 Layout = Literal["collections", "indexed"]
 _SCOPE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_DUPLICATE_KEY = 11000
 
 
 def period_key(when: date | datetime, period: Period) -> str:
@@ -105,6 +106,25 @@ class Buckets:
         except DuplicateKeyError:
             return False
         return True
+
+    async def add_many(self, scope: str, when: date | datetime | str, items: list[Doc]) -> int:
+        """Mark many items (each with its `_id`) in one bucket, unordered; the number newly marked
+        (items marked there already keep their first marker). For backfills and bulk seeding."""
+        if not items:
+            return 0
+        bucket = self.bucket(scope, when)
+        if self.layout == "collections":
+            collection, docs = self.db[f"{self.kind}.{bucket}"], items
+        else:
+            collection = self.db[self.kind]
+            docs = [{**d, "_id": f"{bucket}|{d['_id']}", "bucket": bucket} for d in items]
+        try:
+            return len((await collection.insert_many(docs, ordered=False)).inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            return int(exc.details.get("nInserted", len(docs) - len(errors)))
 
     async def remove(self, scope: str, when: date | datetime | str, item_id: str) -> None:
         bucket = self.bucket(scope, when)
