@@ -122,7 +122,7 @@ class Keeper:
         c, now = self.ctx, self.ctx.clock.now()
         request = await c.requests.get(timer["booking_id"])
         if timer["office_id"] not in c.policies or not _still_needed(timer, request):
-            await c.timers.cancel_one(timer["_id"], reason="stale", now=now)
+            await c.timers.cancel_one(timer["_id"], reason="stale", now=now, timer=timer)
             return False
         assert request is not None
         lateness = max((now - timer["due_at"]).total_seconds(), 0.0)
@@ -134,7 +134,9 @@ class Keeper:
         event = c.event(payload, request)
         if timer["kind"] == TimerKind.HOLD:  # R05: owed until after_hold_expired has run
             await c.timers.effects_pending(timer, now)
-        fired = await c.timers.fire(timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event)
+        fired = await c.timers.fire(
+            timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event, timer=timer
+        )
         if fired:
             self.on_fired(str(timer["kind"]), lateness)
             log.info("timer %s fired (%.3fs late)", timer["_id"], lateness)

@@ -331,7 +331,7 @@ async def test_an_orphaned_feed_entry_is_dropped_after_its_grace_and_a_late_writ
         await wheel.stop()
 
 
-async def test_take_over_reads_the_pending_timers_once_and_arms_later_ones_from_memory(db: Any) -> None:
+async def test_before_the_backfill_a_take_over_reads_every_pending_timer_once(db: Any) -> None:
     clock = FixedClock(NOW)
     ctx = _context(db, clock, "r")
     await _confirmed(ctx, "b-late", NOW - timedelta(minutes=20))  # due 10 minutes ago
