@@ -301,7 +301,7 @@ def record(run_: Run, n: int, fire: int, tap: Tap, m: Measured) -> None:
             "takeover_wheel_s",
             float(m.wheel.get("seconds", 0.0)),
             "s",
-            f"the wheel's own take-over with {n} pending timers: lease taken → markers read, due fired, horizon armed",
+            f"the wheel's own take-over, {n} pending: lease taken → markers read, due fired, horizon armed",
             extra={"read_s": m.wheel.get("scan_seconds")},
         )
     )
