@@ -33,11 +33,6 @@ class Reservations:
         self.collection = db["reservations"]
         self.conflicts = 0  # reservations refused by the unique index (lost races, taken cells)
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("counsellor_id", 1), ("start", 1)], unique=True)
-        await self.collection.create_index("booking_id")
-        await self.collection.create_index([("office_id", 1), ("start", 1)])
-
     async def taken(self, office_id: str, start: datetime, end: datetime, now: datetime) -> set[Cell]:
         """Cells of the office's counsellors in [start, end) that are booked or held (unexpired)."""
         docs = await self.collection.find(

@@ -84,11 +84,6 @@ class TimerStore:
         self.on_write: Callable[[Any], None] = lambda doc_id: None  # wakes the outcomes' outbox relay
         self.on_arm: Callable[[Doc], None] = lambda doc: None  # tells the wheel
 
-    async def ensure_indexes(self) -> None:
-        """MongoDB: the due markers' bucket index; the timers themselves are read by `_id` only
-        (the take-over's backfill and the operator's list scan: once, and on demand)."""
-        await (await self.due_buckets()).ensure_indexes()
-
     async def due_buckets(self) -> Buckets:
         if self._due is None:
             self._due = await Buckets.open(self.db, "timer_due", period="day")
