@@ -51,6 +51,7 @@ it in the background once, recorded in `queue_state`; until then the queue is re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -224,12 +225,14 @@ class RequestStore:
         ]
         marked.sort(key=lambda ms: (ms[0].get("created_at") or _EPOCH, ms[0]["_id"]))
         found: list[Doc] = []
-        for marker, status in marked:
-            doc = await self.get(marker["_id"])
-            if doc is None or doc.get("status") != status or doc.get("office_id") != office_id:
-                await self._dequeue(office_id, status, marker["_id"])
-                continue
-            found.append(doc)
+        for k in range(0, len(marked), limit):  # the requests by `_id`, a page at a time, concurrently
+            page = marked[k : k + limit]
+            docs = await asyncio.gather(*(self.get(m["_id"]) for m, _ in page))
+            for (marker, status), doc in zip(page, docs, strict=True):
+                if doc is None or doc.get("status") != status or doc.get("office_id") != office_id:
+                    await self._dequeue(office_id, status, marker["_id"])
+                elif len(found) < limit:
+                    found.append(doc)
             if len(found) >= limit:
                 break
         return found

@@ -11,6 +11,7 @@ kind "booked" is a confirmed appointment; kind "held" is an alternative proposed
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -142,7 +143,9 @@ class Reservations:
     async def at_cells(self, counsellor_id: str, starts: Sequence[datetime]) -> list[Doc]:
         """The counsellor's reserved cells among these cell starts, each read by `_id` (FerretDB's
         index; a range query decodes the collection there)."""
-        found = [await self.collection.find_one({"_id": cell_id(counsellor_id, start)}) for start in starts]
+        found = await asyncio.gather(
+            *(self.collection.find_one({"_id": cell_id(counsellor_id, start)}) for start in starts)
+        )
         return [d for d in found if d is not None]
 
     async def of_counsellor(self, counsellor_id: str, start: datetime, end: datetime) -> list[Doc]:
