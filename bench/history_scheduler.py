@@ -33,10 +33,9 @@ from typing import Any
 
 from bench import env
 from services.scheduler.keeper import Context
-from services.scheduler.meeting import Rooms
 from services.scheduler.schedule import day_of
 from services.scheduler.slots import SlotGrid, cell_id
-from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
+from services.scheduler.store import RequestStore, TimerStore
 from services.scheduler.store.requests import QUEUED
 from services.scheduler.store.timers import WHEEL, due_day
 from shared.clock import JST, FixedClock
@@ -197,18 +196,7 @@ class Seeder:
 
 
 def _context(db: Any, now: datetime) -> Context:
-    clock = FixedClock(now)
-    reservations = Reservations(db)
-    return Context(
-        policies=Policies.load(env.ROOT / "deploy" / "offices"),
-        counsellors=CounsellorStore(db),
-        reservations=reservations,
-        requests=RequestStore(db),
-        timers=TimerStore(db),
-        rooms=Rooms(db, lambda _office: None, reservations, clock),
-        clock=clock,
-        replica_id="bench",
-    )
+    return Context.without_graph(db, Policies.load(env.ROOT / "deploy" / "offices"), FixedClock(now), "bench")
 
 
 async def _timed(read: Callable[[], Awaitable[int]], runs: int) -> tuple[float, float, int]:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pymongo.asynchronous.database import AsyncDatabase
+
 from services.scheduler.domain import KEEP_PAST, Coordination, Status
 from services.scheduler.meeting import MeetingRoom, Rooms
 from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
@@ -54,6 +56,26 @@ class Context:
     #: one request changed by one writer at a time in this process (shared/store/locks.py): the
     #: entry points (handlers, timers, staff routes) hold the booking's lock around read-act-write
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+
+    @classmethod
+    def without_graph(
+        cls, db: AsyncDatabase[Doc], policies: Policies, clock: Clock, replica_id: str
+    ) -> Context:
+        cls, db: AsyncDatabase[Doc], policies: Policies, clock: Clock, replica_id: str
+    ) -> Context:
+        """The stores over `db` with no Graph client (staff record R08; pre-issued rooms only):
+        for the tests and the bench, which drive the stores and the wheel without the app."""
+        reservations = Reservations(db)
+        return cls(
+            policies=policies,
+            counsellors=CounsellorStore(db),
+            reservations=reservations,
+            requests=RequestStore(db),
+            timers=TimerStore(db),
+            rooms=Rooms(db, lambda _office: None, reservations, clock),
+            clock=clock,
+            replica_id=replica_id,
+        )
 
     def event(self, payload: Payload, doc: Doc, cause: Envelope[Any] | None = None) -> Envelope[Any]:
         """An event of this request's story (correlation id from the request that started it)."""

@@ -12,16 +12,14 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.scheduler.keeper import Context, Keeper
-from services.scheduler.meeting import Rooms
-from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
+from services.scheduler.store import LeaseStore
 from services.scheduler.store.timers import WHEEL, day_key
-from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TimerWheel
 from shared.clock import FixedClock
 from shared.mongo import connect
-from shared.policy import Policies
+from tests.integration import test_scheduler_timers as timers_test
 from tests.support import MONGODB_URL, CommandShapes, eventually
-from tests.support.scheduler import DEMO_OFFICES, HW, ROOT, jst
+from tests.support.scheduler import HW, jst
 
 NOW = jst(2026, 11, 30, 9, 0)
 TODAY = date(2026, 11, 30)
@@ -34,17 +32,7 @@ async def db(mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str) -> AsyncIt
 
 
 def _context(db: Any, clock: FixedClock, replica: str = "r") -> Context:
-    reservations = Reservations(db)
-    return Context(
-        policies=Policies.load(ROOT / "deploy" / "offices", DEMO_OFFICES),
-        counsellors=CounsellorStore(db),
-        reservations=reservations,
-        requests=RequestStore(db),
-        timers=TimerStore(db),
-        rooms=Rooms(db, lambda _office: None, reservations, clock),
-        clock=clock,
-        replica_id=replica,
-    )
+    return timers_test._context(db, clock, replica)
 
 
 def _wheel(ctx: Context) -> TimerWheel:
@@ -64,20 +52,8 @@ def _wheel(ctx: Context) -> TimerWheel:
 
 async def _confirmed(ctx: Context, booking_id: str, start: Any) -> str:
     """A confirmed request (version 1) with its no-show timer, due 10 minutes after the start."""
-    await ctx.requests.create(
-        {
-            "_id": booking_id,
-            "office_id": HW,
-            "status": "confirmed",
-            "version": 1,
-            "correlation_id": CORR,
-            "appointment": {"start": start, "version": 1},
-        }
-    )
-    due = start + timedelta(minutes=10)
-    spec = TimerSpec(TimerKind.NO_SHOW, booking_id, HW, 1, due, {"start": start, "grace_seconds": 600})
-    await ctx.timers.arm(spec, correlation_id=CORR, now=ctx.clock.now())
-    return spec.timer_id
+    await timers_test._confirmed(ctx, booking_id, start)
+    return f"{booking_id}:no_show:v1"
 
 
 async def _marked(db: Any, day: date) -> set[str]:
