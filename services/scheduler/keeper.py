@@ -61,8 +61,6 @@ class Context:
     def without_graph(
         cls, db: AsyncDatabase[Doc], policies: Policies, clock: Clock, replica_id: str
     ) -> Context:
-        cls, db: AsyncDatabase[Doc], policies: Policies, clock: Clock, replica_id: str
-    ) -> Context:
         """The stores over `db` with no Graph client (staff record R08; pre-issued rooms only):
         for the tests and the bench, which drive the stores and the wheel without the app."""
         reservations = Reservations(db)
