@@ -8,7 +8,7 @@ measured keeps its own volume at every size; history grows by more days, counsel
 
 - the coordination queue of one office (`RequestStore.of_office`, the waiting statuses): 20 waiting
   requests of `kushiro-gyosei`; the history is settled (confirmed) requests of every office and
-  waiting ones of other offices (2 %), each with its marker;
+  waiting ones of 40 other offices (2 %), each with its marker;
 - a counsellor's reservations for one JST day (`schedule.day_of`, the console's counsellor page):
   8 booked cells and their confirmed requests; the history is other counsellors' and days' cells;
 - the timers due on one JST day (`TimerStore.due_in`, what a take-over or the wheel's day load
@@ -145,7 +145,7 @@ class Seeder:
         for i in range(first, first + n):
             created = self.now - timedelta(minutes=i)
             if i % 50 == 0:  # another office's queue
-                docs.append(_request(f"h-{i}", f"office-{i % 997}", "needs_staff", created))
+                docs.append(_request(f"h-{i}", f"office-{i % 40}", "needs_staff", created))
             else:
                 appointment = _appointment(f"c-{i % 400}", created)
                 docs.append(_request(f"h-{i}", OFFICE, "confirmed", created, appointment=appointment))
