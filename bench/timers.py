@@ -291,7 +291,7 @@ def record(run_: Run, n: int, fire: int, tap: Tap, m: Measured) -> None:
             "takeover_s",
             round(m.takeover, 2),
             "s",
-            f"scheduler start → the wheel has read the {n} pending timers, fired the due, armed the horizon",
+            f"scheduler start → the wheel has taken over {n} pending timers (its days' markers read)",
             extra={"wheel": m.wheel},
         )
     )
