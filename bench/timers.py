@@ -1,15 +1,19 @@
-"""Part 4, durable timers at volume: memory, re-arm time after a restart, firing lateness.
+"""Part 4, durable timers at volume: memory, take-over time after a restart, firing lateness.
 
 With the scheduler stopped, the bench writes N pending no-show timers into the scheduler's
-`timers` collection in the shape `TimerStore.arm` writes them: most due days ahead (beyond the
-wheel's horizon), `fire` of them due a few seconds after the restart, each with a confirmed
-request so the keeper really emits `appointment.no_show`. Then it starts the scheduler and
-measures: time to /readyz, time to the wheel's take-over (readiness does not wait for it: the
-wheel takes the lease on its first tick, reads the pending timers once, fires what is due and arms
-the horizon; the scheduler reports it on `/v1/staff/timers/lease`), resident memory, and lateness
-of the firings (the scheduler's own `lateness_seconds`, and the bench's receive time of the event
-minus `due_at`). The far timers are written first and the due ones last, so "due 0–10 s after the
-restart" holds however long the writing takes.
+`timers` collection in the shape `TimerStore.arm` writes them, each with its due marker in the
+bucket of its JST day (`timer_due`; no feed entries: the feed is what a live leader drains every
+tick, and a take-over after a crash finds it nearly empty): most due days ahead (beyond the wheel's
+horizon, three seconds apart), `fire` of them due a few seconds after the restart, each with a
+confirmed request so the keeper really emits `appointment.no_show`. Then it starts the scheduler
+and measures: time to /readyz, time to the wheel's take-over (readiness does not wait for it: the
+wheel takes the lease on its first tick, reads the due markers of the days from the watermark to
+the horizon, fires what is due and arms the horizon; the scheduler reports it on
+`/v1/staff/timers/lease`), resident memory, and lateness of the firings (the scheduler's own
+`lateness_seconds`, and the bench's receive time of the event minus `due_at`). The far timers are
+written first and the due ones last, so "due 0–10 s after the restart" holds however long the
+writing takes. Then it grows the pending timers to ten times N (1,000,000 by default) and restarts
+once more: time to /readyz, to the take-over, and resident memory.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import httpx
 from bench import env
 from bench.results import Figure, Run, latency_ms, rate
 from bench.stack import Tap, pids, rss_of
-from shared.mongo import connect
+from shared.mongo import Doc, connect
 from shared.store import outbox
 
 PART = "timers"
@@ -69,6 +73,21 @@ def request_doc(timer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def write_timers(db: Any, docs: list[dict[str, Any]], now: datetime) -> None:
+    """The timers and their due markers, as `TimerStore.arm` leaves them (the marker first)."""
+    from services.scheduler.store.timers import WHEEL, TimerStore, due_day
+
+    buckets = await TimerStore(db).due_buckets()
+    for i in range(0, len(docs), 1000):
+        chunk = docs[i : i + 1000]
+        by_day: dict[Any, list[Doc]] = {}
+        for d in chunk:
+            by_day.setdefault(due_day(d["due_at"], now), []).append({"_id": d["_id"], "due_at": d["due_at"]})
+        for day, markers in by_day.items():
+            await buckets.add_many(WHEEL, day, markers)
+        await db["timers"].insert_many(chunk, ordered=False)
+
+
 async def restart(stack: Any, timeout: float) -> float:
     stack.stop("scheduler")
     started = time.perf_counter()
@@ -86,6 +105,7 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
     n, fire = opts.timers, min(opts.timer_fire, opts.timers)
     rss_idle = rss_of(stack, "scheduler")
     empty_restart = await restart(stack, 90)
+    await taken_over(stack, timeout=60)  # on an empty database: the markers' backfill is recorded
     rss_idle_after = rss_of(stack, "scheduler")
     say(f"timers: scheduler restarts in {empty_restart:.1f}s without timers; writing {n} pending timers")
     client = connect(env.MONGODB_URL, app_name="bench")
@@ -95,21 +115,8 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
     await tap.start()
     try:
         stack.stop("scheduler")
-        now = datetime.now(UTC)
         started = time.perf_counter()
-        far = [timer_doc(i, now + timedelta(days=2, seconds=i * 3), now, prefix) for i in range(fire, n)]
-        for i in range(0, len(far), 1000):
-            await db["timers"].insert_many(far[i : i + 1000], ordered=False)
-        lead = 2 * empty_restart + 10.0
-        now = datetime.now(UTC)
-        fire_from = now + timedelta(seconds=lead)
-        due = [
-            timer_doc(i, fire_from + timedelta(seconds=10.0 * i / max(fire, 1)), now, prefix)
-            for i in range(fire)
-        ]
-        if due:
-            await db["timers"].insert_many(due, ordered=False)
-            await db["requests"].insert_many([request_doc(d) for d in due], ordered=False)
+        fire_from = await seed(db, n, fire, prefix, lead=2 * empty_restart + 10.0)
         seeded = time.perf_counter() - started
         say(f"timers: {n} written in {seeded:.1f}s; restarting the scheduler")
         t0 = time.perf_counter()
@@ -130,6 +137,9 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
             await asyncio.sleep(0.5)
             peak = max(peak, rss_of(stack, "scheduler") or 0.0)
         cpu = meter.stop()
+        large = getattr(opts, "timers_large", None) or 10 * n
+        say(f"timers: growing to {large} pending timers")
+        grown = await grow(stack, db, n, large, prefix)
     finally:
         await tap.stop()
         await client.close()
@@ -137,6 +147,82 @@ async def run(run_: Run, stack: Any, box: env.Sandbox, opts: Any, say: Callable[
         seeded, empty_restart, rearm, took, takeover, rss_idle_after or rss_idle, rss_loaded, peak, cpu
     )
     record(run_, n, fire, tap, measured)
+    record_large(run_, large, grown)
+
+
+async def seed(db: Any, n: int, fire: int, prefix: str, *, lead: float) -> datetime:
+    """The far timers, then `fire` due from `lead` seconds after the writing on; when they start."""
+    now = datetime.now(UTC)
+    await write_timers(db, far_timers(fire, n, now, prefix), now)
+    now = datetime.now(UTC)
+    fire_from = now + timedelta(seconds=lead)
+    due = [
+        timer_doc(i, fire_from + timedelta(seconds=10.0 * i / max(fire, 1)), now, prefix) for i in range(fire)
+    ]
+    if due:
+        await db["requests"].insert_many([request_doc(d) for d in due], ordered=False)
+        await write_timers(db, due, now)
+    return fire_from
+
+
+def far_timers(first: int, end: int, now: datetime, prefix: str) -> list[dict[str, Any]]:
+    """Timers due from two days ahead on, three seconds apart (28,800 a day)."""
+    return [timer_doc(i, now + timedelta(days=2, seconds=i * 3), now, prefix) for i in range(first, end)]
+
+
+async def grow(stack: Any, db: Any, n: int, large: int, prefix: str) -> dict[str, Any]:
+    """Up to `large` pending timers (scheduler stopped), then one restart: ready, take-over, memory."""
+    stack.stop("scheduler")
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    for i in range(n, large, 100_000):
+        await write_timers(db, far_timers(i, min(i + 100_000, large), now, prefix), now)
+    seeded = time.perf_counter() - started
+    t0 = time.perf_counter()
+    stack.start("scheduler")
+    await stack.wait_ready("scheduler", timeout=300)
+    ready = time.perf_counter() - t0
+    wheel = await taken_over(stack, timeout=300)
+    took = time.perf_counter() - t0
+    return {
+        "seeded": seeded,
+        "ready": ready,
+        "takeover": took,
+        "wheel": wheel,
+        "rss": rss_of(stack, "scheduler"),
+    }
+
+
+def record_large(run_: Run, large: int, m: dict[str, Any]) -> None:
+    run_.add(
+        Figure(
+            PART,
+            "restart_ready_large_s",
+            round(m["ready"], 2),
+            "s",
+            f"scheduler start → /readyz with {large} pending timers",
+            extra={"seeded_s": round(m["seeded"], 1)},
+        )
+    )
+    run_.add(
+        Figure(
+            PART,
+            "takeover_large_s",
+            round(m["takeover"], 2),
+            "s",
+            f"scheduler start → the wheel has taken over {large} pending timers",
+            extra={"wheel": m["wheel"]},
+        )
+    )
+    run_.add(
+        Figure(
+            PART,
+            "rss_large_mib",
+            m["rss"] or 0.0,
+            "MiB",
+            f"scheduler resident memory right after the take-over with {large} pending timers",
+        )
+    )
 
 
 async def taken_over(stack: Any, timeout: float) -> dict[str, Any]:
@@ -205,8 +291,18 @@ def record(run_: Run, n: int, fire: int, tap: Tap, m: Measured) -> None:
             "takeover_s",
             round(m.takeover, 2),
             "s",
-            f"scheduler start → the wheel has read the {n} pending timers, fired the due, armed the horizon",
+            f"scheduler start → the wheel has taken over {n} pending timers (its days' markers read)",
             extra={"wheel": m.wheel},
+        )
+    )
+    run_.add(
+        Figure(
+            PART,
+            "takeover_wheel_s",
+            float(m.wheel.get("seconds", 0.0)),
+            "s",
+            f"the wheel's own take-over, {n} pending: lease taken → markers read, due fired, horizon armed",
+            extra={"read_s": m.wheel.get("scan_seconds")},
         )
     )
     run_.add(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel, EmailStr, Field, ValidationError
@@ -122,6 +122,10 @@ def router(coordinator: Coordinator, desk: StaffDesk, wheel: TimerWheel, keys: S
     _request_routes(api, coordinator.ctx, desk, staff)
     _timer_routes(api, wheel, coordinator.ctx, staff)
     return api
+
+
+#: the statuses the coordination queue lists (services/scheduler/domain.py WAITING)
+QueueStatus = Literal["coordinating", "proposed", "needs_staff", "declined", "hold_expired"]
 
 
 def _policy_of(ctx: Context, office_id: str) -> OfficePolicy:
@@ -254,11 +258,16 @@ def _counsellor_routes(api: APIRouter, ctx: Context) -> None:
 def _request_routes(api: APIRouter, ctx: Context, desk: StaffDesk, staff: Any) -> None:
     @api.get("/offices/{office_id}/requests")
     async def list_requests(
-        office_id: str, status: Annotated[list[str] | None, Query()] = None
+        office_id: str,
+        status: Annotated[
+            list[QueueStatus] | None,
+            Query(description="of the waiting statuses (the queue); default all of them"),
+        ] = None,
     ) -> list[dict[str, Any]]:
-        """Requests waiting for the office by default (R05: coordinate again)."""
+        """The coordination queue: requests waiting for the office (R05: coordinate again), oldest
+        first, at most 200; another status than a waiting one is a 422 naming `status`."""
         _policy_of(ctx, office_id)
-        statuses = status or [s.value for s in WAITING]
+        statuses: list[str] = list(status) if status else [s.value for s in WAITING]
         return [view(d) for d in await ctx.requests.of_office(office_id, statuses)]
 
     @api.get("/requests/{booking_id}")

@@ -16,7 +16,14 @@ from services.scheduler.keeper import Context, Keeper
 from services.scheduler.meeting import Rooms
 from services.scheduler.metrics import SchedulerMetrics
 from services.scheduler.staff import StaffDesk
-from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
+from services.scheduler.store import (
+    CounsellorStore,
+    LeaseStore,
+    RequestStore,
+    Reservations,
+    TimerStore,
+    indexes,
+)
 from services.scheduler.store.staff_keys import EVERY_OFFICE, StaffKeyStore
 from services.scheduler.wheel import TimerWheel
 from shared import parking, topology
@@ -62,8 +69,9 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
 
     @runtime.on_startup
     async def prepare() -> None:
-        for store in (ctx.counsellors, ctx.reservations, ctx.requests, ctx.timers):
-            await store.ensure_indexes()
+        await indexes.ensure(runtime.db)
+        if not await ctx.requests.queue_ready():  # an existing database: once, in the background
+            runtime.spawn(backfill_queue(), "scheduler-queue-backfill")
         if settings.counsellors_file is not None:
             report = await seed.load(
                 ctx.counsellors,
@@ -76,6 +84,14 @@ def build(settings: Settings, clock: Clock | None = None) -> tuple[Runtime, Coor
         if settings.environment == "prod" and (problems := await unready_rooms(ctx, graph)):
             raise RuntimeError("R16: consultations would get no room: " + "; ".join(problems))
         await wheel.start()
+
+    async def backfill_queue() -> None:
+        try:
+            count = await ctx.requests.backfill_queue(ctx.clock.now())
+        except Exception as exc:  # the queue is read by the query meanwhile; the next start tries again
+            runtime.log.warning("coordination queue markers not backfilled: %s", exc)
+            return
+        runtime.log.info("coordination queue markers backfilled for %d waiting requests", count)
 
     keeper.on_fired = SchedulerMetrics(runtime.metrics, coordinator, wheel).timer_fired
     runtime.on_shutdown(wheel.stop)
@@ -115,7 +131,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None) -> 
 
     @runtime.on_startup
     async def staff_keys() -> None:
-        await keys.ensure_indexes()
         if settings.staff_api_key:  # development and tests only (Settings refuses it in prod)
             await keys.register(settings.staff_api_key, DEV_STAFF, [EVERY_OFFICE], runtime.clock.now())
 

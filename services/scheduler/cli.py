@@ -26,7 +26,7 @@ from rich.table import Table
 
 from services.scheduler import seed
 from services.scheduler.config import Settings
-from services.scheduler.store import CounsellorStore, LeaseStore, TimerStore
+from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, TimerStore, indexes
 from services.scheduler.store.staff_keys import PREFIX, STAFF, StaffKeyStore
 from shared.clock import SystemClock, format_jst
 from shared.mongo import Doc, connect
@@ -64,7 +64,7 @@ def load(path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> 
 
     async def work(db: Any, settings: Settings) -> seed.LoadReport:
         store = CounsellorStore(db)
-        await store.ensure_indexes()
+        await indexes.ensure(db)
         counsellors, at = seed.read(path), SystemClock().now()
         return await seed.load(store, settings.policies(), counsellors, at, settings.meeting_dev_hosts)
 
@@ -125,6 +125,22 @@ def timers(
     console.print(table)
 
 
+@app.command("backfill")
+def backfill() -> None:
+    """Markers for what was stored before them (idempotent): the timers' due markers and the
+    coordination queue's. Start-up does the same on its own (the queue in the background, the
+    timers at the first take-over); this runs it ahead, e.g. before an upgrade's first start."""
+
+    async def work(db: Any, settings: Settings) -> tuple[int, int]:
+        await indexes.ensure(db)
+        now = SystemClock().now()
+        timers = len(await TimerStore(db).backfill(now))
+        return timers, await RequestStore(db).backfill_queue(now)
+
+    timers, queued = _with_db(work)
+    console.print(f"due markers for {timers} pending timers; queue markers for {queued} waiting requests")
+
+
 @app.command("lease")
 def lease() -> None:
     """Which scheduler replica holds the timer lease, and until when."""
@@ -164,7 +180,7 @@ def create_staff_key(
         if unknown := [o for o in office if o not in settings.policies()]:
             raise ValueError(f"unknown office {', '.join(unknown)}")
         store = StaffKeyStore(db)
-        await store.ensure_indexes()
+        await indexes.ensure(db)
         return await store.create(staff, office, SystemClock().now(), holder, counsellor)
 
     try:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pymongo.asynchronous.database import AsyncDatabase
+
 from services.scheduler.domain import KEEP_PAST, Coordination, Status
 from services.scheduler.meeting import MeetingRoom, Rooms
 from services.scheduler.store import CounsellorStore, RequestStore, Reservations, TimerStore
@@ -54,6 +56,24 @@ class Context:
     #: one request changed by one writer at a time in this process (shared/store/locks.py): the
     #: entry points (handlers, timers, staff routes) hold the booking's lock around read-act-write
     locks: KeyedLocks = field(default_factory=KeyedLocks)
+
+    @classmethod
+    def without_graph(
+        cls, db: AsyncDatabase[Doc], policies: Policies, clock: Clock, replica_id: str
+    ) -> Context:
+        """The stores over `db` with no Graph client (staff record R08; pre-issued rooms only):
+        for the tests and the bench, which drive the stores and the wheel without the app."""
+        reservations = Reservations(db)
+        return cls(
+            policies=policies,
+            counsellors=CounsellorStore(db),
+            reservations=reservations,
+            requests=RequestStore(db),
+            timers=TimerStore(db),
+            rooms=Rooms(db, lambda _office: None, reservations, clock),
+            clock=clock,
+            replica_id=replica_id,
+        )
 
     def event(self, payload: Payload, doc: Doc, cause: Envelope[Any] | None = None) -> Envelope[Any]:
         """An event of this request's story (correlation id from the request that started it)."""
@@ -122,7 +142,7 @@ class Keeper:
         c, now = self.ctx, self.ctx.clock.now()
         request = await c.requests.get(timer["booking_id"])
         if timer["office_id"] not in c.policies or not _still_needed(timer, request):
-            await c.timers.cancel_one(timer["_id"], reason="stale", now=now)
+            await c.timers.cancel_one(timer["_id"], reason="stale", now=now, timer=timer)
             return False
         assert request is not None
         lateness = max((now - timer["due_at"]).total_seconds(), 0.0)
@@ -134,7 +154,9 @@ class Keeper:
         event = c.event(payload, request)
         if timer["kind"] == TimerKind.HOLD:  # R05: owed until after_hold_expired has run
             await c.timers.effects_pending(timer, now)
-        fired = await c.timers.fire(timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event)
+        fired = await c.timers.fire(
+            timer["_id"], now=now, by=c.replica_id, lateness=lateness, event=event, timer=timer
+        )
         if fired:
             self.on_fired(str(timer["kind"]), lateness)
             log.info("timer %s fired (%.3fs late)", timer["_id"], lateness)

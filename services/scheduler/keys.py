@@ -19,6 +19,7 @@ from pathlib import Path
 
 from services.scheduler.app import DEV_STAFF
 from services.scheduler.config import Settings
+from services.scheduler.store import indexes
 from services.scheduler.store.staff_keys import EVERY_OFFICE, ROLES, StaffKeyStore, new_key
 from shared.clock import SystemClock
 from shared.keyfile import kept_key
@@ -35,8 +36,9 @@ async def _keys(settings: Settings) -> AsyncIterator[StaffKeyStore]:
         raise SystemExit("a development key for every office is refused in prod")
     client = connect(settings.mongodb_url, app_name="consultctl")
     try:
-        store = StaffKeyStore(client[settings.database("scheduler")])
-        await store.ensure_indexes()
+        db = client[settings.database("scheduler")]
+        await indexes.ensure(db)
+        store = StaffKeyStore(db)
         yield store
     finally:
         await client.close()

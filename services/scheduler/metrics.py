@@ -39,8 +39,9 @@ class SchedulerMetrics(Collector):
         yield armed
         pending = GaugeMetricFamily(
             "consult_scheduler_timers_pending",
-            "Pending timers the leader holds in memory (0 elsewhere; read at take-over, then the feed; "
-            "a timer another replica cancelled counts until its due time)",
+            "Pending timers the leader holds in memory: those of the days up to the horizon's end "
+            "(0 elsewhere; read from the due markers, then the feed; a timer another replica "
+            "cancelled counts until its due time)",
         )
         pending.add_metric([], float(len(self.wheel.index)))
         yield pending

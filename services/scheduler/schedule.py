@@ -6,6 +6,7 @@ are read by `_id` (one lookup per grid cell of the office's hours) where the gri
 else by the (counsellor, start) range; each booking's request is then read by `_id` for the times.
 """
 
+import asyncio
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -81,8 +82,8 @@ async def day_of(ctx: Context, counsellor_id: str, office_id: str, day: date) ->
     for cell in held:
         kinds.setdefault(cell["booking_id"], set()).add(cell["kind"])
     entries: list[Reserved] = []
-    for booking_id, of_booking in kinds.items():
-        doc = await ctx.requests.get(booking_id)
+    docs = await asyncio.gather(*(ctx.requests.get(booking_id) for booking_id in kinds))
+    for doc, of_booking in zip(docs, kinds.values(), strict=True):
         if doc is not None:
             entries += _entries(doc, counsellor_id, of_booking, start, end)
     return sorted(entries, key=lambda e: (e.start, e.booking_id))

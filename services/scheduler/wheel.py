@@ -2,13 +2,18 @@
 
 APScheduler 3 forgets a date job once it is submitted and, by default, skips a job more than 1 s late,
 so it is only the alarm clock: the timers collection decides. On taking the lease (start-up, or a
-crashed leader's lease expiring) the wheel reads the pending timers once into memory (`DueIndex`:
-FerretDB answers any query but `{_id: value}` with a full scan, so the ticks must not query), fires
-every timer already due — late ones, with their lateness recorded — and arms those due within the
-horizon. Every tick it renews the lease, merges the feed of timers armed since (by any replica),
-fires what is due from memory, each read back by `_id` to check it is still pending, and arms what
-entered the horizon. A second replica waits for the lease; the outcome insert (a unique `_id`)
-makes a firing happen once even if two replicas ever try.
+crashed leader's lease expiring) the wheel reads the due markers of the days from the watermark to
+the end of the horizon into memory (`DueIndex`; FerretDB answers any query but `{_id: value}` with a
+full scan, so neither the take-over nor the ticks query the timers), fires every timer already due
+— late ones, with their lateness recorded — and arms those due within the horizon. What it holds is
+bounded by those days' timers, not by every pending one. Every tick it renews the lease, loads the
+next day's markers when the horizon reaches that day, merges the feed of timers armed since (by any
+replica), fires what is due from memory, each read back by `_id` to check it is still pending, and
+arms what entered the horizon; now and then it settles the past days' buckets and moves the
+watermark past them. A second replica waits for the lease; the outcome insert (a unique `_id`)
+makes a firing happen once even if two replicas ever try. Before the first backfill of the markers
+(`TimerStore.backfill`) a take-over reads every pending timer once, as it always did, and writes
+their markers.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from apscheduler.jobstores.base import JobLookupError
@@ -26,8 +31,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from services.scheduler.due_index import DueIndex
 from services.scheduler.store import LeaseStore, TimerStore
-from services.scheduler.store.timers import PENDING
-from shared.clock import Clock
+from services.scheduler.store.timers import PENDING, due_day
+from shared.clock import JST, Clock
 from shared.mongo import Doc
 from shared.runtime import task_stacks
 
@@ -83,6 +88,9 @@ class TimerWheel:
         # time, and only one of them may run it (the other's resolve would be refused anyway)
         self.firing: set[str] = set()
         self.index = DueIndex()
+        # the last JST day whose due markers are in `index` (None: not leading; date.max: every
+        # pending timer, read before the markers were backfilled)
+        self.loaded_through: date | None = None
         self.stats: dict[str, Any] = {
             "takeovers": 0,
             "fired": 0,
@@ -139,11 +147,14 @@ class TimerWheel:
             self._step_down()
         if not self.leader:
             return
+        await self.load_days()
         await self.merge_feed()
         await self.fire_due()
         self.arm_horizon()
-        if self._ticks % self.rescan_every == 0 and self.on_sweep is not None:
-            await self.on_sweep()
+        if self._ticks % self.rescan_every == 0:
+            await self.settle_past_days()
+            if self.on_sweep is not None:
+                await self.on_sweep()
 
     async def _take_over(self) -> None:
         started = time.perf_counter()
@@ -151,9 +162,14 @@ class TimerWheel:
         step = "reading the feed"
         try:
             async with asyncio.timeout(self._read_bound):
-                feed = await self.timers.feed_entries()  # before the scan: what it misses, the feed has
-                step = "scanning the pending timers"
-                pending = await self._renewing(self.timers.pending())
+                feed = await self.timers.feed_entries()  # before the read: what it misses, the feed has
+                if await self.timers.markers_ready():
+                    step = "reading the due markers"
+                    pending = await self._renewing(self._read_days())
+                else:
+                    step = "scanning the pending timers"
+                    pending = await self._renewing(self.timers.backfill(self.clock.now()))
+                    self.loaded_through = date.max
                 scanned = time.perf_counter() - started
                 for timer_id, due_at in pending:
                     self.index.add(timer_id, due_at)
@@ -212,6 +228,43 @@ class TimerWheel:
             raise LeaseLost(f"{self.replica_id} lost the lease while reading the timers")
         return result
 
+    def _today(self) -> date:
+        return self.clock.now().astimezone(JST).date()
+
+    def _horizon_day(self) -> date:
+        return (self.clock.now() + self.horizon).astimezone(JST).date()
+
+    async def _read_days(self) -> list[tuple[str, datetime]]:
+        """The take-over's read: the markers of the days from the watermark to the horizon's end."""
+        last = self._horizon_day()
+        first = await self.timers.watermark(self._today())
+        found = await self.timers.due_in(first, last)
+        self.loaded_through = last
+        return found
+
+    async def load_days(self) -> int:
+        """As leader: the markers of the days the horizon reached since the last look."""
+        if self.loaded_through is None or not self.leader:
+            return 0
+        last = self._horizon_day()
+        if last <= self.loaded_through:
+            return 0
+        found = await self.timers.due_in(self.loaded_through + timedelta(days=1), last)
+        self.loaded_through = last
+        return sum(self.index.add(timer_id, due_at) for timer_id, due_at in found)
+
+    async def settle_past_days(self) -> None:
+        """Drop the past days' buckets whose timers are all resolved and move the watermark past
+        them; a day stays while it holds a pending (overdue, being fired) timer. Yesterday is kept:
+        a replica whose clock is a little behind may still mark a timer in it."""
+        if not self.leader:
+            return
+        first = day = await self.timers.watermark(self._today())
+        while day < self._today() - timedelta(days=1) and not await self.timers.settle_day(day):
+            day += timedelta(days=1)
+        if day != first:
+            await self.timers.set_watermark(day)
+
     def _step_down(self, *, quiet: bool = False) -> None:
         if not quiet:
             log.warning("%s lost the timer lease; disarming", self.replica_id)
@@ -220,26 +273,38 @@ class TimerWheel:
             self._scheduler.remove_all_jobs()
         self.armed.clear()
         self.index.clear()
+        self.loaded_through = None
 
     # ----------------------------------------------------------------- knowing, arming, firing
 
     def arm(self, doc: Doc) -> None:
-        """A timer this replica just created: known at once if we lead (others learn it from the feed)."""
+        """A timer this replica just created: known at once if we lead and its day is loaded (others
+        learn it from the feed; a later day's from its bucket)."""
+        if self.loaded_through is None or due_day(doc["due_at"], doc.get("armed_at")) > self.loaded_through:
+            return
         if self.leader and self.index.add(doc["_id"], doc["due_at"]):
             self.arm_horizon()
 
     async def merge_feed(self, entries: list[Doc] | None = None) -> int:
         """Take the timers announced in the feed into memory; returns how many were new.
 
-        Each entry's timer is read by `_id`: pending ones are remembered, resolved ones ignored. An
-        entry whose timer is not there yet stays (its writer is between the two inserts) until
-        `feed_grace` has passed; then the writer has crashed, and it goes."""
+        An entry of a day not loaded yet goes without a read: its day's markers will be read when
+        the horizon reaches it. Any other entry's timer is read by `_id`: pending ones are remembered,
+        resolved ones ignored. An entry whose timer is not there yet stays (its writer is between
+        the inserts) until `feed_grace` has passed; then the writer has crashed, and it goes."""
         if entries is None:
             entries = await self.timers.feed_entries()
         now, done, added = self.clock.now(), [], 0
         for entry in entries:
             timer_id = entry["_id"]
             if timer_id in self.index:
+                done.append(timer_id)
+                continue
+            if (
+                self.loaded_through is not None
+                and due_day(entry["due_at"], entry.get("at")) > self.loaded_through
+            ):
+                await self.timers.mark_fed(entry)
                 done.append(timer_id)
                 continue
             doc = await self.timers.brief(timer_id)

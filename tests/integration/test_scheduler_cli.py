@@ -50,3 +50,29 @@ async def test_timers_command_lists_pending_timers(cli_env: str, mongo: AsyncMon
     assert "b-cli:no_show:v1" in result.output and "2026年11月30日(月) 09:10" in result.output
     lease = await _invoke("scheduler", "lease")
     assert lease.exit_code == 0 and "no scheduler has taken the timer lease" in lease.output
+
+
+async def test_backfill_command_marks_what_was_stored_before_the_markers(
+    cli_env: str, mongo: AsyncMongoClient[Doc]
+) -> None:
+    db = mongo[f"{cli_env}scheduler"]
+    due = jst(2026, 11, 30, 9, 10)
+    await db["timers"].insert_one(
+        {
+            "_id": "b-old:no_show:v1",
+            "booking_id": "b-old",
+            "due_at": due,
+            "status": "pending",
+            "armed_at": due,
+        }
+    )
+    await db["requests"].insert_one(
+        {"_id": "b-old", "office_id": "demo-town", "status": "needs_staff", "rev": 0}
+    )
+    result = await _invoke("scheduler", "backfill")
+    assert result.exit_code == 0, result.output
+    assert "due markers for 1 pending timers; queue markers for 1 waiting requests" in result.output
+    assert await db["timer_due.wheel.20261130"].find_one({"_id": "b-old:no_show:v1"})
+    assert await db["coordination_queue.demo-town.needs_staff"].find_one({"_id": "b-old"})
+    again = await _invoke("scheduler", "backfill")  # idempotent
+    assert again.exit_code == 0 and "for 1 pending timers" in again.output

@@ -219,6 +219,12 @@ async def test_staff_list_confirm_and_propose_by_hand(
         bid = (await _propose(s, HW, MON_9)).payload.booking_id
         pending = (await s.client.get(f"/v1/staff/offices/{HW}/requests", headers=STAFF)).json()
         assert [d["_id"] for d in pending] == [bid]
+        # the queue lists waiting statuses only (a listing of every confirmed request would grow
+        # with the office's history): another is a 422 naming the field
+        r = await s.client.get(f"/v1/staff/offices/{HW}/requests?status=confirmed", headers=STAFF)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "status", 0]
+        r = await s.client.get(f"/v1/staff/offices/{HW}/requests?status=proposed", headers=STAFF)
+        assert [d["_id"] for d in r.json()] == [bid]
 
         url = f"/v1/staff/requests/{bid}"
         taken = {"counsellor_id": "hw-one", "start": MON_9[0].isoformat()}

@@ -12,8 +12,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.scheduler.keeper import Context, Keeper
-from services.scheduler.meeting import Rooms
-from services.scheduler.store import CounsellorStore, LeaseStore, RequestStore, Reservations, TimerStore
+from services.scheduler.store import LeaseStore
 from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TakeOverStalled, TimerWheel
 from shared.clock import FixedClock
@@ -33,18 +32,7 @@ async def db(mongo: AsyncMongoClient[dict[str, Any]], db_prefix: str) -> AsyncIt
 
 
 def _context(db: Any, clock: FixedClock, replica: str) -> Context:
-    reservations = Reservations(db)
-    ctx = Context(
-        policies=Policies.load(ROOT / "deploy" / "offices", DEMO_OFFICES),
-        counsellors=CounsellorStore(db),
-        reservations=reservations,
-        requests=RequestStore(db),
-        timers=TimerStore(db),
-        rooms=Rooms(db, lambda _office: None, reservations, clock),  # no Graph: staff record R08
-        clock=clock,
-        replica_id=replica,
-    )
-    return ctx
+    return Context.without_graph(db, Policies.load(ROOT / "deploy" / "offices", DEMO_OFFICES), clock, replica)
 
 
 def _wheel(ctx: Context, keeper: Keeper, ttl: float = 10.0) -> TimerWheel:
@@ -331,7 +319,7 @@ async def test_an_orphaned_feed_entry_is_dropped_after_its_grace_and_a_late_writ
         await wheel.stop()
 
 
-async def test_take_over_reads_the_pending_timers_once_and_arms_later_ones_from_memory(db: Any) -> None:
+async def test_before_the_backfill_a_take_over_reads_every_pending_timer_once(db: Any) -> None:
     clock = FixedClock(NOW)
     ctx = _context(db, clock, "r")
     await _confirmed(ctx, "b-late", NOW - timedelta(minutes=20))  # due 10 minutes ago

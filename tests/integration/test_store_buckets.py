@@ -35,6 +35,12 @@ async def test_markers_are_read_per_bucket_unique_per_item_and_removable(
     span = await days.read_span("kushiro", date(2026, 12, 3), date(2026, 12, 5))
     assert len(span) == 22
 
+    many = [{"_id": "b1"}, *({"_id": f"m{i}", "n": i} for i in range(5))]
+    assert await days.add_many("kushiro", date(2026, 12, 6), many) == 6
+    assert await days.add_many("kushiro", date(2026, 12, 6), [{"_id": "m0"}, {"_id": "m9"}]) == 1
+    assert len(await days.read("kushiro", date(2026, 12, 6))) == 7
+    assert await days.add_many("kushiro", date(2026, 12, 6), []) == 0
+
     await days.remove("kushiro", date(2026, 12, 4), "b1")
     assert "b1" not in {d["_id"] for d in await days.read("kushiro", date(2026, 12, 4))}
     assert await days.drop("kushiro", date(2026, 12, 4)) == 20

@@ -225,3 +225,22 @@ def test_r16_each_office_only_its_apps_and_the_counsellors_choice() -> None:
         == MeetingApp.SKYPE_FOR_BUSINESS
     )
     assert counsellor("h", HW).app_for(HW) == MeetingApp.TELEOFFICE
+
+
+def test_the_queue_api_lists_exactly_the_waiting_statuses() -> None:
+    from typing import get_args
+
+    from services.scheduler.api import QueueStatus
+    from services.scheduler.domain import WAITING
+    from services.scheduler.store.requests import QUEUED
+
+    assert set(get_args(QueueStatus)) == {s.value for s in WAITING} == set(QUEUED)
+
+
+def test_a_timers_due_marker_is_on_the_jst_day_of_its_due_time_or_of_its_arming_if_later() -> None:
+    from services.scheduler.store.timers import due_day
+
+    due = datetime(2026, 12, 3, 14, 59, tzinfo=JST)
+    assert due_day(due, None) == date(2026, 12, 3)
+    assert due_day(due, due + timedelta(days=2)) == date(2026, 12, 5)  # armed already late
+    assert due_day(due.astimezone(JST) + timedelta(hours=9, minutes=1), due) == date(2026, 12, 4)

@@ -14,9 +14,6 @@ class CounsellorStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db["counsellors"]
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("office_id", 1), ("active", 1)])
-
     async def put(self, counsellor: Counsellor, at: Any) -> bool:
         """Create or replace; True when it was new."""
         doc = {"_id": counsellor.counsellor_id, **counsellor.model_dump(mode="json"), "updated_at": at}

@@ -11,6 +11,7 @@ kind "booked" is a confirmed appointment; kind "held" is an alternative proposed
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -32,11 +33,6 @@ class Reservations:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db["reservations"]
         self.conflicts = 0  # reservations refused by the unique index (lost races, taken cells)
-
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("counsellor_id", 1), ("start", 1)], unique=True)
-        await self.collection.create_index("booking_id")
-        await self.collection.create_index([("office_id", 1), ("start", 1)])
 
     async def taken(self, office_id: str, start: datetime, end: datetime, now: datetime) -> set[Cell]:
         """Cells of the office's counsellors in [start, end) that are booked or held (unexpired)."""
@@ -147,7 +143,9 @@ class Reservations:
     async def at_cells(self, counsellor_id: str, starts: Sequence[datetime]) -> list[Doc]:
         """The counsellor's reserved cells among these cell starts, each read by `_id` (FerretDB's
         index; a range query decodes the collection there)."""
-        found = [await self.collection.find_one({"_id": cell_id(counsellor_id, start)}) for start in starts]
+        found = await asyncio.gather(
+            *(self.collection.find_one({"_id": cell_id(counsellor_id, start)}) for start in starts)
+        )
         return [d for d in found if d is not None]
 
     async def of_counsellor(self, counsellor_id: str, start: datetime, end: datetime) -> list[Doc]:

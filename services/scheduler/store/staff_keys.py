@@ -76,9 +76,6 @@ class StaffKeyStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.collection = db["staff_keys"]
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index("subject")
-
     async def register(
         self,
         key: str,

@@ -23,6 +23,15 @@ per tick or per message reads by `_id` or reads a small collection:
   version) instead of querying by booking.
 - `timer_effects`: one marker per hold firing until its after-effects are done (R05), so the sweep
   reads the markers, not the timers.
+- `timer_due` (shared/store/buckets.py): a marker `{_id: timer id, due_at}` per pending timer in the
+  bucket of its JST day (the later of its due day and the day it was armed, so a timer armed late
+  lands in a day a reader still looks at), written before the feed entry and removed once the timer
+  is resolved. A take-over reads the buckets from the watermark (`timer_state/watermark`: the
+  earliest day that may still hold a pending marker) to the end of the horizon, not every pending
+  timer; the wheel loads each later day's bucket when the horizon reaches it. A marker whose timer
+  is resolved or missing (a crash between two writes) is dropped by whoever reads it by `_id`.
+  Timers written before the markers existed get theirs from `backfill` (the first take-over runs it,
+  with the old full read, and records `timer_state/markers`; `consultctl scheduler backfill` too).
 """
 
 from __future__ import annotations
@@ -30,21 +39,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.timing import TimerKind, TimerSpec, timer_id
+from shared.clock import JST
 from shared.events import Envelope
 from shared.mongo import Doc
 from shared.store import outbox
+from shared.store.buckets import Buckets, period_key
 
 PENDING, FIRED, CANCELLED = "pending", "fired", "cancelled"
 #: a booking's timers may be one version ahead of its request: two writers of one request can both
 #: pass on FerretDB (last write wins), the loser's timers armed at the version it computed
 VERSION_SLACK = 1
+#: the due markers' one scope: one wheel runs every office's timers
+WHEEL = "wheel"
+MARKERS_DONE, WATERMARK = "markers", "watermark"
+
+
+def due_day(due_at: datetime, armed_at: datetime | None) -> date:
+    """The JST day of a timer's due marker: its due day, or the day it was armed if that is later."""
+    when = due_at if armed_at is None else max(due_at, armed_at)
+    return when.astimezone(JST).date()
+
+
+def day_key(day: date) -> str:
+    return period_key(day, "day")
 
 
 class TimerStore:
@@ -53,18 +77,26 @@ class TimerStore:
         self.outcomes = db["timer_outcomes"]
         self.feed = db["timer_feed"]  # timers armed since the leader last looked (small)
         self.effects = db["timer_effects"]  # hold firings whose after-effects are not done (small)
+        self.state = db["timer_state"]  # the due markers' watermark and backfill flag (two documents)
+        self.db = db
+        self._due: Buckets | None = None
+        self._markers_done = False
         self.on_write: Callable[[Any], None] = lambda doc_id: None  # wakes the outcomes' outbox relay
         self.on_arm: Callable[[Doc], None] = lambda doc: None  # tells the wheel
 
-    async def ensure_indexes(self) -> None:
-        await self.collection.create_index([("status", 1), ("due_at", 1)])
-        await self.collection.create_index("booking_id")
+    async def due_buckets(self) -> Buckets:
+        if self._due is None:
+            self._due = await Buckets.open(self.db, "timer_due", period="day")
+        return self._due
 
     async def arm(self, spec: TimerSpec, *, correlation_id: str, now: datetime) -> None:
         """Create the timer unless it exists (idempotent: the id is derived from booking, kind, version).
 
-        The feed entry comes first: a crash between the two leaves an entry without its timer, which
-        the leader drops after a grace period; the other order could leave a timer nobody arms."""
+        The due marker and the feed entry come first: a crash between them and the timer leaves an
+        entry without its timer, which the leader drops after a grace period (and a marker the reader
+        drops); the other order could leave a timer nobody arms."""
+        day = due_day(spec.due_at, now)
+        await (await self.due_buckets()).add(WHEEL, day, spec.timer_id, {"due_at": spec.due_at})
         with contextlib.suppress(DuplicateKeyError):  # a redelivery arming the same timer
             await self.feed.insert_one({"_id": spec.timer_id, "due_at": spec.due_at, "at": now})
         doc = {
@@ -86,23 +118,34 @@ class TimerStore:
         self.on_arm(doc)
 
     async def fire(
-        self, timer_id: str, *, now: datetime, by: str, lateness: float, event: Envelope[Any]
+        self,
+        timer_id: str,
+        *,
+        now: datetime,
+        by: str,
+        lateness: float,
+        event: Envelope[Any],
+        timer: Doc | None = None,
     ) -> bool:
-        """Resolve as fired with its event; False if it was already fired or cancelled."""
+        """Resolve as fired with its event; False if it was already fired or cancelled. `timer` (the
+        document, if the caller has it) names its due marker's day."""
         fields = {
             "fired_at": now,
             "fired_by": by,
             "lateness_seconds": lateness,
             "event_id": str(event.event_id),
         }
-        won = await self._resolve(timer_id, FIRED, fields, [event])
+        won = await self._resolve(timer_id, FIRED, fields, [event], timer)
         if won:
             self.on_write(timer_id)
         return won
 
-    async def cancel_one(self, timer_id: str, *, reason: str, now: datetime) -> bool:
+    async def cancel_one(
+        self, timer_id: str, *, reason: str, now: datetime, timer: Doc | None = None
+    ) -> bool:
         """Resolve as cancelled; False if it had already fired or been cancelled."""
-        return await self._resolve(timer_id, CANCELLED, {"cancelled_at": now, "cancel_reason": reason}, [])
+        fields = {"cancelled_at": now, "cancel_reason": reason}
+        return await self._resolve(timer_id, CANCELLED, fields, [], timer)
 
     async def cancel(
         self,
@@ -122,16 +165,13 @@ class TimerStore:
         top = below - 1 if below is not None else version + VERSION_SLACK
         chosen = list(kinds) if kinds else [k.value for k in TimerKind]
         ids = [timer_id(booking_id, kind, v) for v in range(1, top + 1) for kind in chosen]
-        found = await asyncio.gather(*(self._pending_status(i) for i in ids))
-        pending = [i for i, status in zip(ids, found, strict=True) if status == PENDING]
-        return sum([await self.cancel_one(i, reason=reason, now=now) for i in pending])
+        found = await asyncio.gather(*(self.brief(i) for i in ids))
+        pending = [d for d in found if d is not None and d["status"] == PENDING]
+        return sum([await self.cancel_one(d["_id"], reason=reason, now=now, timer=d) for d in pending])
 
-    async def _pending_status(self, timer_id: str) -> str | None:
-        """The timer's status by `_id` (None if it does not exist)."""
-        doc = await self.brief(timer_id)
-        return None if doc is None else str(doc["status"])
-
-    async def _resolve(self, timer_id: str, outcome: str, fields: Doc, events: list[Envelope[Any]]) -> bool:
+    async def _resolve(
+        self, timer_id: str, outcome: str, fields: Doc, events: list[Envelope[Any]], timer: Doc | None
+    ) -> bool:
         try:
             await outbox.announce(self.outcomes, timer_id, events)
             await self.outcomes.insert_one(
@@ -140,7 +180,16 @@ class TimerStore:
         except DuplicateKeyError:  # resolved already (fired or cancelled, by this replica or another)
             await outbox.withdraw(self.outcomes, timer_id, events)
             return False
+        await self._unmark(timer_id, timer)
         return True
+
+    async def _unmark(self, timer_id: str, timer: Doc | None) -> None:
+        """Resolved: its due marker goes (a crash before this leaves one that readers drop)."""
+        if timer is None or "due_at" not in timer:
+            timer = await self.collection.find_one({"_id": timer_id}, {"due_at": 1, "armed_at": 1})
+        if timer is not None:
+            day = due_day(timer["due_at"], timer.get("armed_at"))
+            await (await self.due_buckets()).remove(WHEEL, day, timer_id)
 
     async def get(self, timer_id: str) -> Doc | None:
         """The timer with its outcome, if it has one (two `_id` lookups)."""
@@ -150,20 +199,88 @@ class TimerStore:
         outcome = await self.outcomes.find_one({"_id": timer_id}, _OUTCOME_FIELDS)
         return _with_outcome(doc, outcome)
 
-    async def pending(self) -> list[tuple[str, datetime]]:
-        """Every pending timer's id and due time: full scans, for a take-over only."""
+    async def pending(self) -> list[Doc]:
+        """Every pending timer's id, due time and arming time: full scans, for the backfill only."""
         # one resolved between the two reads shows as pending: its firing reads it by `_id` anyway
         resolved = {d["_id"] async for d in self.outcomes.find({}, {"_id": 1})}
-        cursor = self.collection.find({"status": PENDING}, {"_id": 1, "due_at": 1})
-        return [(d["_id"], d["due_at"]) async for d in cursor if d["_id"] not in resolved]
+        cursor = self.collection.find({"status": PENDING}, {"_id": 1, "due_at": 1, "armed_at": 1})
+        return [d async for d in cursor if d["_id"] not in resolved]
 
     async def brief(self, timer_id: str) -> Doc | None:
         """Status and due time of one timer, by `_id` (None if it does not exist)."""
-        doc = await self.collection.find_one({"_id": timer_id}, {"status": 1, "due_at": 1})
+        doc = await self.collection.find_one({"_id": timer_id}, {"status": 1, "due_at": 1, "armed_at": 1})
         if doc is None:
             return None
         outcome = await self.outcomes.find_one({"_id": timer_id}, {"outcome": 1})
         return _with_outcome(doc, outcome)
+
+    # ----------------------------------------------------------------- due markers
+
+    async def markers_ready(self) -> bool:
+        """Whether every pending timer has its due marker (the backfill has run once)."""
+        if not self._markers_done:
+            self._markers_done = await self.state.find_one({"_id": MARKERS_DONE}) is not None
+        return self._markers_done
+
+    async def backfill(self, now: datetime) -> list[tuple[str, datetime]]:
+        """Due markers for the pending timers written before they existed (idempotent): one full
+        read of the pending timers, which it returns; then `markers_ready`."""
+        pending = await self.pending()
+        by_day: dict[date, list[Doc]] = {}
+        for d in pending:
+            marker = {"_id": d["_id"], "due_at": d["due_at"]}
+            by_day.setdefault(due_day(d["due_at"], d.get("armed_at")), []).append(marker)
+        buckets = await self.due_buckets()
+        for day, markers in by_day.items():
+            for k in range(0, len(markers), 1000):
+                await buckets.add_many(WHEEL, day, markers[k : k + 1000])
+        first = min([*by_day, now.astimezone(JST).date()])
+        with contextlib.suppress(DuplicateKeyError):  # set once; later moves are the leader's
+            await self.state.insert_one({"_id": WATERMARK, "day": day_key(first)})
+        with contextlib.suppress(DuplicateKeyError):
+            await self.state.insert_one({"_id": MARKERS_DONE, "at": now, "timers": len(pending)})
+        self._markers_done = True
+        return [(d["_id"], d["due_at"]) for d in pending]
+
+    async def watermark(self, today: date) -> date:
+        """The earliest JST day whose bucket may still hold a pending timer's marker."""
+        doc = await self.state.find_one({"_id": WATERMARK})
+        if doc is None:
+            return today - timedelta(days=1)
+        return datetime.strptime(doc["day"], "%Y%m%d").date()
+
+    async def set_watermark(self, day: date) -> None:
+        """Only the lease holder moves it (one writer)."""
+        await self.state.update_one({"_id": WATERMARK}, {"$set": {"day": day_key(day)}}, upsert=True)
+
+    async def due_in(self, first: date, last: date) -> list[tuple[str, datetime]]:
+        """The marked timers of the JST days `first`..`last`: the timers due then, and those armed
+        then already late (one bucket a day, each decoding only its own markers)."""
+        if last < first:
+            return []
+        markers = await (await self.due_buckets()).read_span(WHEEL, first, last)
+        return [(m["_id"], m["due_at"]) for m in markers]
+
+    async def mark_fed(self, entry: Doc) -> None:
+        """The marker of a feed entry the wheel does not read yet (idempotent: the writer made it
+        already, unless it predates the markers)."""
+        day = due_day(entry["due_at"], entry.get("at"))
+        await (await self.due_buckets()).add(WHEEL, day, entry["_id"], {"due_at": entry["due_at"]})
+
+    async def settle_day(self, day: date) -> int:
+        """A past day's bucket: drop the markers of resolved or missing timers (by `_id`), and the
+        bucket once empty; returns how many of its timers are still pending."""
+        buckets = await self.due_buckets()
+        left = 0
+        for marker in await buckets.read(WHEEL, day_key(day), {"_id": 1}):
+            doc = await self.brief(marker["_id"])
+            if doc is not None and doc["status"] == PENDING:
+                left += 1
+            else:
+                await buckets.remove(WHEEL, day_key(day), marker["_id"])
+        if not left:
+            await buckets.drop(WHEEL, day_key(day))
+        return left
 
     async def feed_entries(self, limit: int = 5000) -> list[Doc]:
         """Timers announced since the leader last merged the feed (a small collection, read whole)."""
