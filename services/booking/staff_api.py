@@ -202,6 +202,7 @@ def router(service: BookingService, credential: Any, span: ListSpan) -> APIRoute
         **views.shows(list[views.ReviewView], "the people under review"),
     )
     async def reviews(office_id: str, cred: Staff) -> list[dict[str, Any]]:
+        service.policy(office_id)  # an unknown office is a 404 (its lists are named by it)
         return [views.review_view(p) for p in await service.stores.people.in_review(office_id)]
 
     @api.post(
@@ -221,6 +222,7 @@ def router(service: BookingService, credential: Any, span: ListSpan) -> APIRoute
         **views.shows(list[views.RefusalView], "the people refused now"),
     )
     async def refusals(office_id: str, cred: Staff) -> list[dict[str, Any]]:
+        service.policy(office_id)  # an unknown office is a 404 (its lists are named by it)
         return [views.refusal_view(p) for p in await service.stores.people.refused(office_id, service.now)]
 
     @api.delete("/offices/{office_id}/refusals/{person_key}", summary="Lift a refusal")

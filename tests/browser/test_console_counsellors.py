@@ -115,7 +115,7 @@ async def under_review(stack: Stack, last_booking_id: str) -> str:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(support.MONGODB_URL, tz_aware=True)
     try:
         db = client[settings.database("booking")]
-        people = PersonStore(VersionedStore(db["people"], db["people_changes"]))
+        people = PersonStore(VersionedStore(db["people"], db["people_changes"]), db)
         review = Review(since=datetime.now(UTC), no_shows=2, last_booking_id=last_booking_id)
         await people.save(PersonRecord(person_key=key, office_id=DEMO, review=review), [])
     finally:

@@ -49,11 +49,14 @@ async def test_an_operator_sees_a_parked_message_and_replays_it_after_a_confirma
     await booking.get_by_role("link", name=re.compile("再投入")).click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text("保留メッセージの再投入")
     replay = page.get_by_role("button", name=re.compile(r"^\d+ 件を再投入する$"))
-    await expect(replay).to_have_text(f"{parked} 件を再投入する")
+    # the stack is shared with the e2e suite, whose late retries may park more meanwhile: the page
+    # counts again, and what it confirms is what is replayed
+    shown = int((await replay.inner_text()).split()[0])
+    assert shown >= parked
     await accessible(page, "ops-replay")
     await replay.focus()  # by keyboard, as an operator may
     await page.keyboard.press("Enter")
-    await expect(page.get_by_role("status")).to_contain_text(f"{parked} 件を再投入しました")
+    await expect(page.get_by_role("status")).to_contain_text(f"{shown} 件を再投入しました")
 
 
 async def test_a_staff_member_has_no_operations_page(console: ConsoleStack, new_page: NewPage) -> None:
