@@ -421,16 +421,34 @@ class Cluster:
         wait_for(lambda: amqp_answers(self.ports.haproxy_amqp), timeout=30, what="AMQP through HAProxy")
         return pw
 
-    def down(self) -> None:
+    def down(self, *, graceful: bool = True) -> None:
+        """Stop HAProxy and the nodes: gracefully (the last node stopped is node 1, which `up` starts
+        first, so the next `up` finds consistent data), or kill -9 (a throw-away cluster's data)."""
         if self.haproxy is not None:
             self.haproxy.stop()
-        for node in reversed(self.nodes):  # gracefully, so the next `up` finds consistent data
-            node.stop()
+        for node in reversed(self.nodes):
+            node.stop() if graceful else node.kill()
+
+    def live_api(self) -> str:
+        """The management API of a node that answers (any node serves the whole cluster's view)."""
+        node = next((n for n in self.nodes if n.pid() is not None and n.answers()), None)
+        if node is None:
+            raise RuntimeError("no node of the cluster answers")
+        return node.api
+
+    def quorum_critical(self, node: Node) -> bool:
+        """Whether stopping `node` would leave a quorum queue without a majority (it is behind or
+        another member is down): a rolling restart waits until it is not."""
+        try:
+            r = httpx.get(f"{node.api}/health/checks/node-is-quorum-critical", timeout=10)
+        except httpx.HTTPError:
+            return True
+        return r.status_code != 200
 
     def queues(self) -> list[dict[str, Any]]:
         """The vhost's queues with their leader and members (quorum queues)."""
         r = httpx.get(
-            f"{self.api}/queues/{quote(self.vhost, safe='')}",
+            f"{self.live_api()}/queues/{quote(self.vhost, safe='')}",
             params={"columns": "name,type,leader,members,online,messages,messages_unacknowledged"},
             timeout=30,
         )
