@@ -342,20 +342,20 @@ class Cluster:
     tag: str = "consult"  # node names <tag>-1..3@localhost
     vhost: str = VHOST
     http: dict[str, tuple[int, list[int]]] = field(default_factory=dict)
+    logs: Path | None = None  # the nodes' and HAProxy's output; default <dir>/logs
     nodes: list[Node] = field(default_factory=list)
     haproxy: HAProxy | None = None
 
     def __post_init__(self) -> None:
+        logs = self.logs or self.dir / "logs"
         names = tuple(f"{self.tag}-{i}@localhost" for i in (1, 2, 3))
         self.nodes = [
             Node(name, self.dir / f"node-{i}", self.ports.amqp[i - 1], self.ports.api[i - 1],
-                 self.ports.dist[i - 1], self.dir / "logs" / f"node-{i}.log", cluster=names,
+                 self.ports.dist[i - 1], logs / f"node-{i}.log", cluster=names,
                  home=self.dir / "home")
             for i, name in enumerate(names, 1)
         ]  # fmt: skip
-        self.haproxy = HAProxy(
-            self.dir / "haproxy.cfg", self.ports.haproxy_monitor, self.dir / "logs" / "haproxy.log"
-        )
+        self.haproxy = HAProxy(self.dir / "haproxy.cfg", self.ports.haproxy_monitor, logs / "haproxy.log")
 
     @property
     def api(self) -> str:

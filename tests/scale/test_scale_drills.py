@@ -149,7 +149,7 @@ async def scale() -> AsyncIterator[Scale]:
     log_dir = ROOT / ".local" / "logs" / f"scale-{RUN_ID}"
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for pair in REPLICAS.values() for name in pair}
-    cluster = Cluster(tmp / "cluster", Ports.free(free_port), tag=f"scale{RUN_ID}")
+    cluster = Cluster(tmp / "cluster", Ports.free(free_port), tag=f"scale{RUN_ID}", logs=log_dir)
     cluster.http = {s: (free_port(), [ports[r] for r in REPLICAS[s]]) for s in SERVICES}
     servers = drills.PrivateServers(tmp, log_dir)
     prefix = f"scale{RUN_ID}_"
@@ -355,8 +355,16 @@ async def test_the_cluster_has_three_nodes_quorum_queues_of_three_and_each_servi
     assert queues, "no quorum queue in the vhost"
     assert all(len(q.get("members", [])) == 3 for q in queues), {q["name"]: q.get("members") for q in queues}
     assert len(leaders) == 3, f"leaders not spread over the three nodes: {leaders}"
-    users = Counter(c["user"] for c in await connections(scale))
-    assert all(users[s] >= 2 for s in SERVICES), f"each service's two replicas as its own user: {users}"
+    users: Counter[str] = Counter()
+
+    async def listed() -> bool:  # the management API lists a new connection a few seconds late
+        users.clear()
+        users.update(c["user"] for c in await connections(scale))
+        return all(users[s] >= 2 for s in SERVICES)
+
+    await support.eventually(
+        listed, timeout=60, interval=1, what="each service's two replicas as its own user"
+    )
     assert "guest" not in users, "a service connected as guest"
     figure(
         f"\nscale: {len(queues)} quorum queues of 3 members, leaders {dict(leaders)}; "
@@ -563,7 +571,7 @@ async def check_timers_and_audit(scale: Scale, accepted: list[Sent], confirmed: 
 
 async def handled(scale: Scale, replica: str) -> float:
     """How many deliveries a replica's consumer has handled since it started (its /metrics)."""
-    async with httpx.AsyncClient(timeout=10) as c:
+    async with httpx.AsyncClient(timeout=10, follow_redirects=True) as c:  # /metrics is a mount: /metrics/
         text = (await c.get(f"{scale.stack.urls[replica]}/metrics")).text
     return sum(
         float(line.rsplit(" ", 1)[1])
