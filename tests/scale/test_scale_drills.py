@@ -33,7 +33,9 @@ whose hold timer fires a minute later (through whichever scheduler holds the lea
 awaiting coordination. KG bookings are two weeks ahead: their timers do not come due.
 
 The module takes ~15 min on the loaded 2-core machine (14.7 min measured: start-up 45 s, the drills
-3.4, 4.5 and 6 min with their checks). Figures (printed at the end of the run): per drill the counts, each failover (kill or stop to the
+3.4, 4.5 and 6 min with their checks).
+
+Figures (printed at the end of the run): per drill the counts, each failover (kill or stop to the
 next completed booking: the first booking submitted after it that reaches a final state, seen by
 a poll every second) and their p50/p99, the latency of the bookings submitted in the 30 s after each
 failover against the others', the scheduler lease take-over time.
