@@ -63,7 +63,7 @@ demo: up console-assets ## narrated scenario through the whole system
 TEST_WORKERS ?= 3
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-test: infra-up console-assets chromium haproxy-binary promtool ## all tests: unit, integration, e2e, browser, chaos (brings up what they need)
+test: infra-up console-assets chromium haproxy-binary promtool ## all tests: unit, integration, e2e, browser, chaos, scale (brings up what they need)
 	@$(PY) deploy/local.py build --only mongo,smtp
 	@$(PYTEST) $(XDIST) tests
 
@@ -85,6 +85,18 @@ console-screenshots: infra-up console-assets chromium ## the console's screens, 
 test-chaos: infra-up ## the chaos drills: servers and services killed and paused under a booking stream
 	@$(PY) deploy/local.py build --only mongo,smtp
 	@$(PYTEST) tests/chaos
+
+# Issue 20: a 3-node RabbitMQ cluster of our own on loopback (Debian's rabbitmq-server, ports 26700-26723,
+# data in .local/cluster/), HAProxy in front on 26700; never the shared servers' ports.
+cluster-up: venv haproxy-binary ## a 3-node RabbitMQ cluster on 127.0.0.1 with HAProxy in front (deploy/rabbit_cluster.py)
+	@$(PY) -m deploy.rabbit_cluster up
+
+cluster-down: venv ## stop what cluster-up started (its data stays in .local/cluster/)
+	@$(PY) -m deploy.rabbit_cluster down
+
+test-scale: venv haproxy-binary ## the scale drills: 3-node cluster, two replicas of every service, failovers under load
+	@$(PY) deploy/local.py build --only mongo,smtp
+	@$(PYTEST) tests/scale
 
 docs: venv ## write the AsyncAPI and OpenAPI documents to docs/
 	@$(PY) -m ops.docs
@@ -125,4 +137,4 @@ format: venv ## apply ruff's formatting and fixes
 	@$(PY) -m ruff format .
 	@$(PY) -m ruff check --fix .
 
-.PHONY: help docs bench venv promtool promtool-go haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser console-screenshots test-chaos lint format console-assets chromium
+.PHONY: help cluster-up cluster-down test-scale docs bench venv promtool promtool-go haproxy-binary check-deploy infra-up infra-down infra-status up down logs demo test test-unit test-integration test-e2e test-browser console-screenshots test-chaos lint format console-assets chromium

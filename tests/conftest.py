@@ -169,6 +169,16 @@ def mailpit() -> support.Mailpit:
     return support.Mailpit()
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The failure drills' figures (tests/chaos, tests/scale; issue 13: the counts per run)."""
+    from tests.support.drills import FIGURES
+
+    for section, lines in FIGURES.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from tests.support.servicelogs import ServiceLogs
 

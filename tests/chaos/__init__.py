@@ -1,10 +1,10 @@
-"""The chaos drills. Their figures (duplicates, resends, reconnect times) are collected in FIGURES
-and printed at the end of the run by tests/chaos/conftest.py, so a passing CI run shows them too."""
+"""The chaos drills. Their figures (duplicates, resends, reconnect times) are collected by
+tests.support.drills and printed at the end of the run by tests/conftest.py, so a passing CI run
+shows them too."""
 
-FIGURES: list[str] = []
+from tests.support import drills
 
 
 def figure(line: str) -> None:
     """Print a drill's figure (shown with -s or on failure) and keep it for the run's summary."""
-    print(line)
-    FIGURES.append(line.strip())
+    drills.figure(line, "chaos drill figures")

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from services.scheduler import seed
 from services.scheduler.keeper import Context, Keeper
 from services.scheduler.store import LeaseStore
+from services.scheduler.store.counsellors import CounsellorStore
 from services.scheduler.timing import TimerKind, TimerSpec
 from services.scheduler.wheel import TakeOverStalled, TimerWheel
 from shared.clock import FixedClock
@@ -426,3 +428,26 @@ async def test_r05_a_hold_expiry_interrupted_before_its_effects_is_finished_by_t
     assert (await ctx.requests.get("b-hold") or {})["status"] == "hold_expired"
     assert await db["timer_effects"].count_documents({}) == 0
     assert (await ctx.timers.get("b-hold:hold:v2") or {})["status"] == "fired"
+
+
+async def test_two_replicas_loading_the_seed_counsellors_at_once_both_start(db: Any) -> None:
+    """Issue 20: two scheduler replicas start at once and both load the seed counsellors; on FerretDB
+    an upsert is a look then an insert, so one of two racing upserts of a new `_id` was refused
+    (DuplicateKeyError) and that replica's start-up failed. Each counsellor is created once, and
+    every racing load completes."""
+    policies = Policies.load(ROOT / "deploy" / "offices", DEMO_OFFICES)
+    counsellors = seed.read(ROOT / "deploy" / "counsellors.yaml")
+    replicas = [
+        connect(MONGODB_URL, app_name=f"scheduler-{i}") for i in range(4)
+    ]  # each its own connections, as processes have
+    try:
+        stores = [CounsellorStore(r[db.name]) for r in replicas for _ in range(2)]
+        reports = await asyncio.gather(*(seed.load(s, policies, counsellors, NOW) for s in stores))
+    finally:
+        for r in replicas:
+            await r.close()
+    loaded = {c for r in reports for c in r.created + r.updated}
+    for c in loaded:
+        assert sum(c in r.created for r in reports) <= 1, f"{c} created twice"
+        assert all(c in r.created + r.updated for r in reports)
+    assert {c["_id"] for c in await db["counsellors"].find({}, {"_id": 1}).to_list()} == loaded

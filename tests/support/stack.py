@@ -56,6 +56,10 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    #: a process name that is not its service's (tests/scale: replicas `booking-1`, `booking-2`)
+    modules: dict[str, str] = field(default_factory=dict)
+    #: settings of one process only (tests/scale: each service its own broker user)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def client(self, service: str, **kwargs: object) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.urls[service], timeout=15, **kwargs)  # type: ignore[arg-type]
@@ -63,9 +67,9 @@ class Stack:
     def start(self, service: str) -> None:
         log = self.logs[service].open("ab")
         self.procs[service] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
+            [sys.executable, "-m", f"services.{self.modules.get(service, service)}"],
             cwd=ROOT,
-            env=self.env | {"HTTP_PORT": self.urls[service].rsplit(":", 1)[1]},
+            env=self.env | self.envs.get(service, {}) | {"HTTP_PORT": self.urls[service].rsplit(":", 1)[1]},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

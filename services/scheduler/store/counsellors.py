@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from services.scheduler.availability import Counsellor
 from shared.mongo import Doc
@@ -17,7 +18,14 @@ class CounsellorStore:
     async def put(self, counsellor: Counsellor, at: Any) -> bool:
         """Create or replace; True when it was new."""
         doc = {"_id": counsellor.counsellor_id, **counsellor.model_dump(mode="json"), "updated_at": at}
-        result = await self.collection.replace_one({"_id": counsellor.counsellor_id}, doc, upsert=True)
+        try:
+            result = await self.collection.replace_one({"_id": counsellor.counsellor_id}, doc, upsert=True)
+        except DuplicateKeyError:
+            # Two replicas loading the seed at start-up at once (issue 20): FerretDB runs an upsert as
+            # a look then an insert, so the one that looked second finds the `_id` taken. The other
+            # created it: replace it, as the upsert would have.
+            await self.collection.replace_one({"_id": counsellor.counsellor_id}, doc)
+            return False
         return result.upserted_id is not None
 
     async def get(self, counsellor_id: str) -> Counsellor | None:
