@@ -60,9 +60,8 @@ demo: up console-assets ## narrated scenario through the whole system
 # `make test` runs the suites on TEST_WORKERS pytest-xdist workers, a file's tests in one worker
 # (tests/conftest.py says why): most of a test's time is waiting on servers and processes, so three
 # workers on two cores finish in about half the serial time. TEST_WORKERS=0 runs them in one process.
-# The drills start first (tests/conftest.py LONGEST_FIRST), each in a worker of its own.
 TEST_WORKERS ?= 3
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: infra-up console-assets chromium haproxy-binary promtool ## all tests: unit, integration, e2e, browser, chaos, scale (brings up what they need)
 	@$(PY) deploy/local.py build --only mongo,smtp

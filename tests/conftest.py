@@ -192,19 +192,6 @@ def pytest_configure(config: pytest.Config) -> None:
 # and one stack of service processes if it runs tests/e2e or tests/browser.
 
 
-#: the files that take longest, first: each runs in one worker from the start (with
-#: `--no-loadscope-reorder`, which keeps this order instead of putting the files with most tests first)
-LONGEST_FIRST = ("tests/scale/", "tests/chaos/")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        where = item.path.relative_to(config.rootpath).as_posix()
-        return next((i for i, p in enumerate(LONGEST_FIRST) if where.startswith(p)), len(LONGEST_FIRST))
-
-    items.sort(key=rank)  # stable: file order within each
-
-
 # The services (and the console) as real processes, one stack per run (per xdist worker) for tests/e2e
 # and tests/browser alike: defined once here (a conftest importing them would make a second), imported
 # last because tests.support.stack reads RUN_ID.
