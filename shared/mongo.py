@@ -10,9 +10,20 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.topology import Topology
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, BulkWriteError
 
 Doc = dict[str, Any]
+#: the server's error code for a unique index (`_id` included) that already holds the value
+DUPLICATE_KEY = 11000
+
+
+def inserted_despite_duplicates(exc: BulkWriteError) -> int:
+    """An unordered `insert_many` that failed only on duplicate keys: how many went in; any other
+    write error is raised again."""
+    if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+        raise exc
+    return int(exc.details.get("nInserted", 0))
+
 
 #: Commands whose time is worth watching; handshakes, pings and cursor bookkeeping are not.
 WATCHED = frozenset({"find", "insert", "update", "delete", "findAndModify", "aggregate", "count", "getMore"})

@@ -27,7 +27,7 @@ from services.audit.export import chain_ordered
 from services.audit.records import stream_of
 from services.audit.search import BadCursor, Filters, after
 from services.audit.view import KIND, DayView
-from shared.mongo import Doc
+from shared.mongo import DUPLICATE_KEY, Doc, inserted_despite_duplicates
 from shared.store.backend import is_ferretdb
 from shared.store.buckets import Buckets, layout_for
 from shared.store.conditional import update_if
@@ -48,14 +48,8 @@ SEARCH_INDEXES = (
 )
 VIEW_STATE = "audit_day"
 REBUILD_DEADLINE_SECONDS = 3600.0  # a scan of the whole store: a batch job's deadline
-DUPLICATE_KEY = 11000
 CHUNK = 500
 ORDERED_BATCH = 100  # FerretDB's own write batch: an ordered insert is ordered only within one
-
-
-def _only_duplicates(exc: BulkWriteError) -> None:
-    if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-        raise exc
 
 
 class AuditStore:
@@ -94,7 +88,7 @@ class AuditStore:
         try:
             await self.sealed.insert_many(list(docs), ordered=False)
         except BulkWriteError as exc:
-            _only_duplicates(exc)  # a redelivered event: its values are sealed already
+            inserted_despite_duplicates(exc)  # a redelivered event: its values are sealed already
 
     async def insert_chained(self, docs: Sequence[Doc]) -> tuple[int, int | None]:
         """Ordered, so nothing lands after a refused record: (how many went in, index refused or None).

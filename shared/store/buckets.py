@@ -29,12 +29,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.clock import JST
-from shared.mongo import Doc
+from shared.mongo import Doc, inserted_despite_duplicates
 from shared.store.backend import is_ferretdb
 
 Period = Literal["day", "month"]
 Layout = Literal["collections", "indexed"]
-DUPLICATE_KEY = 11000
 _SCOPE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
@@ -121,9 +120,7 @@ class Buckets:
         try:
             return len((await target.insert_many(docs, ordered=False)).inserted_ids)
         except BulkWriteError as exc:
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
-            return int(exc.details.get("nInserted", 0))
+            return inserted_despite_duplicates(exc)
 
     async def remove(self, scope: str, when: date | datetime | str, item_id: str) -> None:
         bucket = self.bucket(scope, when)

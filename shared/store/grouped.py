@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, WriteError
 
-from shared.mongo import Doc
+from shared.mongo import DUPLICATE_KEY, Doc
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_KEY = 11000
 #: documents per insert_many at most (MongoDB's own limit is far higher; this bounds one round's wait)
 MAX_ROUND = 500
 
