@@ -311,9 +311,9 @@ def start_rabbitmq(s: Server, timeout: float) -> None:
         plugins = [tool("rabbitmq-plugins") or "rabbitmq-plugins", "--offline", "enable"]
         subprocess.run([*plugins, "rabbitmq_management"], check=True, stdout=subprocess.DEVNULL)
         epmd_before = port_open(4369)
-        # many test vhosts, each with quorum queues, need more than the default 1024 file handles
         server = tool("rabbitmq-server") or "rabbitmq-server"
-        subprocess.run(["bash", "-c", f'ulimit -n 65536 2>/dev/null; exec "{server}" -detached'], check=True)
+        env = os.environ | {"RABBITMQ_CONF_ENV_FILE": rabbit_env_file()}  # its open-files limit
+        subprocess.run([server, "-detached"], check=True, env=env)
         RUN.mkdir(parents=True, exist_ok=True)
         RABBIT_MARK.write_text("epmd=preexisting\n" if epmd_before else "epmd=ours\n")
     if err := wait_ready(s, s.url, timeout, lambda: True):
@@ -324,6 +324,27 @@ def start_rabbitmq(s: Server, timeout: float) -> None:
         f"started {addr(s.url)} pid {rabbit_pid()} in {time.monotonic() - t0:.1f}s "
         f"(logs in {RABBIT_LOGS}, management http://127.0.0.1:15672)",
     )
+
+
+def rabbit_env_file() -> str:
+    """An environment file for Debian's rabbitmq-server that keeps /etc's and raises the node's limit
+    of open files to the hard limit.
+
+    Many test vhosts at once (three pytest-xdist workers), each with its message stores and quorum
+    queues, need more than 1024 file handles: at that limit RabbitMQ's file handle cache makes every
+    caller wait (vhost creation, connections, the management API), so the whole broker stood still in
+    a test run. Debian's script starts the node through `su rabbitmq`, whose PAM session resets the
+    soft limit to 1024 whatever the caller set; this file is sourced by the node's own shell, after
+    `su`. It lives in /tmp so the rabbitmq user can read it from any clone.
+    """
+    fd, path = tempfile.mkstemp(prefix="consult-rabbitmq-env-", suffix=".conf", dir="/tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "[ -r /etc/rabbitmq/rabbitmq-env.conf ] && . /etc/rabbitmq/rabbitmq-env.conf\n"
+            'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true\n'
+        )
+    os.chmod(path, 0o644)
+    return path
 
 
 #: The browser tests' Debian packages, each with a file it installs: Chromium (Playwright drives
