@@ -94,10 +94,9 @@ async def delete_vhost(name: str) -> None:
 async def drop_databases(prefix: str) -> None:
     client: AsyncMongoClient[Doc] = AsyncMongoClient(MONGODB_URL)
     try:
-        from deploy.local import local_database_names  # not listDatabases: see its docstring
+        from tests.support import database_names  # not listDatabases on the local FerretDB
 
-        names = local_database_names(MONGODB_URL)
-        for name in names if names is not None else await client.list_database_names():
+        for name in await database_names(client):
             if name.startswith(prefix):
                 await client.drop_database(name)
     finally:
